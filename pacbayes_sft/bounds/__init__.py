@@ -1,0 +1,44 @@
+"""PAC-Bayes bounds, binary-KL inverses, confidence accounting and the two-gap bound.
+
+Pure numpy/scipy: this package imports no torch.
+"""
+
+from .kl import kl_bernoulli, kl_inverse_lower, kl_inverse_upper
+from .ledger import DeltaLedger, dziugaite_roy_delta, dziugaite_roy_grid, finite_grid_delta
+from .mc import mc_risk_upper, mc_risk_upper_from_samples, mean_over_samples
+from .pacbayes import (
+    BOUNDS,
+    catoni_bound,
+    lambda_bound,
+    maurer_bound,
+    maurer_complexity,
+    optimal_lambda,
+    pac_bayes_bound,
+    quad_bound,
+    seeger_bound,
+)
+from .two_gap import TwoGapBound, two_gap_bound
+
+__all__ = [
+    "BOUNDS",
+    "DeltaLedger",
+    "TwoGapBound",
+    "catoni_bound",
+    "dziugaite_roy_delta",
+    "dziugaite_roy_grid",
+    "finite_grid_delta",
+    "kl_bernoulli",
+    "kl_inverse_lower",
+    "kl_inverse_upper",
+    "lambda_bound",
+    "maurer_bound",
+    "maurer_complexity",
+    "mc_risk_upper",
+    "mc_risk_upper_from_samples",
+    "mean_over_samples",
+    "optimal_lambda",
+    "pac_bayes_bound",
+    "quad_bound",
+    "seeger_bound",
+    "two_gap_bound",
+]

@@ -1,0 +1,192 @@
+"""Isotropic Gaussian posteriors around a LoRA-adapted model, and Monte-Carlo stochastic risk.
+
+Two parameter spaces (see :mod:`pacbayes_sft.estimators.lora`):
+
+- ``"lora"``: θ ~ N(θ_adapter, σ²I) over the LoRA factors A, B. A sample is drawn by adding
+  σ·ε to the factors *in place*; the originals (adapter-sized, never the model's weights)
+  are kept and copied back, so the restore is bit-exact.
+- ``"delta"``: W ~ N(W_pre + ΔW, σ²I) over every adapted weight matrix. Adding noise to the
+  frozen weights in place and subtracting it again is not bit-exact in floating point, and
+  keeping the originals would copy most of the model. Instead each LoRA layer gets a forward
+  hook that adds x·Eᵀ for a noise matrix E regenerated from (seed, sample, layer) on every call:
+  the weights are never written, memory stays at one layer's noise, and a sample is a pure
+  function of its seed.
+
+The stochastic empirical risk E_π R̂_S is estimated by the mean over m samples, with the
+Langford–Caruana upper bound :func:`pacbayes_sft.bounds.mc_risk_upper`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..bounds import mc_risk_upper
+
+_MIX = 0x9E3779B97F4A7C15
+
+
+def _seed(*parts: int) -> int:
+    """Deterministic 63-bit seed from integers (splitmix-style mixing)."""
+    h = 0
+    for p in parts:
+        h = (h ^ (int(p) + _MIX + (h << 6) + (h >> 2))) & ((1 << 64) - 1)
+    return h & ((1 << 63) - 1)
+
+
+def _lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    from peft.tuners.lora import LoraLayer
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+    if not layers:
+        raise ValueError("model has no LoRA layers (pass a peft model)")
+    return layers
+
+
+class GaussianPosterior:
+    """Isotropic Gaussian posterior N(mean, σ²I) around a peft LoRA model.
+
+    Args:
+        model: a peft model whose active adapter is the posterior mean.
+        sigma: standard deviation σ > 0 (σ = 0 is allowed and gives the point model).
+        space: "lora" (noise on the adapter factors) or "delta" (noise on the adapted weights).
+        seed: base seed; sample j uses a seed derived from (seed, j).
+    """
+
+    def __init__(self, model: torch.nn.Module, sigma: float, space: str = "delta", *, seed: int = 0) -> None:
+        if space not in ("lora", "delta"):
+            raise ValueError(f"space must be 'lora' or 'delta', got {space!r}")
+        try:
+            s = float(sigma)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"sigma must be a number >= 0, got {sigma!r}") from exc
+        if not math.isfinite(s) or s < 0:
+            raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}")
+        self.model = model
+        self.sigma = s
+        self.space = space
+        self.seed = int(seed)
+        self._layers = _lora_layers(model)
+
+    def _lora_params(self) -> list[torch.nn.Parameter]:
+        params = []
+        for _, layer in self._layers:
+            for ad in layer.active_adapters:
+                if ad in layer.lora_A:
+                    params.append(layer.lora_A[ad].weight)
+                    params.append(layer.lora_B[ad].weight)
+        return params
+
+    @contextmanager
+    def sample(self, index: int) -> Iterator[torch.nn.Module]:
+        """Context manager: inside it the model computes with posterior sample ``index``."""
+        if self.sigma == 0.0:
+            yield self.model
+            return
+        if self.space == "lora":
+            params = self._lora_params()
+            originals = [p.detach().clone() for p in params]
+            gen = torch.Generator(device="cpu").manual_seed(_seed(self.seed, index))
+            try:
+                with torch.no_grad():
+                    for p in params:
+                        noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+                        p.add_(noise.to(device=p.device, dtype=p.dtype), alpha=self.sigma)
+                yield self.model
+            finally:
+                with torch.no_grad():
+                    for p, o in zip(params, originals):
+                        p.copy_(o)
+            return
+
+        handles = []
+        for li, (_, layer) in enumerate(self._layers):
+            base = layer.get_base_layer()
+            weight = getattr(base, "weight", None)
+            if weight is None or weight.ndim != 2:
+                raise ValueError(
+                    f"space='delta' supports linear (and Conv1D) LoRA layers only, got {type(base).__name__}"
+                )
+            fan_in_fan_out = bool(getattr(layer, "fan_in_fan_out", False))
+            layer_seed = _seed(self.seed, index, li)
+
+            def hook(module, inputs, output, _w=weight, _fifo=fan_in_fan_out, _s=layer_seed, sigma=self.sigma):
+                gen = torch.Generator(device=_w.device).manual_seed(_s)
+                noise = torch.randn(_w.shape, generator=gen, device=_w.device, dtype=_w.dtype)
+                x = inputs[0].to(_w.dtype)
+                extra = x @ noise if _fifo else x @ noise.T
+                return output + sigma * extra.to(output.dtype)
+
+            handles.append(layer.register_forward_hook(hook))
+        try:
+            yield self.model
+        finally:
+            for h in handles:
+                h.remove()
+
+
+@dataclass
+class MCRisk:
+    """Monte-Carlo estimate of the stochastic empirical risk E_π R̂_S (loss in [0, 1])."""
+
+    mean: float
+    upper: float
+    m: int
+    delta: float
+    sigma: float
+    space: str
+    per_sample: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "mean": self.mean,
+            "upper": self.upper,
+            "m": self.m,
+            "delta": self.delta,
+            "sigma": self.sigma,
+            "space": self.space,
+            "per_sample": list(self.per_sample),
+        }
+
+
+def mc_stochastic_risk(
+    posterior: GaussianPosterior,
+    risk_fn: Callable[[torch.nn.Module], float],
+    m: int,
+    delta: float,
+    *,
+    progress: bool = False,
+) -> MCRisk:
+    """Average ``risk_fn`` over m posterior samples and bound it: kl⁻¹(R̂_m, ln(2/δ)/m).
+
+    ``risk_fn(model)`` must return the empirical risk of the model as it computes now, in [0, 1].
+    """
+    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+        raise ValueError(f"m must be an integer >= 1, got {m!r}")
+    risks = []
+    it = range(m)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="posterior samples", leave=False)
+    for j in it:
+        with posterior.sample(j) as model:
+            r = float(risk_fn(model))
+        if not (0.0 <= r <= 1.0) or math.isnan(r):
+            raise ValueError(f"risk_fn returned {r!r}; a risk in [0, 1] is required")
+        risks.append(r)
+    mean = float(np.mean(risks))  # over all m samples
+    return MCRisk(
+        mean=mean,
+        upper=float(mc_risk_upper(mean, m, delta)),
+        m=m,
+        delta=float(delta),
+        sigma=posterior.sigma,
+        space=posterior.space,
+        per_sample=risks,
+    )

@@ -1,0 +1,55 @@
+"""Command line: tables, JSON, and one-line errors with exit status 2."""
+
+import json
+
+import pytest
+
+from pacbayes_sft.cli import main
+
+
+def test_bound_table_and_json(capsys):
+    assert main(["bound", "--emp-risk", "0.1", "--kl", "50", "--n", "5000", "--tv", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "seeger" in out and "not certified" in out
+    assert main(["bound", "--emp-risk", "0.1", "--kl", "50", "--n", "5000", "--tv", "0.1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["method"] for r in rows} == {"seeger", "maurer", "catoni", "lambda", "quad"}
+    seeger = next(r for r in rows if r["method"] == "seeger")
+    maurer = next(r for r in rows if r["method"] == "maurer")
+    assert seeger["total"] <= maurer["total"]
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["bound", "--emp-risk", "1.5", "--kl", "1", "--n", "10", "--tv", "0"], "emp_risk"),
+        (["bound", "--emp-risk", "0.1", "--kl", "-1", "--n", "10", "--tv", "0"], "kl"),
+        (["bound", "--emp-risk", "0.1", "--kl", "1", "--n", "0", "--tv", "0"], "n must"),
+        (["bound", "--emp-risk", "0.1", "--kl", "1", "--n", "10", "--tv", "2"], "tv"),
+        (["bound", "--emp-risk", "0.1", "--kl", "1", "--n", "10", "--tv", "0", "--delta", "1"], "delta"),
+        (["bound", "--emp-risk", "nan", "--kl", "1", "--n", "10", "--tv", "0"], "emp_risk"),
+        (["bound", "--emp-risk", "0.1", "--kl", "1", "--n", "10", "--tv", "0", "--catoni-c", "0"], "catoni-c"),
+        (["bound", "--kl", "1"], "required"),
+        (["kl", "--adapter", "/definitely/missing", "--sigma", "0.1"], "does not exist"),
+        (["kl", "--adapter", ".", "--sigma", "-1"], "sigma"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_cli_errors_are_one_line(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_demo_runs_small(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--n", "64", "--steps", "5", "--m", "2"]) == 0
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert len(doc["bounds"]) == 4
+    assert doc["two_gap"]["certified"] is False
+    assert abs(doc["ledger"]["spent"] - 0.05) < 1e-12
+    for row in doc["bounds"]:
+        assert row["seeger"] <= row["maurer"] + 1e-12
+        assert row["mc_risk_upper"] >= row["mc_mean_risk"]
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert "two-gap bound" in capsys.readouterr().out
