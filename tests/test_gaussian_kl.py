@@ -80,7 +80,9 @@ def test_chunk_boundaries_and_float64_accumulation():
     sq = torch.full((n,), 0.5)
     assert gaussian_kl(mq, mp, sq, 1.0) == pytest.approx(_ref(mq, mp, 0.5, 1.0), rel=2e-7)
     # float64 inputs stay float64 throughout.
-    assert gaussian_kl(mq.double(), mp.double(), 1.0, 1.0) == pytest.approx(n * 1e-6 / 2 * (float(np.float32(1e-3)) / 1e-3) ** 2, rel=1e-12)
+    assert gaussian_kl(mq.double(), mp.double(), 1.0, 1.0) == pytest.approx(
+        n * 1e-6 / 2 * (float(np.float32(1e-3)) / 1e-3) ** 2, rel=1e-12
+    )
 
 
 def test_variance_part_is_accurate_when_scales_nearly_equal():

@@ -1,0 +1,352 @@
+"""An iGSM-style generator of arithmetic word problems with exact difficulty control.
+
+A problem is a set of statements about named quantities, arithmetic modulo a small prime:
+
+    leaf value      ``a : 3 .``          (a value record)
+    operation       ``b = a + c .``      (a definition)
+    query           ``? q``
+
+The ``op`` needed operations form a DAG whose sink is the query: operation i always uses the
+result of operation i−1 (so every one of them is needed) and its other operand is a leaf or an
+earlier result. Distractors are statements the solution must skip: unused leaves, and
+operations that depend on the query (downstream of it, so never needed). All statements are
+shuffled. The reference solution computes the needed operations in a canonical topological
+order — repeatedly the first statement, in problem order, whose operands are all known — one
+step per operation:
+
+    ``b = a + c = 3 + 4 , b : 0 .``      ...      ``answer 0``
+
+Every value is written ``name : value`` (a leaf in the problem, a result in the solution), so
+looking a value up is a single rule. ``op`` counts arithmetic operations exactly.
+
+A problem is a pure function of (seed, op, config). Its *template* — the DAG, operators and the
+shape of the distractors, without names or values — is hashed, and train/test splits take
+disjoint template sets. Pure Python: no torch, no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+NAMES = tuple("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+OPERATORS = ("+", "-", "*")
+
+
+@dataclass(frozen=True)
+class IGSMConfig:
+    """Knobs of the generator (all defaults are the toolkit's default task)."""
+
+    modulus: int = 7
+    """Arithmetic modulo this prime (iGSM uses 23; 7 keeps the operation tables learnable)."""
+    operators: tuple[str, ...] = ("+", "-", "*")
+    """Operators drawn uniformly for each operation."""
+    p_reuse: float = 0.3
+    """Probability that an operation's second operand is an earlier result instead of a leaf."""
+    extra_leaves: tuple[int, int] = (1, 2)
+    """Range of unused leaf statements (distractors)."""
+    downstream_ops: tuple[int, int] = (1, 2)
+    """Range of distractor operations that depend on the query (never needed)."""
+    test_fraction: float = 0.2
+    """Fraction of templates (by hash) reserved for the test split."""
+
+    def __post_init__(self) -> None:
+        if self.modulus < 2 or any(self.modulus % d == 0 for d in range(2, int(self.modulus**0.5) + 1)):
+            raise ValueError(f"modulus must be a prime >= 2, got {self.modulus!r}")
+        if self.modulus > 97:
+            raise ValueError(f"modulus must be <= 97 (one token per value), got {self.modulus!r}")
+        if not self.operators or any(o not in OPERATORS for o in self.operators):
+            raise ValueError(f"operators must be a non-empty subset of {OPERATORS}, got {self.operators!r}")
+        if not 0.0 <= self.p_reuse <= 1.0:
+            raise ValueError(f"p_reuse must lie in [0, 1], got {self.p_reuse!r}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must lie in (0, 1), got {self.test_fraction!r}")
+        for nm in ("extra_leaves", "downstream_ops"):
+            lo, hi = getattr(self, nm)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{nm} must be a range (lo, hi) with 0 <= lo <= hi, got {(lo, hi)!r}")
+
+
+@dataclass
+class Problem:
+    """One generated problem with its reference solution and metadata."""
+
+    prompt: str
+    response: str
+    answer: int
+    op: int
+    template: str
+    split: str
+    seed: int
+    steps: list[dict] = field(default_factory=list)
+
+    @property
+    def cot_tokens(self) -> int:
+        """Reference CoT length in (whitespace) tokens, which is exactly the tokenizer's count."""
+        return len(self.response.split())
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cot_tokens"] = self.cot_tokens
+        d["difficulty"] = self.op
+        return d
+
+
+def _apply(op: str, x: int, y: int, p: int) -> int:
+    if op == "+":
+        return (x + y) % p
+    if op == "-":
+        return (x - y) % p
+    return (x * y) % p
+
+
+def _template_hash(parts: list) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def template_split(template: str, test_fraction: float) -> str:
+    """'test' for a fixed fraction of template hashes, else 'train' (deterministic)."""
+    return "test" if int(template, 16) % 10_000 < test_fraction * 10_000 else "train"
+
+
+def generate_problem(seed: int, op: int, config: IGSMConfig | None = None) -> Problem:
+    """The problem for (seed, op, config): op ≥ 1 needed operations, shuffled, with distractors."""
+    cfg = config or IGSMConfig()
+    if not isinstance(op, int) or isinstance(op, bool) or op < 1:
+        raise ValueError(f"op must be an integer >= 1, got {op!r}")
+    rng = random.Random(f"igsm:{seed}:{op}:{cfg.modulus}")
+    p = cfg.modulus
+    # Abstract structure (the template): operand references and operators.
+    # ("L", k) = leaf k, ("R", j) = result of operation j.
+    n_leaves = 0
+    ops: list[tuple[str, tuple, tuple]] = []
+    for i in range(op):
+        if i == 0:
+            first = ("L", 0)
+            n_leaves = 1
+        else:
+            first = ("R", i - 1)
+        if i >= 2 and rng.random() < cfg.p_reuse:
+            second = ("R", rng.randrange(0, i - 1))
+        elif n_leaves > 0 and rng.random() < 0.25:
+            second = ("L", rng.randrange(0, n_leaves))
+        else:
+            second = ("L", n_leaves)
+            n_leaves += 1
+        if rng.random() < 0.5:
+            first, second = second, first
+        ops.append((rng.choice(cfg.operators), first, second))
+    n_extra = rng.randint(*cfg.extra_leaves)
+    n_down = rng.randint(*cfg.downstream_ops)
+    down: list[tuple[str, tuple, tuple]] = []
+    for d in range(n_down):
+        prev = ("Q", 0) if d == 0 else ("D", d - 1)
+        other = ("X", rng.randrange(n_extra)) if n_extra and rng.random() < 0.7 else ("L", rng.randrange(n_leaves))
+        down.append(
+            (rng.choice(cfg.operators), prev, other) if rng.random() < 0.5 else (rng.choice(cfg.operators), other, prev)
+        )
+    template = _template_hash([ops, down, n_extra])
+    split = template_split(template, cfg.test_fraction)
+
+    # Concrete names and values.
+    total_names = n_leaves + op + n_extra + n_down
+    if total_names > len(NAMES):
+        raise ValueError(f"op={op} needs {total_names} names; at most {len(NAMES)} are available")
+    names = rng.sample(NAMES, total_names)
+    leaf_names = names[:n_leaves]
+    res_names = names[n_leaves : n_leaves + op]
+    extra_names = names[n_leaves + op : n_leaves + op + n_extra]
+    down_names = names[n_leaves + op + n_extra :]
+    values = {nm: rng.randrange(p) for nm in leaf_names + extra_names}
+
+    def ref(r: tuple) -> str:
+        kind, k = r
+        return (
+            {"L": leaf_names, "R": res_names, "X": extra_names, "D": down_names}[kind][k]
+            if kind != "Q"
+            else res_names[-1]
+        )
+
+    statements: list[tuple[str, str, tuple | None]] = []  # (kind, text, (lhs, a, op, b))
+    for nm in leaf_names + extra_names:
+        statements.append(("leaf", f"{nm} : {values[nm]} .", None))
+    for (o, a, b), nm in zip(ops, res_names):
+        statements.append(("op", f"{nm} = {ref(a)} {o} {ref(b)} .", (nm, ref(a), o, ref(b))))
+    for (o, a, b), nm in zip(down, down_names):
+        statements.append(("op", f"{nm} = {ref(a)} {o} {ref(b)} .", (nm, ref(a), o, ref(b))))
+    rng.shuffle(statements)
+    query = res_names[-1]
+    prompt = " ".join(s[1] for s in statements) + f" ? {query}"
+
+    # Canonical solution: repeatedly the first ready, not yet computed, statement in problem order.
+    known = dict(values)
+    steps = []
+    needed = set(res_names)
+    while query not in known:
+        for kind, _, eq in statements:
+            if kind == "op" and eq[0] not in known and eq[1] in known and eq[3] in known:
+                lhs, a, o, b = eq
+                if lhs not in needed:  # downstream distractors depend on the query: never ready first
+                    raise AssertionError("a distractor became ready before the query")  # pragma: no cover
+                known[lhs] = _apply(o, known[a], known[b], p)
+                steps.append({"lhs": lhs, "a": a, "op": o, "b": b, "va": known[a], "vb": known[b], "value": known[lhs]})
+                break
+        else:  # pragma: no cover - the construction guarantees progress
+            raise AssertionError("no ready statement")
+    response = (
+        " ".join(
+            f"{s['lhs']} = {s['a']} {s['op']} {s['b']} = {s['va']} {s['op']} {s['vb']} , {s['lhs']} : {s['value']} ."
+            for s in steps
+        )
+        + f" answer {known[query]}"
+    )
+    return Problem(
+        prompt=prompt,
+        response=response,
+        answer=known[query],
+        op=op,
+        template=template,
+        split=split,
+        seed=seed,
+        steps=steps,
+    )
+
+
+def generate(
+    n: int,
+    ops: int | list[int] | tuple[int, ...],
+    *,
+    split: str | None = None,
+    seed: int = 0,
+    config: IGSMConfig | None = None,
+    max_tries: int = 200,
+) -> list[Problem]:
+    """n problems with op drawn uniformly from ``ops``, keeping only ``split`` ('train'/'test') if given.
+
+    Problem k of the stream uses seed ``seed * 1_000_003 + k`` so that streams are reproducible.
+    """
+    if split not in (None, "train", "test"):
+        raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    op_list = [ops] if isinstance(ops, int) else list(ops)
+    if not op_list:
+        raise ValueError("ops must not be empty")
+    cfg = config or IGSMConfig()
+    rng = random.Random(f"stream:{seed}")
+    out: list[Problem] = []
+    k = 0
+    misses = 0
+    while len(out) < n:
+        op = rng.choice(op_list)
+        prob = generate_problem(seed * 1_000_003 + k, op, cfg)
+        k += 1
+        if split is None or prob.split == split:
+            out.append(prob)
+            misses = 0
+        else:
+            misses += 1
+            if misses > max_tries:
+                raise ValueError(f"could not draw {split!r} problems for ops={op_list}: too few templates")
+    return out
+
+
+def iter_problems(
+    ops: list[int], *, split: str | None = None, seed: int = 0, config: IGSMConfig | None = None
+) -> Iterator[Problem]:
+    """An endless reproducible stream of problems (for pretraining)."""
+    cfg = config or IGSMConfig()
+    rng = random.Random(f"stream:{seed}")
+    k = 0
+    while True:
+        prob = generate_problem(seed * 1_000_003 + k, rng.choice(ops), cfg)
+        k += 1
+        if split is None or prob.split == split:
+            yield prob
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification of a model's output
+
+_STEP = re.compile(r"(\w) = (\w) ([-+*]) (\w) = (\d+) ([-+*]) (\d+) , (\w) : (\d+) \.")
+
+
+@dataclass
+class Verdict:
+    answer_correct: bool
+    parsed: bool
+    steps_correct: int
+    steps_expected: int
+    predicted_answer: int | None
+
+    @property
+    def step_accuracy(self) -> float:
+        return self.steps_correct / self.steps_expected if self.steps_expected else 1.0
+
+
+def verify(prompt: str, output: str, modulus: int = 7) -> Verdict:
+    """Parse a model's solution for ``prompt`` and check the answer and each step.
+
+    A step is correct when its definition matches the problem's statement for that name, its
+    operand values equal the true values, and its arithmetic is right.
+    """
+    defs: dict[str, tuple[str, str, str]] = {}
+    truth: dict[str, int] = {}
+    for stmt in prompt.split(" ."):
+        toks = stmt.split()
+        if len(toks) == 3 and toks[1] == ":":
+            truth[toks[0]] = int(toks[2])
+        elif len(toks) == 5 and toks[1] == "=":
+            defs[toks[0]] = (toks[2], toks[3], toks[4])
+    qm = re.search(r"\? (\w)\s*$", prompt)
+    if qm is None:
+        raise ValueError("prompt must end with '? <name>'")
+    query = qm.group(1)
+    # True values of every needed quantity.
+    changed = True
+    while changed:
+        changed = False
+        for nm, (a, o, b) in defs.items():
+            if nm not in truth and a in truth and b in truth:
+                truth[nm] = _apply(o, truth[a], truth[b], modulus)
+                changed = True
+    needed: set[str] = set()
+    stack = [query]
+    while stack:
+        nm = stack.pop()
+        if nm in defs and nm not in needed:
+            needed.add(nm)
+            stack.extend([defs[nm][0], defs[nm][2]])
+    correct = 0
+    seen = set()
+    for m in _STEP.finditer(output):
+        lhs, a, o, b, va, o2, vb, lhs2, v = m.groups()
+        ok = (
+            lhs in needed
+            and lhs not in seen
+            and lhs == lhs2
+            and o == o2
+            and defs.get(lhs) == (a, o, b)
+            and int(va) == truth.get(a)
+            and int(vb) == truth.get(b)
+            and int(v) == truth.get(lhs)
+        )
+        seen.add(lhs)
+        correct += int(ok)
+    am = re.search(r"answer (\d+)", output)
+    pred = int(am.group(1)) if am else None
+    return Verdict(
+        answer_correct=pred is not None and pred == truth.get(query),
+        parsed=am is not None,
+        steps_correct=correct,
+        steps_expected=len(needed),
+        predicted_answer=pred,
+    )
+
+
+def vocabulary(modulus: int = 7) -> list[str]:
+    """Every word the generator can emit, for a word-level tokenizer."""
+    return [*NAMES, *(str(v) for v in range(modulus)), *OPERATORS, "=", ":", ".", ",", "?", "answer"]

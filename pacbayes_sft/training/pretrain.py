@@ -1,0 +1,196 @@
+"""Pretrain a small causal LM from scratch on the synthetic task (a nanoGPT-style loop).
+
+The base model is a Llama built from config: rotary position embeddings encode relative
+positions, so problems longer than those seen in pretraining do not land on untrained absolute
+position rows (a learned position table cannot be repaired by LoRA on attention). Loss is on the
+response tokens only. The result is saved with ``save_pretrained`` (safetensors) beside its
+tokenizer and ``pretrain.json`` (config, seed, steps, wall time, library versions), so the rest
+of the toolkit loads it like any Hugging Face checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data.igsm import IGSMConfig, iter_problems
+from ..data.tokenizer import igsm_tokenizer
+from .encoding import collate, encode
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that determines a pretraining run."""
+
+    ops: tuple[int, ...] = (1, 2, 3, 4)
+    """Operation counts seen in pretraining (the base model's capability range)."""
+    modulus: int = 7
+    """Arithmetic modulus of the task."""
+    hidden: int = 128
+    """Model width."""
+    layers: int = 4
+    """Transformer blocks."""
+    heads: int = 4
+    """Attention heads."""
+    intermediate: int = 512
+    """MLP width."""
+    batch_size: int = 32
+    """Problems per step."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW), linear warm-up then cosine decay to 10%."""
+    warmup: int = 200
+    """Warm-up steps."""
+    steps: int = 20_000
+    """Maximum optimizer steps."""
+    max_minutes: float = 60.0
+    """Wall-clock budget; the cosine schedule is laid out over min(steps, what fits)."""
+    weight_decay: float = 0.1
+    """AdamW weight decay."""
+    seed: int = 0
+    """Seed of the model initialisation and the problem stream."""
+    threads: int = 0
+    """torch threads (0 = torch's default)."""
+    checkpoint_minutes: float = 10.0
+    """Save a checkpoint this often so an interrupted run loses little."""
+    extra: dict = field(default_factory=dict)
+
+
+def base_config(cfg: PretrainConfig, vocab_size: int, pad: int, bos: int, eos: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
+        intermediate_size=cfg.intermediate,
+        max_position_embeddings=2048,
+        pad_token_id=pad,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        tie_word_embeddings=True,
+    )
+
+
+def _versions() -> dict:
+    import peft
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
+
+
+def _save(model, tok, out: Path, meta: dict) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "pretrain.json").write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
+    """Run pretraining and save the model to ``out_dir``; returns the metadata written."""
+    from transformers import AutoModelForCausalLM
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(out_dir)
+    torch.manual_seed(cfg.seed)
+    tok = igsm_tokenizer(cfg.modulus)
+    model = AutoModelForCausalLM.from_config(
+        base_config(cfg, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+    )
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    stream = iter_problems(list(cfg.ops), split="train", seed=cfg.seed, config=IGSMConfig(modulus=cfg.modulus))
+    t0 = time.perf_counter()
+    last_ckpt = t0
+    horizon = cfg.steps
+    tokens = resp_tokens = 0
+    losses: list[float] = []
+    history = []
+    step = 0
+    meta: dict = {}
+    for step in range(1, cfg.steps + 1):
+        elapsed = time.perf_counter() - t0
+        if elapsed > cfg.max_minutes * 60:
+            break
+        if step == 50:  # lay the schedule over the steps that fit in the budget
+            per_step = elapsed / 49
+            horizon = min(cfg.steps, int(cfg.max_minutes * 60 / per_step))
+        if step <= cfg.warmup:
+            lr = cfg.lr * step / cfg.warmup
+        else:
+            frac = min(1.0, (step - cfg.warmup) / max(1, horizon - cfg.warmup))
+            lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        probs = [next(stream) for _ in range(cfg.batch_size)]
+        batch = collate(encode(tok, [p.prompt for p in probs], [p.response for p in probs]), tok.pad_token_id)
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        tokens += int(batch["attention_mask"].sum())
+        resp_tokens += int(batch["response_mask"].sum())
+        if step % 100 == 0:
+            el = time.perf_counter() - t0
+            rec = {
+                "step": step,
+                "loss": sum(losses[-100:]) / 100,
+                "lr": lr,
+                "minutes": el / 60,
+                "tokens_per_s": tokens / el,
+            }
+            history.append(rec)
+            log(f"step {step} loss {rec['loss']:.4f} lr {lr:.2e} {rec['tokens_per_s']:.0f} tok/s {el / 60:.1f} min")
+        if time.perf_counter() - last_ckpt > cfg.checkpoint_minutes * 60:
+            meta = _meta(cfg, step, t0, tokens, resp_tokens, n_params, history, partial=True)
+            _save(model, tok, out, meta)
+            last_ckpt = time.perf_counter()
+    meta = _meta(cfg, step, t0, tokens, resp_tokens, n_params, history, partial=False)
+    model.eval()
+    _save(model, tok, out, meta)
+    return meta
+
+
+def _meta(cfg, step, t0, tokens, resp_tokens, n_params, history, *, partial: bool) -> dict:
+    el = time.perf_counter() - t0
+    return {
+        "config": asdict(cfg),
+        "steps": step,
+        "minutes": el / 60,
+        "tokens": tokens,
+        "response_tokens": resp_tokens,
+        "tokens_per_s": tokens / max(el, 1e-9),
+        "parameters": n_params,
+        "history": history,
+        "partial": partial,
+        "versions": _versions(),
+        "command": "pacbayes-sft pretrain --out DIR "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in asdict(cfg).items()
+            if k not in ("extra",) and not isinstance(v, (tuple, list))
+        )
+        + f" --ops {','.join(map(str, cfg.ops))}",
+    }

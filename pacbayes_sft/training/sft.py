@@ -1,0 +1,262 @@
+"""LoRA supervised fine-tuning with transformers' Trainer: the standard loss and DFT.
+
+Objectives, over the response tokens y_t of a batch (N = number of response tokens):
+
+- ``sft``: L = (1/N) Σ_t −ln p(y_t | y_<t, x)                       (cross-entropy)
+- ``dft``: L = (1/N) Σ_t sg(p(y_t | y_<t, x)) · (−ln p(y_t | y_<t, x))  (Dynamic Fine-Tuning,
+  arXiv 2508.05629; sg = stop-gradient). Its gradient is the SFT gradient with each token
+  reweighted by its own probability: an implicit shift toward tokens the model already finds
+  easy. The plain cross-entropy is logged beside it (``ce``).
+
+Training goes through ``transformers.Trainer`` so the same code runs on CPU, on one GPU, and
+under ``accelerate launch`` / ``torchrun`` on several. Batches are grouped by length. The adapter
+is saved in peft's format together with ``lora_init.safetensors`` (the initial factors, which the
+"lora" prior needs) and ``training.json`` (config, loss curve, throughput, versions).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..estimators.lora import INIT_FILE, init_state_from_factors, lora_factors
+from .encoding import Encoded, collate, encode
+from .models import attach_lora
+
+OBJECTIVES = ("sft", "dft")
+
+
+@dataclass
+class SFTConfig:
+    """Hyperparameters of one LoRA fine-tuning run."""
+
+    objective: str = "sft"
+    """'sft' (cross-entropy) or 'dft' (probability-weighted cross-entropy)."""
+    r: int = 8
+    """LoRA rank."""
+    alpha: float = 16.0
+    """LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rsLoRA)."""
+    dropout: float = 0.0
+    """LoRA dropout."""
+    target_modules: list[str] | None = None
+    """Modules to adapt (default: attention and MLP projections for the architecture)."""
+    use_rslora: bool = False
+    """Rank-stabilised scaling alpha / sqrt(r)."""
+    lr: float = 2e-3
+    """Peak learning rate."""
+    epochs: float = 3.0
+    """Passes over the training set (ignored when max_steps > 0)."""
+    max_steps: int = -1
+    """Optimizer steps (overrides epochs when > 0)."""
+    batch_size: int = 16
+    """Examples per device and step."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.05
+    """Fraction of steps of linear warm-up."""
+    scheduler: str = "cosine"
+    """Learning-rate schedule (any transformers scheduler name)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding)."""
+    seed: int = 0
+    """Seed of the LoRA initialisation, data order and dropout."""
+    logging_steps: int = 10
+    """Log the loss every this many steps."""
+    progress: bool = True
+    """Show a progress bar for the training steps."""
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"r must be an integer >= 1, got {self.r!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.max_steps <= 0 and not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0 when max_steps <= 0, got {self.epochs!r}")
+
+
+def response_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token CE (nats) and probability of the reference token, with the mask of response tokens.
+
+    Returns (ce, p, mask) flattened over the shifted positions; labels = −100 off the response.
+    """
+    logits = logits[:, :-1].float()
+    targets = labels[:, 1:]
+    mask = targets != -100
+    logp = torch.log_softmax(logits, dim=-1)
+    tok_logp = logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return -tok_logp, mask
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor, objective: str = "sft") -> tuple[torch.Tensor, torch.Tensor]:
+    """(training loss, plain CE) averaged over the response tokens of the batch."""
+    ce, mask = response_token_losses(logits, labels)
+    n = mask.sum()
+    if n == 0:
+        raise ValueError("the batch has no response tokens (labels are all -100)")
+    maskf = mask.to(ce.dtype)
+    plain = (ce * maskf).sum() / n
+    if objective == "sft":
+        return plain, plain.detach()
+    if objective == "dft":
+        weight = torch.exp(-ce).detach()  # sg(p(y_t | y_<t, x))
+        return (weight * ce * maskf).sum() / n, plain.detach()
+    raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+
+
+class _Dataset(torch.utils.data.Dataset):
+    def __init__(self, enc: list[Encoded]):
+        self.enc = enc
+
+    def __len__(self) -> int:
+        return len(self.enc)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.enc[i].ids, "prompt_len": self.enc[i].prompt_len}
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class LoRASFTTrainer(Trainer):
+        """Trainer whose loss is SFT or DFT on response tokens, logging plain CE and throughput."""
+
+        def __init__(self, *args, objective: str = "sft", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.objective = objective
+            self._ce_sum = 0.0
+            self._ce_n = 0
+            self.tokens_seen = 0
+            self.response_tokens_seen = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["labels"]
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            loss, plain = sft_loss(outputs.logits, labels, self.objective)
+            if model.training:
+                self._ce_sum += float(plain)
+                self._ce_n += 1
+                self.tokens_seen += int(inputs["attention_mask"].sum())
+                self.response_tokens_seen += int((labels != -100).sum())
+            return (loss, outputs) if return_outputs else loss
+
+        def log(self, logs: dict, *args, **kwargs) -> None:
+            if self._ce_n and "loss" in logs:
+                logs["ce"] = self._ce_sum / self._ce_n
+                self._ce_sum, self._ce_n = 0.0, 0
+            super().log(logs, *args, **kwargs)
+
+    return LoRASFTTrainer
+
+
+@dataclass
+class FinetuneResult:
+    adapter_dir: Path
+    log: dict = field(default_factory=dict)
+    model: Any = None
+
+
+def finetune(
+    base: Any, tokenizer, prompts: list[str], responses: list[str], cfg: SFTConfig, out_dir: str | Path
+) -> FinetuneResult:
+    """LoRA-fine-tune ``base`` (a model or a local checkpoint path) and save the adapter.
+
+    Writes ``out_dir/adapter_model.safetensors`` + ``adapter_config.json`` (peft format),
+    ``lora_init.safetensors`` and ``training.json``. Returns the trained peft model too.
+    """
+    from transformers import TrainingArguments, set_seed
+
+    from .models import load_causal_lm
+
+    out = Path(out_dir)
+    model = load_causal_lm(base) if isinstance(base, (str, Path)) else base
+    set_seed(cfg.seed)
+    peft_model = attach_lora(
+        model,
+        r=cfg.r,
+        alpha=cfg.alpha,
+        dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        use_rslora=cfg.use_rslora,
+        seed=cfg.seed,
+    )
+    init_state = init_state_from_factors(lora_factors(peft_model))
+    enc = encode(tokenizer, prompts, responses)
+    pad = tokenizer.pad_token_id
+
+    def data_collator(features: list[dict]) -> dict:
+        b = collate([Encoded(f["input_ids"], f["prompt_len"]) for f in features], pad)
+        return {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"], "labels": b["labels"]}
+
+    import dataclasses
+
+    # transformers >= 5 spells length grouping as a sampling strategy; older versions as a flag.
+    if "train_sampling_strategy" in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        grouping = {"train_sampling_strategy": "group_by_length" if cfg.group_by_length else "random"}
+    else:
+        grouping = {"group_by_length": cfg.group_by_length}
+    args = TrainingArguments(
+        output_dir=str(out / "_trainer"),
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=0,
+        lr_scheduler_type=cfg.scheduler,
+        max_grad_norm=cfg.max_grad_norm,
+        **grouping,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not cfg.progress,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer_cls = _make_trainer_class()
+    trainer = trainer_cls(
+        model=peft_model, args=args, train_dataset=_Dataset(enc), data_collator=data_collator, objective=cfg.objective
+    )
+    steps_total = args.max_steps if args.max_steps > 0 else math.ceil(len(enc) / cfg.batch_size) * math.ceil(cfg.epochs)
+    trainer.args.warmup_steps = int(cfg.warmup_ratio * steps_total)
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    peft_model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(out)
+    from safetensors.torch import save_file
+
+    save_file(init_state, str(out / INIT_FILE))
+    import shutil
+
+    shutil.rmtree(out / "_trainer", ignore_errors=True)
+    import peft
+    import transformers
+
+    log = {
+        "config": asdict(cfg),
+        "n_examples": len(enc),
+        "seconds": seconds,
+        "tokens_per_s": trainer.tokens_seen / max(seconds, 1e-9),
+        "response_tokens_per_s": trainer.response_tokens_seen / max(seconds, 1e-9),
+        "steps": trainer.state.global_step,
+        "history": [h for h in trainer.state.log_history if "loss" in h or "ce" in h],
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+    }
+    (out / "training.json").write_text(json.dumps(log, indent=2))
+    return FinetuneResult(adapter_dir=out, log=log, model=peft_model)

