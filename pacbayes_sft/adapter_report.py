@@ -18,6 +18,44 @@ from .estimators import lora_kl
 from .estimators.posterior import GaussianPosterior, mc_stochastic_risk
 
 
+def sigma_grid_table(
+    model: torch.nn.Module,
+    risk_fn: Callable[[torch.nn.Module], float],
+    n: int,
+    sigmas: Sequence[float],
+    *,
+    space: str,
+    delta_mc: float,
+    delta_bound: float,
+    m: int,
+    seed: int = 0,
+    init=None,
+    catoni_c: float = 1.0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """One row per σ: KL, MC stochastic risk (mean and upper bound at ``delta_mc``) and every
+    PAC-Bayes bound at ``delta_bound`` with the MC upper bound as empirical risk."""
+    rows = []
+    for i, s in enumerate(sigmas):
+        kl = lora_kl(model, s, space=space, init=init)
+        mc = mc_stochastic_risk(
+            GaussianPosterior(model, s, space, seed=seed + i), risk_fn, m, delta_mc, progress=progress
+        )
+        row = {
+            "sigma": s,
+            "kl": kl,
+            "mc_mean_risk": mc.mean,
+            "mc_risk_upper": mc.upper,
+            "m": m,
+            "delta_mc": delta_mc,
+            "delta_bound": delta_bound,
+        }
+        for name in BOUNDS:
+            row[name] = float(pac_bayes_bound(name, mc.upper, kl, n, delta_bound, C=catoni_c))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 @dataclass
 class AdapterBoundReport:
     table: pd.DataFrame
@@ -73,15 +111,19 @@ def adapter_bound_report(
     d_mc = d_mc_total / k
     d_bound = finite_grid_delta(d_bound_total, k)
 
-    rows = []
-    for i, s in enumerate(sig):
-        kl = lora_kl(model, s, space=space, init=init)
-        mc = mc_stochastic_risk(GaussianPosterior(model, s, space, seed=seed + i), risk_fn, m, d_mc)
-        row = {"sigma": s, "kl": kl, "mc_mean_risk": mc.mean, "mc_risk_upper": mc.upper, "delta_bound": d_bound}
-        for name in BOUNDS:
-            row[name] = float(pac_bayes_bound(name, mc.upper, kl, n, d_bound, C=catoni_c))
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    table = sigma_grid_table(
+        model,
+        risk_fn,
+        n,
+        sig,
+        space=space,
+        delta_mc=d_mc,
+        delta_bound=d_bound,
+        m=m,
+        seed=seed,
+        init=init,
+        catoni_c=catoni_c,
+    )
     best_i = int(table["seeger"].idxmin())
     best = table.iloc[best_i].to_dict()
     tg = two_gap_bound(best["mc_risk_upper"], best["kl"], n, tv, delta=d_bound, method="seeger")

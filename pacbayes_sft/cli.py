@@ -97,6 +97,156 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_examples(path: str, what: str) -> list[dict]:
+    from .data.loaders import load_examples
+
+    try:
+        return load_examples(path)
+    except ValueError as exc:
+        raise ValueError(f"--{what}: {exc}") from None
+
+
+def _cmd_certify(args: argparse.Namespace) -> int:
+    from .certify import certify
+
+    train = _read_examples(args.train, "train")
+    test = _read_examples(args.test, "test")
+    sigmas = [float(x) for x in args.sigmas.split(",")] if args.sigmas else None
+    kwargs = {"sigmas": sigmas} if sigmas else {}
+    _tg, doc = certify(
+        args.base,
+        args.adapter,
+        train,
+        test,
+        space=args.space,
+        delta=args.delta,
+        m=args.m,
+        loss=args.loss,
+        seed=args.seed,
+        tv_permutations=args.tv_permutations,
+        **kwargs,
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    rows = [
+        ("n", f"{doc['n']}"),
+        ("empirical risk (point)", f"{doc['empirical_risk']['point']:.4f}"),
+        ("empirical risk (MC upper, certified)", f"{doc['empirical_risk']['mc_upper']:.4f}"),
+        (f"KL ({doc['kl']['space']} space, nats)", f"{doc['kl']['value_nats']:.4g}"),
+        ("sigma", f"{doc['sigma']['value']:g} ({doc['sigma']['rule']})"),
+        ("G_gen Seeger (certified)", f"{doc['g_gen']['seeger']:.4f}"),
+        ("G_gen Maurer (certified)", f"{doc['g_gen']['maurer']:.4f}"),
+        ("TV estimate (proxy)", f"{doc['tv']['estimate']:.4f}"),
+        ("TV lower bound / p-value", f"{doc['tv']['lower']:.4f} / {doc['tv']['p_value']:.3g}"),
+        ("G_ext (estimate)", f"{doc['g_ext']:.4f}"),
+        ("total (estimate, NOT certified)", f"{doc['total']:.4f}"),
+        (
+            "delta",
+            f"{doc['delta']['total']} split as "
+            + ", ".join(f"{e['term']}={e['delta']:.3g}" for e in doc["delta"]["ledger"]["entries"]),
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    print(f"json: {out}")
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .training.pretrain import PretrainConfig, pretrain
+
+    ops = tuple(int(x) for x in args.ops.split(","))
+    cfg = PretrainConfig(
+        ops=ops,
+        modulus=args.modulus,
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        intermediate=args.intermediate,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        steps=args.steps,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    meta = pretrain(cfg, args.out)
+    print(
+        f"pretrained {meta['parameters']} parameters for {meta['steps']} steps in {meta['minutes']:.1f} min "
+        f"({meta['tokens_per_s']:.0f} tokens/s); saved to {args.out}"
+    )
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .data.tokenizer import load_tokenizer
+    from .training.sft import SFTConfig, finetune
+
+    train = _read_examples(args.train, "train")
+    cfg = SFTConfig(
+        objective=args.objective,
+        r=args.r,
+        alpha=args.alpha,
+        lr=args.lr,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        use_rslora=args.rslora,
+    )
+    tok = load_tokenizer(args.base)
+    res = finetune(args.base, tok, [e["prompt"] for e in train], [e["response"] for e in train], cfg, args.out)
+    print(
+        f"{args.objective} on {len(train)} examples: {res.log['steps']} steps in {res.log['seconds']:.1f} s "
+        f"({res.log['tokens_per_s']:.0f} tokens/s); adapter saved to {args.out}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .data.igsm import IGSMConfig, generate, verify
+    from .data.tokenizer import load_tokenizer
+    from .training.evaluate import evaluate_slices
+    from .training.models import load_causal_lm
+
+    model = load_causal_lm(args.base)
+    name = "base"
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter).eval()
+        name = Path(args.adapter).name
+    tok = load_tokenizer(args.base)
+    mod = args.modulus
+    if args.data:
+        from .data.loaders import load_examples
+
+        ex = load_examples(args.data)
+        slices: dict = {}
+        for e in ex:
+            slices.setdefault(e.get("difficulty", "all"), []).append(e)
+        verifier = None
+    else:
+        ops = [int(x) for x in args.ops.split(",")]
+        slices = {op: generate(args.n, op, split="test", seed=args.seed, config=IGSMConfig(modulus=mod)) for op in ops}
+
+        def verifier(p, o):
+            return verify(p, o, mod).answer_correct
+
+    rows = evaluate_slices(model, tok, slices, model_name=name, verifier=verifier, generate=not args.no_generate)
+    df = pd.DataFrame(rows)
+    print(df.pivot(index="slice", columns="metric", values="value").round(4).to_string())
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(args.out, index=False)
+        print(f"rows: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pacbayes-sft", description="PAC-Bayes bound terms for LoRA fine-tuning runs.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -135,6 +285,67 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--m", type=int, default=32, help="posterior samples per sigma for the MC risk")
     d.add_argument("--seed", type=int, default=0, help="random seed")
     d.set_defaults(func=_cmd_demo)
+    c = sub.add_parser("certify", help="two-gap certificate for one adapter: every term of Prop. 4.1, table + JSON")
+    c.add_argument("--base", required=True, help="base model directory (config.json, safetensors, tokenizer)")
+    c.add_argument("--adapter", required=True, help="LoRA adapter directory trained on --train")
+    c.add_argument(
+        "--train", required=True, help="the adapter's training examples (.jsonl/.csv/.parquet: prompt, response)"
+    )
+    c.add_argument("--test", required=True, help="test examples, same format")
+    c.add_argument("--out", default="certificate.json", help="where to write the JSON document")
+    c.add_argument("--space", choices=["delta", "lora"], default="delta", help="parameter space of the Gaussians")
+    c.add_argument("--sigmas", default="", help="comma-separated sigma grid (default 1e-3,3e-3,1e-2,3e-2)")
+    c.add_argument("--delta", type=float, default=0.05, help="total failure probability")
+    c.add_argument("--m", type=int, default=20, help="posterior samples per sigma")
+    c.add_argument("--loss", choices=["token_error", "sequence_error"], default="token_error", help="bounded loss")
+    c.add_argument("--tv-permutations", type=int, default=1000, help="permutations for the TV p-value")
+    c.add_argument("--seed", type=int, default=0, help="random seed")
+    c.set_defaults(func=_cmd_certify)
+
+    pt = sub.add_parser("pretrain", help="pretrain a base model from scratch on the synthetic iGSM-style task")
+    pt.add_argument("--out", required=True, help="output directory (model, tokenizer, pretrain.json)")
+    pt.add_argument("--ops", default="1,2,3,4", help="operation counts seen in pretraining, comma-separated")
+    pt.add_argument("--modulus", type=int, default=7, help="arithmetic modulus (a prime)")
+    pt.add_argument("--hidden", type=int, default=128, help="model width")
+    pt.add_argument("--layers", type=int, default=4, help="transformer blocks")
+    pt.add_argument("--heads", type=int, default=4, help="attention heads")
+    pt.add_argument("--intermediate", type=int, default=512, help="MLP width")
+    pt.add_argument("--batch-size", type=int, default=32, help="problems per step")
+    pt.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    pt.add_argument("--steps", type=int, default=100000, help="maximum steps")
+    pt.add_argument("--max-minutes", type=float, default=60.0, help="wall-clock budget in minutes")
+    pt.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    pt.add_argument("--seed", type=int, default=0, help="random seed")
+    pt.set_defaults(func=_cmd_pretrain)
+
+    ft = sub.add_parser("finetune", help="LoRA-fine-tune a base model on a data file (SFT or DFT)")
+    ft.add_argument("--base", required=True, help="base model directory")
+    ft.add_argument("--train", required=True, help="training examples (.jsonl/.csv/.parquet with prompt, response)")
+    ft.add_argument("--out", required=True, help="adapter output directory")
+    ft.add_argument("--objective", choices=["sft", "dft"], default="sft", help="cross-entropy or DFT")
+    ft.add_argument("--r", type=int, default=8, help="LoRA rank")
+    ft.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha")
+    ft.add_argument("--rslora", action="store_true", help="rank-stabilised scaling alpha/sqrt(r)")
+    ft.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    ft.add_argument("--epochs", type=float, default=3.0, help="passes over the data")
+    ft.add_argument("--max-steps", type=int, default=-1, help="optimizer steps (overrides --epochs when > 0)")
+    ft.add_argument("--batch-size", type=int, default=16, help="examples per step")
+    ft.add_argument("--seed", type=int, default=0, help="random seed")
+    ft.set_defaults(func=_cmd_finetune)
+
+    ev = sub.add_parser("evaluate", help="evaluate a base model (and optionally an adapter) by difficulty slice")
+    ev.add_argument("--base", required=True, help="base model directory")
+    ev.add_argument("--adapter", default="", help="LoRA adapter directory (optional)")
+    ev.add_argument(
+        "--data", default="", help="examples file with a difficulty column (default: generated iGSM test slices)"
+    )
+    ev.add_argument("--ops", default="1,2,3,4,5,6,8", help="op slices to generate when --data is not given")
+    ev.add_argument("--n", type=int, default=200, help="examples per generated slice")
+    ev.add_argument("--modulus", type=int, default=7, help="arithmetic modulus of the generated task")
+    ev.add_argument("--no-generate", action="store_true", help="skip greedy generation (teacher-forced metrics only)")
+    ev.add_argument("--out", default="", help="CSV file for the tidy rows")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the generated test slices")
+    ev.set_defaults(func=_cmd_evaluate)
     return p
 
 

@@ -1,8 +1,10 @@
 """Estimators of the bound's terms: Gaussian and LoRA KL, posterior sampling and Monte-Carlo
 risk, TV proxies, difficulty measures and IRT."""
 
+from .classifier_tv import ClassifierTV, classifier_tv
 from .gaussian_kl import gaussian_kl, isotropic_kl_from_sq_norm
 from .histogram_tv import histogram_tv
+from .irt import IRTResult, fit_irt, response_matrix
 from .lora import (
     LoraFactor,
     init_state_from_factors,
@@ -14,7 +16,11 @@ from .lora import (
 )
 
 __all__ = [
+    "ClassifierTV",
+    "IRTResult",
     "LoraFactor",
+    "classifier_tv",
+    "fit_irt",
     "gaussian_kl",
     "histogram_tv",
     "init_state_from_factors",
@@ -24,4 +30,5 @@ __all__ = [
     "lora_delta_sq_norms",
     "lora_factors",
     "lora_kl",
+    "response_matrix",
 ]

@@ -1,0 +1,90 @@
+"""Load users' (prompt, response[, difficulty]) data.
+
+Formats: JSONL, CSV, Parquet (by file suffix), and Hugging Face ``datasets`` objects when that
+package is installed. Column names are configurable; every record becomes a plain dict with
+``prompt``, ``response`` and, when present, ``difficulty``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def _check_records(records: list[dict], source: str, difficulty: str | None) -> list[dict]:
+    if not records:
+        raise ValueError(f"{source} holds no examples")
+    out = []
+    for i, r in enumerate(records):
+        for key in ("prompt", "response"):
+            if not isinstance(r.get(key), str) or not r[key].strip():
+                raise ValueError(f"{source}: example {i} needs a non-empty string {key!r}")
+        rec = {"prompt": r["prompt"], "response": r["response"]}
+        if difficulty is not None and r.get("difficulty") is not None:
+            d = r["difficulty"]
+            try:
+                d = float(d)
+            except (TypeError, ValueError):
+                raise ValueError(f"{source}: example {i} has a non-numeric difficulty {r['difficulty']!r}") from None
+            if not math.isfinite(d):
+                raise ValueError(f"{source}: example {i} has a non-finite difficulty")
+            rec["difficulty"] = d
+        out.append(rec)
+    return out
+
+
+def _rename(rows: Iterable[dict], prompt: str, response: str, difficulty: str | None) -> list[dict]:
+    out = []
+    for r in rows:
+        rec = {"prompt": r.get(prompt), "response": r.get(response)}
+        if difficulty is not None and difficulty in r:
+            rec["difficulty"] = r[difficulty]
+        out.append(rec)
+    return out
+
+
+def load_examples(
+    source: Any, *, prompt: str = "prompt", response: str = "response", difficulty: str | None = "difficulty"
+) -> list[dict]:
+    """Read examples from a .jsonl/.csv/.parquet path or a ``datasets.Dataset``.
+
+    Args:
+        source: a path or a Hugging Face dataset.
+        prompt, response, difficulty: column names (difficulty optional; None to ignore).
+    """
+    if not isinstance(source, (str, Path)):
+        try:
+            import datasets
+        except ImportError:  # pragma: no cover - optional dependency
+            datasets = None
+        if datasets is not None and isinstance(source, datasets.Dataset):
+            return _check_records(_rename(source, prompt, response, difficulty), "dataset", difficulty)
+        raise ValueError(
+            f"source must be a .jsonl/.csv/.parquet path or a datasets.Dataset, got {type(source).__name__}"
+        )
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        for ln, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: line {ln} is not valid JSON ({exc.msg})") from None
+    elif suffix in (".csv", ".parquet"):
+        import pandas as pd
+
+        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        for col in (prompt, response):
+            if col not in frame.columns:
+                raise ValueError(f"{path}: missing column {col!r} (columns: {list(frame.columns)})")
+        rows = frame.to_dict(orient="records")
+    else:
+        raise ValueError(f"data file {str(path)!r} must end in .jsonl, .csv or .parquet")
+    return _check_records(_rename(rows, prompt, response, difficulty), str(path), difficulty)

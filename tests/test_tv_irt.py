@@ -1,0 +1,134 @@
+"""TV proxies against exact TVs of known distributions, and IRT recovery from simulations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import check_grad  # noqa: F401  (gradient checked through the objective below)
+from scipy.stats import norm, spearmanr
+
+from pacbayes_sft.estimators import classifier_tv, fit_irt, histogram_tv, response_matrix
+from pacbayes_sft.estimators.features import exact_gaussian_tv
+
+
+def _var_shift_tv(s):
+    x = np.sqrt(2 * np.log(s) * s * s / (s * s - 1))
+    return 2 * (norm.cdf(x) - norm.cdf(x / s))
+
+
+@pytest.mark.parametrize("mu", [0.5, 1.0, 2.0])
+def test_classifier_tv_mean_shift(mu):
+    rng = np.random.default_rng(int(mu * 10))
+    r = classifier_tv(rng.normal(size=(2000, 1)), rng.normal(mu, 1, size=(2000, 1)), n_threads=1, n_permutations=200)
+    exact = exact_gaussian_tv(mu)
+    assert abs(r.estimate - exact) < 0.04
+    assert r.lower <= exact
+    assert r.p_value < 0.01
+
+
+def test_classifier_tv_variance_shift_multivariate():
+    rng = np.random.default_rng(1)
+    r = classifier_tv(rng.normal(size=(3000, 1)), rng.normal(0, 2, size=(3000, 1)), n_threads=1, n_permutations=200)
+    exact = _var_shift_tv(2.0)
+    assert abs(r.estimate - exact) < 0.05 and r.lower <= exact
+    # In 3-D with the shift on one axis only, TV is the same; extra noise dimensions cost little.
+    p = rng.normal(size=(3000, 3))
+    q = rng.normal(size=(3000, 3))
+    q[:, 0] += 1.0
+    r3 = classifier_tv(p, q, n_threads=1, n_permutations=200)
+    assert abs(r3.estimate - exact_gaussian_tv(1.0)) < 0.04 and r3.lower <= exact_gaussian_tv(1.0)
+
+
+def test_classifier_tv_equal_distributions_large_p_value():
+    ps, ests = [], []
+    for seed in range(3):
+        rng = np.random.default_rng(100 + seed)
+        r = classifier_tv(
+            rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)), n_threads=1, n_permutations=300, random_state=seed
+        )
+        ps.append(r.p_value)
+        ests.append(r.estimate)
+        assert r.lower == 0.0
+    assert np.median(ps) > 0.1
+    assert max(ests) < 0.06
+
+
+def test_classifier_tv_unequal_sizes_unbiased():
+    rng = np.random.default_rng(2)
+    r = classifier_tv(rng.normal(size=(400, 1)), rng.normal(1, 1, size=(4000, 1)), n_threads=1, n_permutations=100)
+    assert abs(r.estimate - exact_gaussian_tv(1.0)) < 0.05
+    assert r.n_p == 400 and r.n_q == 4000
+
+
+def test_classifier_tv_texts_and_bad_inputs():
+    p = [f"a b c {i % 3}" for i in range(60)]
+    q = [f"x y z {i % 3}" for i in range(60)]
+    r = classifier_tv(p, q, n_threads=1, n_permutations=50)
+    assert r.estimate > 0.9 and "proxy" in r.kind
+    rs = classifier_tv(p, q, features="structure", n_threads=1, n_permutations=0)
+    assert rs.p_value == 1.0
+    with pytest.raises(ValueError, match="same number of features"):
+        classifier_tv(np.zeros((10, 2)), np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        classifier_tv(np.full((10, 1), np.nan), np.zeros((10, 1)))
+    with pytest.raises(ValueError, match="n_splits"):
+        classifier_tv(np.zeros((3, 1)), np.ones((3, 1)))
+    with pytest.raises(ValueError, match="delta"):
+        classifier_tv(np.zeros((10, 1)), np.ones((10, 1)), delta=1.5)
+    with pytest.raises(ValueError, match="both be texts"):
+        classifier_tv(["a"] * 10, np.zeros((10, 1)))
+
+
+def test_histogram_tv_exact():
+    assert histogram_tv([1, 1, 2, 3], [1, 2, 2, 2]) == pytest.approx(0.5 * (0.25 + 0.5 + 0.25))
+    assert histogram_tv(["a"], ["b"]) == 1.0
+    assert histogram_tv(np.array([1, 2]), [2, 1]) == 0.0
+
+
+def _simulate(model, J=300, K=60, seed=0, adversarial=True, missing=0.0):
+    rng = np.random.default_rng(seed)
+    th, b = rng.normal(size=J), rng.normal(size=K)
+    a = np.exp(rng.normal(0, 0.3, K)) if model == "2pl" else np.ones(K)
+    P = 1 / (1 + np.exp(-a * (th[:, None] - b[None, :])))
+    Y = (rng.random((J, K)) < P).astype(float)
+    if adversarial:  # strong subjects mostly answer hard items, weak ones easy items
+        rs = np.argsort(np.argsort(th)) / J
+        ri = np.argsort(np.argsort(b)) / K
+        keep = rng.random((J, K)) < np.where(np.abs(rs[:, None] - ri[None, :]) < 0.3, 0.9, 0.05)
+        Y = np.where(keep, Y, np.nan)
+    if missing:
+        Y = np.where(rng.random((J, K)) < missing, np.nan, Y)
+    return Y, th, b, a
+
+
+@pytest.mark.parametrize("model", ["2pl", "1pl"])
+def test_irt_recovers_difficulty_where_proportion_correct_fails(model):
+    Y, th, b, a = _simulate(model)
+    pc_rho = spearmanr(-np.nanmean(Y, axis=0), b)[0]
+    res = fit_irt(Y, model=model)
+    rho = spearmanr(res.difficulty, b)[0]
+    assert rho >= 0.93
+    assert rho > pc_rho + 0.1  # proportion correct ranks items wrongly in this design
+    assert spearmanr(res.ability, th)[0] > 0.8
+    if model == "2pl":
+        assert spearmanr(res.discrimination, a)[0] > 0.3
+
+
+def test_irt_long_table_heldout_auc_and_errors():
+    Y, *_ = _simulate("2pl", J=150, K=30, adversarial=False, missing=0.2)
+    j, k = np.nonzero(~np.isnan(Y))
+    long = pd.DataFrame({"subject": j, "item": k, "correct": Y[j, k]})
+    r_long, r_wide = fit_irt(long), fit_irt(Y)
+    np.testing.assert_allclose(r_long.difficulty, r_wide.difficulty, rtol=1e-4, atol=1e-4)
+    r = fit_irt(Y, heldout_fraction=0.2)
+    assert r.heldout_auc is not None and r.heldout_auc > 0.7
+    with pytest.raises(ValueError, match="only 0, 1"):
+        fit_irt(np.array([[0, 2.0]]))
+    with pytest.raises(ValueError, match="model"):
+        fit_irt(Y, model="3pl")
+    with pytest.raises(ValueError, match="no observed"):
+        fit_irt(np.full((2, 2), np.nan))
+
+
+def test_response_matrix_from_models():
+    m = response_matrix({"sft_n100": {"q1": 1, "q2": 0}, "dft_n100": {"q1": 1}})
+    assert m.shape == (2, 2) and np.isnan(m.loc["dft_n100", "q2"])
