@@ -58,6 +58,8 @@ class PretrainConfig:
     """torch threads (0 = torch's default)."""
     checkpoint_minutes: float = 10.0
     """Save a checkpoint this often so an interrupted run loses little."""
+    init_from: str = ""
+    """Continue from the weights of a saved checkpoint (fresh optimizer and schedule); '' = from scratch."""
     extra: dict = field(default_factory=dict)
 
 

@@ -1,0 +1,157 @@
+"""The sweep: quick config end to end, report artifacts, sharding, kill-and-resume, bad configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pacbayes_sft.cli import main
+from pacbayes_sft.report import build_report
+from pacbayes_sft.sweep import load_config, normalise_config, run_sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ROOT / "experiments" / "configs" / "quick.yaml"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick")
+    summary = run_sweep(load_config(QUICK), out, progress=False)
+    return out, summary
+
+
+def test_quick_sweep_and_report(quick_run):
+    out, summary = quick_run
+    assert summary["ran"] == summary["cells"] == 12
+    rep = build_report(out)
+    for f in ("results.parquet", "results.csv", "summary.csv", "report.md", "report.html"):
+        assert (out / f).is_file(), f
+    names = {Path(p).name for p in rep["plots"]}
+    for expected in (
+        "score_tiny_sft.png",
+        "terms_tiny_sft.png",
+        "slices_tiny_sft.png",
+        "optimum_vs_n.png",
+        "dft_vs_sft_tiny.png",
+    ):
+        assert expected in names
+    df = pd.read_parquet(out / "results.parquet")
+    assert {"base", "objective", "n", "bucket", "seed", "slice", "metric", "value", "n_examples"} <= set(df.columns)
+    assert {"answer_accuracy", "exact_match", "token_error", "g_gen", "g_ext", "kl", "tv", "total"} <= set(df["metric"])
+    md = (out / "report.md").read_text()
+    assert "not certified" in md and "Best difficulty per budget" in md
+    opt = rep["optimum"]
+    assert set(opt["n"]) == {8, 16} and set(opt["objective"]) == {"sft", "dft"}
+    # A second run skips everything.
+    again = run_sweep(load_config(QUICK), out, progress=False)
+    assert again["ran"] == 0 and again["skipped"] == 12
+
+
+def _small_config(tmp: Path) -> Path:
+    cfg = yaml.safe_load(QUICK.read_text())
+    cfg["objectives"] = ["sft"]
+    cfg["buckets"] = {"easy": [1], "hard": [3]}
+    cfg["eval"]["generate"] = False
+    path = tmp / "small.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cell_values(out: Path) -> dict:
+    vals = {}
+    for f in sorted((out / "cells").glob("*.json")):
+        rec = json.loads(f.read_text())
+        vals[f.name] = (rec["rows"], rec.get("terms"))
+    return vals
+
+
+def test_kill_mid_cell_and_resume_matches_sharded_run(tmp_path):
+    cfg_path = _small_config(tmp_path)
+    # Reference: the two shards of the sweep, run one after the other into one folder.
+    ref = tmp_path / "ref"
+    assert main(["sweep", "--config", str(cfg_path), "--out", str(ref), "--shard", "0/2", "--quiet"]) == 0
+    assert main(["sweep", "--config", str(cfg_path), "--out", str(ref), "--shard", "1/2", "--quiet"]) == 0
+    # Interrupted run: kill the process once the first fine-tuned cell is written (mid next cell).
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pacbayes_sft.cli", "sweep", "--config", str(cfg_path), "--out", str(out), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = [f for f in (out / "cells").glob("*__n*.json")] if (out / "cells").is_dir() else []
+        if done:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(list((out / "cells").glob("*__n*.json")))
+    assert 1 <= n_before < 4
+    assert main(["sweep", "--config", str(cfg_path), "--out", str(out), "--quiet"]) == 0
+    assert _cell_values(out) == _cell_values(ref)
+    build_report(out)
+    build_report(ref)
+    a = (
+        pd.read_csv(out / "results.csv")
+        .sort_values(list(pd.read_csv(out / "results.csv").columns))
+        .reset_index(drop=True)
+    )
+    b = pd.read_csv(ref / "results.csv").sort_values(list(a.columns)).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_results_folder_from_another_config_is_refused(quick_run, tmp_path, capsys):
+    out, _ = quick_run
+    cfg = load_config(QUICK)
+    cfg["budgets"] = [8]
+    with pytest.raises(ValueError, match="another config"):
+        run_sweep(cfg, out, progress=False)
+    capsys.readouterr()
+    path = _small_config(tmp_path)
+    assert main(["sweep", "--config", str(path), "--out", str(out), "--quiet"]) == 2
+    assert "another config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "patch,match",
+    [
+        ({"budget": [1]}, "unknown key"),
+        ({"budgets": [0]}, "budgets"),
+        ({"budgets": "many"}, "budgets"),
+        ({"sft": {"lr": "fast"}}, "sft.lr"),
+        ({"sft": {"rank": 4}}, "unknown key sft"),
+        ({"objectives": ["ppo"]}, "objectives"),
+        ({"buckets": {"easy": []}}, "bucket"),
+        ({"bases": [{"name": "x"}]}, "path"),
+        ({"bound": {"space": "weights"}}, "space"),
+        ({"eval": {"generate": "yes"}}, "true or false"),
+    ],
+)
+def test_bad_configs(patch, match):
+    raw = yaml.safe_load(QUICK.read_text())
+    raw.update(patch)
+    with pytest.raises(ValueError, match=match):
+        normalise_config(raw)
+
+
+def test_config_files_errors(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("budgets: [1, 2\n")
+    assert main(["sweep", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["sweep", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["sweep", "--config", str(QUICK), "--out", str(tmp_path / "o"), "--shard", "3/2"]) == 2
+    assert "shard" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
