@@ -96,7 +96,7 @@ def calibrated_predictions(ct: pd.DataFrame) -> pd.Series:
     from scipy.optimize import nnls
 
     pred = pd.Series(np.nan, index=ct.index)
-    for (base, obj), g in ct.groupby(["base", "objective"]):
+    for _, g in ct.groupby(["base", "objective"]):
         for n in g["n"].unique():
             fit = g[g["n"] != n]
             target = g[g["n"] == n]
@@ -248,7 +248,8 @@ def build_report(out_dir: str | Path) -> dict:
         n_max = g["n"].max()
         gg = g[g["n"] == n_max].groupby(["bucket", "slice"])["value"].mean().reset_index()
         gg["slice_i"] = gg["slice"].astype(int)
-        gg["change"] = gg["value"] - gg.apply(lambda r: base_rows.get((base, r["slice"]), np.nan), axis=1)
+        ref = gg["slice"].map(lambda sl, b=base: base_rows.get((b, sl), np.nan))
+        gg["change"] = gg["value"] - ref
         piv_c = gg.pivot(index="bucket", columns="slice_i", values="change").loc[order]
         piv_a = gg.pivot(index="bucket", columns="slice_i", values="value").loc[order]
         fig, axes = plt.subplots(1, 2, figsize=(2 + 1.4 * piv_c.shape[1], 1.5 + 0.6 * len(order)))
