@@ -1,0 +1,220 @@
+"""Coverage simulations with known truth: do the bounds hold at the promised rate?
+
+Run small in the tests and large by ``experiments/coverage.py`` (tables in docs/VALIDITY.md).
+
+1. PAC-Bayes bounds. x ~ N(0, 1), y = 1[x > 0] flipped with probability η. Classifier
+   h_w(x) = 1[x > w], 0-1 loss. Prior N(0, s_p²) over w (fixed before data), posterior
+   Q = N(ŵ, s²) with ŵ fitted on the sample. Everything is exact:
+   R(w) = η + (1 − 2η)|Φ(w) − ½|; E_Q R by Gauss–Hermite quadrature (exact to ~1e-12);
+   E_Q R̂_S = (1/n) Σ_i P_Q(h_w(x_i) ≠ y_i) = (1/n) Σ_i Φ(±(x_i − ŵ)/s) in closed form;
+   KL(Q‖P) in closed form. Over many samples, the violation rate of each bound must be ≤ δ.
+2. Monte-Carlo slack: m posterior draws, mc_risk_upper must cover the exact E_Q R̂_S at rate ≥ 1 − δ'.
+3. The δ ledger: K candidate posteriors whose per-example losses are independent Bernoulli(p)
+   (all with true risk p); the one with the smallest bound is reported. Spending δ/K per
+   candidate keeps the violation rate ≤ δ; spending δ on each (no union correction) does not.
+4. TV: classifier_tv(...).lower below the exact TV of Gaussian pairs; bias/spread of .estimate.
+5. IRT recovery (Spearman, RMSE) against the number of subjects and the missing rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtr
+from scipy.stats import binomtest
+
+from .bounds import (
+    catoni_bound,
+    kl_inverse_upper,
+    lambda_bound,
+    maurer_bound,
+    mc_risk_upper,
+    quad_bound,
+    seeger_bound,
+)
+
+
+def _rate_interval(k: int, n: int) -> tuple[float, float]:
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def threshold_problem_risks(
+    rng: np.random.Generator, n: int, reps: int, *, eta: float = 0.1, s: float = 0.3, s_prior: float = 1.0
+) -> dict[str, np.ndarray]:
+    """Exact E_Q R, E_Q R̂_S and KL for ``reps`` independent samples of size n (vectorised)."""
+    x = rng.standard_normal((reps, n))
+    y = (x > 0).astype(float)
+    flip = rng.random((reps, n)) < eta
+    y = np.where(flip, 1 - y, y)
+    # ŵ: a data-dependent fit — the midpoint between the class means (any rule is allowed).
+    m1 = (x * y).sum(1) / np.maximum(y.sum(1), 1)
+    m0 = (x * (1 - y)).sum(1) / np.maximum((1 - y).sum(1), 1)
+    w_hat = 0.5 * (m0 + m1)
+    z = (x - w_hat[:, None]) / s
+    # y = 1 is an error when w ≥ x: P = 1 − Φ((x − ŵ)/s); y = 0 is an error when w < x: P = Φ((x − ŵ)/s).
+    emp = np.where(y == 1, ndtr(-z), ndtr(z)).mean(1)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)  # ∫ f(w) N(w; ŵ, s²) dw
+    w = w_hat[:, None] + s * nodes[None, :]
+    true_w = eta + (1 - 2 * eta) * np.abs(ndtr(w) - 0.5)
+    true = (true_w * weights).sum(1) / weights.sum()
+    kl = np.log(s_prior / s) + (s**2 + w_hat**2) / (2 * s_prior**2) - 0.5
+    return {"true": true, "emp": emp, "kl": kl, "w_hat": w_hat}
+
+
+def bound_coverage(n: int = 200, reps: int = 10_000, delta: float = 0.05, *, seed: int = 0, catoni_c: float = 2.0):
+    """Violation rate (with a 95% interval) and mean slack of each bound on the threshold problem."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    r = threshold_problem_risks(rng, n, reps)
+    bounds = {
+        "seeger": seeger_bound(r["emp"], r["kl"], n, delta),
+        "maurer": maurer_bound(r["emp"], r["kl"], n, delta),
+        "catoni": catoni_bound(r["emp"], r["kl"], n, delta, catoni_c),
+        "lambda": lambda_bound(r["emp"], r["kl"], n, delta),
+        "quad": quad_bound(r["emp"], r["kl"], n, delta),
+    }
+    rows = []
+    for name, b in bounds.items():
+        viol = int((b < r["true"]).sum())
+        lo, hi = _rate_interval(viol, reps)
+        rows.append(
+            {
+                "bound": name,
+                "n": n,
+                "reps": reps,
+                "delta": delta,
+                "violation_rate": viol / reps,
+                "ci_low": lo,
+                "ci_high": hi,
+                "mean_slack": float((b - r["true"]).mean()),
+                "mean_true_risk": float(r["true"].mean()),
+                "mean_kl": float(r["kl"].mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def mc_coverage(n: int = 200, m: int = 20, reps: int = 2000, delta: float = 0.05, *, seed: int = 1, s: float = 0.3):
+    """Rate at which mc_risk_upper (m posterior draws) covers the exact E_Q R̂_S."""
+    rng = np.random.default_rng(seed)
+    r = threshold_problem_risks(rng, n, reps, s=s)
+    # Regenerate the samples to evaluate the empirical risk of sampled thresholds.
+    rng2 = np.random.default_rng(seed)
+    x = rng2.standard_normal((reps, n))
+    y = (x > 0).astype(float)
+    y = np.where(rng2.random((reps, n)) < 0.1, 1 - y, y)
+    w = r["w_hat"][:, None] + s * rng.standard_normal((reps, m))  # m posterior draws per sample
+    # empirical risk of each drawn threshold: error if (x > w) != y
+    errs = ((x[:, None, :] > w[:, :, None]).astype(float) != y[:, None, :]).mean(2)
+    mean_m = errs.mean(1)
+    upper = mc_risk_upper(mean_m, m, delta)
+    cover = int((upper >= r["emp"] - 1e-12).sum())
+    lo, hi = _rate_interval(cover, reps)
+    return {
+        "m": m,
+        "n": n,
+        "reps": reps,
+        "delta": delta,
+        "coverage": cover / reps,
+        "ci_low": lo,
+        "ci_high": hi,
+        "mean_slack": float((upper - r["emp"]).mean()),
+    }
+
+
+def ledger_demo(n: int = 100, k: int = 200, p: float = 0.3, reps: int = 10_000, delta: float = 0.05, *, seed: int = 2):
+    """Selecting the best of K candidates: violation rate with δ/K per candidate vs δ each."""
+    rng = np.random.default_rng(seed)
+    counts = rng.binomial(n, p, size=(reps, k))
+    emp = counts.min(1) / n  # the data-chosen candidate has the smallest empirical risk (KL = 0 for each)
+    c = np.log(2 * np.sqrt(n) / delta) / n
+    with_union = kl_inverse_upper(emp, np.log(2 * np.sqrt(n) / (delta / k)) / n)
+    without = kl_inverse_upper(emp, c)
+    out = {}
+    for name, b in (("union (delta/K each)", with_union), ("no correction (delta each)", without)):
+        v = int((b < p).sum())
+        lo, hi = _rate_interval(v, reps)
+        out[name] = {"violation_rate": v / reps, "ci_low": lo, "ci_high": hi}
+    return {"n": n, "K": k, "p": p, "reps": reps, "delta": delta, "results": out}
+
+
+def tv_coverage(settings=None, reps: int = 50, delta: float = 0.05, *, seed: int = 3, n_threads: int | None = 1):
+    """classifier_tv on Gaussian pairs with exact TV: how often .lower ≤ TV; bias/spread of .estimate."""
+    import math
+
+    import pandas as pd
+    from scipy.stats import norm
+
+    from .estimators.classifier_tv import classifier_tv
+
+    def var_tv(sd):
+        x = math.sqrt(2 * math.log(sd) * sd * sd / (sd * sd - 1))
+        return 2 * (norm.cdf(x) - norm.cdf(x / sd))
+
+    settings = settings or [
+        ("mean 0.5", 1, 0.5, 1.0, 500),
+        ("mean 1.0", 1, 1.0, 1.0, 500),
+        ("mean 1.0, d=5", 5, 1.0, 1.0, 500),
+        ("sd 2.0", 1, 0.0, 2.0, 500),
+        ("mean 1.0", 1, 1.0, 1.0, 2000),
+    ]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, d, mu, sd, n in settings:
+        exact = math.erf(abs(mu) / (2 * math.sqrt(2))) if sd == 1.0 else var_tv(sd)
+        est, low = [], []
+        for r in range(reps):
+            p = rng.standard_normal((n, d))
+            q = rng.standard_normal((n, d)) * sd
+            q[:, 0] += mu
+            res = classifier_tv(p, q, delta=delta, n_permutations=0, random_state=r, n_threads=n_threads)
+            est.append(res.estimate)
+            low.append(res.lower)
+        est, low = np.array(est), np.array(low)
+        cover = int((low <= exact + 1e-12).sum())
+        lo, hi = _rate_interval(cover, reps)
+        rows.append(
+            {
+                "setting": label,
+                "dim": d,
+                "n_per_side": n,
+                "exact_tv": exact,
+                "reps": reps,
+                "lower_coverage": cover / reps,
+                "ci_low": lo,
+                "ci_high": hi,
+                "estimate_bias": float(est.mean() - exact),
+                "estimate_sd": float(est.std(ddof=1)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def irt_recovery(subjects=(50, 200, 800), missing=(0.0, 0.5, 0.8), items: int = 60, *, seed: int = 4):
+    """Spearman and RMSE of fitted 2PL difficulties against the truth."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from .estimators.irt import fit_irt
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for j in subjects:
+        for miss in missing:
+            th, b = rng.standard_normal(j), rng.standard_normal(items)
+            a = np.exp(rng.normal(0, 0.3, items))
+            P = 1 / (1 + np.exp(-a * (th[:, None] - b[None, :])))
+            Y = (rng.random((j, items)) < P).astype(float)
+            Y[rng.random((j, items)) < miss] = np.nan
+            res = fit_irt(Y, "2pl")
+            rows.append(
+                {
+                    "subjects": j,
+                    "missing_rate": miss,
+                    "items": items,
+                    "spearman": float(spearmanr(res.difficulty, b)[0]),
+                    "rmse": float(np.sqrt(np.mean((res.difficulty - b) ** 2))),
+                }
+            )
+    return pd.DataFrame(rows)

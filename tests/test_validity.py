@@ -1,0 +1,47 @@
+"""Small coverage simulations that fail if a bound, the MC slack, the ledger or the TV bound breaks."""
+
+import pytest
+
+from pacbayes_sft import validation as v
+
+
+def test_pac_bayes_bounds_hold_and_seeger_is_tightest():
+    df = v.bound_coverage(n=100, reps=2000, delta=0.05, seed=10)
+    assert (df["ci_low"] <= 0.05).all() and (df["violation_rate"] <= 0.05).all()
+    slack = df.set_index("bound")["mean_slack"]
+    assert slack.idxmin() == "seeger"
+    assert (slack > 0).all()
+
+
+def test_exact_risks_of_threshold_problem_match_simulation():
+    # The closed-form E_Q R̂_S and quadrature E_Q R agree with brute-force Monte Carlo.
+    import numpy as np
+    from scipy.special import ndtr
+
+    rng = np.random.default_rng(0)
+    r = v.threshold_problem_risks(rng, 50, 1, s=0.3)
+    w = r["w_hat"][0] + 0.3 * np.random.default_rng(1).standard_normal(400_000)
+    true_mc = (0.1 + 0.8 * np.abs(ndtr(w) - 0.5)).mean()
+    assert r["true"][0] == pytest.approx(true_mc, abs=2e-3)
+
+
+def test_mc_slack_covers():
+    res = v.mc_coverage(n=100, m=10, reps=500, delta=0.05)
+    assert res["coverage"] >= 0.95
+
+
+def test_ledger_union_holds_and_uncorrected_fails():
+    res = v.ledger_demo(n=100, k=200, p=0.3, reps=4000, delta=0.05)["results"]
+    assert res["union (delta/K each)"]["violation_rate"] <= 0.05
+    assert res["no correction (delta each)"]["ci_low"] > 0.05
+
+
+def test_tv_lower_bound_covers():
+    df = v.tv_coverage(settings=[("mean 1.0", 1, 1.0, 1.0, 300), ("sd 2.0", 1, 0.0, 2.0, 300)], reps=8)
+    assert (df["lower_coverage"] == 1.0).all()
+    assert (df["estimate_bias"].abs() < 0.08).all()
+
+
+def test_irt_recovery_table():
+    df = v.irt_recovery(subjects=(200,), missing=(0.0, 0.5), items=40)
+    assert (df["spearman"] > 0.9).all()
