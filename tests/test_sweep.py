@@ -155,3 +155,13 @@ def test_config_files_errors(tmp_path, capsys):
     assert "shard" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "not a sweep directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["demo", "paper", "quick"])
+def test_shipped_configs_parse(name):
+    raw = yaml.safe_load((ROOT / "experiments" / "configs" / f"{name}.yaml").read_text())
+    cfg = normalise_config(raw)
+    assert cfg["name"] == name
+    if name == "paper":
+        assert len(cfg["bases"]) == 2 and len(cfg["budgets"]) == 5 and len(cfg["buckets"]) == 5
+        assert cfg["objectives"] == ["sft", "dft"] and len(cfg["seeds"]) == 3

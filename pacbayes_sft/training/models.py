@@ -97,7 +97,14 @@ def load_causal_lm(path: str | Path, *, dtype: torch.dtype | None = None, device
     p = Path(path)
     if not p.is_dir() or not (p / "config.json").is_file():
         raise ValueError(f"base model directory {str(p)!r} must exist and contain config.json")
-    model = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, use_safetensors=True, dtype=dtype)
+    if not any(p.glob("*.safetensors")):
+        raise ValueError(
+            f"base model directory {str(p)!r} has no .safetensors weights (pickle-based weights are not loaded)"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, use_safetensors=True, dtype=dtype)
+    except OSError as exc:
+        raise ValueError(f"base model directory {str(p)!r} could not be loaded: {str(exc).splitlines()[0]}") from None
     if device is not None:
         model = model.to(device)
     return model.eval()
