@@ -74,6 +74,23 @@ def _cmd_kl(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: the demo sweep on the shipped base, then its report."""
+    import time
+
+    from .sweep import load_config
+
+    cfg = load_config(args.config)
+    base = cfg["bases"][0]["path"]
+    t0 = time.perf_counter()
+    rc = _cmd_sweep(argparse.Namespace(config=args.config, out=args.out, shard="0/1", report=False, quiet=args.quiet))
+    if rc:
+        return rc
+    rc = _cmd_report(argparse.Namespace(dir=args.out))
+    print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min (base model: {base})")
+    return rc
+
+
+def _cmd_adapter_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     doc = run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, m=args.m)
@@ -328,13 +345,21 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--per-module", action="store_true", help="also print ||dW||_F^2 per module")
     k.set_defaults(func=_cmd_kl)
 
-    d = sub.add_parser("demo", help="train a LoRA adapter on a tiny from-config model and print its bound report")
-    d.add_argument("--out", default="runs/demo", help="output directory (adapter + report.json)")
+    dm = sub.add_parser("demo", help="the main job: the demo (n x difficulty) sweep on the shipped base and its report")
+    dm.add_argument("--config", default="demo", help="config (default: experiments/configs/demo.yaml)")
+    dm.add_argument("--out", default="runs/demo", help="output directory (resumable)")
+    dm.add_argument("--quiet", action="store_true", help="no progress bars")
+    dm.set_defaults(func=_cmd_demo)
+
+    d = sub.add_parser(
+        "adapter-demo", help="train a LoRA adapter on a tiny from-config model and print its bound report"
+    )
+    d.add_argument("--out", default="runs/adapter_demo", help="output directory (adapter + report.json)")
     d.add_argument("--n", type=int, default=512, help="training examples")
     d.add_argument("--steps", type=int, default=150, help="optimizer steps")
     d.add_argument("--m", type=int, default=32, help="posterior samples per sigma for the MC risk")
     d.add_argument("--seed", type=int, default=0, help="random seed")
-    d.set_defaults(func=_cmd_demo)
+    d.set_defaults(func=_cmd_adapter_demo)
     sw = sub.add_parser(
         "sweep", help="run (or resume) an (n x difficulty x seed x objective) grid of LoRA fine-tunings"
     )

@@ -43,7 +43,7 @@ def test_cli_errors_are_one_line(argv, needle, capsys):
 
 
 def test_demo_runs_small(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--n", "64", "--steps", "5", "--m", "2"]) == 0
+    assert main(["adapter-demo", "--out", str(tmp_path), "--n", "64", "--steps", "5", "--m", "2"]) == 0
     doc = json.loads((tmp_path / "report.json").read_text())
     assert len(doc["bounds"]) == 4
     assert doc["two_gap"]["certified"] is False

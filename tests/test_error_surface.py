@@ -88,7 +88,8 @@ CLI_CASES = [
     ),
     (["kl", "--adapter", "/no/adapter", "--sigma", "0.1"], "does not exist"),
     (["kl", "--adapter", "/tmp", "--sigma", "abc"], "sigma"),
-    (["demo", "--n", "abc"], "--n"),
+    (["adapter-demo", "--n", "abc"], "--n"),
+    (["demo", "--config", "/no/config.yaml"], "does not exist"),
     (["pretrain", "--out", "/tmp/x", "--ops", "a,b"], "invalid literal"),
     (["finetune", "--base", "/no/base", "--train", "/no/file.jsonl", "--out", "/tmp/x"], "--train"),
     (
