@@ -115,9 +115,18 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
     out = Path(out_dir)
     torch.manual_seed(cfg.seed)
     tok = igsm_tokenizer(cfg.modulus)
-    model = AutoModelForCausalLM.from_config(
-        base_config(cfg, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
-    )
+    if cfg.init_from:
+        from .models import load_causal_lm
+
+        model = load_causal_lm(cfg.init_from)
+        if model.config.vocab_size != len(tok):
+            raise ValueError(
+                f"init_from {cfg.init_from!r} has vocabulary {model.config.vocab_size}, the task needs {len(tok)}"
+            )
+    else:
+        model = AutoModelForCausalLM.from_config(
+            base_config(cfg, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+        )
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
