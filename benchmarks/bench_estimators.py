@@ -139,14 +139,14 @@ def _risk_in(post, j, risk):
         return risk(m)
 
 
-def bench_tv(n: int, d: int) -> None:
+def bench_tv(n: int, d: int, classifiers: list[str]) -> None:
     from pacbayes_sft.estimators import classifier_tv
 
     rng = np.random.default_rng(0)
     p = rng.standard_normal((n // 2, d)).astype(np.float32)
     q = rng.standard_normal((n // 2, d)).astype(np.float32)
     q[:, :8] += 0.3
-    for clf in ("logistic", "auto"):
+    for clf in classifiers:
         t0 = time.perf_counter()
         r = classifier_tv(p, q, classifier=clf)
         dt = time.perf_counter() - t0
@@ -161,10 +161,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--tv-n", type=int, default=20000)
     ap.add_argument("--tv-d", type=int, default=768)
+    ap.add_argument("--tv-classifiers", default="logistic", help="comma-separated: logistic, boosting, auto")
     args = ap.parse_args()
     print(f"# {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
     bench_posterior(args.samples)
-    bench_tv(args.tv_n, args.tv_d)
+    bench_tv(args.tv_n, args.tv_d, args.tv_classifiers.split(","))
 
 
 if __name__ == "__main__":
