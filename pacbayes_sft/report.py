@@ -253,8 +253,8 @@ def build_report(out_dir: str | Path) -> dict:
         piv_c = gg.pivot(index="bucket", columns="slice_i", values="change").loc[order]
         piv_a = gg.pivot(index="bucket", columns="slice_i", values="value").loc[order]
         fig, axes = plt.subplots(1, 2, figsize=(2 + 1.4 * piv_c.shape[1], 1.5 + 0.6 * len(order)))
-        _heatmap(axes[0], piv_c, f"change in {score} vs base, per test op (n={n_max})", cmap="RdBu")
-        _heatmap(axes[1], piv_a, f"cross-difficulty: train bucket x test op, held-out (n={n_max})")
+        _heatmap(axes[0], piv_c, f"change in {score} vs base, per test op (n={int(n_max)})", cmap="RdBu")
+        _heatmap(axes[1], piv_a, f"cross-difficulty: train bucket x test op, held-out (n={int(n_max)})")
         save(fig, f"slices_{base}_{obj}.png")
 
     # Optimal difficulty against n.

@@ -231,6 +231,10 @@ def finetune(
     trainer = trainer_cls(
         model=peft_model, args=args, train_dataset=_Dataset(enc), data_collator=data_collator, objective=cfg.objective
     )
+    if not cfg.progress:  # no per-log printing either (the curve is kept in training.json)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     steps_total = args.max_steps if args.max_steps > 0 else math.ceil(len(enc) / cfg.batch_size) * math.ceil(cfg.epochs)
     trainer.args.warmup_steps = int(cfg.warmup_ratio * steps_total)
     t0 = time.perf_counter()
