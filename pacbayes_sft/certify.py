@@ -90,6 +90,8 @@ def certify(
     loss: str = "token_error",
     tv_features: Any = "tfidf",
     tv_permutations: int = 1000,
+    tv_max_per_side: int | None = None,
+    init: Any = None,
     seed: int = 0,
     batch_size: int = 64,
 ) -> tuple[TwoGapBound, dict]:
@@ -109,6 +111,9 @@ def certify(
         loss: "token_error" (fraction of wrong response tokens) or "sequence_error"
             (1 − teacher-forced exact match); both in [0, 1].
         tv_features: feature step of the TV proxy ("tfidf", "structure" or a callable).
+        tv_max_per_side: use at most this many texts per side for the TV proxy (None = all).
+        init: initial adapter factors for space="lora" (default: ``lora_init.safetensors``
+            beside an adapter directory).
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -140,8 +145,7 @@ def certify(
     d_bound = finite_grid_delta(ledger.spend_rest(f"pac_bayes (finite sigma grid, K={k})"), k)
 
     point_risk = risk_fn(model)
-    init = None
-    if space == "lora" and isinstance(adapter, (str, Path)):
+    if init is None and space == "lora" and isinstance(adapter, (str, Path)):
         init = Path(adapter) / INIT_FILE  # the initial factors saved beside the adapter
     table = sigma_grid_table(
         model, risk_fn, n, sig, space=space, delta_mc=d_mc, delta_bound=d_bound, m=m, seed=seed, init=init
@@ -155,8 +159,9 @@ def certify(
         rule = f"sharpness: largest sigma with sampled risk <= point risk + {sharpness_tol}"
     row = table.iloc[best_i]
 
-    train_texts = [p + " " + r for p, r in zip(prompts, responses)]
-    test_texts = [_field(e, "prompt") + " " + _field(e, "response") for e in test_examples]
+    cap = tv_max_per_side
+    train_texts = [p + " " + r for p, r in zip(prompts, responses)][:cap]
+    test_texts = [_field(e, "prompt") + " " + _field(e, "response") for e in test_examples][:cap]
     tv = classifier_tv(
         train_texts,
         test_texts,
@@ -164,7 +169,7 @@ def certify(
         delta=d_tv,
         n_permutations=tv_permutations,
         random_state=seed,
-        n_splits=min(5, len(train_texts), len(test_texts)),
+        n_splits=max(2, min(5, len(train_texts), len(test_texts))),
     )
     tg = two_gap_bound(float(row["mc_risk_upper"]), float(row["kl"]), n, tv.estimate, delta=d_bound, method="seeger")
     g_gen_maurer = float(maurer_bound(float(row["mc_risk_upper"]), float(row["kl"]), n, d_bound)) - float(

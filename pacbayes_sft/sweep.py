@@ -292,13 +292,10 @@ def _train_examples(cfg: dict, cell: Cell) -> list:
 
 def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     """Fine-tune, evaluate and bound one cell; returns its record (not yet written)."""
-    import torch
-
-    from .adapter_report import sigma_grid_table
-    from .bounds import DeltaLedger, finite_grid_delta, maurer_bound, two_gap_bound
+    from .certify import certify
     from .data.igsm import verify
-    from .estimators.classifier_tv import classifier_tv
-    from .training.evaluate import evaluate_slices, teacher_forced_metrics
+    from .estimators.lora import INIT_FILE
+    from .training.evaluate import evaluate_slices
     from .training.models import load_causal_lm
     from .training.sft import SFTConfig, finetune
 
@@ -338,73 +335,51 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
         max_new_tokens=e["max_new_tokens"],
     )
 
-    b = cfg["bound"]
-    loss = b["loss"]
-
-    def risk_fn(mdl: torch.nn.Module) -> float:
-        tf = teacher_forced_metrics(mdl, tok, prompts, responses, batch_size=e["batch_size"])
-        vals = tf["token_error"] if loss == "token_error" else [1.0 - v for v in tf["exact_match"]]
-        return float(sum(vals) / len(vals))
-
-    ledger = DeltaLedger(b["delta"])
-    k = len(b["sigmas"])
-    d_mc = ledger.spend_fraction("mc_sampling", b["mc_fraction"]) / k
-    d_tv = ledger.spend_fraction("tv_lower_bound", b["tv_fraction"])
-    d_bound = finite_grid_delta(ledger.spend_rest("pac_bayes_sigma_grid"), k)
-    table = sigma_grid_table(
+    # Every bound term comes from certify(), the same code a user calls for one adapter.
+    b, tvc = cfg["bound"], cfg["tv"]
+    _, doc = certify(
+        base_dir,
         model,
-        risk_fn,
-        cell.n,
-        b["sigmas"],
+        train,
+        ctx.test_set,
+        tokenizer=tok,
+        sigmas=b["sigmas"],
         space=b["space"],
-        delta_mc=d_mc,
-        delta_bound=d_bound,
+        delta=b["delta"],
+        mc_fraction=b["mc_fraction"],
+        tv_fraction=b["tv_fraction"],
         m=b["m"],
+        loss=b["loss"],
+        tv_features=tvc["features"],
+        tv_permutations=tvc["permutations"],
+        tv_max_per_side=tvc["max_per_side"],
         seed=cell.seed,
-        init=adapter_dir / "lora_init.safetensors" if b["space"] == "lora" else None,
+        batch_size=e["batch_size"],
+        init=adapter_dir / INIT_FILE if b["space"] == "lora" else None,
     )
-    best = table.iloc[int(table["seeger"].idxmin())]
-    tvc = cfg["tv"]
-    cap = tvc["max_per_side"]
-    train_texts = [p.prompt + " " + p.response for p in train][:cap]
-    test_texts = [p.prompt + " " + p.response for p in ctx.test_set][:cap]
-    n_splits = max(2, min(5, len(train_texts), len(test_texts)))
-    tv = classifier_tv(
-        train_texts,
-        test_texts,
-        features=tvc["features"],
-        delta=d_tv,
-        n_permutations=tvc["permutations"],
-        random_state=cell.seed,
-        n_splits=n_splits,
-    )
-    tg = two_gap_bound(float(best["mc_risk_upper"]), float(best["kl"]), cell.n, tv.estimate, delta=d_bound)
-    maurer_gap = float(maurer_bound(float(best["mc_risk_upper"]), float(best["kl"]), cell.n, d_bound)) - float(
-        best["mc_risk_upper"]
-    )
-    point_risk = risk_fn(model)
+    kl = doc["kl"]["value_nats"]
     return {
         "cell": cell.__dict__ | {"id": cell.id},
         "status": "done",
         "rows": rows,
         "terms": {
-            "point_train_risk": point_risk,
-            "mc_mean_risk": float(best["mc_mean_risk"]),
-            "mc_risk_upper": float(best["mc_risk_upper"]),
-            "kl": float(best["kl"]),
-            "sigma": float(best["sigma"]),
-            "g_gen": tg.g_gen,
-            "g_gen_maurer": maurer_gap,
-            "tv": tv.estimate,
-            "tv_lower": tv.lower,
-            "tv_p_value": tv.p_value,
-            "tv_plug_in": tv.plug_in,
-            "g_ext": tg.g_ext,
-            "total": tg.total,
-            "sqrt_kl_over_n": (float(best["kl"]) / cell.n) ** 0.5,
+            "point_train_risk": doc["empirical_risk"]["point"],
+            "mc_mean_risk": doc["empirical_risk"]["mc_mean"],
+            "mc_risk_upper": doc["empirical_risk"]["mc_upper"],
+            "kl": kl,
+            "sigma": doc["sigma"]["value"],
+            "g_gen": doc["g_gen"]["seeger"],
+            "g_gen_maurer": doc["g_gen"]["maurer"],
+            "tv": doc["tv"]["estimate"],
+            "tv_lower": doc["tv"]["lower"],
+            "tv_p_value": doc["tv"]["p_value"],
+            "tv_plug_in": doc["tv"]["plug_in"],
+            "g_ext": doc["g_ext"],
+            "total": doc["total"],
+            "sqrt_kl_over_n": (kl / cell.n) ** 0.5,
         },
-        "sigma_grid": table.to_dict(orient="records"),
-        "ledger": ledger.to_dict(),
+        "sigma_grid": doc["grid"],
+        "ledger": doc["delta"]["ledger"],
         "training": {k2: v for k2, v in res.log.items() if k2 != "history"} | {"history": res.log["history"]},
         "seconds": time.perf_counter() - t0,
     }
