@@ -49,22 +49,9 @@ def tiny_config(
             bos_token_id=1,
             eos_token_id=2,
         )
-    if arch == "llama":
-        return LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=max(1, heads // 2),
-            intermediate_size=inter,
-            max_position_embeddings=max_positions,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=0,
-            tie_word_embeddings=True,
-        )
-    if arch == "qwen2":
-        return Qwen2Config(
+    if arch in ("llama", "qwen2"):  # the same decoder fields; grouped-query attention with half the heads
+        config_cls = LlamaConfig if arch == "llama" else Qwen2Config
+        return config_cls(
             vocab_size=vocab_size,
             hidden_size=hidden,
             num_hidden_layers=layers,
