@@ -15,27 +15,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import os
 import time
 
 import numpy as np
 import torch
+from memory import peak_extra_mib
 
 from pacbayes_sft.estimators.posterior import GaussianPosterior, _lora_layers, _seed
 from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
-
-
-def _peak_extra_mib(fn) -> float:
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    with open("/proc/self/status") as f:
-        base = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    fn()
-    with open("/proc/self/status") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    return max(hwm - base, 0) / 1024
 
 
 def bench_posterior(samples: int) -> None:
@@ -79,8 +67,8 @@ def bench_posterior(samples: int) -> None:
         ours_lora(j)
     t_ours = (time.perf_counter() - t0) / samples
     same = all(risk(copy_lora(j)) == _risk_in(post, j, risk) for j in range(2))
-    mem_copy = _peak_extra_mib(lambda: copy_lora(0))
-    mem_ours = _peak_extra_mib(lambda: ours_lora(0))
+    mem_copy = peak_extra_mib(lambda: copy_lora(0))
+    mem_ours = peak_extra_mib(lambda: ours_lora(0))
     print(f"model: GPT-2-small shape, {n_params / 1e6:.0f}M parameters, LoRA r=8 on c_attn/c_proj/c_fc")
     print(
         f"lora space: perturb+restore {t_ours * 1e3:.1f} ms/sample vs deepcopy+perturb {t_copy * 1e3:.0f} ms/sample "
@@ -125,7 +113,7 @@ def bench_posterior(samples: int) -> None:
         with postd.sample(0) as m:
             a = m(x).logits
         b = copy_delta(0)(x).logits
-    mem_hook = _peak_extra_mib(lambda: fwd_hooked(0)) - _peak_extra_mib(fwd)
+    mem_hook = peak_extra_mib(lambda: fwd_hooked(0)) - peak_extra_mib(fwd)
     print(
         f"delta space: hook overhead {t_hook * 1e3:.0f} ms/sample (plain forward {t_plain * 1e3:.0f} ms) vs "
         f"deepcopy+perturb {t_copyd * 1e3:.0f} ms/sample -> {t_copyd / max(t_hook, 1e-9):.1f}x smaller; "

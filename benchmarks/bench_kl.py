@@ -19,6 +19,7 @@ import platform
 import time
 
 import torch
+from memory import peak_extra_mib
 from torch.distributions import Normal, kl_divergence
 
 from pacbayes_sft.estimators import gaussian_kl, lora_delta_sq_norm
@@ -32,29 +33,6 @@ def _best(fn, repeat=3):
         out = fn()
         times.append(time.perf_counter() - t0)
     return min(times), out
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _peak_extra_mib(fn) -> float:
-    """Peak resident memory above the current level while fn runs (reset VmHWM first)."""
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return float("nan")
-    base = _rss_kib()
-    fn()
-    with open("/proc/self/status") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    return max(hwm - base, 0) / 1024
 
 
 def bench_lora(layers: int, dim: int = 4096, r: int = 16, scaling: float = 2.0) -> None:
@@ -94,8 +72,8 @@ def bench_gaussian(n: int) -> None:
     t_diag, v_diag = _best(lambda: gaussian_kl(mq, mp, sq, sp))
     t_td, v_td = _best(lambda: float(kl_divergence(Normal(mq, sq), Normal(mp, sp)).sum()), repeat=1)
     t_td_iso, _ = _best(lambda: float(kl_divergence(Normal(mq, 0.8), Normal(mp, 0.8)).sum()), repeat=1)
-    mem_ours = _peak_extra_mib(lambda: gaussian_kl(mq, mp, sq, sp))
-    mem_td = _peak_extra_mib(lambda: float(kl_divergence(Normal(mq, sq), Normal(mp, sp)).sum()))
+    mem_ours = peak_extra_mib(lambda: gaussian_kl(mq, mp, sq, sp))
+    mem_td = peak_extra_mib(lambda: float(kl_divergence(Normal(mq, sq), Normal(mp, sp)).sum()))
     inputs_mib = 4 * n * 4 / 2**20
     print(
         f"x.sum() read bandwidth: {gb_iso / t_sum_iso:.1f} GB/s (2 arrays), {gb_diag / t_sum_diag:.1f} GB/s (4 arrays)"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 from .adapter_report import sigma_grid_table
 from .bounds import DeltaLedger, finite_grid_delta, maurer_bound, two_gap_bound
 from .bounds.two_gap import TwoGapBound
+from .data.loaders import example_field
 from .estimators.classifier_tv import classifier_tv
 from .estimators.lora import INIT_FILE
 from .training.evaluate import teacher_forced_metrics
@@ -36,7 +37,7 @@ DEFAULT_SIGMAS = (1e-3, 3e-3, 1e-2, 3e-2)
 
 
 def _field(e: Any, name: str) -> str:
-    v = e[name] if isinstance(e, Mapping) else getattr(e, name)
+    v = example_field(e, name)
     if not isinstance(v, str):
         raise ValueError(f"examples need a string {name!r}")
     return v

@@ -111,9 +111,11 @@ def calibrated_predictions(ct: pd.DataFrame) -> pd.Series:
 
 
 def optimum_table(ct: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """Per (base, objective, n): observed, raw-bound and calibrated best bucket, with seed spread."""
+    """Per (base, objective, n): observed, raw-bound and calibrated best bucket, with seed spread.
+
+    ``ct`` is :func:`cell_table` with a ``calibrated`` column from :func:`calibrated_predictions`.
+    """
     rank = {b: i for i, b in enumerate(order)}
-    ct = ct.assign(calibrated=calibrated_predictions(ct))
     rows = []
     for (base, obj, n), g in ct.groupby(["base", "objective", "n"]):
         m = g.groupby("bucket")[["test_risk", "total", "calibrated"]].mean()
@@ -142,9 +144,9 @@ def optimum_table(ct: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 
 
 def summary(ct: pd.DataFrame, opt: pd.DataFrame) -> dict:
+    """Agreement rates, Spearman correlations and whether the optimum moves harder (``ct`` as in optimum_table)."""
     from scipy.stats import spearmanr
 
-    ct = ct.assign(calibrated=calibrated_predictions(ct))
     out = {}
     for col in ("raw", "calibrated"):
         d = (opt[f"{col}_idx"] - opt["observed_idx"]).abs()
@@ -206,6 +208,7 @@ def build_report(out_dir: str | Path) -> dict:
     ct = cell_table(df, loss)
     if ct.empty:
         raise ValueError("no fine-tuned cells finished yet")
+    ct = ct.assign(calibrated=calibrated_predictions(ct))  # once; both tables below read it
     opt = optimum_table(ct, order)
     summ = summary(ct, opt)
     opt.to_csv(out / "summary.csv", index=False)

@@ -242,6 +242,7 @@ class SweepContext:
     out: Path
     bases: dict = field(default_factory=dict)  # name -> (model_dir, tokenizer)
     test_set: list = field(default_factory=list)
+    test_slices: dict = field(default_factory=dict)  # op -> the test problems with that op
 
 
 def _prepare_base(spec: dict, out: Path, modulus: int):
@@ -293,9 +294,7 @@ def _train_examples(cfg: dict, cell: Cell) -> list:
 def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     """Fine-tune, evaluate and bound one cell; returns its record (not yet written)."""
     from .certify import certify
-    from .data.igsm import verify
     from .estimators.lora import INIT_FILE
-    from .training.evaluate import evaluate_slices
     from .training.models import load_causal_lm
     from .training.sft import SFTConfig, finetune
 
@@ -319,21 +318,8 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     adapter_dir = ctx.out / "adapters" / cell.id
     res = finetune(load_causal_lm(base_dir), tok, prompts, responses, sft_cfg, adapter_dir)
     model = res.model
-    mod = cfg["task"]["modulus"]
     e = cfg["eval"]
-    slices: dict = {}
-    for p in ctx.test_set:
-        slices.setdefault(p.op, []).append(p)
-    rows = evaluate_slices(
-        model,
-        tok,
-        slices,
-        model_name=cell.id,
-        generate=e["generate"],
-        verifier=lambda pr, o: verify(pr, o, mod).answer_correct,
-        batch_size=e["batch_size"],
-        max_new_tokens=e["max_new_tokens"],
-    )
+    rows = evaluate_test_slices(ctx, model, tok, cell.id)
 
     # Every bound term comes from certify(), the same code a user calls for one adapter.
     b, tvc = cfg["bound"], cfg["tv"]
@@ -385,28 +371,31 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     }
 
 
-def base_rows(ctx: SweepContext, name: str) -> list[dict]:
-    """Evaluation rows of a base model itself (the reference for per-slice changes)."""
+def evaluate_test_slices(ctx: SweepContext, model, tok, model_name: str) -> list[dict]:
+    """Tidy evaluation rows of ``model`` on every test op slice, with the sweep's eval settings."""
     from .data.igsm import verify
     from .training.evaluate import evaluate_slices
-    from .training.models import load_causal_lm
 
-    base_dir, tok = ctx.bases[name]
     mod = ctx.cfg["task"]["modulus"]
     e = ctx.cfg["eval"]
-    slices: dict = {}
-    for p in ctx.test_set:
-        slices.setdefault(p.op, []).append(p)
     return evaluate_slices(
-        load_causal_lm(base_dir),
+        model,
         tok,
-        slices,
-        model_name=f"{name}__base",
+        ctx.test_slices,
+        model_name=model_name,
         generate=e["generate"],
         verifier=lambda pr, o: verify(pr, o, mod).answer_correct,
         batch_size=e["batch_size"],
         max_new_tokens=e["max_new_tokens"],
     )
+
+
+def base_rows(ctx: SweepContext, name: str) -> list[dict]:
+    """Evaluation rows of a base model itself (the reference for per-slice changes)."""
+    from .training.models import load_causal_lm
+
+    base_dir, tok = ctx.bases[name]
+    return evaluate_test_slices(ctx, load_causal_lm(base_dir), tok, f"{name}__base")
 
 
 def run_sweep(
@@ -446,6 +435,8 @@ def run_sweep(
     for b in cfg["bases"]:
         ctx.bases[b["name"]] = _prepare_base(b, out, cfg["task"]["modulus"])
     ctx.test_set = _test_examples(cfg)
+    for p in ctx.test_set:
+        ctx.test_slices.setdefault(p.op, []).append(p)
 
     all_cells = cells_of(cfg)
     mine = [c for k, c in enumerate(all_cells) if k % n_shards == i]

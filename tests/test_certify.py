@@ -52,7 +52,9 @@ def test_certify_api(run):
     assert doc["tv"]["lower"] <= doc["tv"]["estimate"] + 1e-12
     json.dumps(doc)
     # Same inputs and seed: a bit-identical document.
-    _, doc_again = certify(str(root / "base"), str(root / "adapter"), train, test, m=3, tv_permutations=50, sigmas=(1e-3, 1e-2))
+    _, doc_again = certify(
+        str(root / "base"), str(root / "adapter"), train, test, m=3, tv_permutations=50, sigmas=(1e-3, 1e-2)
+    )
     assert json.dumps(doc, sort_keys=True) == json.dumps(doc_again, sort_keys=True)
     _tg2, doc2 = certify(
         str(root / "base"),

@@ -26,8 +26,11 @@ def test_pretrain_lowers_loss_and_saves_a_loadable_checkpoint(tmp_path):
 def test_init_from_continues_from_the_saved_weights(tmp_path):
     pretrain(PretrainConfig(ops=(1,), steps=3, lr=1e-3, **TINY), tmp_path / "a", log=lambda s: None)
     # One step at a negligible learning rate leaves the weights where they were.
-    pretrain(PretrainConfig(ops=(1,), steps=1, lr=1e-12, weight_decay=0.0, init_from=str(tmp_path / "a"), **TINY),
-             tmp_path / "b", log=lambda s: None)
+    pretrain(
+        PretrainConfig(ops=(1,), steps=1, lr=1e-12, weight_decay=0.0, init_from=str(tmp_path / "a"), **TINY),
+        tmp_path / "b",
+        log=lambda s: None,
+    )
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert a.keys() == b.keys()
     for k in a:

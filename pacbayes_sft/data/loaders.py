@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +88,11 @@ def load_examples(
     else:
         raise ValueError(f"data file {str(path)!r} must end in .jsonl, .csv or .parquet")
     return _check_records(_rename(rows, prompt, response, difficulty), str(path), difficulty)
+
+
+def example_field(example: Any, name: str) -> Any:
+    """``example[name]`` for a mapping, else ``example.name`` (a generated Problem, say)."""
+    try:
+        return example[name] if isinstance(example, Mapping) else getattr(example, name)
+    except (KeyError, AttributeError):
+        raise ValueError(f"example has no {name!r} field") from None

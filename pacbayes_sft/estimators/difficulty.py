@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _field(e: Any, name: str) -> Any:
-    return e[name] if isinstance(e, Mapping) else getattr(e, name)
+from ..data.loaders import example_field as _field
 
 
 def op_count(examples: Sequence[Any]) -> np.ndarray:
@@ -27,10 +25,10 @@ def op_count(examples: Sequence[Any]) -> np.ndarray:
     for i, e in enumerate(examples):
         try:
             out.append(_field(e, "op"))
-        except (KeyError, AttributeError):
+        except ValueError:
             try:
                 out.append(_field(e, "difficulty"))
-            except (KeyError, AttributeError):
+            except ValueError:
                 raise ValueError(f"example {i} has no 'op' or 'difficulty' field") from None
     return np.asarray(out, dtype=float)
 
