@@ -15,6 +15,8 @@ if __name__ == "__main__":
     print("## Monte-Carlo slack\n")
     for m in (5, 20, 100):
         print(v.mc_coverage(m=m, reps=min(a.reps, 4000)), "\n")
+    for m in (1, 5):  # each of the n = 200 examples gets m draws of its own
+        print(v.mc_coverage(m=m, reps=min(a.reps, 4000), scheme="per_example"), "\n")
     print("## Delta ledger: choosing among K candidates\n")
     for k in (10, 200, 1000):
         print(v.ledger_demo(k=k, reps=a.reps), "\n")

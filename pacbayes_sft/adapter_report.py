@@ -15,7 +15,7 @@ import torch
 
 from .bounds import BOUNDS, DeltaLedger, finite_grid_delta, pac_bayes_bound, two_gap_bound
 from .estimators import lora_kl
-from .estimators.posterior import GaussianPosterior, mc_stochastic_risk
+from .estimators.posterior import MC_SCHEMES, GaussianPosterior, mc_stochastic_risk, mc_stochastic_risk_per_example
 
 
 def sigma_grid_table(
@@ -32,21 +32,36 @@ def sigma_grid_table(
     init=None,
     catoni_c: float = 1.0,
     progress: bool = False,
+    mc_scheme: str = "shared",
+    example_loss_fn: Callable[[torch.nn.Module, int], float] | None = None,
 ) -> pd.DataFrame:
     """One row per σ: KL, MC stochastic risk (mean and upper bound at ``delta_mc``) and every
-    PAC-Bayes bound at ``delta_bound`` with the MC upper bound as empirical risk."""
+    PAC-Bayes bound at ``delta_bound`` with the MC upper bound as empirical risk.
+
+    ``mc_scheme="shared"``: m posterior samples score all n examples through ``risk_fn``.
+    ``mc_scheme="per_example"``: each example gets m samples of its own, scored by
+    ``example_loss_fn(model, i)``; the bound then rests on n·m independent losses (column
+    ``mc_losses``)."""
+    if mc_scheme not in MC_SCHEMES:
+        raise ValueError(f"mc_scheme must be one of {MC_SCHEMES}, got {mc_scheme!r}")
+    if mc_scheme == "per_example" and example_loss_fn is None:
+        raise ValueError("mc_scheme='per_example' needs example_loss_fn(model, i)")
     rows = []
     for i, s in enumerate(sigmas):
         kl = lora_kl(model, s, space=space, init=init)
-        mc = mc_stochastic_risk(
-            GaussianPosterior(model, s, space, seed=seed + i), risk_fn, m, delta_mc, progress=progress
-        )
+        post = GaussianPosterior(model, s, space, seed=seed + i)
+        if mc_scheme == "per_example":
+            mc = mc_stochastic_risk_per_example(post, example_loss_fn, n, m, delta_mc, progress=progress)
+        else:
+            mc = mc_stochastic_risk(post, risk_fn, m, delta_mc, progress=progress)
         row = {
             "sigma": s,
             "kl": kl,
             "mc_mean_risk": mc.mean,
             "mc_risk_upper": mc.upper,
             "m": m,
+            "mc_scheme": mc_scheme,
+            "mc_losses": mc.m,
             "delta_mc": delta_mc,
             "delta_bound": delta_bound,
         }

@@ -138,6 +138,7 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         space=args.space,
         delta=args.delta,
         m=args.m,
+        mc_scheme=args.mc_scheme,
         loss=args.loss,
         seed=args.seed,
         tv_permutations=args.tv_permutations,
@@ -171,11 +172,12 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from .training.pretrain import PretrainConfig, pretrain
+def pretrain_config_from_args(args: argparse.Namespace):
+    """The PretrainConfig that ``pacbayes-sft pretrain`` builds from its parsed arguments."""
+    from .training.pretrain import PretrainConfig
 
     ops = tuple(int(x) for x in args.ops.split(","))
-    cfg = PretrainConfig(
+    return PretrainConfig(
         ops=ops,
         modulus=args.modulus,
         hidden=args.hidden,
@@ -188,8 +190,21 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         seed=args.seed,
         threads=args.threads,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        checkpoint_minutes=args.checkpoint_minutes,
+        init_from=args.init_from,
+        arch=args.arch,
+        prompt_loss=args.prompt_loss,
+        recall_fraction=args.recall_fraction,
+        position_offset=args.position_offset,
     )
-    meta = pretrain(cfg, args.out)
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .training.pretrain import pretrain
+
+    meta = pretrain(pretrain_config_from_args(args), args.out)
     print(
         f"pretrained {meta['parameters']} parameters for {meta['steps']} steps in {meta['minutes']:.1f} min "
         f"({meta['tokens_per_s']:.0f} tokens/s); saved to {args.out}"
@@ -387,7 +402,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--space", choices=["delta", "lora"], default="delta", help="parameter space of the Gaussians")
     c.add_argument("--sigmas", default="", help="comma-separated sigma grid (default 1e-3,3e-3,1e-2,3e-2)")
     c.add_argument("--delta", type=float, default=0.05, help="total failure probability")
-    c.add_argument("--m", type=int, default=20, help="posterior samples per sigma")
+    c.add_argument(
+        "--m",
+        type=int,
+        default=None,
+        help="posterior draws per sigma: per example with --mc-scheme per_example (default 1), "
+        "shared by all examples with --mc-scheme shared (default 20)",
+    )
+    c.add_argument(
+        "--mc-scheme",
+        choices=["per_example", "shared"],
+        default="per_example",
+        help="per_example: every training example gets its own posterior draws (n*m independent losses); "
+        "shared: m samples each score every example (m independent risks)",
+    )
     c.add_argument("--loss", choices=["token_error", "sequence_error"], default="token_error", help="bounded loss")
     c.add_argument("--tv-permutations", type=int, default=1000, help="permutations for the TV p-value")
     c.add_argument("--seed", type=int, default=0, help="random seed")
@@ -406,7 +434,32 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--steps", type=int, default=100000, help="maximum steps")
     pt.add_argument("--max-minutes", type=float, default=60.0, help="wall-clock budget in minutes")
     pt.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    pt.add_argument(
+        "--arch", choices=["llama", "gpt2"], default="llama", help="rotary Llama or GPT-2 (learned positions)"
+    )
+    pt.add_argument(
+        "--recall-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of problems replaced by retrieval drills (restate named statements)",
+    )
+    pt.add_argument(
+        "--prompt-loss", type=float, default=0.0, help="weight of the loss on prompt tokens (0 = response only)"
+    )
+    pt.add_argument(
+        "--position-offset", type=int, default=256, help="gpt2: random start position in [0, this] per sequence"
+    )
+    pt.add_argument("--warmup", type=int, default=200, help="linear warm-up steps before the cosine decay")
+    pt.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
     pt.add_argument("--seed", type=int, default=0, help="random seed")
+    pt.add_argument(
+        "--checkpoint-minutes", type=float, default=10.0, help="save a checkpoint this often (minutes of wall time)"
+    )
+    pt.add_argument(
+        "--init-from",
+        default="",
+        help="continue from this saved model's weights (fresh optimizer and schedule); empty = from scratch",
+    )
     pt.set_defaults(func=_cmd_pretrain)
 
     ft = sub.add_parser("finetune", help="LoRA-fine-tune a base model on a data file (SFT or DFT)")

@@ -43,7 +43,8 @@ DEFAULTS: dict[str, Any] = {
         "sigmas": [1e-3, 3e-3, 1e-2],
         "space": "delta",
         "delta": 0.05,
-        "m": 8,
+        "m": 1,
+        "mc_scheme": "per_example",
         "loss": "token_error",
         "mc_fraction": 0.2,
         "tv_fraction": 0.2,
@@ -130,6 +131,12 @@ def normalise_config(raw: dict) -> dict:
     for s in cfg["seeds"]:
         if not isinstance(s, int):
             raise ValueError(f"config: seeds must be integers, got {s!r}")
+    if cfg["bound"]["mc_scheme"] not in ("per_example", "shared"):
+        raise ValueError(
+            f"config: bound.mc_scheme must be 'per_example' or 'shared', got {cfg['bound']['mc_scheme']!r}"
+        )
+    if not isinstance(cfg["bound"]["m"], int) or cfg["bound"]["m"] < 1:
+        raise ValueError(f"config: bound.m must be an integer >= 1, got {cfg['bound']['m']!r}")
     if cfg["bound"]["space"] not in ("delta", "lora"):
         raise ValueError(f"config: bound.space must be 'delta' or 'lora', got {cfg['bound']['space']!r}")
     return cfg
@@ -335,6 +342,7 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
         mc_fraction=b["mc_fraction"],
         tv_fraction=b["tv_fraction"],
         m=b["m"],
+        mc_scheme=b["mc_scheme"],
         loss=b["loss"],
         tv_features=tvc["features"],
         tv_permutations=tvc["permutations"],

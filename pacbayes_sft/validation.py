@@ -95,8 +95,23 @@ def bound_coverage(n: int = 200, reps: int = 10_000, delta: float = 0.05, *, see
     return pd.DataFrame(rows)
 
 
-def mc_coverage(n: int = 200, m: int = 20, reps: int = 2000, delta: float = 0.05, *, seed: int = 1, s: float = 0.3):
-    """Rate at which mc_risk_upper (m posterior draws) covers the exact E_Q R̂_S."""
+def mc_coverage(
+    n: int = 200,
+    m: int = 20,
+    reps: int = 2000,
+    delta: float = 0.05,
+    *,
+    seed: int = 1,
+    s: float = 0.3,
+    scheme: str = "shared",
+):
+    """Rate at which mc_risk_upper covers the exact E_Q R̂_S.
+
+    scheme "shared": m posterior draws, each scoring all n examples (N = m independent risks);
+    "per_example": every example gets m draws of its own (N = n·m independent losses).
+    """
+    if scheme not in ("shared", "per_example"):
+        raise ValueError(f"scheme must be 'shared' or 'per_example', got {scheme!r}")
     rng = np.random.default_rng(seed)
     r = threshold_problem_risks(rng, n, reps, s=s)
     # Regenerate the samples to evaluate the empirical risk of sampled thresholds.
@@ -104,14 +119,19 @@ def mc_coverage(n: int = 200, m: int = 20, reps: int = 2000, delta: float = 0.05
     x = rng2.standard_normal((reps, n))
     y = (x > 0).astype(float)
     y = np.where(rng2.random((reps, n)) < 0.1, 1 - y, y)
-    w = r["w_hat"][:, None] + s * rng.standard_normal((reps, m))  # m posterior draws per sample
-    # empirical risk of each drawn threshold: error if (x > w) != y
-    errs = ((x[:, None, :] > w[:, :, None]).astype(float) != y[:, None, :]).mean(2)
-    mean_m = errs.mean(1)
-    upper = mc_risk_upper(mean_m, m, delta)
+    if scheme == "shared":
+        w = r["w_hat"][:, None, None] + s * rng.standard_normal((reps, m, 1))  # one draw for all examples
+        n_losses = m
+    else:
+        w = r["w_hat"][:, None, None] + s * rng.standard_normal((reps, m, n))  # own draws per example
+        n_losses = n * m
+    # loss of each drawn threshold on each example: error if (x > w) != y
+    errs = ((x[:, None, :] > w).astype(float) != y[:, None, :]).mean((1, 2))
+    upper = mc_risk_upper(errs, n_losses, delta)
     cover = int((upper >= r["emp"] - 1e-12).sum())
     lo, hi = _rate_interval(cover, reps)
     return {
+        "scheme": scheme,
         "m": m,
         "n": n,
         "reps": reps,

@@ -44,6 +44,8 @@ def test_certify_api(run):
         str(root / "base"), str(root / "adapter"), train, test, m=3, tv_permutations=50, sigmas=(1e-3, 1e-2)
     )
     assert doc["n"] == 40 and tg.n == 40
+    # default scheme: every training example gets m = 3 draws of its own -> 120 independent losses
+    assert doc["empirical_risk"]["mc_scheme"] == "per_example" and doc["empirical_risk"]["mc_losses"] == 120
     assert doc["empirical_risk"]["mc_upper"] >= doc["empirical_risk"]["mc_mean"]
     assert tg.total == pytest.approx(tg.emp_risk + tg.g_gen + tg.g_ext)
     assert doc["certified"] is False and not tg.certified
@@ -66,8 +68,18 @@ def test_certify_api(run):
         sigmas=(1e-3, 1e-2),
         sigma_rule="sharpness",
         space="lora",
+        mc_scheme="shared",
     )
     assert doc2["kl"]["space"] == "lora" and "sharpness" in doc2["sigma"]["rule"]
+    assert doc2["empirical_risk"]["mc_losses"] == 3
+    from pacbayes_sft.bounds import mc_risk_upper
+
+    for r in doc["grid"]:  # each grid row's bound rests on the 120 losses
+        assert r["mc_risk_upper"] == pytest.approx(mc_risk_upper(r["mc_mean_risk"], 120, r["delta_mc"]))
+    with pytest.raises(ValueError, match="mc_scheme"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, mc_scheme="both")
+    with pytest.raises(ValueError, match="m must"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, m=0)
 
 
 def test_certify_cli(run, capsys):

@@ -87,3 +87,51 @@ def test_verifier_accepts_reference_and_rejects_corruption():
     )
     assert verify(prob.prompt, bad).steps_correct == 3
     assert not verify(prob.prompt, "garbage").parsed
+
+
+def test_response_roles_label_each_skill():
+    from pacbayes_sft.data.igsm import response_roles
+
+    for op in (1, 2, 5, 9):
+        for seed in range(50):
+            prob = generate_problem(seed, op)
+            toks, roles = prob.response.split(), response_roles(prob.response)
+            assert len(roles) == len(toks)
+            defs = {t[0]: t[2:5] for t in (s.split() for s in prob.prompt.split(" .")) if len(t) == 5}
+            truth = {t[0]: int(t[2]) for t in (s.split() for s in prob.prompt.split(" .")) if len(t) == 3}
+            truth.update({s["lhs"]: s["value"] for s in prob.steps})
+            for i, (t, r) in enumerate(zip(toks, roles)):
+                if r == "schedule":
+                    assert toks[i + 2 : i + 5] == defs[t]  # the definition copied right after
+                elif r == "lookup":
+                    assert toks[i - 1] == ":" and int(t) == truth[toks[i - 2]]
+                elif r == "arithmetic":
+                    assert int(t) == truth[toks[i - 2]] and toks[i - 2] == toks[i - 16]
+                elif r == "answer":
+                    assert int(t) == prob.answer
+            assert roles.count("schedule") == op
+            split = response_roles(prob.response, prob.prompt)
+            for t_i, (r, r2) in enumerate(zip(roles, split)):
+                if r == "lookup":
+                    assert r2 == ("lookup_solution" if toks[t_i - 2] in defs else "lookup_prompt")
+                else:
+                    assert r2 == r
+    with pytest.raises(ValueError, match="reference solution"):
+        response_roles("a = b + c answer 3")
+
+
+def test_recall_drill_restates_the_named_statements():
+    from pacbayes_sft.data.igsm import recall_drill
+
+    for seed in range(40):
+        prob = generate_problem(seed, 1 + seed % 5)
+        prompt, response = recall_drill(prob, seed)
+        body, asked = prompt.rsplit(" ? ", 1)
+        assert body == prob.prompt.rsplit(" ?", 1)[0]  # same statements, new question
+        names = asked.split()
+        assert 2 <= len(names) <= 5 and len(set(names)) == len(names)
+        stmts = {s.split()[0]: s for s in (t.strip(" .") for t in body.split(" . "))}
+        assert response == " , ".join(stmts[n] for n in names) + " ."
+        assert recall_drill(prob, seed) == (prompt, response)
+    with pytest.raises(ValueError, match="k must"):
+        recall_drill(prob, 0, k=(1, 3))

@@ -94,3 +94,54 @@ def test_posterior_bad_inputs():
         mc_stochastic_risk(GaussianPosterior(model, 0.1), lambda m: 0.1, 0, 0.05)
     with pytest.raises(ValueError, match="risk"):
         mc_stochastic_risk(GaussianPosterior(model, 0.1), lambda m: 1.5, 2, 0.05)
+
+
+def test_per_example_draws_are_distinct_samples_and_reproducible():
+    from pacbayes_sft.estimators.posterior import mc_stochastic_risk_per_example
+
+    model = _model()
+    post = GaussianPosterior(model, 0.05, "lora", seed=2)
+    seen = {}
+
+    def loss(mdl, i):
+        with torch.no_grad():
+            seen[(len(seen), i)] = mdl(X[i : i + 1]).logits.clone()
+        return 0.5
+
+    mc = mc_stochastic_risk_per_example(post, loss, 3, 2, 0.05)
+    assert mc.m == 6 and mc.scheme == "per_example" and mc.per_sample == [0.5, 0.5]
+    keys = sorted(seen)
+    for k, i in keys:  # call k used posterior sample k (= round * n + example)
+        with torch.no_grad(), post.sample(k) as mdl:
+            torch.testing.assert_close(mdl(X[i : i + 1]).logits, seen[(k, i)], rtol=0, atol=0)
+    # the same example in two rounds sees two different samples
+    assert not torch.equal(seen[(0, 0)], seen[(3, 0)])
+    from pacbayes_sft.bounds import mc_risk_upper
+
+    assert mc.upper == pytest.approx(mc_risk_upper(0.5, 6, 0.05))
+    with pytest.raises(ValueError, match="draws"):
+        mc_stochastic_risk_per_example(post, loss, 3, 0, 0.05)
+    with pytest.raises(ValueError, match="example 0"):
+        mc_stochastic_risk_per_example(post, lambda m, i: float("nan"), 3, 1, 0.05)
+
+
+def test_per_example_and_shared_schemes_estimate_the_same_gibbs_risk():
+    from pacbayes_sft.estimators.posterior import mc_stochastic_risk_per_example
+
+    model = _model()
+    sigma = 0.3
+
+    def ex_loss(mdl, i):  # a smooth loss in [0, 1] of example i
+        with torch.no_grad():
+            return min(1.0, 10 * float(torch.softmax(mdl(X[i : i + 1]).logits, -1)[0, :, 5].mean()))
+
+    def risk(mdl):
+        return sum(ex_loss(mdl, i) for i in range(3)) / 3
+
+    d = 300
+    per = mc_stochastic_risk_per_example(GaussianPosterior(model, sigma, "lora", seed=1), ex_loss, 3, d, 0.05)
+    shared = mc_stochastic_risk(GaussianPosterior(model, sigma, "lora", seed=9), risk, d, 0.05)
+    sd = torch.tensor(shared.per_sample).std().item()
+    assert sd > 0
+    assert abs(per.mean - shared.mean) < 5 * sd * (2 / d) ** 0.5
+    assert per.upper - per.mean < shared.upper - shared.mean  # n*d losses beat d shared samples

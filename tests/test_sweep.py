@@ -135,6 +135,8 @@ def test_results_folder_from_another_config_is_refused(quick_run, tmp_path, caps
         ({"buckets": {"easy": []}}, "bucket"),
         ({"bases": [{"name": "x"}]}, "path"),
         ({"bound": {"space": "weights"}}, "space"),
+        ({"bound": {"mc_scheme": "both"}}, "mc_scheme"),
+        ({"bound": {"m": 0}}, "bound.m"),
         ({"eval": {"generate": "yes"}}, "true or false"),
     ],
 )

@@ -115,3 +115,20 @@ def test_evaluate_slices_rows():
         assert r["n_examples"] == 4 and math.isfinite(r["value"])
         if r["metric"] in ("exact_match", "token_error", "answer_accuracy"):
             assert 0.0 <= r["value"] <= 1.0
+
+
+def test_role_errors_add_up_to_the_token_errors():
+    from pacbayes_sft.data.igsm import response_roles
+    from pacbayes_sft.training.evaluate import teacher_forced_role_errors
+
+    probs = generate(12, [1, 3], split="test", seed=2)
+    model = build_model(tiny_config("llama", len(TOK), hidden=32, layers=1, max_positions=256), seed=3).eval()
+    prompts, refs = [p.prompt for p in probs], [p.response for p in probs]
+    per_role = teacher_forced_role_errors(model, TOK, prompts, refs, [response_roles(r) for r in refs], batch_size=5)
+    tf = teacher_forced_metrics(model, TOK, prompts, refs)
+    n_tok = [len(r.split()) + 1 for r in refs]  # + <eos>
+    assert sum(c for _, c in per_role.values()) == sum(n_tok)
+    assert sum(e for e, _ in per_role.values()) == round(sum(t * n for t, n in zip(tf["token_error"], n_tok)))
+    assert per_role["eos"][1] == len(refs) and per_role["schedule"][1] == sum(p.op for p in probs)
+    with pytest.raises(ValueError, match=r"roles\[0\]"):
+        teacher_forced_role_errors(model, TOK, prompts[:1], refs[:1], [["format"]])

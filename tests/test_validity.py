@@ -28,6 +28,12 @@ def test_exact_risks_of_threshold_problem_match_simulation():
 def test_mc_slack_covers():
     res = v.mc_coverage(n=100, m=10, reps=500, delta=0.05)
     assert res["coverage"] >= 0.95
+    per = v.mc_coverage(n=100, m=1, reps=500, delta=0.05, scheme="per_example")
+    assert per["coverage"] >= 0.95
+    # 100 own draws (one per example) leave less slack than 10 shared draws
+    assert per["mean_slack"] < res["mean_slack"]
+    with pytest.raises(ValueError, match="scheme"):
+        v.mc_coverage(scheme="mixed")
 
 
 def test_ledger_union_holds_and_uncorrected_fails():
@@ -45,3 +51,19 @@ def test_tv_lower_bound_covers():
 def test_irt_recovery_table():
     df = v.irt_recovery(subjects=(200,), missing=(0.0, 0.5), items=40)
     assert (df["spearman"] > 0.9).all()
+
+
+def test_kl_bound_covers_the_mean_of_independent_non_identical_losses():
+    # The per-example MC scheme: n independent losses with *different* means p_i. Known truth
+    # μ = mean(p_i); the kl upper bound at δ must fail at most a fraction δ of the time.
+    import numpy as np
+
+    from pacbayes_sft.bounds import mc_risk_upper
+
+    rng = np.random.default_rng(0)
+    n, reps, delta = 40, 20000, 0.1
+    p = rng.beta(0.5, 2.0, size=n)
+    draws = rng.random((reps, n)) < p  # Bernoulli(p_i), the worst case of [0, 1] losses
+    upper = mc_risk_upper(draws.mean(axis=1), n, delta)
+    fail = float(np.mean(upper < p.mean()))
+    assert fail <= delta / 2  # the union with the lower tail (ln(2/δ)) leaves slack; observed ≈ 0.01

@@ -14,10 +14,14 @@ shuffled. The reference solution computes the needed operations in a canonical t
 order — repeatedly the first statement, in problem order, whose operands are all known — one
 step per operation:
 
-    ``b = a + c = 3 + 4 , b : 0 .``      ...      ``answer 0``
+    ``b = a + c , a : 3 , c : 4 , b : 0 .``      ...      ``answer 0``
 
-Every value is written ``name : value`` (a leaf in the problem, a result in the solution), so
-looking a value up is a single rule. ``op`` counts arithmetic operations exactly.
+Every value anywhere is written ``name : value`` (a leaf in the problem; an operand restated,
+or a result, in the solution), and nothing else puts a value after a name. Looking a value up
+is therefore one unambiguous rule — find the earlier ``name :`` and copy what follows, the
+two-token induction pattern small transformers learn first. (A format with ``= 3 + 4`` after
+``c`` puts a's value two tokens after the name ``c``, a decoy that slowed learning.)
+``op`` counts arithmetic operations exactly.
 
 A problem is a pure function of (seed, op, config). Its *template* — the DAG, operators and the
 shape of the distractors, without names or values — is hashed, and train/test splits take
@@ -198,7 +202,8 @@ def generate_problem(seed: int, op: int, config: IGSMConfig | None = None) -> Pr
             raise AssertionError("no ready statement")
     response = (
         " ".join(
-            f"{s['lhs']} = {s['a']} {s['op']} {s['b']} = {s['va']} {s['op']} {s['vb']} , {s['lhs']} : {s['value']} ."
+            f"{s['lhs']} = {s['a']} {s['op']} {s['b']} , {s['a']} : {s['va']} , {s['b']} : {s['vb']} ,"
+            f" {s['lhs']} : {s['value']} ."
             for s in steps
         )
         + f" answer {known[query]}"
@@ -271,7 +276,7 @@ def iter_problems(
 # ---------------------------------------------------------------------------------------------
 # Verification of a model's output
 
-_STEP = re.compile(r"(\w) = (\w) ([-+*]) (\w) = (\d+) ([-+*]) (\d+) , (\w) : (\d+) \.")
+_STEP = re.compile(r"(\w) = (\w) ([-+*]) (\w) , (\w) : (\d+) , (\w) : (\d+) , (\w) : (\d+) \.")
 
 
 @dataclass
@@ -323,12 +328,12 @@ def verify(prompt: str, output: str, modulus: int = 7) -> Verdict:
     correct = 0
     seen = set()
     for m in _STEP.finditer(output):
-        lhs, a, o, b, va, o2, vb, lhs2, v = m.groups()
+        lhs, a, o, b, a2, va, b2, vb, lhs2, v = m.groups()
         ok = (
             lhs in needed
             and lhs not in seen
             and lhs == lhs2
-            and o == o2
+            and (a2, b2) == (a, b)
             and defs.get(lhs) == (a, o, b)
             and int(va) == truth.get(a)
             and int(vb) == truth.get(b)
@@ -345,6 +350,58 @@ def verify(prompt: str, output: str, modulus: int = 7) -> Verdict:
         steps_expected=len(needed),
         predicted_answer=pred,
     )
+
+
+def recall_drill(problem: Problem, seed: int, k: tuple[int, int] = (2, 5)) -> tuple[str, str]:
+    """A retrieval drill on ``problem``'s statements: ``(prompt, response)``.
+
+    The prompt keeps the statements and asks ``? x y ...`` for 2+ names defined in it; the
+    response restates each one's statement in order — ``x : 3`` for a value, ``y = a + c`` for a
+    definition — joined by ``,`` and closed by ``.``. Mixed into pretraining, drills give the
+    two prompt-retrieval skills that solutions need (looking a leaf value up, copying a
+    definition) several times the training signal they get from solutions alone, where they are
+    a few percent of the tokens. Normal problems ask for one name, drills for at least two.
+    """
+    lo, hi = k
+    if not 2 <= lo <= hi:
+        raise ValueError(f"k must be a range (lo, hi) with 2 <= lo <= hi, got {k!r}")
+    rng = random.Random(f"recall:{seed}")
+    stmts = problem.prompt.rsplit(" ?", 1)[0].split(" . ")
+    stmts = [st.rstrip(" .") for st in stmts]
+    picked = rng.sample(stmts, min(len(stmts), rng.randint(lo, hi)))
+    names = [st.split()[0] for st in picked]
+    prompt = problem.prompt.rsplit(" ?", 1)[0] + " ? " + " ".join(names)
+    return prompt, " , ".join(picked) + " ."
+
+
+STEP_ROLES = (
+    "schedule", "format", "define", "define", "define", "format", "restate", "format", "lookup",
+    "format", "restate", "format", "lookup", "format", "restate", "format", "arithmetic", "format",
+)  # fmt: skip
+"""Role of each of the 18 tokens of a solution step ``b = a + c , a : 3 , c : 4 , b : 0 .``:
+choosing the next computable statement, copying its definition, restating a name, looking a
+value up, computing the result, or fixed format."""
+
+
+def response_roles(response: str, prompt: str | None = None) -> list[str]:
+    """The role of every (whitespace) token of a reference solution: the step roles of
+    :data:`STEP_ROLES`, then ``format`` for ``answer`` and ``answer`` for the final value.
+
+    With the ``prompt``, a lookup is split into ``lookup_prompt`` (a leaf value, stated in the
+    problem) and ``lookup_solution`` (a result computed in an earlier step). Used to say *which
+    skill* a model gets wrong (teacher-forced errors per role)."""
+    toks = response.split()
+    n_steps, rest = divmod(len(toks) - 2, len(STEP_ROLES))
+    if rest or n_steps < 1 or toks[-2] != "answer":
+        raise ValueError(f"response is not a reference solution of this generator: {response!r}")
+    roles = [*STEP_ROLES * n_steps, "format", "answer"]
+    if prompt is not None:
+        leaves = {t[0] for t in (st.split() for st in prompt.split(" .")) if len(t) == 3 and t[1] == ":"}
+        roles = [
+            ("lookup_prompt" if toks[i - 2] in leaves else "lookup_solution") if r == "lookup" else r
+            for i, r in enumerate(roles)
+        ]
+    return roles
 
 
 def vocabulary(modulus: int = 7) -> list[str]:

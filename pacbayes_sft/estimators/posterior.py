@@ -12,8 +12,17 @@ Two parameter spaces (see :mod:`pacbayes_sft.estimators.lora`):
   the weights are never written, memory stays at one layer's noise, and a sample is a pure
   function of its seed.
 
-The stochastic empirical risk E_π R̂_S is estimated by the mean over m samples, with the
-Langford–Caruana upper bound :func:`pacbayes_sft.bounds.mc_risk_upper`.
+The stochastic empirical risk E_π R̂_S = (1/n) Σ_i E_{θ~π} ℓ(θ, z_i) is bounded from above in
+one of two Monte-Carlo schemes, both through :func:`pacbayes_sft.bounds.mc_risk_upper`
+(kl⁻¹(R̂, ln(2/δ)/N) with N independent losses in [0, 1]):
+
+- ``shared`` (Langford–Caruana): m samples θ_1..θ_m, each scoring all n examples; the m
+  per-sample risks are the independent variables, so N = m.
+- ``per_example``: every example z_i gets its own d independent samples θ_ij and the n·d
+  losses ℓ(θ_ij, z_i) are independent given S, with mean E_π R̂_S; N = n·d. The Chernoff
+  bound exp(−N·kl(R̂‖μ)) holds for independent [0, 1] variables with mean of means μ, so the
+  same kl⁻¹ applies. With n in the hundreds this term is far tighter than with m ≈ 10 shared
+  samples, at the same number of example evaluations when d·n = m·n.
 """
 
 from __future__ import annotations
@@ -132,7 +141,12 @@ class GaussianPosterior:
 
 @dataclass
 class MCRisk:
-    """Monte-Carlo estimate of the stochastic empirical risk E_π R̂_S (loss in [0, 1])."""
+    """Monte-Carlo estimate of the stochastic empirical risk E_π R̂_S (loss in [0, 1]).
+
+    ``m`` is the number N of independent losses behind ``upper`` (m samples in the shared
+    scheme, n·d in the per-example scheme); ``per_sample`` holds the risk of each shared sample,
+    or each round of per-example draws.
+    """
 
     mean: float
     upper: float
@@ -141,6 +155,7 @@ class MCRisk:
     sigma: float
     space: str
     per_sample: list[float] = field(default_factory=list)
+    scheme: str = "shared"
 
     def to_dict(self) -> dict:
         return {
@@ -151,7 +166,59 @@ class MCRisk:
             "sigma": self.sigma,
             "space": self.space,
             "per_sample": list(self.per_sample),
+            "scheme": self.scheme,
         }
+
+
+MC_SCHEMES = ("per_example", "shared")
+
+
+def mc_stochastic_risk_per_example(
+    posterior: GaussianPosterior,
+    example_loss_fn: Callable[[torch.nn.Module, int], float],
+    n: int,
+    draws: int,
+    delta: float,
+    *,
+    progress: bool = False,
+) -> MCRisk:
+    """Give each of the n examples ``draws`` posterior samples of its own and bound the mean loss.
+
+    R̂ = (1/(n·d)) Σ_{j<d} Σ_{i<n} ℓ(θ_ij, z_i) with θ_ij independent draws (sample index j·n + i),
+    an unbiased estimate of E_π R̂_S from n·d independent losses in [0, 1]; the upper bound is
+    kl⁻¹(R̂, ln(2/δ)/(n·d)). ``example_loss_fn(model, i)`` returns example i's loss in [0, 1].
+    """
+    for nm, v in (("n", n), ("draws", draws)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{nm} must be an integer >= 1, got {v!r}")
+    rounds = []
+    it = range(draws * n)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="per-example posterior draws", leave=False)
+    round_total = 0.0
+    for k in it:
+        i = k % n
+        with posterior.sample(k) as model:
+            v = float(example_loss_fn(model, i))
+        if not (0.0 <= v <= 1.0) or math.isnan(v):
+            raise ValueError(f"example_loss_fn returned {v!r} for example {i}; a loss in [0, 1] is required")
+        round_total += v
+        if i == n - 1:
+            rounds.append(round_total / n)
+            round_total = 0.0
+    mean = float(np.mean(rounds))  # every round has n losses, so this is the mean of all n·d
+    return MCRisk(
+        mean=mean,
+        upper=float(mc_risk_upper(mean, n * draws, delta)),
+        m=n * draws,
+        delta=float(delta),
+        sigma=posterior.sigma,
+        space=posterior.space,
+        per_sample=rounds,
+        scheme="per_example",
+    )
 
 
 def mc_stochastic_risk(

@@ -54,6 +54,48 @@ def teacher_forced_metrics(
 
 
 @torch.no_grad()
+def teacher_forced_role_errors(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    roles: Sequence[Sequence[str]],
+    *,
+    batch_size: int = 64,
+) -> dict[str, tuple[int, int]]:
+    """Teacher-forced argmax errors grouped by the role of each response token.
+
+    ``roles[i]`` names the role of every token of ``responses[i]`` (as the tokenizer splits it);
+    the closing <eos> gets the role ``"eos"``. Returns ``{role: (errors, tokens)}``, which says
+    which skill a model lacks (e.g. looking values up against doing the arithmetic).
+    """
+    enc = encode(tokenizer, prompts, responses)
+    if len(roles) != len(enc):
+        raise ValueError(f"roles must have one entry per example ({len(enc)}), got {len(roles)}")
+    for i, (e, r) in enumerate(zip(enc, roles)):
+        if len(r) != len(e.ids) - e.prompt_len - 1:
+            raise ValueError(
+                f"roles[{i}] must name each of the {len(e.ids) - e.prompt_len - 1} response tokens, got {len(r)}"
+            )
+    counts: dict[str, list[int]] = {}
+    device = next(model.parameters()).device
+    for sl in _batches(len(enc), batch_size):
+        idx = list(range(len(enc)))[sl]
+        b = collate([enc[i] for i in idx], tokenizer.pad_token_id)
+        logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
+        pred = logits.argmax(dim=-1).cpu()
+        for j, i in enumerate(idx):
+            e = enc[i]
+            # Token t is predicted at position t − 1.
+            wrong = (pred[j, e.prompt_len - 1 : len(e.ids) - 1] != torch.tensor(e.ids[e.prompt_len :])).tolist()
+            for role, w in zip([*roles[i], "eos"], wrong):
+                c = counts.setdefault(role, [0, 0])
+                c[0] += int(w)
+                c[1] += 1
+    return {k: (v[0], v[1]) for k, v in counts.items()}
+
+
+@torch.no_grad()
 def greedy_generate(
     model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 256, batch_size: int = 64
 ) -> list[str]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import math
 import platform
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..data.igsm import IGSMConfig, iter_problems
+from ..data.igsm import IGSMConfig, iter_problems, recall_drill
 from ..data.tokenizer import igsm_tokenizer
 from .encoding import collate, encode
 
@@ -28,6 +29,8 @@ from .encoding import collate, encode
 class PretrainConfig:
     """Everything that determines a pretraining run."""
 
+    arch: str = "llama"
+    """"llama" (rotary positions) or "gpt2" (a learned position table, trained at random offsets)."""
     ops: tuple[int, ...] = (1, 2, 3, 4)
     """Operation counts seen in pretraining (the base model's capability range)."""
     modulus: int = 7
@@ -58,14 +61,39 @@ class PretrainConfig:
     """torch threads (0 = torch's default)."""
     checkpoint_minutes: float = 10.0
     """Save a checkpoint this often so an interrupted run loses little."""
+    recall_fraction: float = 0.0
+    """Fraction of problems replaced by retrieval drills (:func:`~pacbayes_sft.data.igsm.recall_drill`)."""
+    prompt_loss: float = 0.0
+    """Weight of the next-token loss on prompt tokens relative to response tokens (0 = response only)."""
+    position_offset: int = 256
+    """gpt2 only: each sequence starts at a random position in [0, position_offset], so that rows of
+    the position table beyond the pretraining lengths are trained too (LoRA cannot repair them)."""
     init_from: str = ""
     """Continue from the weights of a saved checkpoint (fresh optimizer and schedule); '' = from scratch."""
     extra: dict = field(default_factory=dict)
 
 
-def base_config(cfg: PretrainConfig, vocab_size: int, pad: int, bos: int, eos: int):
-    from transformers import LlamaConfig
+ARCHS = ("llama", "gpt2")
 
+
+def base_config(cfg: PretrainConfig, vocab_size: int, pad: int, bos: int, eos: int):
+    from transformers import GPT2Config, LlamaConfig
+
+    if cfg.arch == "gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=cfg.hidden,
+            n_layer=cfg.layers,
+            n_head=cfg.heads,
+            n_inner=cfg.intermediate,
+            n_positions=2048,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            pad_token_id=pad,
+            bos_token_id=bos,
+            eos_token_id=eos,
+        )
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden,
@@ -110,6 +138,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
     """Run pretraining and save the model to ``out_dir``; returns the metadata written."""
     from transformers import AutoModelForCausalLM
 
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
+    if not 0.0 <= cfg.recall_fraction < 1.0:
+        raise ValueError(f"recall_fraction must lie in [0, 1), got {cfg.recall_fraction!r}")
+    if cfg.prompt_loss < 0:
+        raise ValueError(f"prompt_loss must be >= 0, got {cfg.prompt_loss!r}")
+    if cfg.position_offset < 0:
+        raise ValueError(f"position_offset must be >= 0, got {cfg.position_offset!r}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(out_dir)
@@ -131,6 +167,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     stream = iter_problems(list(cfg.ops), split="train", seed=cfg.seed, config=IGSMConfig(modulus=cfg.modulus))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    mix = random.Random(f"recall-mix:{cfg.seed}")
     t0 = time.perf_counter()
     last_ckpt = t0
     horizon = cfg.steps
@@ -153,9 +191,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
             lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        probs = [next(stream) for _ in range(cfg.batch_size)]
-        batch = collate(encode(tok, [p.prompt for p in probs], [p.response for p in probs]), tok.pad_token_id)
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        pairs = []
+        for _ in range(cfg.batch_size):
+            prob = next(stream)
+            drill = cfg.recall_fraction and mix.random() < cfg.recall_fraction
+            pairs.append(recall_drill(prob, prob.seed) if drill else (prob.prompt, prob.response))
+        batch = collate(encode(tok, [p for p, _ in pairs], [r for _, r in pairs]), tok.pad_token_id)
+        loss = _loss(model, batch, cfg, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -184,6 +226,22 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
     return meta
 
 
+def _loss(model, batch: dict, cfg: PretrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Mean next-token cross-entropy over response tokens, plus ``prompt_loss`` × the prompt
+    tokens' cross-entropy (normalised by the response-token count, in nats)."""
+    ids, att, resp = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+    kwargs = {}
+    if model.config.model_type == "gpt2":
+        start = torch.randint(0, cfg.position_offset + 1, (ids.shape[0], 1), generator=gen)
+        kwargs["position_ids"] = start + torch.arange(ids.shape[1]).unsqueeze(0)
+    logits = model(input_ids=ids, attention_mask=att, **kwargs).logits[:, :-1]
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+    w = resp[:, 1:].float()
+    if cfg.prompt_loss:
+        w = w + cfg.prompt_loss * ((att[:, 1:] == 1) & (resp[:, 1:] == 0)).float()
+    return (ce * w).sum() / resp[:, 1:].sum()
+
+
 def _meta(cfg, step, t0, tokens, resp_tokens, n_params, history, *, partial: bool) -> dict:
     el = time.perf_counter() - t0
     return {
@@ -197,11 +255,15 @@ def _meta(cfg, step, t0, tokens, resp_tokens, n_params, history, *, partial: boo
         "history": history,
         "partial": partial,
         "versions": _versions(),
-        "command": "pacbayes-sft pretrain --out DIR "
-        + " ".join(
-            f"--{k.replace('_', '-')} {v}"
-            for k, v in asdict(cfg).items()
-            if k not in ("extra",) and not isinstance(v, (tuple, list))
-        )
-        + f" --ops {','.join(map(str, cfg.ops))}",
+        "command": pretrain_command(cfg),
     }
+
+
+def pretrain_command(cfg: PretrainConfig, out: str = "DIR") -> str:
+    """The ``pacbayes-sft pretrain`` command line that reproduces ``cfg`` (every field but ``extra``)."""
+    parts = ["pacbayes-sft", "pretrain", "--out", out, "--ops", ",".join(map(str, cfg.ops))]
+    for k, v in asdict(cfg).items():
+        if k in ("extra", "ops") or v == "":
+            continue
+        parts += [f"--{k.replace('_', '-')}", str(v)]
+    return " ".join(parts)
