@@ -197,6 +197,7 @@ def pretrain_config_from_args(args: argparse.Namespace):
         arch=args.arch,
         prompt_loss=args.prompt_loss,
         recall_fraction=args.recall_fraction,
+        recall_max=args.recall_max,
         position_offset=args.position_offset,
     )
 
@@ -443,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="fraction of problems replaced by retrieval drills (restate named statements)",
     )
+    pt.add_argument("--recall-max", type=int, default=5, help="most names asked for in one retrieval drill")
     pt.add_argument(
         "--prompt-loss", type=float, default=0.0, help="weight of the loss on prompt tokens (0 = response only)"
     )

@@ -19,8 +19,11 @@ def test_op_count_and_cot_length():
     words = cot_length(probs)
     toks = cot_length(probs, TOK)
     assert np.array_equal(words, toks)  # word-level tokenizer: one token per word
-    # CoT length grows with op: 14 tokens per step + "answer v".
-    assert np.array_equal(toks, 14 * ops + 2)
+    # CoT length grows with op: one 15-token step per operation + "answer v".
+    from pacbayes_sft.data.igsm import STEP_ROLES
+
+    assert len(STEP_ROLES) == 15
+    assert np.array_equal(toks, 15 * ops + 2)
     assert op_count([{"difficulty": 2.5}]).tolist() == [2.5]
 
 

@@ -12,8 +12,8 @@ def _independent_answer(prompt: str, p: int) -> tuple[int, int]:
     leaves, defs = {}, {}
     for stmt in prompt.split(" ."):
         t = stmt.split()
-        if len(t) == 3 and t[1] == ":":
-            leaves[t[0]] = int(t[2])
+        if len(t) == 2 and t[0].endswith(":"):
+            leaves[t[0][:-1]] = int(t[1])
         elif len(t) == 5 and t[1] == "=":
             defs[t[0]] = (t[2], t[3], t[4])
     query = re.search(r"\? (\w)$", prompt).group(1)
@@ -83,7 +83,7 @@ def test_verifier_accepts_reference_and_rejects_corruption():
     # Corrupt the first step's result value: that step is wrong, the answer line unchanged.
     first = prob.steps[0]
     bad = prob.response.replace(
-        f", {first['lhs']} : {first['value']} .", f", {first['lhs']} : {(first['value'] + 1) % 7} .", 1
+        f", {first['lhs']}: {first['value']} .", f", {first['lhs']}: {(first['value'] + 1) % 7} .", 1
     )
     assert verify(prob.prompt, bad).steps_correct == 3
     assert not verify(prob.prompt, "garbage").parsed
@@ -98,22 +98,26 @@ def test_response_roles_label_each_skill():
             toks, roles = prob.response.split(), response_roles(prob.response)
             assert len(roles) == len(toks)
             defs = {t[0]: t[2:5] for t in (s.split() for s in prob.prompt.split(" .")) if len(t) == 5}
-            truth = {t[0]: int(t[2]) for t in (s.split() for s in prob.prompt.split(" .")) if len(t) == 3}
+            truth = {
+                t[0][:-1]: int(t[1])
+                for t in (s.split() for s in prob.prompt.split(" ."))
+                if len(t) == 2 and t[0].endswith(":")
+            }
             truth.update({s["lhs"]: s["value"] for s in prob.steps})
             for i, (t, r) in enumerate(zip(toks, roles)):
                 if r == "schedule":
                     assert toks[i + 2 : i + 5] == defs[t]  # the definition copied right after
                 elif r == "lookup":
-                    assert toks[i - 1] == ":" and int(t) == truth[toks[i - 2]]
+                    assert toks[i - 1].endswith(":") and int(t) == truth[toks[i - 1][:-1]]
                 elif r == "arithmetic":
-                    assert int(t) == truth[toks[i - 2]] and toks[i - 2] == toks[i - 16]
+                    assert int(t) == truth[toks[i - 1][:-1]] and toks[i - 1] == toks[i - 13] + ":"
                 elif r == "answer":
                     assert int(t) == prob.answer
             assert roles.count("schedule") == op
             split = response_roles(prob.response, prob.prompt)
             for t_i, (r, r2) in enumerate(zip(roles, split)):
                 if r == "lookup":
-                    assert r2 == ("lookup_solution" if toks[t_i - 2] in defs else "lookup_prompt")
+                    assert r2 == ("lookup_solution" if toks[t_i - 1][:-1] in defs else "lookup_prompt")
                 else:
                     assert r2 == r
     with pytest.raises(ValueError, match="reference solution"):
@@ -130,7 +134,7 @@ def test_recall_drill_restates_the_named_statements():
         assert body == prob.prompt.rsplit(" ?", 1)[0]  # same statements, new question
         names = asked.split()
         assert 2 <= len(names) <= 5 and len(set(names)) == len(names)
-        stmts = {s.split()[0]: s for s in (t.strip(" .") for t in body.split(" . "))}
+        stmts = {s.split()[0].rstrip(":"): s for s in (t.strip(" .") for t in body.split(" . "))}
         assert response == " , ".join(stmts[n] for n in names) + " ."
         assert recall_drill(prob, seed) == (prompt, response)
     with pytest.raises(ValueError, match="k must"):

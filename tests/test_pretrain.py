@@ -59,6 +59,7 @@ def test_recorded_command_rebuilds_the_same_config(init_from):
         arch="gpt2",
         prompt_loss=0.25,
         recall_fraction=0.3,
+        recall_max=9,
         position_offset=64,
     )
     argv = pretrain_command(cfg, out="runs/x").split()

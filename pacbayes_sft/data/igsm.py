@@ -2,7 +2,7 @@
 
 A problem is a set of statements about named quantities, arithmetic modulo a small prime:
 
-    leaf value      ``a : 3 .``          (a value record)
+    leaf value      ``a: 3 .``           (a value record; ``a:`` is one token)
     operation       ``b = a + c .``      (a definition)
     query           ``? q``
 
@@ -14,13 +14,17 @@ shuffled. The reference solution computes the needed operations in a canonical t
 order — repeatedly the first statement, in problem order, whose operands are all known — one
 step per operation:
 
-    ``b = a + c , a : 3 , c : 4 , b : 0 .``      ...      ``answer 0``
+    ``b = a + c , a: 3 , c: 4 , b: 0 .``      ...      ``answer 0``
 
-Every value anywhere is written ``name : value`` (a leaf in the problem; an operand restated,
-or a result, in the solution), and nothing else puts a value after a name. Looking a value up
-is therefore one unambiguous rule — find the earlier ``name :`` and copy what follows, the
-two-token induction pattern small transformers learn first. (A format with ``= 3 + 4`` after
-``c`` puts a's value two tokens after the name ``c``, a decoy that slowed learning.)
+Every value anywhere is written ``name: value`` (a leaf in the problem; an operand restated,
+or a result, in the solution), where ``name:`` is a token of its own that appears nowhere else.
+Looking a value up is then the one-token induction pattern — find the earlier occurrence of
+the current token and copy what follows — the first circuit small transformers learn. Measured
+on 2 CPU cores (docs/RESULTS.md): with a separate ``:`` token (``a : 3``, key two tokens back)
+a 1M-parameter model attended softly over *all* leaf values and stayed near chance on leaf
+lookups after 45 minutes of pretraining, while looking up results of the previous step (a
+recency rule) was ~90% right; an earlier format with ``= 3 + 4`` after the name ``c`` also put
+a's value two tokens after a name, a decoy.
 ``op`` counts arithmetic operations exactly.
 
 A problem is a pure function of (seed, op, config). Its *template* — the DAG, operators and the
@@ -176,7 +180,7 @@ def generate_problem(seed: int, op: int, config: IGSMConfig | None = None) -> Pr
 
     statements: list[tuple[str, str, tuple | None]] = []  # (kind, text, (lhs, a, op, b))
     for nm in leaf_names + extra_names:
-        statements.append(("leaf", f"{nm} : {values[nm]} .", None))
+        statements.append(("leaf", f"{nm}: {values[nm]} .", None))
     for (o, a, b), nm in zip(ops, res_names):
         statements.append(("op", f"{nm} = {ref(a)} {o} {ref(b)} .", (nm, ref(a), o, ref(b))))
     for (o, a, b), nm in zip(down, down_names):
@@ -202,8 +206,8 @@ def generate_problem(seed: int, op: int, config: IGSMConfig | None = None) -> Pr
             raise AssertionError("no ready statement")
     response = (
         " ".join(
-            f"{s['lhs']} = {s['a']} {s['op']} {s['b']} , {s['a']} : {s['va']} , {s['b']} : {s['vb']} ,"
-            f" {s['lhs']} : {s['value']} ."
+            f"{s['lhs']} = {s['a']} {s['op']} {s['b']} , {s['a']}: {s['va']} , {s['b']}: {s['vb']} ,"
+            f" {s['lhs']}: {s['value']} ."
             for s in steps
         )
         + f" answer {known[query]}"
@@ -276,7 +280,7 @@ def iter_problems(
 # ---------------------------------------------------------------------------------------------
 # Verification of a model's output
 
-_STEP = re.compile(r"(\w) = (\w) ([-+*]) (\w) , (\w) : (\d+) , (\w) : (\d+) , (\w) : (\d+) \.")
+_STEP = re.compile(r"(\w) = (\w) ([-+*]) (\w) , (\w): (\d+) , (\w): (\d+) , (\w): (\d+) \.")
 
 
 @dataclass
@@ -302,8 +306,8 @@ def verify(prompt: str, output: str, modulus: int = 7) -> Verdict:
     truth: dict[str, int] = {}
     for stmt in prompt.split(" ."):
         toks = stmt.split()
-        if len(toks) == 3 and toks[1] == ":":
-            truth[toks[0]] = int(toks[2])
+        if len(toks) == 2 and toks[0].endswith(":"):
+            truth[toks[0][:-1]] = int(toks[1])
         elif len(toks) == 5 and toks[1] == "=":
             defs[toks[0]] = (toks[2], toks[3], toks[4])
     qm = re.search(r"\? (\w)\s*$", prompt)
@@ -356,7 +360,7 @@ def recall_drill(problem: Problem, seed: int, k: tuple[int, int] = (2, 5)) -> tu
     """A retrieval drill on ``problem``'s statements: ``(prompt, response)``.
 
     The prompt keeps the statements and asks ``? x y ...`` for 2+ names defined in it; the
-    response restates each one's statement in order — ``x : 3`` for a value, ``y = a + c`` for a
+    response restates each one's statement in order — ``x: 3`` for a value, ``y = a + c`` for a
     definition — joined by ``,`` and closed by ``.``. Mixed into pretraining, drills give the
     two prompt-retrieval skills that solutions need (looking a leaf value up, copying a
     definition) several times the training signal they get from solutions alone, where they are
@@ -369,16 +373,16 @@ def recall_drill(problem: Problem, seed: int, k: tuple[int, int] = (2, 5)) -> tu
     stmts = problem.prompt.rsplit(" ?", 1)[0].split(" . ")
     stmts = [st.rstrip(" .") for st in stmts]
     picked = rng.sample(stmts, min(len(stmts), rng.randint(lo, hi)))
-    names = [st.split()[0] for st in picked]
+    names = [st.split()[0].rstrip(":") for st in picked]
     prompt = problem.prompt.rsplit(" ?", 1)[0] + " ? " + " ".join(names)
     return prompt, " , ".join(picked) + " ."
 
 
 STEP_ROLES = (
-    "schedule", "format", "define", "define", "define", "format", "restate", "format", "lookup",
-    "format", "restate", "format", "lookup", "format", "restate", "format", "arithmetic", "format",
+    "schedule", "format", "define", "define", "define", "format", "restate", "lookup",
+    "format", "restate", "lookup", "format", "restate", "arithmetic", "format",
 )  # fmt: skip
-"""Role of each of the 18 tokens of a solution step ``b = a + c , a : 3 , c : 4 , b : 0 .``:
+"""Role of each of the 15 tokens of a solution step ``b = a + c , a: 3 , c: 4 , b: 0 .``:
 choosing the next computable statement, copying its definition, restating a name, looking a
 value up, computing the result, or fixed format."""
 
@@ -396,9 +400,9 @@ def response_roles(response: str, prompt: str | None = None) -> list[str]:
         raise ValueError(f"response is not a reference solution of this generator: {response!r}")
     roles = [*STEP_ROLES * n_steps, "format", "answer"]
     if prompt is not None:
-        leaves = {t[0] for t in (st.split() for st in prompt.split(" .")) if len(t) == 3 and t[1] == ":"}
+        leaves = {t[0] for t in (st.split() for st in prompt.split(" .")) if len(t) == 2 and t[0].endswith(":")}
         roles = [
-            ("lookup_prompt" if toks[i - 2] in leaves else "lookup_solution") if r == "lookup" else r
+            ("lookup_prompt" if toks[i - 1] in leaves else "lookup_solution") if r == "lookup" else r
             for i, r in enumerate(roles)
         ]
     return roles
@@ -406,4 +410,14 @@ def response_roles(response: str, prompt: str | None = None) -> list[str]:
 
 def vocabulary(modulus: int = 7) -> list[str]:
     """Every word the generator can emit, for a word-level tokenizer."""
-    return [*NAMES, *(str(v) for v in range(modulus)), *OPERATORS, "=", ":", ".", ",", "?", "answer"]
+    return [
+        *NAMES,
+        *(f"{n}:" for n in NAMES),
+        *(str(v) for v in range(modulus)),
+        *OPERATORS,
+        "=",
+        ".",
+        ",",
+        "?",
+        "answer",
+    ]

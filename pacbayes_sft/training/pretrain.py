@@ -63,6 +63,8 @@ class PretrainConfig:
     """Save a checkpoint this often so an interrupted run loses little."""
     recall_fraction: float = 0.0
     """Fraction of problems replaced by retrieval drills (:func:`~pacbayes_sft.data.igsm.recall_drill`)."""
+    recall_max: int = 5
+    """Most names asked for in one drill (at least 2; capped by the problem's statements)."""
     prompt_loss: float = 0.0
     """Weight of the next-token loss on prompt tokens relative to response tokens (0 = response only)."""
     position_offset: int = 256
@@ -142,6 +144,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
         raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
     if not 0.0 <= cfg.recall_fraction < 1.0:
         raise ValueError(f"recall_fraction must lie in [0, 1), got {cfg.recall_fraction!r}")
+    if cfg.recall_max < 2:
+        raise ValueError(f"recall_max must be >= 2, got {cfg.recall_max!r}")
     if cfg.prompt_loss < 0:
         raise ValueError(f"prompt_loss must be >= 0, got {cfg.prompt_loss!r}")
     if cfg.position_offset < 0:
@@ -195,7 +199,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
         for _ in range(cfg.batch_size):
             prob = next(stream)
             drill = cfg.recall_fraction and mix.random() < cfg.recall_fraction
-            pairs.append(recall_drill(prob, prob.seed) if drill else (prob.prompt, prob.response))
+            pairs.append(
+                recall_drill(prob, prob.seed, k=(2, cfg.recall_max)) if drill else (prob.prompt, prob.response)
+            )
         batch = collate(encode(tok, [p for p, _ in pairs], [r for _, r in pairs]), tok.pad_token_id)
         loss = _loss(model, batch, cfg, gen)
         opt.zero_grad(set_to_none=True)
