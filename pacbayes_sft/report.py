@@ -154,7 +154,9 @@ def summary(ct: pd.DataFrame, opt: pd.DataFrame) -> dict:
         out[f"{col}_within_one"] = float((d <= 1).mean())
 
     def _rho(a, b):
-        if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        # Undefined (reported as NaN, and printed as such) when either side is constant up to rounding.
+        if len(a) < 3 or any(np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())) for x in (a, b)):
             return float("nan")
         return float(spearmanr(a, b)[0])
 
