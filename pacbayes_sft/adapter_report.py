@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .bounds import BOUNDS, DeltaLedger, finite_grid_delta, pac_bayes_bound, two_gap_bound
+from .bounds import BOUNDS, MC_SCHEMES, DeltaLedger, finite_grid_delta, pac_bayes_bound, two_gap_bound
 from .estimators import lora_kl
-from .estimators.posterior import MC_SCHEMES, GaussianPosterior, mc_stochastic_risk, mc_stochastic_risk_per_example
+from .estimators.posterior import GaussianPosterior, mc_stochastic_risk, mc_stochastic_risk_per_example
 
 
 def sigma_grid_table(

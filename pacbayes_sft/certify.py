@@ -26,15 +26,12 @@ from typing import Any
 import torch
 
 from .adapter_report import sigma_grid_table
-from .bounds import DeltaLedger, finite_grid_delta, maurer_bound, two_gap_bound
+from .bounds import MC_SCHEMES, DeltaLedger, finite_grid_delta, maurer_bound, two_gap_bound
 from .bounds.two_gap import TwoGapBound
 from .data.loaders import example_field
 from .estimators.classifier_tv import classifier_tv
 from .estimators.lora import INIT_FILE
-from .estimators.posterior import MC_SCHEMES
-from .training.encoding import collate, encode
 from .training.evaluate import teacher_forced_metrics
-from .training.teacher_forcing import teacher_forced_stats
 
 LOSSES = ("token_error", "sequence_error")
 DEFAULT_SIGMAS = (1e-3, 3e-3, 1e-2, 3e-2)
@@ -148,21 +145,15 @@ def certify(
     responses = [_field(e, "response") for e in train_examples]
     n = len(prompts)
 
+    def losses(mdl: torch.nn.Module, ps: Sequence[str], rs: Sequence[str]) -> list[float]:
+        tf = teacher_forced_metrics(mdl, tok, ps, rs, batch_size=batch_size)
+        return tf["token_error"] if loss == "token_error" else [1.0 - v for v in tf["exact_match"]]
+
     def risk_fn(mdl: torch.nn.Module) -> float:
-        tf = teacher_forced_metrics(mdl, tok, prompts, responses, batch_size=batch_size)
-        vals = tf["token_error"] if loss == "token_error" else [1.0 - v for v in tf["exact_match"]]
-        return float(sum(vals) / n)
+        return float(sum(losses(mdl, prompts, responses)) / n)
 
-    # One pre-encoded sequence per example, for the per-example draws.
-    single = [collate([e], tok.pad_token_id) for e in encode(tok, prompts, responses)]
-    device = next(model.parameters()).device
-
-    def example_loss_fn(mdl: torch.nn.Module, i: int) -> float:
-        b = single[i]
-        st = teacher_forced_stats(
-            mdl, b["input_ids"].to(device), b["response_mask"].to(device), b["attention_mask"].to(device)
-        )
-        return float(st.token_error[0]) if loss == "token_error" else 1.0 - float(st.exact_match[0])
+    def example_loss_fn(mdl: torch.nn.Module, i: int) -> float:  # one example, for per-example draws
+        return losses(mdl, prompts[i : i + 1], responses[i : i + 1])[0]
 
     ledger = DeltaLedger(delta)
     k = len(sig)

@@ -173,33 +173,14 @@ def _cmd_certify(args: argparse.Namespace) -> int:
 
 
 def pretrain_config_from_args(args: argparse.Namespace):
-    """The PretrainConfig that ``pacbayes-sft pretrain`` builds from its parsed arguments."""
+    """The PretrainConfig that ``pacbayes-sft pretrain`` builds from its parsed arguments
+    (one option per config field, ``--ops`` comma-separated)."""
+    from dataclasses import fields
+
     from .training.pretrain import PretrainConfig
 
-    ops = tuple(int(x) for x in args.ops.split(","))
-    return PretrainConfig(
-        ops=ops,
-        modulus=args.modulus,
-        hidden=args.hidden,
-        layers=args.layers,
-        heads=args.heads,
-        intermediate=args.intermediate,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        steps=args.steps,
-        max_minutes=args.max_minutes,
-        seed=args.seed,
-        threads=args.threads,
-        warmup=args.warmup,
-        weight_decay=args.weight_decay,
-        checkpoint_minutes=args.checkpoint_minutes,
-        init_from=args.init_from,
-        arch=args.arch,
-        prompt_loss=args.prompt_loss,
-        recall_fraction=args.recall_fraction,
-        recall_max=args.recall_max,
-        position_offset=args.position_offset,
-    )
+    kw = {f.name: getattr(args, f.name) for f in fields(PretrainConfig) if f.name not in ("ops", "extra")}
+    return PretrainConfig(ops=tuple(int(x) for x in args.ops.split(",")), **kw)
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:

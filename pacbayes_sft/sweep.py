@@ -131,10 +131,10 @@ def normalise_config(raw: dict) -> dict:
     for s in cfg["seeds"]:
         if not isinstance(s, int):
             raise ValueError(f"config: seeds must be integers, got {s!r}")
-    if cfg["bound"]["mc_scheme"] not in ("per_example", "shared"):
-        raise ValueError(
-            f"config: bound.mc_scheme must be 'per_example' or 'shared', got {cfg['bound']['mc_scheme']!r}"
-        )
+    from .bounds import MC_SCHEMES
+
+    if cfg["bound"]["mc_scheme"] not in MC_SCHEMES:
+        raise ValueError(f"config: bound.mc_scheme must be one of {MC_SCHEMES}, got {cfg['bound']['mc_scheme']!r}")
     if not isinstance(cfg["bound"]["m"], int) or cfg["bound"]["m"] < 1:
         raise ValueError(f"config: bound.m must be an integer >= 1, got {cfg['bound']['m']!r}")
     if cfg["bound"]["space"] not in ("delta", "lora"):

@@ -23,6 +23,7 @@ from scipy.special import ndtr
 from scipy.stats import binomtest
 
 from .bounds import (
+    MC_SCHEMES,
     catoni_bound,
     kl_inverse_upper,
     lambda_bound,
@@ -110,8 +111,8 @@ def mc_coverage(
     scheme "shared": m posterior draws, each scoring all n examples (N = m independent risks);
     "per_example": every example gets m draws of its own (N = n·m independent losses).
     """
-    if scheme not in ("shared", "per_example"):
-        raise ValueError(f"scheme must be 'shared' or 'per_example', got {scheme!r}")
+    if scheme not in MC_SCHEMES:
+        raise ValueError(f"scheme must be one of {MC_SCHEMES}, got {scheme!r}")
     rng = np.random.default_rng(seed)
     r = threshold_problem_risks(rng, n, reps, s=s)
     # Regenerate the samples to evaluate the empirical risk of sampled thresholds.

@@ -5,7 +5,7 @@ Pure numpy/scipy: this package imports no torch.
 
 from .kl import kl_bernoulli, kl_inverse_lower, kl_inverse_upper
 from .ledger import DeltaLedger, dziugaite_roy_delta, dziugaite_roy_grid, finite_grid_delta
-from .mc import mc_risk_upper, mc_risk_upper_from_samples, mean_over_samples
+from .mc import MC_SCHEMES, mc_risk_upper, mc_risk_upper_from_samples, mean_over_samples
 from .pacbayes import (
     BOUNDS,
     catoni_bound,
@@ -21,6 +21,7 @@ from .two_gap import TwoGapBound, two_gap_bound
 
 __all__ = [
     "BOUNDS",
+    "MC_SCHEMES",
     "DeltaLedger",
     "TwoGapBound",
     "catoni_bound",

@@ -7,6 +7,10 @@ with probability ≥ 1 − δ' over the draws,
     E_π R̂_S ≤ kl⁻¹(R̂_m, ln(2/δ') / m).
 
 Combined with a PAC-Bayes bound at level δ the total confidence is 1 − δ − δ'.
+
+The same interval holds for the mean of N independent losses in [0, 1] with different means
+(Chernoff), so the N behind it is either m shared samples, each scoring all n examples
+(``"shared"``), or n·d losses when every example gets d draws of its own (``"per_example"``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import numpy as np
 
 from ._validate import ArrayLike, as_float_array, check_delta, check_n, check_unit_interval, to_output
 from .kl import kl_inverse_upper
+
+MC_SCHEMES = ("per_example", "shared")
+"""How posterior draws are spent on the n examples; see the module docstring."""
 
 
 def mc_risk_upper(mean_risk: ArrayLike, m: ArrayLike, delta: ArrayLike) -> float | np.ndarray:

@@ -296,20 +296,26 @@ class Verdict:
         return self.steps_correct / self.steps_expected if self.steps_expected else 1.0
 
 
+def parse_statements(prompt: str) -> tuple[dict[str, int], dict[str, tuple[str, str, str]]]:
+    """The problem's leaf values ``{name: value}`` and definitions ``{name: (a, op, b)}``."""
+    values: dict[str, int] = {}
+    defs: dict[str, tuple[str, str, str]] = {}
+    for stmt in prompt.split(" ."):
+        toks = stmt.split()
+        if len(toks) == 2 and toks[0].endswith(":"):
+            values[toks[0][:-1]] = int(toks[1])
+        elif len(toks) == 5 and toks[1] == "=":
+            defs[toks[0]] = (toks[2], toks[3], toks[4])
+    return values, defs
+
+
 def verify(prompt: str, output: str, modulus: int = 7) -> Verdict:
     """Parse a model's solution for ``prompt`` and check the answer and each step.
 
     A step is correct when its definition matches the problem's statement for that name, its
     operand values equal the true values, and its arithmetic is right.
     """
-    defs: dict[str, tuple[str, str, str]] = {}
-    truth: dict[str, int] = {}
-    for stmt in prompt.split(" ."):
-        toks = stmt.split()
-        if len(toks) == 2 and toks[0].endswith(":"):
-            truth[toks[0][:-1]] = int(toks[1])
-        elif len(toks) == 5 and toks[1] == "=":
-            defs[toks[0]] = (toks[2], toks[3], toks[4])
+    truth, defs = parse_statements(prompt)
     qm = re.search(r"\? (\w)\s*$", prompt)
     if qm is None:
         raise ValueError("prompt must end with '? <name>'")
@@ -400,9 +406,9 @@ def response_roles(response: str, prompt: str | None = None) -> list[str]:
         raise ValueError(f"response is not a reference solution of this generator: {response!r}")
     roles = [*STEP_ROLES * n_steps, "format", "answer"]
     if prompt is not None:
-        leaves = {t[0] for t in (st.split() for st in prompt.split(" .")) if len(t) == 2 and t[0].endswith(":")}
+        leaves = parse_statements(prompt)[0]
         roles = [
-            ("lookup_prompt" if toks[i - 1] in leaves else "lookup_solution") if r == "lookup" else r
+            ("lookup_prompt" if toks[i - 1][:-1] in leaves else "lookup_solution") if r == "lookup" else r
             for i, r in enumerate(roles)
         ]
     return roles

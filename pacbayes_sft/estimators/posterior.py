@@ -170,9 +170,6 @@ class MCRisk:
         }
 
 
-MC_SCHEMES = ("per_example", "shared")
-
-
 def mc_stochastic_risk_per_example(
     posterior: GaussianPosterior,
     example_loss_fn: Callable[[torch.nn.Module, int], float],

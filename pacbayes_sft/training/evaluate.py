@@ -80,14 +80,15 @@ def teacher_forced_role_errors(
     counts: dict[str, list[int]] = {}
     device = next(model.parameters()).device
     for sl in _batches(len(enc), batch_size):
-        idx = list(range(len(enc)))[sl]
+        idx = range(len(enc))[sl]
         b = collate([enc[i] for i in idx], tokenizer.pad_token_id)
-        logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
-        pred = logits.argmax(dim=-1).cpu()
+        st = teacher_forced_stats(
+            model, b["input_ids"].to(device), b["response_mask"].to(device), b["attention_mask"].to(device)
+        )
+        wrong_all = st.wrong.cpu()
         for j, i in enumerate(idx):
             e = enc[i]
-            # Token t is predicted at position t − 1.
-            wrong = (pred[j, e.prompt_len - 1 : len(e.ids) - 1] != torch.tensor(e.ids[e.prompt_len :])).tolist()
+            wrong = wrong_all[j, e.prompt_len - 1 : len(e.ids) - 1].tolist()  # column t − 1 is token t
             for role, w in zip([*roles[i], "eos"], wrong):
                 c = counts.setdefault(role, [0, 0])
                 c[0] += int(w)

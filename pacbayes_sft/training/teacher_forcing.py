@@ -19,13 +19,15 @@ import torch
 
 @dataclass
 class TeacherForcedStats:
-    """Per-example results (1-D tensors of length batch)."""
+    """Per-example results (1-D tensors of length batch), and ``wrong``: the (batch, T − 1) mask of
+    response tokens whose argmax prediction is wrong (column t − 1 is token t)."""
 
     token_error: torch.Tensor
     exact_match: torch.Tensor
     nll: torch.Tensor
     smoothed_nll: torch.Tensor
     n_tokens: torch.Tensor
+    wrong: torch.Tensor
 
 
 def smoothed_nll_max(alpha: float, vocab_size: int) -> float:
@@ -71,4 +73,5 @@ def teacher_forced_stats(
         nll=-(tok_logp * maskf).sum(dim=1) / n_tok,
         smoothed_nll=(smoothed * maskf).sum(dim=1) / n_tok,
         n_tokens=n_tok,
+        wrong=wrong,
     )
