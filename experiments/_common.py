@@ -14,11 +14,12 @@ def parse(description: str, default_config: str, default_out: str) -> argparse.N
 
 
 def run(args: argparse.Namespace, **overrides) -> dict:
+    import dataclasses
+
     from pacbayes_sft.report import build_report
     from pacbayes_sft.sweep import load_config, run_sweep
 
-    cfg = load_config(args.config)
-    cfg.update(overrides)
+    cfg = dataclasses.replace(load_config(args.config), **overrides)
     i, n = (int(x) for x in args.shard.split("/"))
     run_sweep(cfg, args.out, shard=(i, n))
     return build_report(args.out)

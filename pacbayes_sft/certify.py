@@ -4,44 +4,267 @@
                                      training example gets its own posterior draw),
     G_gen = Seeger bound(U_MC, KL, n) − U_MC,   G_ext = (b − a)·TV̂
 
-The failure probability δ is split in a ledger: δ_MC for the Monte-Carlo estimates, δ_TV for
-the TV lower bound, and the rest for the PAC-Bayes bound, spread over the K prior scales of a
-finite σ grid (δ/K each, so choosing σ after seeing the data is paid for). σ is chosen either
-as the grid point with the smallest bound, or by a sharpness search: the largest σ whose
-sampled training risk exceeds the point risk by at most ``sharpness_tol``.
+The failure probability δ is split in a ledger (:func:`plan_delta`): δ_MC for the Monte-Carlo
+estimates, δ_TV for the TV lower bound, and the rest for the PAC-Bayes bound, spread over the K
+prior scales of a finite σ grid (δ/K each, so choosing σ after seeing the data is paid for).
+σ is chosen either as the grid point with the smallest bound, or by a sharpness search: the
+largest σ whose sampled training risk exceeds the point risk by at most ``sharpness_tol``.
+
+The pipeline is load → losses → TV → :func:`certificate_core` → :class:`Certificate`. The core
+takes a model, its loss functions on the n training examples, and a TV term; it is the one
+engine behind ``certify``, the sweep and the adapter demo.
 
 The PAC-Bayes part is certified (given i.i.d. training data and a prior fixed before training:
-the pretrained weights). The TV term is a classifier proxy — a lower bound on the true TV in
-expectation — so the total is an estimate, and the document says so.
+the pretrained weights). A classifier TV is a proxy — a lower bound on the true TV in
+expectation — so a total built on it is an estimate, and the certificate says so.
 """
 
 from __future__ import annotations
 
-import json
-import platform
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
-from .adapter_report import sigma_grid_table
-from .bounds import MC_SCHEMES, DeltaLedger, finite_grid_delta, maurer_bound, two_gap_bound
-from .bounds.two_gap import TwoGapBound
+from .adapters import INIT_FILE
+from .bounds import BOUNDS, MC_SCHEMES, DeltaLedger, finite_grid_delta, pac_bayes_bound, two_gap_bound
+from .certificate import Certificate, DeltaSplit, EmpiricalRisk, GenGap, KLTerm, SigmaChoice, TVTerm
+from .config import option
 from .data.loaders import example_field
 from .estimators.classifier_tv import classifier_tv
-from .estimators.lora import INIT_FILE
-from .training.evaluate import teacher_forced_metrics
+from .estimators.lora import lora_kl
+from .estimators.posterior import GaussianPosterior, mc_stochastic_risk, mc_stochastic_risk_per_example
+from .lm.scoring import teacher_forced_metrics
+from .versions import library_versions
 
 LOSSES = ("token_error", "sequence_error")
 DEFAULT_SIGMAS = (1e-3, 3e-3, 1e-2, 3e-2)
+SIGMA_RULES = ("best_bound", "sharpness")
+SPACES = ("delta", "lora")
 
 
-def _field(e: Any, name: str) -> str:
-    v = example_field(e, name)
-    if not isinstance(v, str):
-        raise ValueError(f"examples need a string {name!r}")
-    return v
+@dataclass
+class BoundConfig:
+    """How the certificate is computed: σ grid and rule, parameter space, δ split, MC draws, loss."""
+
+    sigmas: list[float] = option(
+        help="The finite sigma grid (absolute scale); each point is charged delta_bound/K.",
+        factory=lambda: list(DEFAULT_SIGMAS),
+    )
+    sigma_rule: str = option("best_bound", "How sigma is chosen from the grid.", choices=SIGMA_RULES)
+    sharpness_tol: float = option(0.05, "Sharpness rule: largest sigma with MC risk <= point risk + this.")
+    space: str = option(
+        "delta", "'delta': prior at the pretrained weights; 'lora': prior at the adapter init.", choices=SPACES
+    )
+    delta: float = option(0.05, "Total failure probability, split in a ledger.")
+    mc_fraction: float = option(0.2, "Fraction of delta for the Monte-Carlo risk bounds.")
+    tv_fraction: float = option(0.2, "Fraction of delta for the TV lower bound.")
+    m: int | None = option(
+        None, "Posterior draws per sigma: per example (default 1) or shared by all examples (default 20)."
+    )
+    mc_scheme: str = option(
+        "per_example",
+        "per_example: each training example gets its own draws (n*m independent losses); "
+        "shared: m draws each score every example.",
+        choices=MC_SCHEMES,
+    )
+    loss: str = option("token_error", "Bounded loss in [0, 1] for risks and bounds.", choices=LOSSES)
+
+    def __post_init__(self) -> None:
+        if self.mc_scheme not in MC_SCHEMES:
+            raise ValueError(f"mc_scheme must be one of {MC_SCHEMES}, got {self.mc_scheme!r}")
+        if self.m is not None and (not isinstance(self.m, int) or isinstance(self.m, bool) or self.m < 1):
+            raise ValueError(f"m must be an integer >= 1, got {self.m!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.sigma_rule not in SIGMA_RULES:
+            raise ValueError(f"sigma_rule must be 'best_bound' or 'sharpness', got {self.sigma_rule!r}")
+        if self.space not in SPACES:
+            raise ValueError(f"space must be 'delta' or 'lora', got {self.space!r}")
+        f_mc, f_tv = self.mc_fraction, self.tv_fraction
+        if not (0 < f_mc < 1 and 0 < f_tv < 1 and f_mc + f_tv < 1):
+            raise ValueError("mc_fraction and tv_fraction must lie in (0, 1) and sum to less than 1")
+        try:
+            sig = [float(s) for s in self.sigmas]
+        except (TypeError, ValueError):
+            sig = []
+        if not sig or any(not s > 0 for s in sig):
+            raise ValueError(f"sigmas must be a non-empty sequence of positive numbers, got {self.sigmas!r}")
+        self.sigmas = sig
+
+    @property
+    def draws(self) -> int:
+        """Posterior draws per σ (m, or the scheme's default)."""
+        return self.m if self.m is not None else (1 if self.mc_scheme == "per_example" else 20)
+
+
+@dataclass
+class TVConfig:
+    """The classifier TV proxy between the training sample and the test set."""
+
+    features: str = option("tfidf", "Feature step of the TV proxy: 'tfidf' or 'structure'.")
+    permutations: int = option(1000, "Permutations for the TV p-value.")
+    max_per_side: int | None = option(None, "Use at most this many texts per side (null = all).")
+
+
+# Keyword arguments of the pre-config API, mapped onto the config fields.
+_LEGACY = {f.name: ("bound", f.name) for f in dataclasses.fields(BoundConfig)} | {
+    "tv_features": ("tv", "features"),
+    "tv_permutations": ("tv", "permutations"),
+    "tv_max_per_side": ("tv", "max_per_side"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# δ ledger and losses
+
+
+@dataclass
+class DeltaPlan:
+    """The ledger and the δ each statement is made at."""
+
+    ledger: DeltaLedger
+    mc: float  # per σ-grid point
+    tv: float
+    bound: float  # per σ-grid point
+
+
+def plan_delta(cfg: BoundConfig, n: int, *, tv_interval: bool = True) -> DeltaPlan:
+    """Split δ: mc_fraction over the K grid points' MC bounds, tv_fraction to the TV interval
+    (only when there is one: ``tv_interval``), the rest to the PAC-Bayes bound at δ/K per grid point."""
+    ledger = DeltaLedger(cfg.delta)
+    k, m = len(cfg.sigmas), cfg.draws
+    what = f"{m} shared samples" if cfg.mc_scheme == "shared" else f"{n} examples x {m} own draws"
+    d_mc = ledger.spend_fraction(f"mc_sampling ({k} sigmas x {what})", cfg.mc_fraction) / k
+    d_tv = ledger.spend_fraction("tv_lower_bound", cfg.tv_fraction) if tv_interval else 0.0
+    d_bound = finite_grid_delta(ledger.spend_rest(f"pac_bayes (finite sigma grid, K={k})"), k)
+    return DeltaPlan(ledger, d_mc, d_tv, d_bound)
+
+
+@dataclass
+class Losses:
+    """A bounded loss on the n training examples: the mean risk of a model, and one example's loss."""
+
+    n: int
+    risk: Callable[[torch.nn.Module], float]
+    example: Callable[[torch.nn.Module, int], float]
+
+
+def teacher_forced_losses(
+    tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], loss: str, *, batch_size: int = 64
+) -> Losses:
+    """Token error or sequence error (1 − teacher-forced exact match), both in [0, 1]."""
+
+    def losses(mdl: torch.nn.Module, ps: Sequence[str], rs: Sequence[str]) -> list[float]:
+        tf = teacher_forced_metrics(mdl, tokenizer, ps, rs, batch_size=batch_size)
+        return tf["token_error"] if loss == "token_error" else [1.0 - v for v in tf["exact_match"]]
+
+    n = len(prompts)
+    return Losses(
+        n=n,
+        risk=lambda mdl: float(sum(losses(mdl, prompts, responses)) / n),
+        example=lambda mdl, i: losses(mdl, prompts[i : i + 1], responses[i : i + 1])[0],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+
+def sigma_grid_table(
+    model: torch.nn.Module,
+    losses: Losses,
+    cfg: BoundConfig,
+    plan: DeltaPlan,
+    *,
+    seed: int = 0,
+    init: Any = None,
+    catoni_c: float = 1.0,
+) -> pd.DataFrame:
+    """One row per σ: KL, MC stochastic risk (mean and upper bound at δ_MC) and every PAC-Bayes
+    bound at δ_bound with the MC upper bound as empirical risk. With ``mc_scheme="per_example"``
+    each example gets m draws of its own and the bound rests on n·m losses (``mc_losses``)."""
+    rows = []
+    for i, s in enumerate(cfg.sigmas):
+        post = GaussianPosterior(model, s, cfg.space, seed=seed + i)
+        if cfg.mc_scheme == "per_example":
+            mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, cfg.draws, plan.mc)
+        else:
+            mc = mc_stochastic_risk(post, losses.risk, cfg.draws, plan.mc)
+        kl = lora_kl(model, s, space=cfg.space, init=init)
+        row = {"sigma": s, "kl": kl, "mc_mean_risk": mc.mean, "mc_risk_upper": mc.upper, "m": cfg.draws}
+        row |= {"mc_scheme": cfg.mc_scheme, "mc_losses": mc.m, "delta_mc": plan.mc, "delta_bound": plan.bound}
+        for name in BOUNDS:
+            row[name] = float(pac_bayes_bound(name, mc.upper, kl, losses.n, plan.bound, C=catoni_c))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def choose_sigma(table: pd.DataFrame, cfg: BoundConfig, point_risk: float) -> tuple[int, str]:
+    """Row index of the chosen σ and the rule, stated in words."""
+    if cfg.sigma_rule == "best_bound":
+        # Ties (e.g. every point saturated at the top of the loss range) go to the largest σ: the
+        # smallest KL, rather than whichever point floating-point noise puts first.
+        best = table["seeger"].min()
+        tied = table.index[table["seeger"] <= best + 1e-12]
+        return int(table.loc[tied, "sigma"].idxmax()), "smallest Seeger bound on the grid (ties: largest sigma)"
+    ok = table.index[table["mc_mean_risk"] <= point_risk + cfg.sharpness_tol]
+    best = int(table.loc[ok, "sigma"].idxmax()) if len(ok) else int(table["sigma"].idxmin())
+    return best, f"sharpness: largest sigma with sampled risk <= point risk + {cfg.sharpness_tol}"
+
+
+def certificate_core(
+    model: torch.nn.Module,
+    losses: Losses,
+    tv: TVTerm,
+    cfg: BoundConfig,
+    plan: DeltaPlan,
+    *,
+    seed: int = 0,
+    init: Any = None,
+) -> Certificate:
+    """Every term of the two-gap bound for ``model`` (the posterior mean) from its losses and a TV term."""
+    point = losses.risk(model)
+    table = sigma_grid_table(model, losses, cfg, plan, seed=seed, init=init)
+    best, rule = choose_sigma(table, cfg, point)
+    row = table.iloc[best]
+    upper, kl = float(row["mc_risk_upper"]), float(row["kl"])
+    tg = two_gap_bound(upper, kl, losses.n, tv.estimate, delta=plan.bound, method="seeger", tv_certified=tv.certified)
+    risk = EmpiricalRisk(point, float(row["mc_mean_risk"]), upper, cfg.draws, cfg.mc_scheme, int(row["mc_losses"]))
+    delta = DeltaSplit(cfg.delta, plan.ledger.to_dict(), plan.bound, plan.mc, plan.tv)
+    return Certificate(
+        n=losses.n,
+        loss=cfg.loss,
+        loss_range=(0.0, 1.0),
+        empirical_risk=risk,
+        kl=KLTerm(kl, cfg.space),
+        sigma=SigmaChoice(float(row["sigma"]), rule, list(cfg.sigmas)),
+        delta=delta,
+        g_gen=GenGap(tg.g_gen, float(row["maurer"]) - upper),
+        tv=tv,
+        two_gap=tg,
+        grid=table.to_dict(orient="records"),
+        seed=seed,
+        versions=library_versions(("torch", "transformers", "peft", "scikit-learn")),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# certify(): load → losses → TV → core
+
+
+def _texts(examples: Sequence[Any], what: str) -> tuple[list[str], list[str]]:
+    fields = []
+    for name in ("prompt", "response"):
+        vals = [example_field(e, name) for e in examples]
+        if not all(isinstance(v, str) for v in vals):
+            raise ValueError(f"{what} need a string {name!r}")
+        fields.append(vals)
+    return fields[0], fields[1]
 
 
 def _load(base: Any, adapter: Any, tokenizer: Any):
@@ -50,18 +273,13 @@ def _load(base: Any, adapter: Any, tokenizer: Any):
     from .data.tokenizer import load_tokenizer
     from .training.models import load_causal_lm
 
-    if isinstance(adapter, torch.nn.Module):
-        model = adapter
-        if tokenizer is None:
-            if not isinstance(base, (str, Path)):
-                raise ValueError("tokenizer is required when base is not a checkpoint directory")
-            tokenizer = load_tokenizer(base)
-        return model.eval(), tokenizer
-    base_model = load_causal_lm(base) if isinstance(base, (str, Path)) else base
     if tokenizer is None:
         if not isinstance(base, (str, Path)):
-            raise ValueError("tokenizer is required when base is a model object")
+            raise ValueError("tokenizer is required when base is not a checkpoint directory")
         tokenizer = load_tokenizer(base)
+    if isinstance(adapter, torch.nn.Module):
+        return adapter.eval(), tokenizer
+    base_model = load_causal_lm(base) if isinstance(base, (str, Path)) else base
     adir = Path(adapter)
     if not (adir / "adapter_config.json").is_file():
         raise ValueError(f"adapter directory {str(adir)!r} has no adapter_config.json")
@@ -74,185 +292,74 @@ def _load(base: Any, adapter: Any, tokenizer: Any):
     return model.eval(), tokenizer
 
 
+def classifier_tv_term(train_texts: Sequence[str], test_texts: Sequence[str], cfg: TVConfig, delta: float, seed: int):
+    """The classifier TV proxy between training and test texts, as a (not certified) TV term."""
+    cap = cfg.max_per_side
+    p, q = list(train_texts)[:cap], list(test_texts)[:cap]
+    res = classifier_tv(
+        p,
+        q,
+        features=cfg.features,
+        delta=delta,
+        n_permutations=cfg.permutations,
+        random_state=seed,
+        n_splits=max(2, min(5, len(p), len(q))),
+    )
+    return TVTerm.from_result(res)
+
+
+def _configs(bound: BoundConfig | None, tv: TVConfig | None, legacy: dict) -> tuple[BoundConfig, TVConfig]:
+    parts: dict[str, dict] = {"bound": {}, "tv": {}}
+    for key, value in legacy.items():
+        if key not in _LEGACY:
+            raise TypeError(f"certify() got an unexpected keyword argument {key!r}")
+        where, name = _LEGACY[key]
+        parts[where][name] = value
+    b = dataclasses.replace(bound or BoundConfig(), **parts["bound"])
+    return b, dataclasses.replace(tv or TVConfig(), **parts["tv"])
+
+
 def certify(
     base: Any,
     adapter: Any,
     train_examples: Sequence[Any],
     test_examples: Sequence[Any],
     *,
+    bound: BoundConfig | None = None,
+    tv: TVConfig | None = None,
     tokenizer: Any = None,
-    sigmas: Sequence[float] = DEFAULT_SIGMAS,
-    sigma_rule: str = "best_bound",
-    sharpness_tol: float = 0.05,
-    space: str = "delta",
-    delta: float = 0.05,
-    mc_fraction: float = 0.2,
-    tv_fraction: float = 0.2,
-    m: int | None = None,
-    mc_scheme: str = "per_example",
-    loss: str = "token_error",
-    tv_features: Any = "tfidf",
-    tv_permutations: int = 1000,
-    tv_max_per_side: int | None = None,
     init: Any = None,
     seed: int = 0,
     batch_size: int = 64,
-) -> tuple[TwoGapBound, dict]:
-    """Compute the two-gap bound for one adapter and a JSON-ready document of every term.
+    **legacy: Any,
+) -> Certificate:
+    """The two-gap certificate of one adapter.
 
     Args:
         base: base checkpoint directory (or model object, then pass ``tokenizer``).
         adapter: adapter directory, or a peft model already wrapping the base.
         train_examples, test_examples: items with ``prompt`` and ``response`` (dicts or objects);
             the training examples must be the ones the adapter was trained on (n = their number).
-        sigmas: the finite σ grid; each point is charged δ_bound/K.
-        sigma_rule: "best_bound" or "sharpness".
-        space: "delta" (prior at the pretrained weights) or "lora" (prior at the adapter init).
-        delta: total failure probability; mc_fraction and tv_fraction of it go to the MC
-            estimates and the TV interval, the rest to the PAC-Bayes bound.
-        m: posterior samples per σ — per example with ``mc_scheme="per_example"`` (default 1:
-            n independent losses), or shared by all examples with ``"shared"`` (default 20).
-        mc_scheme: "per_example" (each example gets its own draws; the MC bound rests on n·m
-            losses) or "shared" (Langford–Caruana: m samples, each scoring all n examples).
-        loss: "token_error" (fraction of wrong response tokens) or "sequence_error"
-            (1 − teacher-forced exact match); both in [0, 1].
-        tv_features: feature step of the TV proxy ("tfidf", "structure" or a callable).
-        tv_max_per_side: use at most this many texts per side for the TV proxy (None = all).
+        bound, tv: :class:`BoundConfig` and :class:`TVConfig` (defaults when omitted). Their
+            fields may also be given as keywords (``sigmas=``, ``m=``, ``tv_permutations=``, …).
         init: initial adapter factors for space="lora" (default: ``lora_init.safetensors``
             beside an adapter directory).
+
+    Returns a :class:`Certificate`; ``two_gap, doc = certify(...)`` still unpacks as before.
     """
-    if mc_scheme not in MC_SCHEMES:
-        raise ValueError(f"mc_scheme must be one of {MC_SCHEMES}, got {mc_scheme!r}")
-    if m is None:
-        m = 1 if mc_scheme == "per_example" else 20
-    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
-        raise ValueError(f"m must be an integer >= 1, got {m!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if sigma_rule not in ("best_bound", "sharpness"):
-        raise ValueError(f"sigma_rule must be 'best_bound' or 'sharpness', got {sigma_rule!r}")
+    cfg, tv_cfg = _configs(bound, tv, legacy)
     if not train_examples:
         raise ValueError("train_examples must not be empty")
     if not test_examples:
         raise ValueError("test_examples must not be empty")
-    if not (0 < mc_fraction < 1 and 0 < tv_fraction < 1 and mc_fraction + tv_fraction < 1):
-        raise ValueError("mc_fraction and tv_fraction must lie in (0, 1) and sum to less than 1")
-    sig = [float(s) for s in sigmas]
-    if not sig or any(not s > 0 for s in sig):
-        raise ValueError(f"sigmas must be a non-empty sequence of positive numbers, got {sigmas!r}")
+    prompts, responses = _texts(train_examples, "examples")
+    test_prompts, test_responses = _texts(test_examples, "examples")
     model, tok = _load(base, adapter, tokenizer)
-    prompts = [_field(e, "prompt") for e in train_examples]
-    responses = [_field(e, "response") for e in train_examples]
-    n = len(prompts)
-
-    def losses(mdl: torch.nn.Module, ps: Sequence[str], rs: Sequence[str]) -> list[float]:
-        tf = teacher_forced_metrics(mdl, tok, ps, rs, batch_size=batch_size)
-        return tf["token_error"] if loss == "token_error" else [1.0 - v for v in tf["exact_match"]]
-
-    def risk_fn(mdl: torch.nn.Module) -> float:
-        return float(sum(losses(mdl, prompts, responses)) / n)
-
-    def example_loss_fn(mdl: torch.nn.Module, i: int) -> float:  # one example, for per-example draws
-        return losses(mdl, prompts[i : i + 1], responses[i : i + 1])[0]
-
-    ledger = DeltaLedger(delta)
-    k = len(sig)
-    what = f"{m} shared samples" if mc_scheme == "shared" else f"{n} examples x {m} own draws"
-    d_mc = ledger.spend_fraction(f"mc_sampling ({k} sigmas x {what})", mc_fraction) / k
-    d_tv = ledger.spend_fraction("tv_lower_bound", tv_fraction)
-    d_bound = finite_grid_delta(ledger.spend_rest(f"pac_bayes (finite sigma grid, K={k})"), k)
-
-    point_risk = risk_fn(model)
-    if init is None and space == "lora" and isinstance(adapter, (str, Path)):
+    losses = teacher_forced_losses(tok, prompts, responses, cfg.loss, batch_size=batch_size)
+    plan = plan_delta(cfg, losses.n)
+    if init is None and cfg.space == "lora" and isinstance(adapter, (str, Path)):
         init = Path(adapter) / INIT_FILE  # the initial factors saved beside the adapter
-    table = sigma_grid_table(
-        model,
-        risk_fn,
-        n,
-        sig,
-        space=space,
-        delta_mc=d_mc,
-        delta_bound=d_bound,
-        m=m,
-        seed=seed,
-        init=init,
-        mc_scheme=mc_scheme,
-        example_loss_fn=example_loss_fn,
-    )
-    if sigma_rule == "best_bound":
-        best_i = int(table["seeger"].idxmin())
-        rule = "smallest Seeger bound on the grid"
-    else:
-        ok = table.index[table["mc_mean_risk"] <= point_risk + sharpness_tol]
-        best_i = int(table.loc[ok, "sigma"].idxmax()) if len(ok) else int(table["sigma"].idxmin())
-        rule = f"sharpness: largest sigma with sampled risk <= point risk + {sharpness_tol}"
-    row = table.iloc[best_i]
-
-    cap = tv_max_per_side
-    train_texts = [p + " " + r for p, r in zip(prompts, responses)][:cap]
-    test_texts = [_field(e, "prompt") + " " + _field(e, "response") for e in test_examples][:cap]
-    tv = classifier_tv(
-        train_texts,
-        test_texts,
-        features=tv_features,
-        delta=d_tv,
-        n_permutations=tv_permutations,
-        random_state=seed,
-        n_splits=max(2, min(5, len(train_texts), len(test_texts))),
-    )
-    tg = two_gap_bound(float(row["mc_risk_upper"]), float(row["kl"]), n, tv.estimate, delta=d_bound, method="seeger")
-    g_gen_maurer = float(maurer_bound(float(row["mc_risk_upper"]), float(row["kl"]), n, d_bound)) - float(
-        row["mc_risk_upper"]
-    )
-
-    import peft
-    import sklearn
-    import transformers
-
-    doc = {
-        "n": n,
-        "loss": loss,
-        "loss_range": [0.0, 1.0],
-        "empirical_risk": {
-            "point": point_risk,
-            "mc_mean": float(row["mc_mean_risk"]),
-            "mc_upper": float(row["mc_risk_upper"]),
-            "m": m,
-            "mc_scheme": mc_scheme,
-            "mc_losses": int(row["mc_losses"]),
-        },
-        "kl": {"value_nats": float(row["kl"]), "space": space},
-        "sigma": {"value": float(row["sigma"]), "rule": rule, "grid": sig},
-        "delta": {
-            "total": delta,
-            "ledger": ledger.to_dict(),
-            "per_grid_point_bound": d_bound,
-            "per_grid_point_mc": d_mc,
-            "tv": d_tv,
-        },
-        "g_gen": {"seeger": tg.g_gen, "maurer": g_gen_maurer},
-        "tv": tv.to_dict(),
-        "g_ext": tg.g_ext,
-        "eps": tg.eps,
-        "total": tg.total,
-        "grid": table.to_dict(orient="records"),
-        "certified_terms": [
-            "empirical_risk.mc_upper (Chernoff kl bound over independent posterior draws)",
-            "g_gen (PAC-Bayes, union over the sigma grid)",
-        ],
-        "estimated_terms": [
-            "g_ext: classifier TV proxy (a lower bound on TV in expectation), so the total is NOT certified"
-        ],
-        "certified": False,
-        "seed": seed,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
-            "scikit-learn": sklearn.__version__,
-        },
-        "two_gap": tg.to_dict(),
-    }
-    json.dumps(doc)  # fail here, not in the caller, if anything is not JSON-serialisable
-    return tg, doc
+    train_texts = [p + " " + r for p, r in zip(prompts, responses)]
+    test_texts = [p + " " + r for p, r in zip(test_prompts, test_responses)]
+    tv_term = classifier_tv_term(train_texts, test_texts, tv_cfg, plan.tv, seed)
+    return certificate_core(model, losses, tv_term, cfg, plan, seed=seed, init=init)

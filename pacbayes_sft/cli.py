@@ -32,7 +32,7 @@ def _positive_float(text: str) -> float:
 
 
 def _cmd_bound(args: argparse.Namespace) -> int:
-    from .bounds import BOUNDS, two_gap_bound
+    from .bounds import BOUNDS, certification_statement, two_gap_bound
 
     rows = []
     for method in BOUNDS:
@@ -57,8 +57,7 @@ def _cmd_bound(args: argparse.Namespace) -> int:
         print(
             f"{r['method']:<8} {r['emp_risk']:>9.4f} {r['g_gen']:>9.4f} {r['g_ext']:>9.4f} {r['eps']:>7.4f} {r['total']:>9.4f}"
         )
-    certified = "certified" if rows[0]["certified"] else "an estimate (TV is a proxy, not certified)"
-    print(f"total is {certified}; KL = {args.kl} nats, n = {args.n}, delta = {args.delta}")
+    print(f"{certification_statement(tg)}; KL = {args.kl} nats, n = {args.n}, delta = {args.delta}")
     return 0
 
 
@@ -80,7 +79,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .sweep import load_config
 
     cfg = load_config(args.config)
-    base = cfg["bases"][0]["path"]
+    base = cfg.bases[0].path
     t0 = time.perf_counter()
     rc = _cmd_sweep(argparse.Namespace(config=args.config, out=args.out, shard="0/1", report=False, quiet=args.quiet))
     if rc:
@@ -91,25 +90,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_adapter_demo(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .bounds import BOUNDS
+    from .certificate import Certificate
     from .demo import run_demo
 
     doc = run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, m=args.m)
-    import pandas as pd
-
-    table = pd.DataFrame(doc["bounds"])
+    cert = Certificate.from_dict(doc)
+    table = pd.DataFrame(cert.grid)[["sigma", "kl", "mc_mean_risk", "mc_risk_upper", *BOUNDS]]
     with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
         print(table.to_string(index=False))
-    tg = doc["two_gap"]
-    print()
     print(
-        f"best sigma {doc['best']['sigma']:g}: two-gap bound (Prop. 4.1, Seeger) = "
-        f"{tg['emp_risk']:.4f} (MC risk upper) + {tg['g_gen']:.4f} (G_gen) + {tg['g_ext']:.4f} (G_ext) "
-        f"= {tg['total']:.4f}"
+        f"\nbest sigma {cert.sigma.value:g}: two-gap bound (Prop. 4.1, Seeger) = {cert.empirical_risk.mc_upper:.4f} "
+        f"(MC risk upper) + {cert.g_gen.seeger:.4f} (G_gen) + {cert.g_ext:.4f} (G_ext) = {cert.total:.4f}"
     )
-    print(f"measured test risk {doc['measured_test_risk']:.4f}; point train risk {doc['point_train_risk']:.4f}")
-    print(
-        "certified: empirical-risk MC bound and G_gen; estimate: G_ext (histogram-TV proxy), so the total is not certified"
-    )
+    print(f"measured test risk {doc['measured_test_risk']:.4f}; point train risk {cert.empirical_risk.point:.4f}")
+    print(cert.statement())
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0
 
@@ -124,63 +121,58 @@ def _read_examples(path: str, what: str) -> list[dict]:
 
 
 def _cmd_certify(args: argparse.Namespace) -> int:
-    from .certify import certify
+    from .certify import BoundConfig, TVConfig, certify
+    from .config import options_from_args
 
     train = _read_examples(args.train, "train")
     test = _read_examples(args.test, "test")
-    sigmas = [float(x) for x in args.sigmas.split(",")] if args.sigmas else None
-    kwargs = {"sigmas": sigmas} if sigmas else {}
-    _tg, doc = certify(
-        args.base,
-        args.adapter,
-        train,
-        test,
-        space=args.space,
-        delta=args.delta,
-        m=args.m,
-        mc_scheme=args.mc_scheme,
-        loss=args.loss,
-        seed=args.seed,
-        tv_permutations=args.tv_permutations,
-        **kwargs,
-    )
+    bound = options_from_args(BoundConfig, args)
+    tv = options_from_args(TVConfig, args, prefix="tv_")
+    cert = certify(args.base, args.adapter, train, test, bound=bound, tv=tv, seed=args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2))
+    out.write_text(json.dumps(cert.to_dict(), indent=2))
+    _print_certificate(cert)
+    print(f"json: {out}")
+    return 0
+
+
+def _print_certificate(cert) -> None:
+    tv = cert.tv
     rows = [
-        ("n", f"{doc['n']}"),
-        ("empirical risk (point)", f"{doc['empirical_risk']['point']:.4f}"),
-        ("empirical risk (MC upper, certified)", f"{doc['empirical_risk']['mc_upper']:.4f}"),
-        (f"KL ({doc['kl']['space']} space, nats)", f"{doc['kl']['value_nats']:.4g}"),
-        ("sigma", f"{doc['sigma']['value']:g} ({doc['sigma']['rule']})"),
-        ("G_gen Seeger (certified)", f"{doc['g_gen']['seeger']:.4f}"),
-        ("G_gen Maurer (certified)", f"{doc['g_gen']['maurer']:.4f}"),
-        ("TV estimate (proxy)", f"{doc['tv']['estimate']:.4f}"),
-        ("TV lower bound / p-value", f"{doc['tv']['lower']:.4f} / {doc['tv']['p_value']:.3g}"),
-        ("G_ext (estimate)", f"{doc['g_ext']:.4f}"),
-        ("total (estimate, NOT certified)", f"{doc['total']:.4f}"),
+        ("n", f"{cert.n}"),
+        ("empirical risk (point)", f"{cert.empirical_risk.point:.4f}"),
+        ("empirical risk (MC upper, certified)", f"{cert.empirical_risk.mc_upper:.4f}"),
+        (f"KL ({cert.kl.space} space, nats)", f"{cert.kl.value_nats:.4g}"),
+        ("sigma", f"{cert.sigma.value:g} ({cert.sigma.rule})"),
+        ("G_gen Seeger (certified)", f"{cert.g_gen.seeger:.4f}"),
+        ("G_gen Maurer (certified)", f"{cert.g_gen.maurer:.4f}"),
+        ("TV estimate" + ("" if tv.certified else " (proxy)"), f"{tv.estimate:.4f}"),
+    ]
+    if tv.lower is not None:
+        rows.append(("TV lower bound / p-value", f"{tv.lower:.4f} / {tv.p_value:.3g}"))
+    rows += [
+        ("G_ext" + ("" if tv.certified else " (estimate)"), f"{cert.g_ext:.4f}"),
+        ("total" + ("" if cert.certified else " (estimate, NOT certified)"), f"{cert.total:.4f}"),
         (
             "delta",
-            f"{doc['delta']['total']} split as "
-            + ", ".join(f"{e['term']}={e['delta']:.3g}" for e in doc["delta"]["ledger"]["entries"]),
+            f"{cert.delta.total} split as "
+            + ", ".join(f"{e['term']}={e['delta']:.3g}" for e in cert.delta.ledger["entries"]),
         ),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-    print(f"json: {out}")
-    return 0
+    print(cert.statement())
 
 
 def pretrain_config_from_args(args: argparse.Namespace):
     """The PretrainConfig that ``pacbayes-sft pretrain`` builds from its parsed arguments
     (one option per config field, ``--ops`` comma-separated)."""
-    from dataclasses import fields
-
+    from .config import options_from_args
     from .training.pretrain import PretrainConfig
 
-    kw = {f.name: getattr(args, f.name) for f in fields(PretrainConfig) if f.name not in ("ops", "extra")}
-    return PretrainConfig(ops=tuple(int(x) for x in args.ops.split(",")), **kw)
+    return options_from_args(PretrainConfig, args)
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -195,21 +187,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .config import options_from_args
     from .data.tokenizer import load_tokenizer
     from .training.sft import SFTConfig, finetune
 
     train = _read_examples(args.train, "train")
-    cfg = SFTConfig(
-        objective=args.objective,
-        r=args.r,
-        alpha=args.alpha,
-        lr=args.lr,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        use_rslora=args.rslora,
-    )
+    cfg = options_from_args(SFTConfig, args)
     tok = load_tokenizer(args.base)
     res = finetune(args.base, tok, [e["prompt"] for e in train], [e["response"] for e in train], cfg, args.out)
     print(
@@ -280,7 +263,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     summary = run_sweep(cfg, args.out, shard=_parse_shard(args.shard), progress=not args.quiet)
     print(
-        f"sweep {cfg['name']}: {summary['ran']} cells run, {summary['skipped']} already finished, "
+        f"sweep {cfg.name}: {summary['ran']} cells run, {summary['skipped']} already finished, "
         f"{summary['in_shard']} in shard {args.shard} of {summary['cells']}; results in {args.out}"
     )
     if args.report:
@@ -289,32 +272,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .bounds import describe_certification
     from .report import build_report
+    from .report_pages import summary_lines
 
     rep = build_report(args.dir)
     opt = rep["optimum"]
     cols = ["base", "objective", "n", "observed", "raw_bound", "calibrated", "seed_idx_min", "seed_idx_max"]
     print(opt[cols].to_string(index=False))
-    s = rep["summary"]
-    print(
-        f"agreement with the observed optimum: raw bound exact {s['raw_exact_agreement']:.2f} / within one "
-        f"{s['raw_within_one']:.2f}; calibrated exact {s['calibrated_exact_agreement']:.2f} / within one "
-        f"{s['calibrated_within_one']:.2f}"
-    )
-    print(
-        f"Spearman(total, test risk) {s['spearman_total_vs_test_risk']:.3f}; "
-        f"Spearman(calibrated, test risk) {s['spearman_calibrated_vs_test_risk']:.3f}; "
-        f"optimum moves harder with n: {s['observed_optimum_moves_harder_with_n']}"
-    )
-    print("certified: MC training-risk bound and G_gen; estimated: G_ext (TV proxy) -> totals are not certified")
+    for line in summary_lines(rep["summary"], len(opt)):
+        print(line)
+    print(describe_certification(("emp_risk", "g_gen"), ("g_ext",)))
     print(f"report: {rep['report_md']} (and {rep['report_html']})")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pacbayes-sft", description="PAC-Bayes bound terms for LoRA fine-tuning runs.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
-
+def _add_number_commands(sub) -> None:
+    """``bound`` and ``kl``: terms from numbers or from an adapter file."""
     b = sub.add_parser("bound", help="two-gap bound (Prop. 4.1) for every PAC-Bayes method from numbers")
     b.add_argument("--emp-risk", type=float, required=True, help="empirical (stochastic) risk, in the loss range")
     b.add_argument("--kl", type=float, required=True, help="KL(posterior || prior) in nats")
@@ -342,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--per-module", action="store_true", help="also print ||dW||_F^2 per module")
     k.set_defaults(func=_cmd_kl)
 
+
+def _add_job_commands(sub) -> None:
+    """``demo``, ``adapter-demo``, ``sweep`` and ``report``."""
     dm = sub.add_parser("demo", help="the main job: the demo (n x difficulty) sweep on the shipped base and its report")
     dm.add_argument("--config", default="demo", help="config (default: experiments/configs/demo.yaml)")
     dm.add_argument("--out", default="runs/demo", help="output directory (resumable)")
@@ -352,9 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
         "adapter-demo", help="train a LoRA adapter on a tiny from-config model and print its bound report"
     )
     d.add_argument("--out", default="runs/adapter_demo", help="output directory (adapter + report.json)")
-    d.add_argument("--n", type=int, default=512, help="training examples")
-    d.add_argument("--steps", type=int, default=150, help="optimizer steps")
-    d.add_argument("--m", type=int, default=32, help="posterior samples per sigma for the MC risk")
+    d.add_argument("--n", type=int, default=256, help="training examples")
+    d.add_argument("--steps", type=int, default=60, help="optimizer steps")
+    d.add_argument("--m", type=int, default=1, help="posterior draws per training example and sigma for the MC risk")
     d.add_argument("--seed", type=int, default=0, help="random seed")
     d.set_defaults(func=_cmd_adapter_demo)
     sw = sub.add_parser(
@@ -373,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dir", help="the sweep's output directory")
     rp.set_defaults(func=_cmd_report)
 
+
+def _add_model_commands(sub) -> None:
+    """``certify``, ``pretrain``, ``finetune`` and ``evaluate``: one model or adapter at a time."""
+    from .certify import BoundConfig, TVConfig
+    from .config import add_options
+    from .training.pretrain import PretrainConfig
+    from .training.sft import SFTConfig
+
     c = sub.add_parser("certify", help="two-gap certificate for one adapter: every term of Prop. 4.1, table + JSON")
     c.add_argument("--base", required=True, help="base model directory (config.json, safetensors, tokenizer)")
     c.add_argument("--adapter", required=True, help="LoRA adapter directory trained on --train")
@@ -381,83 +366,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--test", required=True, help="test examples, same format")
     c.add_argument("--out", default="certificate.json", help="where to write the JSON document")
-    c.add_argument("--space", choices=["delta", "lora"], default="delta", help="parameter space of the Gaussians")
-    c.add_argument("--sigmas", default="", help="comma-separated sigma grid (default 1e-3,3e-3,1e-2,3e-2)")
-    c.add_argument("--delta", type=float, default=0.05, help="total failure probability")
-    c.add_argument(
-        "--m",
-        type=int,
-        default=None,
-        help="posterior draws per sigma: per example with --mc-scheme per_example (default 1), "
-        "shared by all examples with --mc-scheme shared (default 20)",
-    )
-    c.add_argument(
-        "--mc-scheme",
-        choices=["per_example", "shared"],
-        default="per_example",
-        help="per_example: every training example gets its own posterior draws (n*m independent losses); "
-        "shared: m samples each score every example (m independent risks)",
-    )
-    c.add_argument("--loss", choices=["token_error", "sequence_error"], default="token_error", help="bounded loss")
-    c.add_argument("--tv-permutations", type=int, default=1000, help="permutations for the TV p-value")
     c.add_argument("--seed", type=int, default=0, help="random seed")
+    add_options(c, BoundConfig)
+    add_options(c, TVConfig, prefix="tv_")
     c.set_defaults(func=_cmd_certify)
 
     pt = sub.add_parser("pretrain", help="pretrain a base model from scratch on the synthetic iGSM-style task")
     pt.add_argument("--out", required=True, help="output directory (model, tokenizer, pretrain.json)")
-    pt.add_argument("--ops", default="1,2,3,4", help="operation counts seen in pretraining, comma-separated")
-    pt.add_argument("--modulus", type=int, default=7, help="arithmetic modulus (a prime)")
-    pt.add_argument("--hidden", type=int, default=128, help="model width")
-    pt.add_argument("--layers", type=int, default=4, help="transformer blocks")
-    pt.add_argument("--heads", type=int, default=4, help="attention heads")
-    pt.add_argument("--intermediate", type=int, default=512, help="MLP width")
-    pt.add_argument("--batch-size", type=int, default=32, help="problems per step")
-    pt.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    pt.add_argument("--steps", type=int, default=100000, help="maximum steps")
-    pt.add_argument("--max-minutes", type=float, default=60.0, help="wall-clock budget in minutes")
-    pt.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    pt.add_argument(
-        "--arch", choices=["llama", "gpt2"], default="llama", help="rotary Llama or GPT-2 (learned positions)"
-    )
-    pt.add_argument(
-        "--recall-fraction",
-        type=float,
-        default=0.0,
-        help="fraction of problems replaced by retrieval drills (restate named statements)",
-    )
-    pt.add_argument("--recall-max", type=int, default=5, help="most names asked for in one retrieval drill")
-    pt.add_argument(
-        "--prompt-loss", type=float, default=0.0, help="weight of the loss on prompt tokens (0 = response only)"
-    )
-    pt.add_argument(
-        "--position-offset", type=int, default=256, help="gpt2: random start position in [0, this] per sequence"
-    )
-    pt.add_argument("--warmup", type=int, default=200, help="linear warm-up steps before the cosine decay")
-    pt.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
-    pt.add_argument("--seed", type=int, default=0, help="random seed")
-    pt.add_argument(
-        "--checkpoint-minutes", type=float, default=10.0, help="save a checkpoint this often (minutes of wall time)"
-    )
-    pt.add_argument(
-        "--init-from",
-        default="",
-        help="continue from this saved model's weights (fresh optimizer and schedule); empty = from scratch",
-    )
+    add_options(pt, PretrainConfig, exclude=("extra",))
     pt.set_defaults(func=_cmd_pretrain)
 
     ft = sub.add_parser("finetune", help="LoRA-fine-tune a base model on a data file (SFT or DFT)")
     ft.add_argument("--base", required=True, help="base model directory")
     ft.add_argument("--train", required=True, help="training examples (.jsonl/.csv/.parquet with prompt, response)")
     ft.add_argument("--out", required=True, help="adapter output directory")
-    ft.add_argument("--objective", choices=["sft", "dft"], default="sft", help="cross-entropy or DFT")
-    ft.add_argument("--r", type=int, default=8, help="LoRA rank")
-    ft.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha")
-    ft.add_argument("--rslora", action="store_true", help="rank-stabilised scaling alpha/sqrt(r)")
-    ft.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    ft.add_argument("--epochs", type=float, default=3.0, help="passes over the data")
-    ft.add_argument("--max-steps", type=int, default=-1, help="optimizer steps (overrides --epochs when > 0)")
-    ft.add_argument("--batch-size", type=int, default=16, help="examples per step")
-    ft.add_argument("--seed", type=int, default=0, help="random seed")
+    add_options(ft, SFTConfig)
     ft.set_defaults(func=_cmd_finetune)
 
     ev = sub.add_parser("evaluate", help="evaluate a base model (and optionally an adapter) by difficulty slice")
@@ -473,6 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="", help="CSV file for the tidy rows")
     ev.add_argument("--seed", type=int, default=0, help="seed of the generated test slices")
     ev.set_defaults(func=_cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pacbayes-sft", description="PAC-Bayes bound terms for LoRA fine-tuning runs.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    _add_number_commands(sub)
+    _add_job_commands(sub)
+    _add_model_commands(sub)
     return p
 
 

@@ -162,16 +162,11 @@ def ledger_demo(n: int = 100, k: int = 200, p: float = 0.3, reps: int = 10_000, 
 
 def tv_coverage(settings=None, reps: int = 50, delta: float = 0.05, *, seed: int = 3, n_threads: int | None = 1):
     """classifier_tv on Gaussian pairs with exact TV: how often .lower ≤ TV; bias/spread of .estimate."""
-    import math
-
     import pandas as pd
-    from scipy.stats import norm
 
     from .estimators.classifier_tv import classifier_tv
-
-    def var_tv(sd):
-        x = math.sqrt(2 * math.log(sd) * sd * sd / (sd * sd - 1))
-        return 2 * (norm.cdf(x) - norm.cdf(x / sd))
+    from .estimators.tv_reference import exact_gaussian_scale_tv as var_tv
+    from .estimators.tv_reference import exact_gaussian_tv
 
     settings = settings or [
         ("mean 0.5", 1, 0.5, 1.0, 500),
@@ -183,7 +178,7 @@ def tv_coverage(settings=None, reps: int = 50, delta: float = 0.05, *, seed: int
     rng = np.random.default_rng(seed)
     rows = []
     for label, d, mu, sd, n in settings:
-        exact = math.erf(abs(mu) / (2 * math.sqrt(2))) if sd == 1.0 else var_tv(sd)
+        exact = exact_gaussian_tv(mu) if sd == 1.0 else var_tv(sd)
         est, low = [], []
         for r in range(reps):
             p = rng.standard_normal((n, d))

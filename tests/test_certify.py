@@ -1,9 +1,11 @@
 """certify() end to end on a tiny from-config model, through the API and the CLI."""
 
 import json
+import math
 
 import pytest
 
+from pacbayes_sft.bounds import kl_inverse_upper
 from pacbayes_sft.certify import certify
 from pacbayes_sft.cli import main
 from pacbayes_sft.data import generate
@@ -47,8 +49,14 @@ def test_certify_api(run):
     # default scheme: every training example gets m = 3 draws of its own -> 120 independent losses
     assert doc["empirical_risk"]["mc_scheme"] == "per_example" and doc["empirical_risk"]["mc_losses"] == 120
     assert doc["empirical_risk"]["mc_upper"] >= doc["empirical_risk"]["mc_mean"]
-    assert tg.total == pytest.approx(tg.emp_risk + tg.g_gen + tg.g_ext)
-    assert doc["certified"] is False and not tg.certified
+    # The total, recomputed independently: KL from the merged weights (W_merged − W_base, no LoRA
+    # algebra), the Seeger bound by kl⁻¹ at the per-grid-point δ, plus the TV estimate.
+    sigma, d_b = doc["sigma"]["value"], doc["delta"]["per_grid_point_bound"]
+    kl = _kl_from_merged_weights(root, sigma)
+    assert doc["kl"]["value_nats"] == pytest.approx(kl, rel=1e-6)
+    seeger = kl_inverse_upper(doc["empirical_risk"]["mc_upper"], (kl + math.log(2 * math.sqrt(40) / d_b)) / 40)
+    assert doc["total"] == pytest.approx(float(seeger) + doc["tv"]["estimate"], rel=1e-6)
+    assert doc["certified"] is False and not tg.certified and doc["estimated_terms"]
     assert abs(doc["delta"]["ledger"]["spent"] - 0.05) < 1e-12
     assert doc["g_gen"]["seeger"] <= doc["g_gen"]["maurer"] + 1e-12
     assert doc["tv"]["lower"] <= doc["tv"]["estimate"] + 1e-12
@@ -80,6 +88,43 @@ def test_certify_api(run):
         certify(str(root / "base"), str(root / "adapter"), train, test, mc_scheme="both")
     with pytest.raises(ValueError, match="m must"):
         certify(str(root / "base"), str(root / "adapter"), train, test, m=0)
+
+
+def _kl_from_merged_weights(root, sigma):
+    from peft import PeftModel
+
+    from pacbayes_sft.training.models import load_causal_lm
+
+    base = {k: v.double() for k, v in load_causal_lm(root / "base").state_dict().items()}
+    merged = PeftModel.from_pretrained(load_causal_lm(root / "base"), str(root / "adapter")).merge_and_unload()
+    sq = sum(float(((v.double() - base[k]) ** 2).sum()) for k, v in merged.state_dict().items())
+    return sq / (2 * sigma**2)
+
+
+def test_certified_tv_makes_a_certified_certificate(run):
+    """What is certified follows from the terms: the same engine with a certified TV gives a
+    certified total; with a proxy TV it does not."""
+    from pacbayes_sft.certificate import TVTerm
+    from pacbayes_sft.certify import BoundConfig, certificate_core, plan_delta, teacher_forced_losses
+    from pacbayes_sft.data.tokenizer import load_tokenizer
+    from pacbayes_sft.estimators import lora_kl
+    from pacbayes_sft.training.models import load_causal_lm
+
+    root, train, _ = run
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_causal_lm(root / "base"), str(root / "adapter")).eval()
+    cfg = BoundConfig(sigmas=[1e-2, 3e-2], m=1)
+    losses = teacher_forced_losses(
+        load_tokenizer(root / "base"), [e["prompt"] for e in train], [e["response"] for e in train], cfg.loss
+    )
+    for certified in (True, False):
+        tv = TVTerm.plain(0.25, 40, 40, "exact TV" if certified else "a proxy", certified=certified)
+        cert = certificate_core(model, losses, tv, cfg, plan_delta(cfg, 40, tv_interval=False))
+        assert cert.certified is certified and bool(cert.estimated_terms) is (not certified)
+        assert ("NOT a certified bound" in cert.statement()) is (not certified)
+        assert cert.g_ext == pytest.approx(0.25)
+        assert cert.kl.value_nats == pytest.approx(lora_kl(model, cert.sigma.value))
 
 
 def test_certify_cli(run, capsys):
@@ -143,3 +188,16 @@ def test_certify_errors(run, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert "--train" in err and len(err.splitlines()) == 1
+
+
+def test_ties_in_the_bound_go_to_the_largest_sigma():
+    import pandas as pd
+
+    from pacbayes_sft.certify import BoundConfig, choose_sigma
+
+    cfg = BoundConfig(sigmas=[1e-3, 1e-2, 3e-2])
+    saturated = pd.DataFrame({"sigma": cfg.sigmas, "seeger": [1.0, 1.0, 1.0], "mc_mean_risk": [0.1] * 3})
+    i, rule = choose_sigma(saturated, cfg, 0.1)
+    assert saturated["sigma"][i] == 3e-2 and "ties" in rule
+    clear = saturated.assign(seeger=[0.5, 0.7, 1.0])
+    assert choose_sigma(clear, cfg, 0.1)[0] == 0

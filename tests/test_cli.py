@@ -10,7 +10,10 @@ from pacbayes_sft.cli import main
 def test_bound_table_and_json(capsys):
     assert main(["bound", "--emp-risk", "0.1", "--kl", "50", "--n", "5000", "--tv", "0.1"]) == 0
     out = capsys.readouterr().out
-    assert "seeger" in out and "not certified" in out
+    assert "seeger" in out and "not a certified bound" in out.lower()
+    # with a certified TV every term is certified, and the line says so
+    assert main(["bound", "--emp-risk", "0.1", "--kl", "50", "--n", "5000", "--tv", "0.1", "--tv-certified"]) == 0
+    assert "the total is a certified bound" in capsys.readouterr().out
     assert main(["bound", "--emp-risk", "0.1", "--kl", "50", "--n", "5000", "--tv", "0.1", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["method"] for r in rows} == {"seeger", "maurer", "catoni", "lambda", "quad"}
@@ -45,10 +48,12 @@ def test_cli_errors_are_one_line(argv, needle, capsys):
 def test_demo_runs_small(tmp_path, capsys):
     assert main(["adapter-demo", "--out", str(tmp_path), "--n", "64", "--steps", "5", "--m", "2"]) == 0
     doc = json.loads((tmp_path / "report.json").read_text())
-    assert len(doc["bounds"]) == 4
-    assert doc["two_gap"]["certified"] is False
-    assert abs(doc["ledger"]["spent"] - 0.05) < 1e-12
-    for row in doc["bounds"]:
+    assert len(doc["grid"]) == 4
+    assert doc["two_gap"]["certified"] is False and doc["certified"] is False
+    assert abs(doc["delta"]["ledger"]["spent"] - 0.05) < 1e-12
+    # the histogram TV has no interval, so no delta is spent on one
+    assert all("tv" not in e["term"] for e in doc["delta"]["ledger"]["entries"])
+    for row in doc["grid"]:
         assert row["seeger"] <= row["maurer"] + 1e-12
         assert row["mc_risk_upper"] >= row["mc_mean_risk"]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()

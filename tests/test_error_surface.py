@@ -90,7 +90,7 @@ CLI_CASES = [
     (["kl", "--adapter", "/tmp", "--sigma", "abc"], "sigma"),
     (["adapter-demo", "--n", "abc"], "--n"),
     (["demo", "--config", "/no/config.yaml"], "does not exist"),
-    (["pretrain", "--out", "/tmp/x", "--ops", "a,b"], "invalid literal"),
+    (["pretrain", "--out", "/tmp/x", "--ops", "a,b"], "comma-separated integers"),
     (["finetune", "--base", "/no/base", "--train", "/no/file.jsonl", "--out", "/tmp/x"], "--train"),
     (
         ["finetune", "--base", "/no/base", "--train", "x.jsonl", "--out", "/tmp/x", "--objective", "ppo"],

@@ -1,5 +1,6 @@
 """The sweep: quick config end to end, report artifacts, sharding, kill-and-resume, bad configs."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -113,8 +114,7 @@ def test_kill_mid_cell_and_resume_matches_sharded_run(tmp_path):
 
 def test_results_folder_from_another_config_is_refused(quick_run, tmp_path, capsys):
     out, _ = quick_run
-    cfg = load_config(QUICK)
-    cfg["budgets"] = [8]
+    cfg = dataclasses.replace(load_config(QUICK), budgets=[8])
     with pytest.raises(ValueError, match="another config"):
         run_sweep(cfg, out, progress=False)
     capsys.readouterr()
@@ -163,7 +163,7 @@ def test_config_files_errors(tmp_path, capsys):
 def test_shipped_configs_parse(name):
     raw = yaml.safe_load((ROOT / "experiments" / "configs" / f"{name}.yaml").read_text())
     cfg = normalise_config(raw)
-    assert cfg["name"] == name
+    assert cfg.name == name
     if name == "paper":
-        assert len(cfg["bases"]) == 2 and len(cfg["budgets"]) == 5 and len(cfg["buckets"]) == 5
-        assert cfg["objectives"] == ["sft", "dft"] and len(cfg["seeds"]) == 3
+        assert len(cfg.bases) == 2 and len(cfg.budgets) == 5 and len(cfg.buckets) == 5
+        assert cfg.objectives == ["sft", "dft"] and len(cfg.seeds) == 3

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.optimize import check_grad  # noqa: F401  (gradient checked through the objective below)
+from scipy.optimize import check_grad
 from scipy.stats import norm, spearmanr
 
 from pacbayes_sft.estimators import classifier_tv, fit_irt, histogram_tv, response_matrix
@@ -11,8 +11,22 @@ from pacbayes_sft.estimators.features import exact_gaussian_tv
 
 
 def _var_shift_tv(s):
-    x = np.sqrt(2 * np.log(s) * s * s / (s * s - 1))
-    return 2 * (norm.cdf(x) - norm.cdf(x / s))
+    # independent of the library's closed form: numerical integration of ½∫|p − q|
+    from scipy.integrate import quad
+
+    return 0.5 * quad(lambda x: abs(norm.pdf(x) - norm.pdf(x, scale=s)), -40, 40, points=[-2, 0, 2], limit=200)[0]
+
+
+def test_exact_gaussian_tvs_match_numerical_integration():
+    from scipy.integrate import quad
+
+    from pacbayes_sft.estimators.tv_reference import exact_gaussian_scale_tv
+
+    for mu in (0.3, 1.0, 2.5):
+        num = 0.5 * quad(lambda x, mu=mu: abs(norm.pdf(x) - norm.pdf(x, loc=mu)), -40, 40, points=[mu / 2])[0]
+        assert exact_gaussian_tv(mu) == pytest.approx(num, abs=1e-9)
+    for sd in (0.5, 2.0, 3.0):
+        assert exact_gaussian_scale_tv(sd) == pytest.approx(_var_shift_tv(sd), abs=1e-7)
 
 
 @pytest.mark.parametrize("mu", [0.5, 1.0, 2.0])
@@ -132,3 +146,21 @@ def test_irt_long_table_heldout_auc_and_errors():
 def test_response_matrix_from_models():
     m = response_matrix({"sft_n100": {"q1": 1, "q2": 0}, "dft_n100": {"q1": 1}})
     assert m.shape == (2, 2) and np.isnan(m.loc["dft_n100", "q2"])
+
+
+@pytest.mark.parametrize("two_pl", [False, True])
+def test_irt_gradient_matches_finite_differences(two_pl):
+    from pacbayes_sft.estimators.irt import IRTObjective
+
+    rng = np.random.default_rng(3)
+    J, K, n_obs = 7, 5, 60
+    s, i = rng.integers(0, J, n_obs), rng.integers(0, K, n_obs)
+    y = rng.integers(0, 2, n_obs).astype(float)
+    obj = IRTObjective(s, i, y, J, K, two_pl, prior_b=2.0, prior_log_a=0.7)
+    for seed in range(3):
+        x = np.random.default_rng(seed).normal(size=J + K + (K if two_pl else 0))
+        err = check_grad(lambda v: obj(v)[0], lambda v: obj(v)[1], x)
+        assert err < 1e-5 * max(1.0, np.linalg.norm(obj(x)[1]))
+    # and a deliberately wrong gradient is caught by the same check
+    x = np.zeros(J + K + (K if two_pl else 0))
+    assert check_grad(lambda v: obj(v)[0], lambda v: 1.01 * obj(v)[1] + 0.1, x) > 1e-3

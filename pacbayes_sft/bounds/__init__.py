@@ -17,7 +17,7 @@ from .pacbayes import (
     quad_bound,
     seeger_bound,
 )
-from .two_gap import TwoGapBound, two_gap_bound
+from .two_gap import TwoGapBound, certification_statement, describe_certification, two_gap_bound
 
 __all__ = [
     "BOUNDS",
@@ -25,6 +25,8 @@ __all__ = [
     "DeltaLedger",
     "TwoGapBound",
     "catoni_bound",
+    "certification_statement",
+    "describe_certification",
     "dziugaite_roy_delta",
     "dziugaite_roy_grid",
     "finite_grid_delta",

@@ -14,6 +14,7 @@ estimate. :class:`TwoGapBound` carries which terms are certified.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from ._validate import as_float_array, check_delta, check_loss_range, check_n, check_nonnegative
@@ -118,3 +119,21 @@ def two_gap_bound(
         certified_terms=tuple(certified),
         estimated_terms=tuple(estimated),
     )
+
+
+_TERM_NAMES = {"emp_risk": "empirical risk", "g_gen": "G_gen", "g_ext": "G_ext", "eps": "eps"}
+
+
+def describe_certification(certified_terms: Sequence[str], estimated_terms: Sequence[str]) -> str:
+    """One line saying which terms (``emp_risk``, ``g_gen``, ``g_ext``, ``eps``) of a two-gap
+    total are certified and, therefore, what the total is."""
+    cert = ", ".join(_TERM_NAMES[t] for t in certified_terms) or "none"
+    if not estimated_terms:
+        return f"certified: {cert} -> the total is a certified bound"
+    est = ", ".join(_TERM_NAMES[t] for t in estimated_terms)
+    return f"certified: {cert}; estimated: {est} (TV proxy) -> the total is an estimate, NOT a certified bound"
+
+
+def certification_statement(bound: TwoGapBound) -> str:
+    """:func:`describe_certification` of a :class:`TwoGapBound`."""
+    return describe_certification(bound.certified_terms, bound.estimated_terms)

@@ -120,15 +120,10 @@ def template_split(template: str, test_fraction: float) -> str:
     return "test" if int(template, 16) % 10_000 < test_fraction * 10_000 else "train"
 
 
-def generate_problem(seed: int, op: int, config: IGSMConfig | None = None) -> Problem:
-    """The problem for (seed, op, config): op ≥ 1 needed operations, shuffled, with distractors."""
-    cfg = config or IGSMConfig()
-    if not isinstance(op, int) or isinstance(op, bool) or op < 1:
-        raise ValueError(f"op must be an integer >= 1, got {op!r}")
-    rng = random.Random(f"igsm:{seed}:{op}:{cfg.modulus}")
-    p = cfg.modulus
-    # Abstract structure (the template): operand references and operators.
-    # ("L", k) = leaf k, ("R", j) = result of operation j.
+def _abstract_structure(rng: random.Random, op: int, cfg: IGSMConfig):
+    """The template: the needed operations and downstream distractors as operand references
+    (("L", k) = leaf k, ("R", j) = result of operation j, ("X", k) = extra leaf, ("D", d) =
+    distractor d, ("Q", 0) = the query), and the numbers of leaves and extra leaves."""
     n_leaves = 0
     ops: list[tuple[str, tuple, tuple]] = []
     for i in range(op):
@@ -156,43 +151,13 @@ def generate_problem(seed: int, op: int, config: IGSMConfig | None = None) -> Pr
         down.append(
             (rng.choice(cfg.operators), prev, other) if rng.random() < 0.5 else (rng.choice(cfg.operators), other, prev)
         )
-    template = _template_hash([ops, down, n_extra])
-    split = template_split(template, cfg.test_fraction)
+    return ops, down, n_leaves, n_extra
 
-    # Concrete names and values.
-    total_names = n_leaves + op + n_extra + n_down
-    if total_names > len(NAMES):
-        raise ValueError(f"op={op} needs {total_names} names; at most {len(NAMES)} are available")
-    names = rng.sample(NAMES, total_names)
-    leaf_names = names[:n_leaves]
-    res_names = names[n_leaves : n_leaves + op]
-    extra_names = names[n_leaves + op : n_leaves + op + n_extra]
-    down_names = names[n_leaves + op + n_extra :]
-    values = {nm: rng.randrange(p) for nm in leaf_names + extra_names}
 
-    def ref(r: tuple) -> str:
-        kind, k = r
-        return (
-            {"L": leaf_names, "R": res_names, "X": extra_names, "D": down_names}[kind][k]
-            if kind != "Q"
-            else res_names[-1]
-        )
-
-    statements: list[tuple[str, str, tuple | None]] = []  # (kind, text, (lhs, a, op, b))
-    for nm in leaf_names + extra_names:
-        statements.append(("leaf", f"{nm}: {values[nm]} .", None))
-    for (o, a, b), nm in zip(ops, res_names):
-        statements.append(("op", f"{nm} = {ref(a)} {o} {ref(b)} .", (nm, ref(a), o, ref(b))))
-    for (o, a, b), nm in zip(down, down_names):
-        statements.append(("op", f"{nm} = {ref(a)} {o} {ref(b)} .", (nm, ref(a), o, ref(b))))
-    rng.shuffle(statements)
-    query = res_names[-1]
-    prompt = " ".join(s[1] for s in statements) + f" ? {query}"
-
-    # Canonical solution: repeatedly the first ready, not yet computed, statement in problem order.
+def _solve(statements: list, values: dict, query: str, needed: set, p: int) -> tuple[list[dict], dict]:
+    """Canonical solution: repeatedly the first ready, not yet computed, statement in problem order."""
     known = dict(values)
     steps = []
-    needed = set(res_names)
     while query not in known:
         for kind, _, eq in statements:
             if kind == "op" and eq[0] not in known and eq[1] in known and eq[3] in known:
@@ -204,21 +169,54 @@ def generate_problem(seed: int, op: int, config: IGSMConfig | None = None) -> Pr
                 break
         else:  # pragma: no cover - the construction guarantees progress
             raise AssertionError("no ready statement")
-    response = (
-        " ".join(
-            f"{s['lhs']} = {s['a']} {s['op']} {s['b']} , {s['a']}: {s['va']} , {s['b']}: {s['vb']} ,"
-            f" {s['lhs']}: {s['value']} ."
-            for s in steps
-        )
-        + f" answer {known[query]}"
+    return steps, known
+
+
+def generate_problem(seed: int, op: int, config: IGSMConfig | None = None) -> Problem:
+    """The problem for (seed, op, config): op ≥ 1 needed operations, shuffled, with distractors."""
+    cfg = config or IGSMConfig()
+    if not isinstance(op, int) or isinstance(op, bool) or op < 1:
+        raise ValueError(f"op must be an integer >= 1, got {op!r}")
+    rng = random.Random(f"igsm:{seed}:{op}:{cfg.modulus}")
+    p = cfg.modulus
+    ops, down, n_leaves, n_extra = _abstract_structure(rng, op, cfg)
+    template = _template_hash([ops, down, n_extra])
+    # Concrete names and values.
+    total_names = n_leaves + op + n_extra + len(down)
+    if total_names > len(NAMES):
+        raise ValueError(f"op={op} needs {total_names} names; at most {len(NAMES)} are available")
+    names = rng.sample(NAMES, total_names)
+    groups = {
+        "L": names[:n_leaves],
+        "R": names[n_leaves : n_leaves + op],
+        "X": names[n_leaves + op : n_leaves + op + n_extra],
+        "D": names[n_leaves + op + n_extra :],
+    }
+    values = {nm: rng.randrange(p) for nm in groups["L"] + groups["X"]}
+    query = groups["R"][-1]
+
+    def ref(r: tuple) -> str:
+        return query if r[0] == "Q" else groups[r[0]][r[1]]
+
+    statements: list[tuple[str, str, tuple | None]] = []  # (kind, text, (lhs, a, op, b))
+    for nm in groups["L"] + groups["X"]:
+        statements.append(("leaf", f"{nm}: {values[nm]} .", None))
+    for (o, a, b), nm in [*zip(ops, groups["R"]), *zip(down, groups["D"])]:
+        statements.append(("op", f"{nm} = {ref(a)} {o} {ref(b)} .", (nm, ref(a), o, ref(b))))
+    rng.shuffle(statements)
+    prompt = " ".join(s[1] for s in statements) + f" ? {query}"
+    steps, known = _solve(statements, values, query, set(groups["R"]), p)
+    response = " ".join(
+        f"{s['lhs']} = {s['a']} {s['op']} {s['b']} , {s['a']}: {s['va']} , {s['b']}: {s['vb']} , {s['lhs']}: {s['value']} ."
+        for s in steps
     )
     return Problem(
         prompt=prompt,
-        response=response,
+        response=response + f" answer {known[query]}",
         answer=known[query],
         op=op,
         template=template,
-        split=split,
+        split=template_split(template, cfg.test_fraction),
         seed=seed,
         steps=steps,
     )

@@ -105,6 +105,65 @@ def _fit_predict(est, X_tr, y_tr, X_te) -> np.ndarray:
     return model.predict_proba(X_te)[:, 1]
 
 
+def _classifier_pool(classifier: str | Any, random_state: int, sparse_x: bool) -> dict[str, Any]:
+    """The candidate classifiers, simplest first."""
+    cands = _candidates(random_state)
+    if isinstance(classifier, str):
+        if classifier == "auto":
+            pool = cands
+        elif classifier in cands:
+            pool = {classifier: cands[classifier]}
+        else:
+            raise ValueError(f"classifier must be 'auto', 'logistic', 'boosting' or an estimator, got {classifier!r}")
+    elif hasattr(classifier, "fit") and hasattr(classifier, "predict_proba"):
+        pool = {type(classifier).__name__: classifier}
+    else:
+        raise ValueError("classifier must be a name or a scikit-learn classifier with predict_proba")
+    if sparse_x and "boosting" in pool and len(pool) > 1:
+        pool = {k: v for k, v in pool.items() if k != "boosting"}  # boosting on sparse TF-IDF is slow
+    return pool
+
+
+def _cross_fitted_scores(X, y: np.ndarray, pool: dict, n_splits: int, random_state: int):
+    """Held-out P(Q | x) for every sample, its fold, and the classifier chosen in each fold (by
+    inner validation on that fold's training part only)."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    scores = np.empty(len(y))
+    fold_of = np.empty(len(y), dtype=int)
+    chosen: list[str] = []
+    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+    for f, (tr, te) in enumerate(skf.split(np.zeros(len(y)), y)):
+        name = next(iter(pool))
+        if len(pool) > 1:
+            i_tr, i_va = train_test_split(tr, test_size=0.25, stratify=y[tr], random_state=random_state + f)
+            best = -np.inf
+            for nm, est in pool.items():  # the first (simplest) candidate wins unless beaten clearly
+                ba = _balanced_accuracy(y[i_va], _fit_predict(est, X[i_tr], y[i_tr], X[i_va]) >= 0.5)
+                if ba > best + (SELECTION_MARGIN if best > -np.inf else 0.0):
+                    best, name = ba, nm
+        chosen.append(name)
+        scores[te] = _fit_predict(pool[name], X[tr], y[tr], X[te])
+        fold_of[te] = f
+    return scores, fold_of, chosen
+
+
+def _permutation_p_value(pred, y, fold_of, n_splits: int, raw: float, n_permutations: int, seed: int) -> float:
+    """(1 + #{permutations with TPR − FPR ≥ observed}) / (1 + n_permutations), labels permuted within folds."""
+    if not n_permutations:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    exceed = 0
+    yp = y.copy()
+    for _ in range(n_permutations):
+        for f in range(n_splits):
+            idx = np.flatnonzero(fold_of == f)
+            yp[idx] = rng.permutation(y[idx])
+        stat = pred[yp == 1].mean() - pred[yp == 0].mean()
+        exceed += stat >= raw - 1e-12
+    return (1 + exceed) / (1 + n_permutations)
+
+
 def classifier_tv(
     p_samples: Any,
     q_samples: Any,
@@ -134,24 +193,17 @@ def classifier_tv(
             machine shared with another busy process, 1 avoids OpenMP oversubscription, which
             slows gradient boosting by orders of magnitude.
     """
-    if n_threads is not None:
-        from threadpoolctl import threadpool_limits
+    if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
+        raise ValueError(f"n_threads must be an integer >= 1 or None, got {n_threads!r}")
+    from contextlib import nullcontext
 
-        if not isinstance(n_threads, int) or n_threads < 1:
-            raise ValueError(f"n_threads must be an integer >= 1 or None, got {n_threads!r}")
-        with threadpool_limits(limits=n_threads):
-            return classifier_tv(
-                p_samples,
-                q_samples,
-                features=features,
-                classifier=classifier,
-                n_splits=n_splits,
-                delta=delta,
-                n_permutations=n_permutations,
-                random_state=random_state,
-            )
-    from sklearn.model_selection import StratifiedKFold, train_test_split
+    from threadpoolctl import threadpool_limits
 
+    with threadpool_limits(limits=n_threads) if n_threads else nullcontext():
+        return _classifier_tv(p_samples, q_samples, features, classifier, n_splits, delta, n_permutations, random_state)
+
+
+def _classifier_tv(p_samples, q_samples, features, classifier, n_splits, delta, n_permutations, random_state):
     if not (isinstance(delta, float | int) and 0 < delta < 1):
         raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
     if not isinstance(n_splits, int) or n_splits < 2:
@@ -167,37 +219,8 @@ def classifier_tv(
     X = sparse.vstack([Xp, Xq]).tocsr() if sparse.issparse(Xp) else np.vstack([Xp, Xq])
     y = np.r_[np.zeros(n_p, dtype=int), np.ones(n_q, dtype=int)]
 
-    cands = _candidates(random_state)
-    if isinstance(classifier, str):
-        if classifier == "auto":
-            pool = cands
-        elif classifier in cands:
-            pool = {classifier: cands[classifier]}
-        else:
-            raise ValueError(f"classifier must be 'auto', 'logistic', 'boosting' or an estimator, got {classifier!r}")
-    elif hasattr(classifier, "fit") and hasattr(classifier, "predict_proba"):
-        pool = {type(classifier).__name__: classifier}
-    else:
-        raise ValueError("classifier must be a name or a scikit-learn classifier with predict_proba")
-    if sparse.issparse(X) and "boosting" in pool and len(pool) > 1:
-        pool = {k: v for k, v in pool.items() if k != "boosting"}  # boosting on sparse TF-IDF is slow
-
-    scores = np.empty(len(y))
-    fold_of = np.empty(len(y), dtype=int)
-    chosen: list[str] = []
-    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
-    for f, (tr, te) in enumerate(skf.split(np.zeros(len(y)), y)):
-        name = next(iter(pool))
-        if len(pool) > 1:  # inner validation on the outer training part only
-            i_tr, i_va = train_test_split(tr, test_size=0.25, stratify=y[tr], random_state=random_state + f)
-            best = -np.inf
-            for nm, est in pool.items():  # the first (simplest) candidate wins unless beaten clearly
-                ba = _balanced_accuracy(y[i_va], _fit_predict(est, X[i_tr], y[i_tr], X[i_va]) >= 0.5)
-                if ba > best + (SELECTION_MARGIN if best > -np.inf else 0.0):
-                    best, name = ba, nm
-        chosen.append(name)
-        scores[te] = _fit_predict(pool[name], X[tr], y[tr], X[te])
-        fold_of[te] = f
+    pool = _classifier_pool(classifier, random_state, sparse.issparse(X))
+    scores, fold_of, chosen = _cross_fitted_scores(X, y, pool, n_splits, random_state)
     pred = scores >= 0.5
     tpr = float(pred[y == 1].mean())
     fpr = float(pred[y == 0].mean())
@@ -209,18 +232,7 @@ def classifier_tv(
     # Plug-in on the balanced pool: weight each side equally.
     plug = 0.5 * np.abs(2 * scores[y == 0] - 1).mean() + 0.5 * np.abs(2 * scores[y == 1] - 1).mean()
 
-    p_value = 1.0
-    if n_permutations:
-        rng = np.random.default_rng(random_state)
-        exceed = 0
-        yp = y.copy()
-        for _ in range(n_permutations):
-            for f in range(n_splits):
-                idx = np.flatnonzero(fold_of == f)
-                yp[idx] = rng.permutation(y[idx])
-            stat = pred[yp == 1].mean() - pred[yp == 0].mean()
-            exceed += stat >= raw - 1e-12
-        p_value = (1 + exceed) / (1 + n_permutations)
+    p_value = _permutation_p_value(pred, y, fold_of, n_splits, raw, n_permutations, random_state)
     name = chosen[0] if len(set(chosen)) == 1 else "mixed"
     return ClassifierTV(
         estimate=max(0.0, raw),

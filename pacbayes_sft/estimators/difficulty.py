@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..data.loaders import example_field as _field
+from ..lm.scoring import generate_texts, teacher_forced_metrics
 
 
 def op_count(examples: Sequence[Any]) -> np.ndarray:
@@ -44,8 +45,6 @@ def cot_length(examples: Sequence[Any], tokenizer=None) -> np.ndarray:
 
 def base_nll(model, tokenizer, examples: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
     """Base model's mean per-token NLL (nats) of each reference response, teacher-forced."""
-    from ..training.evaluate import teacher_forced_metrics
-
     prompts = [_field(e, "prompt") for e in examples]
     responses = [_field(e, "response") for e in examples]
     return np.asarray(teacher_forced_metrics(model, tokenizer, prompts, responses, batch_size=batch_size)["nll"])
@@ -66,35 +65,19 @@ def base_pass_rate(
     """Fraction of k temperature samples per prompt that ``verifier(prompt, output)`` accepts."""
     import torch
 
-    from ..training.encoding import collate_prompts_left, encode
-
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     prompts = [_field(e, "prompt") for e in examples]
-    enc = encode(tokenizer, prompts, ["x"] * len(prompts))
     passes = np.zeros(len(prompts))
-    device = next(model.parameters()).device
     torch.manual_seed(seed)
     model.eval()
-    with torch.no_grad():
-        for s in range(0, len(enc), batch_size):
-            b = collate_prompts_left(enc[s : s + batch_size], tokenizer.pad_token_id)
-            for _ in range(k):
-                gen = model.generate(
-                    input_ids=b["input_ids"].to(device),
-                    attention_mask=b["attention_mask"].to(device),
-                    do_sample=True,
-                    temperature=temperature,
-                    top_k=0,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-                texts = tokenizer.batch_decode(gen[:, b["input_ids"].shape[1] :], skip_special_tokens=True)
-                for j, t in enumerate(texts):
-                    passes[s + j] += bool(verifier(prompts[s + j], t))
+    for _ in range(k):
+        outs = generate_texts(
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature
+        )
+        passes += [bool(verifier(p, o)) for p, o in zip(prompts, outs)]
     return passes / k
 
 

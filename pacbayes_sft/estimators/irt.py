@@ -72,6 +72,51 @@ def _to_matrix(responses: Any) -> tuple[np.ndarray, list, list]:
     return mat, list(range(mat.shape[0])), list(range(mat.shape[1]))
 
 
+@dataclass
+class IRTObjective:
+    """Negative log-posterior of the 1PL/2PL model and its analytic gradient (nats).
+
+    With z_o = a_k (θ_j − b_k) for each observation o = (j, k, y), a_k = exp(ℓ_k) (ℓ = 0 in 1PL):
+
+        −log p = −Σ_o [y log σ(z) + (1 − y) log σ(−z)] + ½‖θ‖² + ½‖b‖²/s_b² + ½‖ℓ‖²/s_ℓ²
+
+    Parameters are packed as x = (θ_1..J, b_1..K[, ℓ_1..K]). Calling it returns (value, gradient).
+    """
+
+    subject: np.ndarray
+    item: np.ndarray
+    y: np.ndarray
+    n_subjects: int
+    n_items: int
+    two_pl: bool
+    prior_b: float
+    prior_log_a: float
+
+    def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        J, K = self.n_subjects, self.n_items
+        th, b = x[:J], x[J : J + K]
+        la = x[J + K :] if self.two_pl else np.zeros(K)
+        return th, b, la
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        th, b, la = self.unpack(x)
+        s, i, y = self.subject, self.item, self.y
+        a = np.exp(la)
+        z = a[i] * (th[s] - b[i])
+        ll = np.sum(y * log_expit(z) + (1 - y) * log_expit(-z))
+        prior = 0.5 * np.sum(th**2) + 0.5 * np.sum(b**2) / self.prior_b**2
+        if self.two_pl:
+            prior += 0.5 * np.sum(la**2) / self.prior_log_a**2
+        r = y - expit(z)  # d ll / d z
+        grad = [
+            np.bincount(s, weights=r * a[i], minlength=self.n_subjects) - th,
+            -np.bincount(i, weights=r * a[i], minlength=self.n_items) - b / self.prior_b**2,
+        ]
+        if self.two_pl:
+            grad.append(np.bincount(i, weights=r * z, minlength=self.n_items) - la / self.prior_log_a**2)
+        return -(ll - prior), -np.concatenate(grad)
+
+
 def fit_irt(
     responses: Any,
     model: str = "2pl",
@@ -118,34 +163,10 @@ def fit_irt(
     s_tr, i_tr, y_tr = sj[tr], ik[tr], yv[tr]
     two = model == "2pl"
 
-    def unpack(x):
-        th, b = x[:J], x[J : J + K]
-        la = x[J + K :] if two else np.zeros(K)
-        return th, b, la
-
-    def fun(x):
-        th, b, la = unpack(x)
-        a = np.exp(la)
-        z = a[i_tr] * (th[s_tr] - b[i_tr])
-        # log-likelihood: y log σ(z) + (1 − y) log σ(−z)
-        ll = np.sum(y_tr * log_expit(z) + (1 - y_tr) * log_expit(-z))
-        prior = (
-            0.5 * np.sum(th**2)
-            + 0.5 * np.sum(b**2) / prior_b**2
-            + (0.5 * np.sum(la**2) / prior_log_a**2 if two else 0.0)
-        )
-        r = y_tr - expit(z)  # d ll / d z
-        g_th = np.bincount(s_tr, weights=r * a[i_tr], minlength=J) - th
-        g_b = -np.bincount(i_tr, weights=r * a[i_tr], minlength=K) - b / prior_b**2
-        grad = [g_th, g_b]
-        if two:
-            g_la = np.bincount(i_tr, weights=r * z, minlength=K) - la / prior_log_a**2
-            grad.append(g_la)
-        return -(ll - prior), -np.concatenate(grad)
-
+    obj = IRTObjective(s_tr, i_tr, y_tr, J, K, two, prior_b, prior_log_a)
     x0 = np.zeros(J + K + (K if two else 0))
-    res = minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
-    th, b, la = unpack(res.x)
+    res = minimize(obj, x0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    th, b, la = obj.unpack(res.x)
     out = IRTResult(
         model=model,
         difficulty=b.copy(),

@@ -35,10 +35,20 @@ def tiny_config(
     heads: int = 4,
     max_positions: int = 256,
     intermediate: int | None = None,
+    kv_heads: int | None = None,
+    pad_id: int = 0,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    dropout: float | None = None,
 ) -> Any:
-    """A small transformers config of the given architecture ("gpt2", "llama" or "qwen2")."""
+    """A small transformers config of the given architecture ("gpt2", "llama" or "qwen2").
+
+    Llama/Qwen2 use grouped-query attention with ``kv_heads`` key/value heads (default: half the
+    heads) and tied embeddings. ``dropout=None`` keeps the architecture's default dropout.
+    """
     inter = intermediate or 4 * hidden
     if arch == "gpt2":
+        drop = {} if dropout is None else {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
         return GPT2Config(
             vocab_size=vocab_size,
             n_embd=hidden,
@@ -46,23 +56,27 @@ def tiny_config(
             n_head=heads,
             n_positions=max_positions,
             n_inner=inter,
-            bos_token_id=1,
-            eos_token_id=2,
+            pad_token_id=pad_id,
+            bos_token_id=bos_id,
+            eos_token_id=eos_id,
+            **drop,
         )
-    if arch in ("llama", "qwen2"):  # the same decoder fields; grouped-query attention with half the heads
+    if arch in ("llama", "qwen2"):  # the same decoder fields
         config_cls = LlamaConfig if arch == "llama" else Qwen2Config
+        drop = {} if dropout is None else {"attention_dropout": dropout}
         return config_cls(
             vocab_size=vocab_size,
             hidden_size=hidden,
             num_hidden_layers=layers,
             num_attention_heads=heads,
-            num_key_value_heads=max(1, heads // 2),
+            num_key_value_heads=kv_heads or max(1, heads // 2),
             intermediate_size=inter,
             max_position_embeddings=max_positions,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=0,
+            bos_token_id=bos_id,
+            eos_token_id=eos_id,
+            pad_token_id=pad_id,
             tie_word_embeddings=True,
+            **drop,
         )
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
 

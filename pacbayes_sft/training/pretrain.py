@@ -12,115 +12,83 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from ..config import option
 from ..data.igsm import IGSMConfig, iter_problems, recall_drill
 from ..data.tokenizer import igsm_tokenizer
-from .encoding import collate, encode
+from ..lm.encoding import collate, encode
+from ..versions import library_versions
+
+ARCHS = ("llama", "gpt2")
 
 
 @dataclass
 class PretrainConfig:
     """Everything that determines a pretraining run."""
 
-    arch: str = "llama"
-    """"llama" (rotary positions) or "gpt2" (a learned position table, trained at random offsets)."""
-    ops: tuple[int, ...] = (1, 2, 3, 4)
-    """Operation counts seen in pretraining (the base model's capability range)."""
-    modulus: int = 7
-    """Arithmetic modulus of the task."""
-    hidden: int = 128
-    """Model width."""
-    layers: int = 4
-    """Transformer blocks."""
-    heads: int = 4
-    """Attention heads."""
-    intermediate: int = 512
-    """MLP width."""
-    batch_size: int = 32
-    """Problems per step."""
-    lr: float = 2e-3
-    """Peak learning rate (AdamW), linear warm-up then cosine decay to 10%."""
-    warmup: int = 200
-    """Warm-up steps."""
-    steps: int = 20_000
-    """Maximum optimizer steps."""
-    max_minutes: float = 60.0
-    """Wall-clock budget; the cosine schedule is laid out over min(steps, what fits)."""
-    weight_decay: float = 0.1
-    """AdamW weight decay."""
-    seed: int = 0
-    """Seed of the model initialisation and the problem stream."""
-    threads: int = 0
-    """torch threads (0 = torch's default)."""
-    checkpoint_minutes: float = 10.0
-    """Save a checkpoint this often so an interrupted run loses little."""
-    recall_fraction: float = 0.0
-    """Fraction of problems replaced by retrieval drills (:func:`~pacbayes_sft.data.igsm.recall_drill`)."""
-    recall_max: int = 5
-    """Most names asked for in one drill (at least 2; capped by the problem's statements)."""
-    prompt_loss: float = 0.0
-    """Weight of the next-token loss on prompt tokens relative to response tokens (0 = response only)."""
-    position_offset: int = 256
-    """gpt2 only: each sequence starts at a random position in [0, position_offset], so that rows of
-    the position table beyond the pretraining lengths are trained too (LoRA cannot repair them)."""
-    init_from: str = ""
-    """Continue from the weights of a saved checkpoint (fresh optimizer and schedule); '' = from scratch."""
-    extra: dict = field(default_factory=dict)
-
-
-ARCHS = ("llama", "gpt2")
+    arch: str = option(
+        "llama",
+        "'llama' (rotary positions) or 'gpt2' (a learned position table, trained at random offsets).",
+        choices=ARCHS,
+    )
+    ops: tuple[int, ...] = option(
+        (1, 2, 3, 4), "Operation counts seen in pretraining (the base model's capability range)."
+    )
+    modulus: int = option(7, "Arithmetic modulus of the task.")
+    hidden: int = option(128, "Model width.")
+    layers: int = option(4, "Transformer blocks.")
+    heads: int = option(4, "Attention heads.")
+    intermediate: int = option(512, "MLP width.")
+    batch_size: int = option(32, "Problems per step.")
+    lr: float = option(2e-3, "Peak learning rate (AdamW), linear warm-up then cosine decay to 10%.")
+    warmup: int = option(200, "Warm-up steps.")
+    steps: int = option(20_000, "Maximum optimizer steps.")
+    max_minutes: float = option(60.0, "Wall-clock budget; the cosine schedule is laid out over min(steps, what fits).")
+    weight_decay: float = option(0.1, "AdamW weight decay.")
+    seed: int = option(0, "Seed of the model initialisation and the problem stream.")
+    threads: int = option(0, "torch threads (0 = torch's default).")
+    checkpoint_minutes: float = option(10.0, "Save a checkpoint this often so an interrupted run loses little.")
+    recall_fraction: float = option(
+        0.0, "Fraction of problems replaced by retrieval drills (:func:`~pacbayes_sft.data.igsm.recall_drill`)."
+    )
+    recall_max: int = option(5, "Most names asked for in one drill (at least 2; capped by the problem's statements).")
+    prompt_loss: float = option(
+        0.0, "Weight of the next-token loss on prompt tokens relative to response tokens (0 = response only)."
+    )
+    position_offset: int = option(
+        256,
+        "gpt2 only: each sequence starts at a random position in [0, position_offset], so that rows of the position table beyond the pretraining lengths are trained too (LoRA cannot repair them).",
+    )
+    init_from: str = option(
+        "", "Continue from the weights of a saved checkpoint (fresh optimizer and schedule); '' = from scratch."
+    )
+    extra: dict = option(help="Free-form notes recorded with the run.", factory=dict)
 
 
 def base_config(cfg: PretrainConfig, vocab_size: int, pad: int, bos: int, eos: int):
-    from transformers import GPT2Config, LlamaConfig
+    """The base's transformers config: full key/value heads, no dropout, 2048 positions."""
+    from .models import tiny_config
 
-    if cfg.arch == "gpt2":
-        return GPT2Config(
-            vocab_size=vocab_size,
-            n_embd=cfg.hidden,
-            n_layer=cfg.layers,
-            n_head=cfg.heads,
-            n_inner=cfg.intermediate,
-            n_positions=2048,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            pad_token_id=pad,
-            bos_token_id=bos,
-            eos_token_id=eos,
-        )
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=cfg.hidden,
-        num_hidden_layers=cfg.layers,
-        num_attention_heads=cfg.heads,
-        num_key_value_heads=cfg.heads,
-        intermediate_size=cfg.intermediate,
-        max_position_embeddings=2048,
-        pad_token_id=pad,
-        bos_token_id=bos,
-        eos_token_id=eos,
-        tie_word_embeddings=True,
+    return tiny_config(
+        cfg.arch,
+        vocab_size,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        kv_heads=cfg.heads,
+        intermediate=cfg.intermediate,
+        max_positions=2048,
+        pad_id=pad,
+        bos_id=bos,
+        eos_id=eos,
+        dropout=0.0,
     )
-
-
-def _versions() -> dict:
-    import peft
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-    }
 
 
 def _save(model, tok, out: Path, meta: dict) -> None:
@@ -136,10 +104,7 @@ def _save(model, tok, out: Path, meta: dict) -> None:
     tmp.rename(out)
 
 
-def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
-    """Run pretraining and save the model to ``out_dir``; returns the metadata written."""
-    from transformers import AutoModelForCausalLM
-
+def _check_pretrain_config(cfg: PretrainConfig) -> None:
     if cfg.arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
     if not 0.0 <= cfg.recall_fraction < 1.0:
@@ -150,23 +115,54 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
         raise ValueError(f"prompt_loss must be >= 0, got {cfg.prompt_loss!r}")
     if cfg.position_offset < 0:
         raise ValueError(f"position_offset must be >= 0, got {cfg.position_offset!r}")
+
+
+def _initial_model(cfg: PretrainConfig, tok):
+    """From ``init_from`` (weights only) or from config under the current torch seed."""
+    from transformers import AutoModelForCausalLM
+
+    if not cfg.init_from:
+        return AutoModelForCausalLM.from_config(
+            base_config(cfg, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+        )
+    from .models import load_causal_lm
+
+    model = load_causal_lm(cfg.init_from)
+    if model.config.vocab_size != len(tok):
+        raise ValueError(
+            f"init_from {cfg.init_from!r} has vocabulary {model.config.vocab_size}, the task needs {len(tok)}"
+        )
+    return model
+
+
+def learning_rate(cfg: PretrainConfig, step: int, horizon: int) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to 10% of it at ``horizon``."""
+    if step <= cfg.warmup:
+        return cfg.lr * step / cfg.warmup
+    frac = min(1.0, (step - cfg.warmup) / max(1, horizon - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _next_pairs(cfg: PretrainConfig, stream, mix: random.Random) -> list[tuple[str, str]]:
+    """One batch of (prompt, response) pairs; a ``recall_fraction`` of them retrieval drills."""
+    pairs = []
+    for _ in range(cfg.batch_size):
+        prob = next(stream)
+        drill = cfg.recall_fraction and mix.random() < cfg.recall_fraction
+        pairs.append(recall_drill(prob, prob.seed, k=(2, cfg.recall_max)) if drill else (prob.prompt, prob.response))
+    return pairs
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
+    """Run pretraining and save the model to ``out_dir``; returns the metadata written."""
+
+    _check_pretrain_config(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(out_dir)
     torch.manual_seed(cfg.seed)
     tok = igsm_tokenizer(cfg.modulus)
-    if cfg.init_from:
-        from .models import load_causal_lm
-
-        model = load_causal_lm(cfg.init_from)
-        if model.config.vocab_size != len(tok):
-            raise ValueError(
-                f"init_from {cfg.init_from!r} has vocabulary {model.config.vocab_size}, the task needs {len(tok)}"
-            )
-    else:
-        model = AutoModelForCausalLM.from_config(
-            base_config(cfg, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
-        )
+    model = _initial_model(cfg, tok)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
@@ -188,20 +184,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
         if step == 50:  # lay the schedule over the steps that fit in the budget
             per_step = elapsed / 49
             horizon = min(cfg.steps, int(cfg.max_minutes * 60 / per_step))
-        if step <= cfg.warmup:
-            lr = cfg.lr * step / cfg.warmup
-        else:
-            frac = min(1.0, (step - cfg.warmup) / max(1, horizon - cfg.warmup))
-            lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = learning_rate(cfg, step, horizon)
         for g in opt.param_groups:
             g["lr"] = lr
-        pairs = []
-        for _ in range(cfg.batch_size):
-            prob = next(stream)
-            drill = cfg.recall_fraction and mix.random() < cfg.recall_fraction
-            pairs.append(
-                recall_drill(prob, prob.seed, k=(2, cfg.recall_max)) if drill else (prob.prompt, prob.response)
-            )
+        pairs = _next_pairs(cfg, stream, mix)
         batch = collate(encode(tok, [p for p, _ in pairs], [r for _, r in pairs]), tok.pad_token_id)
         loss = _loss(model, batch, cfg, gen)
         opt.zero_grad(set_to_none=True)
@@ -260,7 +246,7 @@ def _meta(cfg, step, t0, tokens, resp_tokens, n_params, history, *, partial: boo
         "parameters": n_params,
         "history": history,
         "partial": partial,
-        "versions": _versions(),
+        "versions": library_versions(),
         "command": pretrain_command(cfg),
     }
 

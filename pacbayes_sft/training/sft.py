@@ -25,8 +25,11 @@ from typing import Any
 
 import torch
 
-from ..estimators.lora import INIT_FILE, init_state_from_factors, lora_factors
-from .encoding import Encoded, collate, encode
+from ..adapters import init_state_from_factors, lora_factors, save_init_state
+from ..config import option
+from ..lm.encoding import Encoded, collate, encode
+from ..lm.teacher_forcing import token_logprobs
+from ..versions import library_versions
 from .models import attach_lora
 
 OBJECTIVES = ("sft", "dft")
@@ -36,42 +39,28 @@ OBJECTIVES = ("sft", "dft")
 class SFTConfig:
     """Hyperparameters of one LoRA fine-tuning run."""
 
-    objective: str = "sft"
-    """'sft' (cross-entropy) or 'dft' (probability-weighted cross-entropy)."""
-    r: int = 8
-    """LoRA rank."""
-    alpha: float = 16.0
-    """LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rsLoRA)."""
-    dropout: float = 0.0
-    """LoRA dropout."""
-    target_modules: list[str] | None = None
-    """Modules to adapt (default: attention and MLP projections for the architecture)."""
-    use_rslora: bool = False
-    """Rank-stabilised scaling alpha / sqrt(r)."""
-    lr: float = 2e-3
-    """Peak learning rate."""
-    epochs: float = 3.0
-    """Passes over the training set (ignored when max_steps > 0)."""
-    max_steps: int = -1
-    """Optimizer steps (overrides epochs when > 0)."""
-    batch_size: int = 16
-    """Examples per device and step."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    warmup_ratio: float = 0.05
-    """Fraction of steps of linear warm-up."""
-    scheduler: str = "cosine"
-    """Learning-rate schedule (any transformers scheduler name)."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping."""
-    group_by_length: bool = True
-    """Batch examples of similar length together (less padding)."""
-    seed: int = 0
-    """Seed of the LoRA initialisation, data order and dropout."""
-    logging_steps: int = 10
-    """Log the loss every this many steps."""
-    progress: bool = True
-    """Show a progress bar for the training steps."""
+    objective: str = option(
+        "sft", "'sft' (cross-entropy) or 'dft' (probability-weighted cross-entropy).", choices=OBJECTIVES
+    )
+    r: int = option(8, "LoRA rank.")
+    alpha: float = option(16.0, "LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).")
+    dropout: float = option(0.0, "LoRA dropout.")
+    target_modules: list[str] | None = option(
+        None, "Modules to adapt (default: attention and MLP projections for the architecture)."
+    )
+    use_rslora: bool = option(False, "Rank-stabilised scaling alpha / sqrt(r).")
+    lr: float = option(2e-3, "Peak learning rate.")
+    epochs: float = option(3.0, "Passes over the training set (ignored when max_steps > 0).")
+    max_steps: int = option(-1, "Optimizer steps (overrides epochs when > 0).")
+    batch_size: int = option(16, "Examples per device and step.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    warmup_ratio: float = option(0.05, "Fraction of steps of linear warm-up.")
+    scheduler: str = option("cosine", "Learning-rate schedule (any transformers scheduler name).")
+    max_grad_norm: float = option(1.0, "Gradient clipping.")
+    group_by_length: bool = option(True, "Batch examples of similar length together (less padding).")
+    seed: int = option(0, "Seed of the LoRA initialisation, data order and dropout.")
+    logging_steps: int = option(10, "Log the loss every this many steps.")
+    progress: bool = option(True, "Show a progress bar for the training steps.")
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -87,16 +76,11 @@ class SFTConfig:
 
 
 def response_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token CE (nats) and probability of the reference token, with the mask of response tokens.
+    """Per-token CE −ln p(y_t | y_<t, x) (nats) and the mask of response tokens.
 
-    Returns (ce, p, mask) flattened over the shifted positions; labels = −100 off the response.
+    Returns (ce, mask), both (batch, T − 1) over the shifted positions; labels = −100 off the response.
     """
-    logits = logits[:, :-1].float()
-    targets = labels[:, 1:]
-    mask = targets != -100
-    logp = torch.log_softmax(logits, dim=-1)
-    tok_logp = logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return -tok_logp, mask
+    return -token_logprobs(logits, labels), labels[:, 1:] != -100
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor, objective: str = "sft") -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,54 +144,19 @@ def _make_trainer_class():
     return LoRASFTTrainer
 
 
-@dataclass
-class FinetuneResult:
-    adapter_dir: Path
-    log: dict = field(default_factory=dict)
-    model: Any = None
-
-
-def finetune(
-    base: Any, tokenizer, prompts: list[str], responses: list[str], cfg: SFTConfig, out_dir: str | Path
-) -> FinetuneResult:
-    """LoRA-fine-tune ``base`` (a model or a local checkpoint path) and save the adapter.
-
-    Writes ``out_dir/adapter_model.safetensors`` + ``adapter_config.json`` (peft format),
-    ``lora_init.safetensors`` and ``training.json``. Returns the trained peft model too.
-    """
-    from transformers import TrainingArguments, set_seed
-
-    from .models import load_causal_lm
-
-    out = Path(out_dir)
-    model = load_causal_lm(base) if isinstance(base, (str, Path)) else base
-    set_seed(cfg.seed)
-    peft_model = attach_lora(
-        model,
-        r=cfg.r,
-        alpha=cfg.alpha,
-        dropout=cfg.dropout,
-        target_modules=cfg.target_modules,
-        use_rslora=cfg.use_rslora,
-        seed=cfg.seed,
-    )
-    init_state = init_state_from_factors(lora_factors(peft_model))
-    enc = encode(tokenizer, prompts, responses)
-    pad = tokenizer.pad_token_id
-
-    def data_collator(features: list[dict]) -> dict:
-        b = collate([Encoded(f["input_ids"], f["prompt_len"]) for f in features], pad)
-        return {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"], "labels": b["labels"]}
-
+def _training_arguments(cfg: SFTConfig, output_dir: Path):
+    """transformers TrainingArguments for ``cfg`` (no checkpoints, no reporting, CPU when no GPU)."""
     import dataclasses
+
+    from transformers import TrainingArguments
 
     # transformers >= 5 spells length grouping as a sampling strategy; older versions as a flag.
     if "train_sampling_strategy" in {f.name for f in dataclasses.fields(TrainingArguments)}:
         grouping = {"train_sampling_strategy": "group_by_length" if cfg.group_by_length else "random"}
     else:
         grouping = {"group_by_length": cfg.group_by_length}
-    args = TrainingArguments(
-        output_dir=str(out / "_trainer"),
+    return TrainingArguments(
+        output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.lr,
         num_train_epochs=cfg.epochs,
@@ -227,6 +176,48 @@ def finetune(
         disable_tqdm=not cfg.progress,
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+@dataclass
+class FinetuneResult:
+    adapter_dir: Path
+    log: dict = field(default_factory=dict)
+    model: Any = None
+
+
+def finetune(
+    base: Any, tokenizer, prompts: list[str], responses: list[str], cfg: SFTConfig, out_dir: str | Path
+) -> FinetuneResult:
+    """LoRA-fine-tune ``base`` (a model or a local checkpoint path) and save the adapter.
+
+    Writes ``out_dir/adapter_model.safetensors`` + ``adapter_config.json`` (peft format),
+    ``lora_init.safetensors`` and ``training.json``. Returns the trained peft model too.
+    """
+    from transformers import set_seed
+
+    from .models import load_causal_lm
+
+    out = Path(out_dir)
+    model = load_causal_lm(base) if isinstance(base, (str, Path)) else base
+    set_seed(cfg.seed)
+    peft_model = attach_lora(
+        model,
+        r=cfg.r,
+        alpha=cfg.alpha,
+        dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        use_rslora=cfg.use_rslora,
+        seed=cfg.seed,
+    )
+    init_state = init_state_from_factors(lora_factors(peft_model))  # a copy, before training moves them
+    enc = encode(tokenizer, prompts, responses)
+    pad = tokenizer.pad_token_id
+
+    def data_collator(features: list[dict]) -> dict:
+        b = collate([Encoded(f["input_ids"], f["prompt_len"]) for f in features], pad)
+        return {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"], "labels": b["labels"]}
+
+    args = _training_arguments(cfg, out / "_trainer")
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(
         model=peft_model, args=args, train_dataset=_Dataset(enc), data_collator=data_collator, objective=cfg.objective
@@ -243,15 +234,10 @@ def finetune(
     peft_model.eval()
     out.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(out)
-    from safetensors.torch import save_file
-
-    save_file(init_state, str(out / INIT_FILE))
+    save_init_state(init_state, out)
     import shutil
 
     shutil.rmtree(out / "_trainer", ignore_errors=True)
-    import peft
-    import transformers
-
     log = {
         "config": asdict(cfg),
         "n_examples": len(enc),
@@ -260,7 +246,7 @@ def finetune(
         "response_tokens_per_s": trainer.response_tokens_seen / max(seconds, 1e-9),
         "steps": trainer.state.global_step,
         "history": [h for h in trainer.state.log_history if "loss" in h or "ce" in h],
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        "versions": library_versions(),
     }
     (out / "training.json").write_text(json.dumps(log, indent=2))
     return FinetuneResult(adapter_dir=out, log=log, model=peft_model)

@@ -1,0 +1,165 @@
+"""The report's figures, one function per family. Each returns ``[(file name, figure)]``.
+
+Every figure fits a 1280-px-wide page at the report's 110 dpi (≤ 11.5 in wide), names its axes
+in words, and labels budgets by their values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+MAX_WIDTH_IN = 11.5
+TERM_PANELS = [
+    ("g_gen", "G_gen (Seeger gap)", ".2f"),
+    ("g_ext", "G_ext = TV proxy", ".2f"),
+    ("kl", "KL (nats)", ".2g"),
+    ("mc_risk_upper", "MC training risk (upper)", ".2f"),
+    ("total", "two-gap total (estimate)", ".2f"),
+    ("test_risk", "measured test risk", ".2f"),
+]
+N_LABEL = "n (training examples)"
+BUCKET_LABEL = "training bucket (easy → hard)"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _size(width: float, height: float) -> tuple[float, float]:
+    return min(width, MAX_WIDTH_IN), height
+
+
+def heatmap(
+    ax, piv: pd.DataFrame, title: str, *, fmt: str = ".2f", cmap: str = "viridis", mark=None, xlabel="", ylabel=""
+):
+    """Annotated heatmap; ``mark`` maps a row label to the column label to box in red."""
+    import seaborn as sns
+    from matplotlib.patches import Rectangle
+
+    sns.heatmap(piv, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=True, annot_kws={"fontsize": 8})
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    for r, c in (mark or {}).items():
+        i, j = list(piv.index).index(r), list(piv.columns).index(c)
+        ax.add_patch(Rectangle((j, i), 1, 1, fill=False, lw=3, ec="red"))
+
+
+def _cell_means(ct: pd.DataFrame) -> dict:
+    return {
+        key: g.groupby(["n", "bucket"]).mean(numeric_only=True).reset_index()
+        for key, g in ct.groupby(["base", "objective"])
+    }
+
+
+def score_maps(ct: pd.DataFrame, order: list[str], score: str) -> list:
+    """Per (base, objective): test score over (n, bucket), the best bucket per n boxed."""
+    plt, out = _plt(), []
+    for (base, obj), mean in _cell_means(ct).items():
+        piv = mean.pivot(index="n", columns="bucket", values=score)[order]
+        best = {n: piv.loc[n].idxmax() for n in piv.index}
+        fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(piv)))
+        heatmap(
+            ax, piv, f"test {score} ({base}, {obj}); best per n boxed", mark=best, xlabel=BUCKET_LABEL, ylabel=N_LABEL
+        )
+        out.append((f"score_{base}_{obj}.png", fig))
+    return out
+
+
+def term_maps(ct: pd.DataFrame, order: list[str]) -> list:
+    """Per (base, objective): every bound term over (n, bucket), in a 2 × 3 grid."""
+    plt, out = _plt(), []
+    for (base, obj), mean in _cell_means(ct).items():
+        fig, axes = plt.subplots(2, 3, figsize=_size(MAX_WIDTH_IN, 2.2 + 1.0 * mean["n"].nunique()))
+        for ax, (col, title, fmt) in zip(axes.ravel(), TERM_PANELS):
+            piv = mean.pivot(index="n", columns="bucket", values=col)[order]
+            heatmap(ax, piv, title, fmt=fmt, cmap="magma", xlabel="bucket", ylabel="n")
+        out.append((f"terms_{base}_{obj}.png", fig))
+    return out
+
+
+def slice_maps(df: pd.DataFrame, order: list[str], score: str) -> list:
+    """Per (base, objective), at the largest n: change per test op against the base, and the
+    Kordi-style cross-difficulty map (training bucket × test op)."""
+    plt, out = _plt(), []
+    test_rows = df[(df["slice"] != "train") & (df["metric"] == score)]
+    base_ref = test_rows[test_rows["objective"] == "base"].groupby(["base", "slice"])["value"].mean()
+    for (base, obj), g in test_rows[test_rows["objective"] != "base"].groupby(["base", "objective"]):
+        n_max = int(g["n"].max())
+        gg = g[g["n"] == n_max].groupby(["bucket", "slice"])["value"].mean().reset_index()
+        gg["test op"] = gg["slice"].astype(int)
+        gg["change"] = gg["value"] - gg["slice"].map(lambda sl, b=base: base_ref.get((b, sl), np.nan))
+        fig, axes = plt.subplots(1, 2, figsize=_size(3 + 1.1 * gg["test op"].nunique() * 2, 1.8 + 0.6 * len(order)))
+        for ax, col, title, cmap in (
+            (axes[0], "change", f"change in {score} vs base (n={n_max})", "RdBu"),
+            (axes[1], "value", f"{score}: training bucket × test op (n={n_max})", "viridis"),
+        ):
+            piv = gg.pivot(index="bucket", columns="test op", values=col).loc[order]
+            heatmap(ax, piv, title, cmap=cmap, xlabel="test op (operations per problem)", ylabel=BUCKET_LABEL)
+        out.append((f"slices_{base}_{obj}.png", fig))
+    return out
+
+
+def _budget_axis(ax, budgets) -> None:
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(budgets), [str(int(n)) for n in sorted(budgets)])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(N_LABEL)
+
+
+def optimum_plot(opt: pd.DataFrame, order: list[str]) -> list:
+    """The best bucket against n: observed (seed range) and each predictor."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for (base, obj), g in opt.groupby(["base", "objective"]):
+        g = g.sort_values("n")
+        lab = f"{base}/{obj}"
+        err = [g["seed_idx_mean"] - g["seed_idx_min"], g["seed_idx_max"] - g["seed_idx_mean"]]
+        ax.errorbar(g["n"], g["seed_idx_mean"], yerr=err, marker="o", capsize=4, label=f"observed {lab} (seed range)")
+        ax.plot(g["n"], g["raw_idx"], "s--", label=f"raw bound {lab}")
+        ax.plot(g["n"], g["calibrated_idx"], "^:", label=f"calibrated {lab}")
+    _budget_axis(ax, opt["n"].unique())
+    ax.set_yticks(range(len(order)), order)
+    ax.set_ylabel("best training bucket")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("optimal difficulty against the data budget")
+    return [("optimum_vs_n.png", fig)]
+
+
+def dft_maps(ct: pd.DataFrame, order: list[str], score: str) -> list:
+    """Per base, when both objectives ran: DFT minus SFT test score over (n, bucket)."""
+    if not {"sft", "dft"} <= set(ct["objective"]):
+        return []
+    plt, out = _plt(), []
+    for base, g in ct.groupby("base"):
+        m = g.groupby(["objective", "n", "bucket"])[score].mean()
+        diff = (m.loc["dft"] - m.loc["sft"]).reset_index().pivot(index="n", columns="bucket", values=score)[order]
+        fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(diff)))
+        heatmap(ax, diff, f"DFT minus SFT, test {score} ({base})", cmap="RdBu", xlabel=BUCKET_LABEL, ylabel=N_LABEL)
+        out.append((f"dft_vs_sft_{base}.png", fig))
+    return out
+
+
+def bases_plot(opt: pd.DataFrame, order: list[str]) -> list:
+    """With two or more bases: the observed optimum of each against n."""
+    if opt["base"].nunique() < 2:
+        return []
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (base, obj), g in opt.groupby(["base", "objective"]):
+        g = g.sort_values("n")
+        ax.plot(g["n"], g["observed_idx"], "o-", label=f"{base}/{obj}")
+    _budget_axis(ax, opt["n"].unique())
+    ax.set_yticks(range(len(order)), order)
+    ax.set_ylabel("observed best training bucket")
+    ax.set_title("observed optimum per base model")
+    ax.legend(fontsize=8)
+    return [("bases_optimum.png", fig)]

@@ -1,0 +1,141 @@
+"""The report's pages: ``report.md`` and a self-contained ``report.html`` (CSS inline, images
+embedded as data URIs, nothing fetched), from the tables and figures of :mod:`pacbayes_sft.report`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+
+OPT_COLS = ["base", "objective", "n", "observed", "raw_bound", "calibrated", "seed_idx_min", "seed_idx_max", "n_seeds"]
+
+HOW_TO_READ = [
+    (
+        "E_π R_test ≤ E_π R̂_S + G_gen + G_ext + ε",
+        "the two-gap bound (Proposition 4.1): the stochastic model's test "
+        "risk is at most its training risk plus a generalisation gap and an extrapolation gap.",
+    ),
+    (
+        "E_π R̂_S, U_MC",
+        "training risk of the Gaussian posterior π (a random model around the fine-tuned weights), "
+        "estimated by Monte Carlo; U_MC is its certified upper bound, kl⁻¹(R̂_MC, ln(2/δ_MC)/m).",
+    ),
+    (
+        "KL(π ‖ π_pre)",
+        "divergence in nats between the posterior N(θ_ft, σ²I) and the prior N(θ_pre, σ²I) at the "
+        "pretrained weights: ‖θ_ft − θ_pre‖² / 2σ² over the adapted weights.",
+    ),
+    ("G_gen", "kl⁻¹(U_MC, (KL + ln(2√n/δ))/n) − U_MC: the Seeger PAC-Bayes gap; it grows with KL and shrinks with n."),
+    (
+        "TV",
+        "total variation between the training and test distributions; here a classifier two-sample proxy "
+        "(2·balanced accuracy − 1 on held-out folds), a lower bound on the true TV in expectation.",
+    ),
+    ("G_ext", "(b − a)·TV for a loss in [a, b]: how much the test distribution can differ from the training one."),
+    (
+        "δ",
+        "the failure probability, split in a ledger between the MC bounds, the TV interval and the PAC-Bayes "
+        "bound over the σ grid (δ/K per grid point).",
+    ),
+    (
+        "observed / raw bound / calibrated",
+        "the bucket with the lowest measured test risk; the bucket with the lowest "
+        "two-gap total; the bucket with the lowest fitted R̂ + a·√(KL/n) + b·TV (a, b fitted on the other budgets).",
+    ),
+]
+
+CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1180px; margin: 0 auto;
+       padding: 1.5rem; color: #1d2330; line-height: 1.45; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.25rem; margin-top: 2rem;
+       border-bottom: 1px solid #dde1e8; padding-bottom: .2rem; }
+table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; }
+th, td { border: 1px solid #dde1e8; padding: .3rem .6rem; text-align: right; }
+th { background: #f3f5f8; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; height: auto; display: block; margin: .4rem 0 1.2rem; }
+.legend { display: flex; gap: 1rem; flex-wrap: wrap; margin: .8rem 0; }
+.tag { padding: .35rem .7rem; border-radius: 6px; font-size: .9rem; }
+.certified { background: #e3f4e8; border: 1px solid #8fcf9f; }
+.estimated { background: #fdf0dc; border: 1px solid #e8b866; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .35rem 1rem; }
+dt { font-family: ui-monospace, monospace; font-weight: 600; } dd { margin: 0; }
+.meta { color: #5a6272; font-size: .92rem; }
+"""
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "undefined" if math.isnan(v) else f"{v:.2f}"
+    return str(v)
+
+
+def summary_lines(summ: dict, n_budgets: int) -> list[str]:
+    """The summary in words, numbers rounded to what one sweep supports."""
+
+    def agree(col: str) -> str:
+        exact = round(summ[f"{col}_exact_agreement"] * n_budgets)
+        within = round(summ[f"{col}_within_one"] * n_budgets)
+        return f"exact in {exact}/{n_budgets} budgets, within one bucket in {within}/{n_budgets}"
+
+    return [
+        f"raw bound: {agree('raw')}",
+        f"calibrated two-gap predictor (leave-one-n-out): {agree('calibrated')}",
+        f"Spearman(two-gap total, measured test risk) = {_fmt(summ['spearman_total_vs_test_risk'])}; "
+        f"Spearman(calibrated prediction, measured test risk) = {_fmt(summ['spearman_calibrated_vs_test_risk'])}",
+        f"observed optimum moves to harder data as n grows (per base/objective): "
+        f"{', '.join('yes' if m else 'no' for m in summ['observed_optimum_moves_harder_with_n']) or 'one budget only'}",
+    ]
+
+
+CERTIFIED = (
+    "Certified (given i.i.d. training data and the pretrained weights as prior): the Monte-Carlo upper "
+    "bound on the stochastic training risk and G_gen (Seeger bound, union over the σ grid, δ in a ledger)."
+)
+ESTIMATED = (
+    "Estimated: G_ext uses a classifier two-sample TV proxy, a lower bound on the true TV in expectation. "
+    "The two-gap totals are therefore estimates, not certified bounds. The calibrated predictor is a fitted model."
+)
+
+
+def write_markdown(path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], plots: list[str]) -> None:
+    table = opt[OPT_COLS].to_markdown(index=False)
+    body = [f"# {title}", "", intro, "", "## Best difficulty per budget", "", table, ""]
+    body += [f"- {x}" for x in lines]
+    body += ["", "## What is certified", "", f"- {CERTIFIED}", f"- {ESTIMATED} **Totals are not certified.**", ""]
+    body += ["## How to read this", ""] + [f"- `{k}`: {v}" for k, v in HOW_TO_READ]
+    body += ["", "## Figures", ""] + [f"![{p}](report/{p})" for p in plots]
+    path.write_text("\n".join(body) + "\n")
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<img alt='{html.escape(path.name)}' src='data:image/png;base64,{data}'>"
+
+
+def write_html(path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], figures: list[Path]) -> None:
+    """A self-contained page: inline CSS, embedded images, the certified/estimated legend."""
+    legend = (
+        f"<div class='legend'><span class='tag certified'>{html.escape(CERTIFIED)}</span>"
+        f"<span class='tag estimated'>{html.escape(ESTIMATED)}</span></div>"
+    )
+    terms = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in HOW_TO_READ)
+    figs = "".join(f"<h3>{html.escape(f.stem.replace('_', ' '))}</h3>{_img(f)}" for f in figures)
+    page = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p class='meta'>{html.escape(intro)}</p>",
+        "<h2>Best difficulty per budget</h2>",
+        opt[OPT_COLS].to_html(index=False, border=0),
+        "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>",
+        "<h2>What is certified</h2>",
+        legend,
+        "<h2>How to read this</h2>",
+        f"<dl>{terms}</dl>",
+        "<h2>Figures</h2>",
+        figs,
+        "</body></html>",
+    ]
+    path.write_text("\n".join(page))

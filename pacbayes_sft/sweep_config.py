@@ -1,0 +1,188 @@
+"""The sweep's configuration: nested dataclasses read strictly from YAML or JSON.
+
+A config file is parsed as data (never executed) and built with
+:func:`pacbayes_sft.config.from_dict`: an unknown key or a wrong type is refused with its dotted
+path (``config: bound.m must be an integer, got 'x'``). The ``sft`` section is the same
+:class:`~pacbayes_sft.training.sft.SFTConfig` that ``pacbayes-sft finetune`` uses, and ``bound``
+and ``tv`` are the same :class:`~pacbayes_sft.certify.BoundConfig` and
+:class:`~pacbayes_sft.certify.TVConfig` that ``pacbayes-sft certify`` uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .certify import BoundConfig, TVConfig
+from .config import from_dict, option, to_dict
+from .training.sft import OBJECTIVES, SFTConfig
+
+SHIPPED_BASE = Path(__file__).resolve().parent / "assets" / "base_igsm"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+
+
+@dataclass
+class TaskConfig:
+    """The synthetic iGSM-style task."""
+
+    modulus: int = option(7, "Arithmetic modulus of the problems (a prime).")
+
+
+@dataclass
+class TinyBase:
+    """A randomly initialised base built from config (for tests and smoke runs)."""
+
+    arch: str = option("llama", "Architecture: llama, qwen2 or gpt2.", choices=("llama", "qwen2", "gpt2"))
+    hidden: int = option(32, "Model width.")
+    layers: int = option(2, "Transformer blocks.")
+    heads: int = option(4, "Attention heads.")
+    seed: int = option(0, "Seed of the initialisation.")
+
+
+@dataclass
+class BaseSpec:
+    """One base model: a checkpoint directory (``@shipped`` = the shipped base) or a tiny one."""
+
+    name: str = option(help="Name of the base in cell ids and reports.")
+    path: str | None = option(None, "Checkpoint directory, relative to the working or config directory.")
+    tiny: TinyBase | None = option(None, "Build a tiny base from config instead of loading one.")
+
+    def __post_init__(self) -> None:
+        if bool(self.path) == (self.tiny is not None):
+            raise ValueError(f"base {self.name!r} needs exactly one of 'path' (a checkpoint directory) or 'tiny'")
+
+
+@dataclass
+class TestConfig:
+    """The test set: n_per_op held-out-template problems for each op count."""
+
+    ops: list[int] = option(help="Op counts of the test slices.", factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])
+    n_per_op: int = option(100, "Problems per test slice.")
+    seed: int = option(12345, "Seed of the test problems.")
+
+
+@dataclass
+class EvalConfig:
+    """How each model is evaluated on the test slices."""
+
+    generate: bool = option(True, "Also decode greedily and verify the answer (answer_accuracy).")
+    max_new_tokens: int = option(256, "Longest generated answer, in tokens.")
+    batch_size: int = option(64, "Examples per forward pass.")
+
+
+def _sweep_tv() -> TVConfig:
+    return TVConfig(permutations=200, max_per_side=2000)
+
+
+@dataclass
+class SweepConfig:
+    """The (base × objective × n × bucket × seed) grid and how each cell is trained and bounded."""
+
+    name: str = option("sweep", "Name of the sweep (reports only; not part of the hash).")
+    task: TaskConfig = option(help="The synthetic task.", factory=TaskConfig)
+    bases: list[BaseSpec] = option(help="Base models.", factory=lambda: [BaseSpec("base", tiny=TinyBase())])
+    budgets: list[int] = option(help="Training-set sizes n.", factory=lambda: [64, 256])
+    buckets: dict[str, list[int]] = option(
+        help="Difficulty buckets: name -> op counts.",
+        factory=lambda: {"easy": [1, 2], "medium": [3, 4], "hard": [5, 6]},
+    )
+    seeds: list[int] = option(help="Seeds (data draw, LoRA init, posterior draws).", factory=lambda: [0])
+    objectives: list[str] = option(help="Fine-tuning objectives: sft and/or dft.", factory=lambda: ["sft"])
+    test: TestConfig = option(help="The test set.", factory=TestConfig)
+    sft: SFTConfig = option(
+        help="LoRA fine-tuning hyperparameters (objective and seed are set per cell).", factory=SFTConfig
+    )
+    bound: BoundConfig = option(help="How each cell's certificate is computed.", factory=BoundConfig)
+    tv: TVConfig = option(help="The TV proxy.", factory=_sweep_tv)
+    eval: EvalConfig = option(help="Evaluation on the test slices.", factory=EvalConfig)
+    threads: int = option(0, "torch threads (0 = torch's default; not part of the hash).")
+
+    def __post_init__(self) -> None:
+        _check_sweep(self)
+
+
+def _check_sweep(cfg: SweepConfig) -> None:
+    if not cfg.bases or len({b.name for b in cfg.bases}) != len(cfg.bases):
+        raise ValueError("bases must be a non-empty list with unique names")
+    for key in ("budgets", "seeds", "objectives"):
+        if not getattr(cfg, key):
+            raise ValueError(f"{key} must be a non-empty list")
+    if any(n < 1 for n in cfg.budgets):
+        raise ValueError(f"budgets must be integers >= 1, got {cfg.budgets!r}")
+    if any(o not in OBJECTIVES for o in cfg.objectives):
+        raise ValueError(f"objectives must be among {list(OBJECTIVES)}, got {cfg.objectives!r}")
+    if not cfg.buckets:
+        raise ValueError("buckets must map bucket names to lists of op counts")
+    for b, ops in cfg.buckets.items():
+        if not ops or any(o < 1 for o in ops):
+            raise ValueError(f"bucket {b!r} must be a non-empty list of op counts >= 1, got {ops!r}")
+
+
+def normalise_config(raw: Any) -> SweepConfig:
+    """A :class:`SweepConfig` from a mapping (or a SweepConfig), validated. ValueError names the bad key."""
+    if isinstance(raw, SweepConfig):
+        return raw
+    return from_dict(SweepConfig, raw)
+
+
+def config_dict(cfg: SweepConfig) -> dict:
+    """The JSON-ready mapping of a config (what ``sweep.json`` stores)."""
+    return to_dict(cfg)
+
+
+def config_hash(cfg: SweepConfig) -> str:
+    """Hash of everything that determines the results (name, threads and progress display excluded)."""
+    d = config_dict(cfg)
+    for key in ("name", "threads"):
+        d.pop(key)
+    d["sft"].pop("progress")
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read(p: Path) -> Any:
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config {str(p)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if p.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config {str(p)!r} is not valid JSON: {exc.msg}") from None
+    raise ValueError(f"config {str(p)!r} must be .yaml, .yml or .json")
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read a YAML/JSON config file (parsed as data, never executed) into a :class:`SweepConfig`.
+
+    A bare name such as ``demo`` means ``experiments/configs/demo.yaml``. A relative base ``path``
+    is resolved against the working directory first and the config file's folder second; the
+    name ``@shipped`` points at the base shipped in the package.
+    """
+    p = Path(path)
+    if not p.is_file():
+        cand = CONFIG_DIR / f"{path}.yaml"
+        if not cand.is_file():
+            raise ValueError(f"config file {str(path)!r} does not exist")
+        p = cand
+    cfg = normalise_config(_read(p))
+    bases = [dataclasses.replace(b, path=str(resolve_base_path(b.path, p.parent))) if b.path else b for b in cfg.bases]
+    return dataclasses.replace(cfg, bases=bases)
+
+
+def resolve_base_path(path: str, config_dir: Path) -> Path:
+    """``@shipped`` or an existing directory (as given, or relative to the config's folder)."""
+    if path == "@shipped":
+        return SHIPPED_BASE
+    for cand in (Path(path), config_dir / path):
+        if cand.is_dir():
+            return cand.resolve()
+    raise ValueError(f"config: base path {path!r} does not exist")
