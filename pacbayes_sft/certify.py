@@ -184,6 +184,7 @@ def sigma_grid_table(
     seed: int = 0,
     init: Any = None,
     catoni_c: float = 1.0,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """One row per σ: KL, MC stochastic risk (mean and upper bound at δ_MC) and every PAC-Bayes
     bound at δ_bound with the MC upper bound as empirical risk. With ``mc_scheme="per_example"``
@@ -192,9 +193,9 @@ def sigma_grid_table(
     for i, s in enumerate(cfg.sigmas):
         post = GaussianPosterior(model, s, cfg.space, seed=seed + i)
         if cfg.mc_scheme == "per_example":
-            mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, cfg.draws, plan.mc)
+            mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, cfg.draws, plan.mc, progress=progress)
         else:
-            mc = mc_stochastic_risk(post, losses.risk, cfg.draws, plan.mc)
+            mc = mc_stochastic_risk(post, losses.risk, cfg.draws, plan.mc, progress=progress)
         kl = lora_kl(model, s, space=cfg.space, init=init)
         row = {"sigma": s, "kl": kl, "mc_mean_risk": mc.mean, "mc_risk_upper": mc.upper, "m": cfg.draws}
         row |= {"mc_scheme": cfg.mc_scheme, "mc_losses": mc.m, "delta_mc": plan.mc, "delta_bound": plan.bound}
@@ -226,10 +227,12 @@ def certificate_core(
     *,
     seed: int = 0,
     init: Any = None,
+    progress: bool = False,
 ) -> Certificate:
-    """Every term of the two-gap bound for ``model`` (the posterior mean) from its losses and a TV term."""
+    """Every term of the two-gap bound for ``model`` (the posterior mean) from its losses and a TV
+    term; ``progress`` draws a bar (terminals only) over the posterior draws of each σ."""
     point = losses.risk(model)
-    table = sigma_grid_table(model, losses, cfg, plan, seed=seed, init=init)
+    table = sigma_grid_table(model, losses, cfg, plan, seed=seed, init=init, progress=progress)
     best, rule = choose_sigma(table, cfg, point)
     row = table.iloc[best]
     upper, kl = float(row["mc_risk_upper"]), float(row["kl"])
@@ -331,6 +334,7 @@ def certify(
     init: Any = None,
     seed: int = 0,
     batch_size: int = 64,
+    progress: bool = False,
     **legacy: Any,
 ) -> Certificate:
     """The two-gap certificate of one adapter.
@@ -362,4 +366,4 @@ def certify(
     train_texts = [p + " " + r for p, r in zip(prompts, responses)]
     test_texts = [p + " " + r for p, r in zip(test_prompts, test_responses)]
     tv_term = classifier_tv_term(train_texts, test_texts, tv_cfg, plan.tv, seed)
-    return certificate_core(model, losses, tv_term, cfg, plan, seed=seed, init=init)
+    return certificate_core(model, losses, tv_term, cfg, plan, seed=seed, init=init, progress=progress)

@@ -81,7 +81,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     base = cfg.bases[0].path
     t0 = time.perf_counter()
-    rc = _cmd_sweep(argparse.Namespace(config=args.config, out=args.out, shard="0/1", report=False, quiet=args.quiet))
+    rc = _cmd_sweep(argparse.Namespace(config=args.config, out=args.out, shard="0/1", report=False))
     if rc:
         return rc
     rc = _cmd_report(argparse.Namespace(dir=args.out))
@@ -128,7 +128,11 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     test = _read_examples(args.test, "test")
     bound = options_from_args(BoundConfig, args)
     tv = options_from_args(TVConfig, args, prefix="tv_")
-    cert = certify(args.base, args.adapter, train, test, bound=bound, tv=tv, seed=args.seed)
+    from . import console
+
+    cert = certify(
+        args.base, args.adapter, train, test, bound=bound, tv=tv, seed=args.seed, progress=console.show_progress()
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(cert.to_dict(), indent=2))
@@ -176,9 +180,10 @@ def pretrain_config_from_args(args: argparse.Namespace):
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from . import console
     from .training.pretrain import pretrain
 
-    meta = pretrain(pretrain_config_from_args(args), args.out)
+    meta = pretrain(pretrain_config_from_args(args), args.out, log=console.log.info)
     print(
         f"pretrained {meta['parameters']} parameters for {meta['steps']} steps in {meta['minutes']:.1f} min "
         f"({meta['tokens_per_s']:.0f} tokens/s); saved to {args.out}"
@@ -255,13 +260,11 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    import logging
-
+    from . import console
     from .sweep import load_config, run_sweep
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(args.config)
-    summary = run_sweep(cfg, args.out, shard=_parse_shard(args.shard), progress=not args.quiet)
+    summary = run_sweep(cfg, args.out, shard=_parse_shard(args.shard), progress=console.show_progress())
     print(
         f"sweep {cfg.name}: {summary['ran']} cells run, {summary['skipped']} already finished, "
         f"{summary['in_shard']} in shard {args.shard} of {summary['cells']}; results in {args.out}"
@@ -322,7 +325,6 @@ def _add_job_commands(sub) -> None:
     dm = sub.add_parser("demo", help="the main job: the demo (n x difficulty) sweep on the shipped base and its report")
     dm.add_argument("--config", default="demo", help="config (default: experiments/configs/demo.yaml)")
     dm.add_argument("--out", default="runs/demo", help="output directory (resumable)")
-    dm.add_argument("--quiet", action="store_true", help="no progress bars")
     dm.set_defaults(func=_cmd_demo)
 
     d = sub.add_parser(
@@ -343,7 +345,6 @@ def _add_job_commands(sub) -> None:
     sw.add_argument("--out", required=True, help="output directory; re-running resumes, skipping finished cells")
     sw.add_argument("--shard", default="0/1", help="run part i of N (i/N), for several processes or machines")
     sw.add_argument("--report", action="store_true", help="build the report when done")
-    sw.add_argument("--quiet", action="store_true", help="no progress bars")
     sw.set_defaults(func=_cmd_sweep)
 
     rp = sub.add_parser("report", help="merge a sweep's cells (all shards) into tables, plots and report.md/html")
@@ -404,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_number_commands(sub)
     _add_job_commands(sub)
     _add_model_commands(sub)
+    for command in sub.choices.values():
+        loud = command.add_mutually_exclusive_group()
+        loud.add_argument("--quiet", action="store_true", help="print only results and errors (no progress bars)")
+        loud.add_argument("--verbose", action="store_true", help="also print library warnings and Trainer logs")
     return p
 
 
@@ -414,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "func", None) is None:
             parser.print_help()
             return 2
+        from . import console
+
+        console.configure("quiet" if args.quiet else "verbose" if args.verbose else "default")
         return int(args.func(args) or 0)
     except CLIError as exc:
         print(str(exc), file=sys.stderr)

@@ -308,9 +308,10 @@ def run_sweep(
     summary["ran"] = 0
     if i == 0:
         _write_base_cells(ctx, chash)
-    bar = tqdm(todo, desc="cells", disable=not progress)
+    # disable=None: bars on a terminal only, so logs and CI output hold just the result lines
+    bar = tqdm(todo, desc="cells", unit="cell", disable=None if progress else True, dynamic_ncols=True)
     for cell in bar:
-        bar.set_postfix_str(cell.id)
+        bar.set_postfix_str(cell.id, refresh=True)
         rec = run_cell(ctx, cell, progress=progress) | {"config_hash": chash}
         _atomic_write(out / "cells" / f"{cell.id}.json", json.dumps(rec))
         summary["ran"] += 1

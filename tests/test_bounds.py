@@ -170,3 +170,17 @@ def test_two_gap_g_gen_shrinks_with_n_and_grows_with_kl():
     assert g[0] > g[1] > g[2]
     h = [two_gap_bound(0.1, kl, 1000, 0.1).g_gen for kl in (1, 10, 100)]
     assert h[0] < h[1] < h[2]
+
+
+@pytest.mark.parametrize("method", ["seeger", "maurer", "catoni", "lambda", "quad"])
+@pytest.mark.parametrize("loss_range", [(0.0, 1.0), (-1.0, 2.0)])
+def test_infinite_kl_gives_the_trivial_bound_for_every_method(method, loss_range):
+    from pacbayes_sft.bounds import pac_bayes_bound
+
+    a, b = loss_range
+    for emp in (a, a + 0.1 * (b - a), b):
+        v = pac_bayes_bound(method, emp, float("inf"), 100, 0.05, loss_range=loss_range, C=1.0)
+        assert v == b
+    # and no method ever reports a risk above the loss range, however large the KL
+    for kl in (1e3, 1e6):
+        assert a <= pac_bayes_bound(method, a + 0.2 * (b - a), kl, 50, 0.05, loss_range=loss_range, C=2.0) <= b

@@ -13,8 +13,9 @@ With B = KL + ln(2√n/δ) (the Maurer complexity term):
                       minimised at λ* = 2 / (sqrt(2n E_π R̂ / B + 1) + 1)
 - Quad bound:         E_π R ≤ (sqrt(E_π R̂ + η) + sqrt(η))²,  η = B / (2n)
 
-A loss in [a, b] is rescaled to [0, 1], bounded, and scaled back. Values above b are
-returned as computed (a vacuous bound), so the gap above the empirical risk stays readable.
+A loss in [a, b] is rescaled to [0, 1], bounded, and scaled back. Every bound is returned as
+min(bound, b), b being the trivial bound: a vacuous bound (any bound at KL = ∞, a Maurer or
+λ-bound above the range) reads b for every method.
 """
 
 from __future__ import annotations
@@ -54,12 +55,20 @@ def _unit_risk(emp_risk: ArrayLike, loss_range: tuple[float, float]) -> tuple[np
 
 
 def _rescaled(fn: Callable[..., np.ndarray]) -> Callable[..., float | np.ndarray]:
-    """Wrap a [0,1] bound so it accepts ``loss_range=(a, b)`` and returns loss units."""
+    """Wrap a [0,1] bound so it accepts ``loss_range=(a, b)`` and returns loss units.
+
+    Every bound is reported as min(bound, b): a loss in [a, b] never has a risk above b, so b
+    is itself a valid (trivial) bound. A vacuous bound — e.g. any bound at KL = ∞ — therefore
+    reads b for every method, never ∞ or a number above the loss range.
+    """
 
     def wrapper(emp_risk, kl, n, delta, *args, loss_range=(0.0, 1.0), **kwargs):
         r, a, b = _unit_risk(emp_risk, loss_range)
-        unit = fn(r, kl, n, delta, *args, **kwargs)
-        return to_output(a + (b - a) * np.asarray(unit, dtype=np.float64))
+        with np.errstate(invalid="ignore", over="ignore"):
+            unit = np.minimum(np.asarray(fn(r, kl, n, delta, *args, **kwargs), dtype=np.float64), 1.0)
+        if np.isnan(unit).any():  # pragma: no cover - guarded by the argument checks
+            raise ValueError(f"{fn.__name__}: the bound is undefined for these arguments")
+        return to_output(a + (b - a) * unit)
 
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = fn.__qualname__

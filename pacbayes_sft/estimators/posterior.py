@@ -193,7 +193,7 @@ def mc_stochastic_risk_per_example(
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc="per-example posterior draws", leave=False)
+        it = tqdm(it, desc="per-example posterior draws", leave=False, disable=None)
     round_total = 0.0
     for k in it:
         i = k % n
@@ -237,7 +237,7 @@ def mc_stochastic_risk(
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc="posterior samples", leave=False)
+        it = tqdm(it, desc="posterior samples", leave=False, disable=None)
     for j in it:
         with posterior.sample(j) as model:
             r = float(risk_fn(model))

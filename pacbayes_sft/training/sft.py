@@ -173,9 +173,37 @@ def _training_arguments(cfg: SFTConfig, output_dir: Path):
         report_to=[],
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        disable_tqdm=not cfg.progress,
+        disable_tqdm=True,  # the toolkit draws its own nested bar (_StepBar), which clears itself
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+def _set_console_callbacks(trainer, progress: bool) -> None:
+    """The Trainer's per-log dictionaries only with verbose output (the curve is kept in
+    training.json); a nested step bar that clears itself when ``progress``."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    from .. import console
+
+    if not console.verbose():
+        trainer.remove_callback(PrinterCallback)
+    if not (progress and console.show_progress()):
+        return
+
+    class _StepBar(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, desc="training steps", leave=False, dynamic_ncols=True, disable=None)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(1)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    trainer.add_callback(_StepBar())
 
 
 @dataclass
@@ -222,10 +250,7 @@ def finetune(
     trainer = trainer_cls(
         model=peft_model, args=args, train_dataset=_Dataset(enc), data_collator=data_collator, objective=cfg.objective
     )
-    if not cfg.progress:  # no per-log printing either (the curve is kept in training.json)
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+    _set_console_callbacks(trainer, cfg.progress)
     steps_total = args.max_steps if args.max_steps > 0 else math.ceil(len(enc) / cfg.batch_size) * math.ceil(cfg.epochs)
     trainer.args.warmup_steps = int(cfg.warmup_ratio * steps_total)
     t0 = time.perf_counter()

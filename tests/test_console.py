@@ -1,0 +1,32 @@
+"""What a person sees: a quiet run prints its results and little else."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+QUICK = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "quick.yaml"
+
+
+def _run(tmp_path, *flags):
+    cmd = [sys.executable, "-m", "pacbayes_sft.cli", "sweep", "--config", str(QUICK), "--out", str(tmp_path), *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout + proc.stderr
+
+
+def test_default_run_prints_one_line_per_cell_and_the_summary(tmp_path):
+    out = _run(tmp_path / "a", "--report")
+    lines = [x for x in out.splitlines() if x.strip()]
+    assert len(lines) <= 30, out
+    assert sum(x.startswith("cell ") for x in lines) == 12  # each cell's line once
+    for noise in ("warnings.warn", "Warning", "train_runtime", "'loss'", "Loading weights", "Traceback"):
+        assert noise not in out, noise
+    assert "NOT a certified bound" in out
+
+
+def test_quiet_prints_only_the_final_summary_and_verbose_shows_trainer_logs(tmp_path):
+    quiet = _run(tmp_path / "q", "--quiet")
+    assert [x for x in quiet.splitlines() if x.strip()] == [x for x in quiet.splitlines() if x.startswith("sweep ")]
+    assert len(quiet.splitlines()) == 1
+    loud = _run(tmp_path / "v", "--verbose")
+    assert "train_runtime" in loud and len(loud.splitlines()) > 12
