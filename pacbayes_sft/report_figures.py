@@ -41,8 +41,11 @@ def heatmap(
     """Annotated heatmap; ``mark`` maps a row label to the column label to box in red."""
     import seaborn as sns
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FormatStrFormatter
 
-    sns.heatmap(piv, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=True, annot_kws={"fontsize": 8})
+    # a plain colour-bar format: no "1e-5 + 9.999e-1" offset text over the panel's title
+    cbar = {"format": FormatStrFormatter("%.3g")}
+    sns.heatmap(piv, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=True, annot_kws={"fontsize": 8}, cbar_kws=cbar)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

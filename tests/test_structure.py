@@ -91,3 +91,16 @@ def test_every_name_in_the_readme_api_section_imports():
         mod = importlib.import_module(module)
         for name in (n.strip() for n in names.split(",")):
             assert hasattr(mod, name), f"{module}.{name}"
+
+
+def test_docs_point_nowhere_outside_the_repository():
+    import re
+
+    root = PKG.parent
+    docs = [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "experiments" / "README.md"]
+    for doc in docs:
+        text = doc.read_text()
+        assert not re.search(r"\.\./|shared/DESIGN", text), doc.name
+        # every repository path a document names in backticks exists
+        for path in re.findall(r"`((?:docs|experiments|pacbayes_sft|benchmarks|tests)/[\w./-]+)`", text):
+            assert (root / path).exists() or "*" in path, f"{doc.name}: {path}"

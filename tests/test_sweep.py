@@ -167,3 +167,41 @@ def test_shipped_configs_parse(name):
     if name == "paper":
         assert len(cfg.bases) == 2 and len(cfg.budgets) == 5 and len(cfg.buckets) == 5
         assert cfg.objectives == ["sft", "dft"] and len(cfg.seeds) == 3
+
+
+_CHECK = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const r = {images: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
+             scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+             external: [...document.querySelectorAll('[src],[href]')].filter(
+               e => /^https?:/.test(e.getAttribute('src') || e.getAttribute('href') || '')).length};
+  document.body.setAttribute('data-check', JSON.stringify(r));
+});</script>"""
+
+
+def test_report_renders_in_a_browser(quick_run, tmp_path):
+    """The HTML report as a person sees it at 1280 px: every image loads, nothing is fetched,
+    no horizontal scrolling; a screenshot is taken."""
+    import html as html_lib
+    import re
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (make test installs Debian's chromium where it can)")
+    out, _ = quick_run
+    build_report(out)
+    page = tmp_path / "report.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", _CHECK + "</body>"))
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"]
+    dom = subprocess.run(
+        [*flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    found = re.search(r'data-check="([^"]+)"', dom)
+    assert found, dom[-2000:]
+    check = json.loads(html_lib.unescape(found.group(1)))
+    assert check["images"] >= 5 and check["broken"] == 0 and check["external"] == 0
+    assert check["scroll"] <= check["inner"], check  # no horizontal overflow at 1280 px
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
