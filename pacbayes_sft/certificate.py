@@ -54,6 +54,8 @@ class SigmaChoice:
     value: float
     rule: str
     grid: list[float]
+    interior: bool | None = None  # False: the bound's minimum is at an end of the grid (widen it)
+    reference_rms: float | None = None  # for a relative grid: the RMS the multiples apply to
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -36,13 +37,15 @@ from .certificate import Certificate, DeltaSplit, EmpiricalRisk, GenGap, KLTerm,
 from .config import option
 from .data.loaders import example_field
 from .estimators.classifier_tv import classifier_tv
-from .estimators.lora import lora_kl
+from .estimators.lora import lora_kl, prior_centre_rms
 from .estimators.posterior import GaussianPosterior, mc_stochastic_risk, mc_stochastic_risk_per_example
 from .lm.scoring import teacher_forced_metrics
 from .versions import library_versions
 
 LOSSES = ("token_error", "sequence_error")
-DEFAULT_SIGMAS = (1e-3, 3e-3, 1e-2, 3e-2)
+DEFAULT_SIGMAS = (1e-3, 3e-3, 1e-2, 3e-2)  # the former absolute default, kept for reference
+# Relative grid: σ = multiple × RMS of the prior centre's parameters, log-spaced over two decades.
+DEFAULT_SIGMA_MULTIPLES = (0.02, 0.043, 0.093, 0.2, 0.43, 0.93, 2.0)
 SIGMA_RULES = ("best_bound", "sharpness")
 SPACES = ("delta", "lora")
 
@@ -51,9 +54,13 @@ SPACES = ("delta", "lora")
 class BoundConfig:
     """How the certificate is computed: σ grid and rule, parameter space, δ split, MC draws, loss."""
 
-    sigmas: list[float] = option(
-        help="The finite sigma grid (absolute scale); each point is charged delta_bound/K.",
-        factory=lambda: list(DEFAULT_SIGMAS),
+    sigmas: list[float] | None = option(
+        None, "Absolute sigma grid; null = the relative grid sigma_multiples x RMS of the prior centre."
+    )
+    sigma_multiples: list[float] = option(
+        help="Relative sigma grid: multiples of the RMS of the parameters the prior is centred at "
+        "(each grid point is charged delta_bound/K).",
+        factory=lambda: list(DEFAULT_SIGMA_MULTIPLES),
     )
     sigma_rule: str = option("best_bound", "How sigma is chosen from the grid.", choices=SIGMA_RULES)
     sharpness_tol: float = option(0.05, "Sharpness rule: largest sigma with MC risk <= point risk + this.")
@@ -88,18 +95,36 @@ class BoundConfig:
         f_mc, f_tv = self.mc_fraction, self.tv_fraction
         if not (0 < f_mc < 1 and 0 < f_tv < 1 and f_mc + f_tv < 1):
             raise ValueError("mc_fraction and tv_fraction must lie in (0, 1) and sum to less than 1")
-        try:
-            sig = [float(s) for s in self.sigmas]
-        except (TypeError, ValueError):
-            sig = []
-        if not sig or any(not s > 0 for s in sig):
-            raise ValueError(f"sigmas must be a non-empty sequence of positive numbers, got {self.sigmas!r}")
-        self.sigmas = sig
+        if self.sigmas is not None:
+            self.sigmas = _positive_list(self.sigmas, "sigmas")
+        self.sigma_multiples = _positive_list(self.sigma_multiples, "sigma_multiples")
+
+    @property
+    def grid_size(self) -> int:
+        """K, the number of σ grid points (each charged δ/K)."""
+        return len(self.sigmas if self.sigmas is not None else self.sigma_multiples)
+
+    def sigma_grid(self, model: Any, init: Any = None) -> tuple[list[float], float | None]:
+        """The absolute σ grid and, for a relative grid, the reference RMS it was scaled by."""
+        if self.sigmas is not None:
+            return list(self.sigmas), None
+        rms = prior_centre_rms(model, self.space, init=init)
+        return [m * rms for m in self.sigma_multiples], rms
 
     @property
     def draws(self) -> int:
         """Posterior draws per σ (m, or the scheme's default)."""
         return self.m if self.m is not None else (1 if self.mc_scheme == "per_example" else 20)
+
+
+def _positive_list(values: Any, name: str) -> list[float]:
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        out = []
+    if not out or any(not v > 0 for v in out):
+        raise ValueError(f"{name} must be a non-empty sequence of positive numbers, got {values!r}")
+    return out
 
 
 @dataclass
@@ -137,7 +162,7 @@ def plan_delta(cfg: BoundConfig, n: int, *, tv_interval: bool = True) -> DeltaPl
     """Split δ: mc_fraction over the K grid points' MC bounds, tv_fraction to the TV interval
     (only when there is one: ``tv_interval``), the rest to the PAC-Bayes bound at δ/K per grid point."""
     ledger = DeltaLedger(cfg.delta)
-    k, m = len(cfg.sigmas), cfg.draws
+    k, m = cfg.grid_size, cfg.draws
     what = f"{m} shared samples" if cfg.mc_scheme == "shared" else f"{n} examples x {m} own draws"
     d_mc = ledger.spend_fraction(f"mc_sampling ({k} sigmas x {what})", cfg.mc_fraction) / k
     d_tv = ledger.spend_fraction("tv_lower_bound", cfg.tv_fraction) if tv_interval else 0.0
@@ -180,6 +205,7 @@ def sigma_grid_table(
     losses: Losses,
     cfg: BoundConfig,
     plan: DeltaPlan,
+    sigmas: Sequence[float],
     *,
     seed: int = 0,
     init: Any = None,
@@ -190,7 +216,7 @@ def sigma_grid_table(
     bound at δ_bound with the MC upper bound as empirical risk. With ``mc_scheme="per_example"``
     each example gets m draws of its own and the bound rests on n·m losses (``mc_losses``)."""
     rows = []
-    for i, s in enumerate(cfg.sigmas):
+    for i, s in enumerate(sigmas):
         post = GaussianPosterior(model, s, cfg.space, seed=seed + i)
         if cfg.mc_scheme == "per_example":
             mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, cfg.draws, plan.mc, progress=progress)
@@ -232,9 +258,13 @@ def certificate_core(
     """Every term of the two-gap bound for ``model`` (the posterior mean) from its losses and a TV
     term; ``progress`` draws a bar (terminals only) over the posterior draws of each σ."""
     point = losses.risk(model)
-    table = sigma_grid_table(model, losses, cfg, plan, seed=seed, init=init, progress=progress)
+    grid, rms = cfg.sigma_grid(model, init)
+    table = sigma_grid_table(model, losses, cfg, plan, grid, seed=seed, init=init, progress=progress)
     best, rule = choose_sigma(table, cfg, point)
     row = table.iloc[best]
+    interior = len(grid) == 1 or min(grid) < float(row["sigma"]) < max(grid)
+    if not interior:
+        rule += "; the minimum is at an end of the grid (a wider grid may do better)"
     upper, kl = float(row["mc_risk_upper"]), float(row["kl"])
     tg = two_gap_bound(upper, kl, losses.n, tv.estimate, delta=plan.bound, method="seeger", tv_certified=tv.certified)
     risk = EmpiricalRisk(point, float(row["mc_mean_risk"]), upper, cfg.draws, cfg.mc_scheme, int(row["mc_losses"]))
@@ -245,7 +275,7 @@ def certificate_core(
         loss_range=(0.0, 1.0),
         empirical_risk=risk,
         kl=KLTerm(kl, cfg.space),
-        sigma=SigmaChoice(float(row["sigma"]), rule, list(cfg.sigmas)),
+        sigma=SigmaChoice(float(row["sigma"]), rule, list(grid), interior, rms),
         delta=delta,
         g_gen=GenGap(tg.g_gen, float(row["maurer"]) - upper),
         tv=tv,
@@ -254,6 +284,34 @@ def certificate_core(
         seed=seed,
         versions=library_versions(("torch", "transformers", "peft", "scikit-learn")),
     )
+
+
+@dataclass(frozen=True)
+class StochasticRisk:
+    """E_π R over a set of examples, by Monte Carlo (one posterior draw per example), with a
+    two-sided (1 − δ) interval from the kl inequality on the N independent losses."""
+
+    mean: float
+    lower: float
+    upper: float
+    n: int
+    sigma: float
+    delta: float
+
+
+def stochastic_risk(
+    model: torch.nn.Module, losses: Losses, sigma: float, space: str, *, delta: float = 0.05, seed: int = 0
+) -> StochasticRisk:
+    """The stochastic model's risk on the examples behind ``losses`` (e.g. the test set): what the
+    bound is a bound on. Every example gets its own posterior draw; the interval is
+    [kl⁻¹_lower, kl⁻¹_upper](R̂, ln(4/δ)/N), each side at δ/2."""
+    from .bounds import kl_inverse_lower, kl_inverse_upper
+
+    post = GaussianPosterior(model, sigma, space, seed=seed)
+    mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, 1, delta / 2)
+    c = float(np.log(4.0 / delta) / mc.m)
+    lo, hi = float(kl_inverse_lower(mc.mean, c)), float(kl_inverse_upper(mc.mean, c))
+    return StochasticRisk(float(mc.mean), lo, hi, mc.m, float(sigma), float(delta))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,10 +353,53 @@ def _load(base: Any, adapter: Any, tokenizer: Any):
     return model.eval(), tokenizer
 
 
-def classifier_tv_term(train_texts: Sequence[str], test_texts: Sequence[str], cfg: TVConfig, delta: float, seed: int):
-    """The classifier TV proxy between training and test texts, as a (not certified) TV term."""
-    cap = cfg.max_per_side
-    p, q = list(train_texts)[:cap], list(test_texts)[:cap]
+def capped(texts: Sequence[str], strata: Sequence[Any] | None, cap: int | None, seed: int) -> list[str]:
+    """At most ``cap`` texts: a random sample, stratified by ``strata`` (e.g. the op count of each
+    example) so that every slice keeps its share. Never the first ``cap`` of a sorted list."""
+    texts = list(texts)
+    if cap is None or len(texts) <= cap:
+        return texts
+    rng = np.random.default_rng(seed)
+    keys = np.asarray([str(k) for k in strata]) if strata is not None else np.zeros(len(texts), dtype=str)
+    chosen: list[int] = []
+    groups = [np.flatnonzero(keys == k) for k in np.unique(keys)]
+    quotas = _largest_remainder([len(g) * cap / len(texts) for g in groups], cap)
+    for g, quota in zip(groups, quotas):
+        chosen += rng.choice(g, size=quota, replace=False).tolist()
+    return [texts[i] for i in sorted(chosen)]
+
+
+def _largest_remainder(shares: list[float], total: int) -> list[int]:
+    """Integers that sum to ``total``, each the floor of its share plus one for the largest remainders."""
+    base = [int(np.floor(x)) for x in shares]
+    order = np.argsort([-(x - b) for x, b in zip(shares, base)], kind="stable")
+    for i in order[: total - sum(base)]:
+        base[i] += 1
+    return base
+
+
+def _strata(examples: Sequence[Any]) -> list[Any] | None:
+    for key in ("op", "difficulty", "slice"):
+        try:
+            return [example_field(e, key) for e in examples]
+        except (KeyError, AttributeError, ValueError):
+            continue
+    return None
+
+
+def classifier_tv_term(
+    train_texts: Sequence[str],
+    test_texts: Sequence[str],
+    cfg: TVConfig,
+    delta: float,
+    seed: int,
+    *,
+    strata: tuple[Sequence[Any] | None, Sequence[Any] | None] = (None, None),
+):
+    """The classifier TV proxy between training and test texts, as a (not certified) TV term.
+    Each side is capped at ``cfg.max_per_side`` by a stratified random sample (:func:`capped`)."""
+    p = capped(train_texts, strata[0], cfg.max_per_side, seed)
+    q = capped(test_texts, strata[1], cfg.max_per_side, seed + 1)
     res = classifier_tv(
         p,
         q,
@@ -365,5 +466,6 @@ def certify(
         init = Path(adapter) / INIT_FILE  # the initial factors saved beside the adapter
     train_texts = [p + " " + r for p, r in zip(prompts, responses)]
     test_texts = [p + " " + r for p, r in zip(test_prompts, test_responses)]
-    tv_term = classifier_tv_term(train_texts, test_texts, tv_cfg, plan.tv, seed)
+    strata = (_strata(train_examples), _strata(test_examples))
+    tv_term = classifier_tv_term(train_texts, test_texts, tv_cfg, plan.tv, seed, strata=strata)
     return certificate_core(model, losses, tv_term, cfg, plan, seed=seed, init=init, progress=progress)

@@ -172,6 +172,7 @@ def _figures(df: pd.DataFrame, ct: pd.DataFrame, opt: pd.DataFrame, order: list[
         *rf.term_maps(ct, order),
         *rf.slice_maps(df, order, score),
         *rf.optimum_plot(opt, order),
+        *rf.bound_vs_risk_plot(ct),
         *rf.dft_maps(ct, order, score),
         *rf.bases_plot(opt, order),
     ]

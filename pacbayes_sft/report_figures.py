@@ -166,3 +166,34 @@ def bases_plot(opt: pd.DataFrame, order: list[str]) -> list:
     ax.set_title("observed optimum per base model")
     ax.legend(fontsize=8)
     return [("bases_optimum.png", fig)]
+
+
+def bound_vs_risk_plot(ct: pd.DataFrame) -> list:
+    """Each cell's two-gap total and certified training bound against the stochastic model's
+    measured test risk E_π R_test (with its interval): the quantity the bound is about."""
+    if "stoch_test_risk" not in ct:
+        return []
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    x = ct["stoch_test_risk"]
+    err = [x - ct["stoch_test_lower"], ct["stoch_test_upper"] - x]
+    ax.errorbar(x, ct["total"], xerr=err, fmt="o", capsize=3, label="two-gap total (estimate)")
+    ax.errorbar(
+        x,
+        ct["mc_risk_upper"] + ct["g_gen"],
+        xerr=err,
+        fmt="s",
+        capsize=3,
+        alpha=0.7,
+        label="U_MC + G_gen (certified, on the training distribution)",
+    )
+    ax.scatter(ct["test_risk"], ct["total"], marker="x", color="grey", label="total vs point-model test risk")
+    lim = [0, max(1.0, float(ct["total"].max()) * 1.05)]
+    ax.plot(lim, lim, "k:", lw=1, label="bound = risk")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(*lim)
+    ax.set_xlabel("measured test risk of the stochastic model E_π R_test")
+    ax.set_ylabel("bound")
+    ax.set_title("bound against the risk it bounds (one point per cell)")
+    ax.legend(fontsize=7, loc="lower right")
+    return [("bound_vs_risk.png", fig)]

@@ -36,6 +36,11 @@ HOW_TO_READ = [
     ),
     ("G_ext", "(b − a)·TV for a loss in [a, b]: how much the test distribution can differ from the training one."),
     (
+        "E_π R_test",
+        "the measured test risk of the stochastic model (one posterior draw per test example, with a "
+        "95% interval): the quantity the bound is about; the point model's test risk is shown beside it.",
+    ),
+    (
         "δ",
         "the failure probability, split in a ledger between the MC bounds, the TV interval and the PAC-Bayes "
         "bound over the σ grid (δ/K per grid point).",

@@ -165,16 +165,33 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
         batch_size=cfg.eval.batch_size,
         init=adapter_dir / INIT_FILE if cfg.bound.space == "lora" else None,
     )
+    st = _stochastic_test_risk(ctx, res.model, tok, cert, cell.seed)
     return {
         "cell": cell.__dict__ | {"id": cell.id},
         "status": "done",
         "rows": rows,
-        "terms": cell_terms(cert),
+        "terms": cell_terms(cert)
+        | {"stoch_test_risk": st.mean, "stoch_test_lower": st.lower, "stoch_test_upper": st.upper},
         "sigma_grid": cert.grid,
         "ledger": cert.delta.ledger,
         "training": res.log,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _stochastic_test_risk(ctx: SweepContext, model, tok, cert, seed: int):
+    """E_π R_test at the certificate's σ — the quantity the bound is about — on the whole test set."""
+    from .certify import stochastic_risk, teacher_forced_losses
+
+    test = ctx.test_set
+    losses = teacher_forced_losses(
+        tok,
+        [p.prompt for p in test],
+        [p.response for p in test],
+        ctx.cfg.bound.loss,
+        batch_size=ctx.cfg.eval.batch_size,
+    )
+    return stochastic_risk(model, losses, cert.sigma.value, ctx.cfg.bound.space, seed=10_007 + seed)
 
 
 def cell_terms(cert) -> dict:

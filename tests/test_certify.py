@@ -2,6 +2,7 @@
 
 import json
 import math
+from contextlib import contextmanager
 
 import pytest
 
@@ -201,3 +202,64 @@ def test_ties_in_the_bound_go_to_the_largest_sigma():
     assert saturated["sigma"][i] == 3e-2 and "ties" in rule
     clear = saturated.assign(seeger=[0.5, 0.7, 1.0])
     assert choose_sigma(clear, cfg, 0.1)[0] == 0
+
+
+def test_relative_sigma_grid_is_a_multiple_of_the_adapted_weights_rms(run):
+    import torch
+    from peft import PeftModel
+
+    from pacbayes_sft.certify import BoundConfig
+    from pacbayes_sft.training.models import load_causal_lm
+
+    root, _, _ = run
+    model = PeftModel.from_pretrained(load_causal_lm(root / "base"), str(root / "adapter"))
+    targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    base = load_causal_lm(root / "base")
+    ws = [m.weight.detach().double() for n, m in base.named_modules() if n.split(".")[-1] in targets]
+    rms = float(torch.sqrt(sum((w**2).sum() for w in ws) / sum(w.numel() for w in ws)))  # brute force
+    grid, got = BoundConfig(sigma_multiples=[0.1, 1.0]).sigma_grid(model)
+    assert got == pytest.approx(rms, rel=1e-12) and grid == pytest.approx([0.1 * rms, rms])
+    assert BoundConfig(sigmas=[0.5]).sigma_grid(model) == ([0.5], None)  # an absolute grid is used as given
+    grid_lora, rms_lora = BoundConfig(space="lora").sigma_grid(str(root / "adapter"))
+    assert rms_lora > 0 and len(grid_lora) == 7
+
+
+def test_stratified_cap_keeps_every_slice_and_is_not_a_prefix():
+    from collections import Counter
+
+    from pacbayes_sft.certify import capped
+
+    texts = [f"op{op} #{i}" for op in range(1, 9) for i in range(40)]  # sorted by op, as a test set is
+    ops = [op for op in range(1, 9) for _ in range(40)]
+    got = capped(texts, ops, 160, seed=0)
+    assert len(got) == 160 and Counter(t.split()[0] for t in got) == {f"op{k}": 20 for k in range(1, 9)}
+    assert got != texts[:160]
+    assert capped(texts, ops, None, 0) == texts and capped(texts[:10], None, 50, 0) == texts[:10]
+
+
+class _NoNoise:
+    """Stands in for the Gaussian posterior: the 'draws' come from the loss function itself."""
+
+    def __init__(self, model, sigma, space, seed=0):
+        self.model, self.sigma, self.space = model, sigma, space
+
+    @contextmanager
+    def sample(self, index):
+        yield self.model
+
+
+def test_stochastic_risk_interval_covers_the_truth(monkeypatch):
+    """Per-example losses that are Bernoulli(0.3) under the draws: the 90% interval covers 0.3."""
+    import numpy as np
+
+    import pacbayes_sft.certify as cmod
+
+    monkeypatch.setattr(cmod, "GaussianPosterior", _NoNoise)
+    misses = 0
+    for rep in range(60):
+        draws = np.random.default_rng(rep).random(400) < 0.3
+        losses = cmod.Losses(n=400, risk=lambda m: 0.3, example=lambda m, i, d=draws: float(d[i]))
+        st = cmod.stochastic_risk(object(), losses, 0.1, "delta", delta=0.1)
+        assert st.lower <= st.mean <= st.upper and st.n == 400
+        misses += not (st.lower <= 0.3 <= st.upper)
+    assert misses <= 12  # 10% nominal over 60 repetitions, with binomial slack

@@ -164,3 +164,27 @@ def test_irt_gradient_matches_finite_differences(two_pl):
     # and a deliberately wrong gradient is caught by the same check
     x = np.zeros(J + K + (K if two_pl else 0))
     assert check_grad(lambda v: obj(v)[0], lambda v: 1.01 * obj(v)[1] + 0.1, x) > 1e-3
+
+
+def test_per_fold_lower_bound_against_its_definition_and_coverage():
+    from pacbayes_sft.estimators.classifier_tv import clopper_pearson, per_fold_lower_bound
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(300, int), np.ones(300, int)]
+    fold_of = rng.integers(0, 3, 600)
+    pred = np.where(y == 1, rng.random(600) < 0.8, rng.random(600) < 0.3)
+    want = max(
+        clopper_pearson(int(pred[(fold_of == f) & (y == 1)].sum()), int(((fold_of == f) & (y == 1)).sum()), 0.05 / 6)[0]
+        - clopper_pearson(int(pred[(fold_of == f) & (y == 0)].sum()), int(((fold_of == f) & (y == 0)).sum()), 0.05 / 6)[
+            1
+        ]
+        for f in range(3)
+    )
+    assert per_fold_lower_bound(pred, y, fold_of, 3, 0.05) == pytest.approx(max(0.0, want))
+    # coverage: with a fixed classifier of known TPR − FPR = 0.5, the bound stays below 0.5
+    misses = 0
+    for rep in range(300):
+        r = np.random.default_rng(rep)
+        pred = np.where(y == 1, r.random(600) < 0.8, r.random(600) < 0.3)
+        misses += per_fold_lower_bound(pred, y, r.integers(0, 5, 600), 5, 0.1) > 0.5
+    assert misses / 300 <= 0.1

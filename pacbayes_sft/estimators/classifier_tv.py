@@ -5,9 +5,10 @@ cross-fitted (held-out) predictions,
 
 - ``estimate`` = 2·BA − 1 = TPR − FPR, BA the balanced accuracy: a lower bound on TV in
   expectation (clipped at 0; ``raw_estimate`` keeps the sign);
-- ``lower`` = a one-sided (1 − δ) lower confidence bound: Clopper–Pearson lower bound on TPR
-  minus the upper bound on FPR, each at δ/2 (held-out predictions are independent of the
-  classifier that made them, fold by fold);
+- ``lower`` = a one-sided (1 − δ) lower confidence bound, valid fold by fold: in each of the K
+  folds, the Clopper–Pearson lower bound on TPR minus the upper bound on FPR at δ/(2K) each,
+  and the largest of the K (:func:`per_fold_lower_bound`; pooling the folds would not be
+  valid, since their classifiers share training data);
 - ``plug_in`` = mean over the balanced pool of |2ĉ(x) − 1|, ĉ(x) ≈ P(label = Q | x) with balanced
   priors (equals TV when ĉ is exact; overconfident classifiers bias it upward);
 - ``p_value`` for H0: P = Q, by permuting labels within each fold against the fixed held-out
@@ -148,6 +149,25 @@ def _cross_fitted_scores(X, y: np.ndarray, pool: dict, n_splits: int, random_sta
     return scores, fold_of, chosen
 
 
+def per_fold_lower_bound(pred: np.ndarray, y: np.ndarray, fold_of: np.ndarray, n_splits: int, delta: float) -> float:
+    """A (1 − δ) lower confidence bound on TV from cross-fitted predictions.
+
+    The classifier h_f of fold f never saw that fold's samples, so given h_f its held-out counts
+    are binomial and TPR_f − FPR_f ≤ TV for every f. Folds share training data, so their counts
+    are *not* independent of one another and cannot be pooled. Each fold gets one-sided
+    Clopper–Pearson bounds at δ/(2K) (TPR below, FPR above); by the union bound all K hold at
+    once, and the largest fold bound is valid: max_f [TPR_f^lo − FPR_f^hi], clipped at 0.
+    """
+    best = 0.0
+    for f in range(n_splits):
+        held = fold_of == f
+        q, p = pred[held & (y == 1)], pred[held & (y == 0)]
+        lo_tpr, _ = clopper_pearson(int(q.sum()), len(q), delta / (2 * n_splits))
+        _, hi_fpr = clopper_pearson(int(p.sum()), len(p), delta / (2 * n_splits))
+        best = max(best, lo_tpr - hi_fpr)
+    return best
+
+
 def _permutation_p_value(pred, y, fold_of, n_splits: int, raw: float, n_permutations: int, seed: int) -> float:
     """(1 + #{permutations with TPR − FPR ≥ observed}) / (1 + n_permutations), labels permuted within folds."""
     if not n_permutations:
@@ -225,10 +245,7 @@ def _classifier_tv(p_samples, q_samples, features, classifier, n_splits, delta, 
     tpr = float(pred[y == 1].mean())
     fpr = float(pred[y == 0].mean())
     raw = tpr - fpr
-    k_q, k_p = int(pred[y == 1].sum()), int(pred[y == 0].sum())
-    lo_tpr, _ = clopper_pearson(k_q, n_q, delta / 2)
-    _, hi_fpr = clopper_pearson(k_p, n_p, delta / 2)
-    lower = max(0.0, lo_tpr - hi_fpr)
+    lower = per_fold_lower_bound(pred, y, fold_of, n_splits, delta)
     # Plug-in on the balanced pool: weight each side equally.
     plug = 0.5 * np.abs(2 * scores[y == 0] - 1).mean() + 0.5 * np.abs(2 * scores[y == 1] - 1).mean()
 

@@ -171,3 +171,33 @@ def lora_kl(
             sq += float(f.bias.to(torch.float64).square().sum())
         total += sq / (2.0 * _sigma_for(sigma, f.name) ** 2)
     return total
+
+
+def prior_centre_rms(model_or_adapter: Any, space: str = "delta", *, init: Any = None) -> float:
+    """RMS of the parameters the prior is centred at — the scale a relative σ grid is a multiple of.
+
+    space="delta": RMS of the pretrained weight matrices that LoRA adapts (needs a peft model).
+    space="lora": RMS of the initial A factors (B₀ = 0 carries no scale).
+    Both are fixed before the fine-tuning data are seen, so a grid built on them is a valid prior grid.
+    """
+    if space == "delta":
+        if not isinstance(model_or_adapter, torch.nn.Module):
+            raise ValueError("a relative sigma grid in the 'delta' space needs the peft model (the base weights)")
+        from peft.tuners.lora import LoraLayer
+
+        sq, count = 0.0, 0
+        for module in model_or_adapter.modules():
+            if isinstance(module, LoraLayer):
+                w = module.get_base_layer().weight.detach().to(torch.float64)
+                sq, count = sq + float(w.square().sum()), count + w.numel()
+        if not count:
+            raise ValueError("model has no LoRA layers")
+        return math.sqrt(sq / count)
+    if space != "lora":
+        raise ValueError(f"space must be 'delta' or 'lora', got {space!r}")
+    if init is None:
+        if not isinstance(model_or_adapter, (str, Path)):
+            raise ValueError("init is required for a relative sigma grid in the 'lora' space")
+        init = Path(model_or_adapter) / INIT_FILE
+    a = [t.to(torch.float64) for k, t in load_init_factors(init).items() if k.endswith(".lora_A")]
+    return math.sqrt(sum(float(t.square().sum()) for t in a) / sum(t.numel() for t in a))
