@@ -59,6 +59,9 @@ def collect(out_dir: str | Path) -> tuple[pd.DataFrame, SweepConfig]:
     return df, normalise_config(meta["config"])
 
 
+RISK_COLUMNS = {"token_error": "token_error", "sequence_error": "exact_match", "answer_error": "answer_accuracy"}
+
+
 def cell_table(df: pd.DataFrame, loss: str) -> pd.DataFrame:
     """One row per fine-tuned cell: test risk/accuracy over the whole test set and the bound terms."""
     cells = df[df["objective"] != "base"]
@@ -69,9 +72,63 @@ def cell_table(df: pd.DataFrame, loss: str) -> pd.DataFrame:
     wide = agg.pivot_table(index=KEYS, columns="metric", values="value").reset_index()
     terms = cells[cells["slice"] == "train"].pivot_table(index=KEYS, columns="metric", values="value").reset_index()
     t = wide.merge(terms, on=KEYS, how="left")
-    t["test_risk"] = t[loss] if loss in t else 1.0 - t["exact_match"]
+    col = RISK_COLUMNS[loss]
+    if col not in t:
+        raise ValueError(f"the cells hold no {col!r} results, which loss {loss!r} needs")
+    t["test_risk"] = t[col] if loss == "token_error" else 1.0 - t[col]
     t["n"] = t["n"].astype(int)
     return t
+
+
+ITEM_LOSSES = {
+    "token_error": lambda it: np.asarray(it["token_error"], dtype=float),
+    "sequence_error": lambda it: 1.0 - np.asarray(it["exact_match"], dtype=float),
+    "answer_error": lambda it: 1.0 - np.asarray(it["answer_correct"], dtype=float),
+}
+
+
+def collect_items(out_dir: str | Path) -> dict[tuple, dict]:
+    """Per-item results of every finished fine-tuned cell, keyed by (base, objective, n, bucket, seed)."""
+    out = Path(out_dir)
+    chash = json.loads((out / "sweep.json").read_text())["config_hash"]
+    items = {}
+    for f in sorted((out / "cells").glob("*.json")):
+        try:
+            rec = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            continue
+        c = rec.get("cell", {})
+        if rec.get("status") == "done" and rec.get("config_hash") == chash and "items" in rec and c.get("n"):
+            items[tuple(c[k] for k in KEYS)] = rec["items"]
+    return items
+
+
+def bootstrap_optimum(items: dict[tuple, dict], loss: str, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per (base, objective, n): the bootstrap over test items and seeds of the best bucket under
+    ``loss`` (:func:`pacbayes_sft.uncertainty.bootstrap_best`)."""
+    from .uncertainty import bootstrap_best
+
+    groups: dict[tuple, dict[str, dict[int, np.ndarray]]] = {}
+    for (base, obj, n, bucket, s), it in items.items():
+        if loss == "answer_error" and "answer_correct" not in it:
+            return pd.DataFrame()
+        groups.setdefault((base, obj, n), {}).setdefault(bucket, {})[s] = ITEM_LOSSES[loss](it)
+    rows = []
+    for (base, obj, n), by_bucket in sorted(groups.items()):
+        seeds = sorted(set.intersection(*(set(v) for v in by_bucket.values())))
+        table = {b: np.stack([v[s] for s in seeds]) for b, v in by_bucket.items()}
+        res = bootstrap_best(table, n_boot=n_boot, seed=seed)
+        rows.append(
+            {
+                "base": base,
+                "objective": obj,
+                "n": int(n),
+                "p_best": ", ".join(f"{b} {p:.2f}" for b, p in sorted(res.p_best.items(), key=lambda x: -x[1])),
+                "indistinguishable": ", ".join(res.indistinguishable),
+                "determined": res.determined,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def bucket_order(cfg: SweepConfig) -> list[str]:
@@ -136,10 +193,13 @@ def summary(ct: pd.DataFrame, opt: pd.DataFrame) -> dict:
     from scipy.stats import spearmanr
 
     out = {}
+    det = opt["determined"].astype(bool) if "determined" in opt else pd.Series(False, index=opt.index)
+    out["n_budgets"], out["n_determined"] = len(opt), int(det.sum())
     for col in ("raw", "calibrated"):
         d = (opt[f"{col}_idx"] - opt["observed_idx"]).abs()
         out[f"{col}_exact_agreement"] = float((d == 0).mean())
         out[f"{col}_within_one"] = float((d <= 1).mean())
+        out[f"{col}_exact_agreement_determined"] = float((d[det] == 0).mean()) if det.any() else float("nan")
 
     def _rho(a, b):
         a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -164,16 +224,18 @@ def summary(ct: pd.DataFrame, opt: pd.DataFrame) -> dict:
     return out
 
 
-def _figures(df: pd.DataFrame, ct: pd.DataFrame, opt: pd.DataFrame, order: list[str], score: str) -> list:
+def _figures(df: pd.DataFrame, ct: pd.DataFrame, opt: pd.DataFrame, order: list[str], loss: str) -> list:
+    """Every figure family, all drawn with the one loss the config names."""
     from . import report_figures as rf
 
+    metric = RISK_COLUMNS[loss]
     return [
-        *rf.score_maps(ct, order, score),
+        *rf.score_maps(ct, order, loss),
         *rf.term_maps(ct, order),
-        *rf.slice_maps(df, order, score),
+        *rf.slice_maps(df, order, metric, loss),
         *rf.optimum_plot(opt, order),
         *rf.bound_vs_risk_plot(ct),
-        *rf.dft_maps(ct, order, score),
+        *rf.dft_maps(ct, order, loss),
         *rf.bases_plot(opt, order),
     ]
 
@@ -205,10 +267,12 @@ def build_report(out_dir: str | Path) -> dict:
         raise ValueError("no fine-tuned cells finished yet")
     ct = ct.assign(calibrated=calibrated_predictions(ct))  # once; both tables below read it
     opt = optimum_table(ct, order)
+    boot = bootstrap_optimum(collect_items(out), cfg.bound.loss)
+    if not boot.empty:
+        opt = opt.merge(boot, on=["base", "objective", "n"], how="left")
     summ = summary(ct, opt)
     opt.to_csv(out / "summary.csv", index=False)
-    score = "answer_accuracy" if "answer_accuracy" in ct else "exact_match"
-    plots = _save_figures(_figures(df, ct, opt, order, score), out / "report")
+    plots = _save_figures(_figures(df, ct, opt, order, cfg.bound.loss), out / "report")
     title = f"Sweep report: {cfg.name}"
     buckets = ", ".join(f"{b} = op {cfg.buckets[b]}" for b in order)
     intro = (

@@ -87,9 +87,9 @@ def term_maps(ct: pd.DataFrame, order: list[str]) -> list:
     return out
 
 
-def slice_maps(df: pd.DataFrame, order: list[str], score: str) -> list:
+def slice_maps(df: pd.DataFrame, order: list[str], score: str, loss: str = "") -> list:
     """Per (base, objective), at the largest n: change per test op against the base, and the
-    Kordi-style cross-difficulty map (training bucket × test op)."""
+    Kordi-style cross-difficulty map (training bucket × test op), in the metric behind the loss."""
     plt, out = _plt(), []
     test_rows = df[(df["slice"] != "train") & (df["metric"] == score)]
     base_ref = test_rows[test_rows["objective"] == "base"].groupby(["base", "slice"])["value"].mean()
@@ -137,16 +137,17 @@ def optimum_plot(opt: pd.DataFrame, order: list[str]) -> list:
     return [("optimum_vs_n.png", fig)]
 
 
-def dft_maps(ct: pd.DataFrame, order: list[str], score: str) -> list:
-    """Per base, when both objectives ran: DFT minus SFT test score over (n, bucket)."""
+def dft_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
+    """Per base, when both objectives ran: DFT minus SFT test risk over (n, bucket) (negative: DFT better)."""
     if not {"sft", "dft"} <= set(ct["objective"]):
         return []
     plt, out = _plt(), []
     for base, g in ct.groupby("base"):
-        m = g.groupby(["objective", "n", "bucket"])[score].mean()
-        diff = (m.loc["dft"] - m.loc["sft"]).reset_index().pivot(index="n", columns="bucket", values=score)[order]
+        m = g.groupby(["objective", "n", "bucket"])["test_risk"].mean()
+        diff = (m.loc["dft"] - m.loc["sft"]).reset_index().pivot(index="n", columns="bucket", values="test_risk")[order]
         fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(diff)))
-        heatmap(ax, diff, f"DFT minus SFT, test {score} ({base})", cmap="RdBu", xlabel=BUCKET_LABEL, ylabel=N_LABEL)
+        title = f"DFT minus SFT, test risk {loss} ({base})"
+        heatmap(ax, diff, title, cmap="RdBu_r", xlabel=BUCKET_LABEL, ylabel=N_LABEL)
         out.append((f"dft_vs_sft_{base}.png", fig))
     return out
 

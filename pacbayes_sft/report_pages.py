@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 OPT_COLS = ["base", "objective", "n", "observed", "raw_bound", "calibrated", "seed_idx_min", "seed_idx_max", "n_seeds"]
+BOOT_COLS = ["p_best", "indistinguishable", "determined"]
 
 HOW_TO_READ = [
     (
@@ -85,8 +86,15 @@ def summary_lines(summ: dict, n_budgets: int) -> list[str]:
         within = round(summ[f"{col}_within_one"] * n_budgets)
         return f"exact in {exact}/{n_budgets} budgets, within one bucket in {within}/{n_budgets}"
 
+    det = summ.get("n_determined", 0)
+    on_det = (
+        f"; on the {det} budget(s) whose optimum is determined at 95%: raw bound exact "
+        f"{_fmt(summ['raw_exact_agreement_determined'])}, calibrated {_fmt(summ['calibrated_exact_agreement_determined'])}"
+        if det
+        else "; no budget's optimum is determined at 95% (bootstrap over test items and seeds)"
+    )
     return [
-        f"raw bound: {agree('raw')}",
+        f"raw bound: {agree('raw')}{on_det}",
         f"calibrated two-gap predictor (leave-one-n-out): {agree('calibrated')}",
         f"Spearman(two-gap total, measured test risk) = {_fmt(summ['spearman_total_vs_test_risk'])}; "
         f"Spearman(calibrated prediction, measured test risk) = {_fmt(summ['spearman_calibrated_vs_test_risk'])}",
@@ -105,8 +113,12 @@ ESTIMATED = (
 )
 
 
+def _cols(opt: pd.DataFrame) -> list[str]:
+    return OPT_COLS + [c for c in BOOT_COLS if c in opt]
+
+
 def write_markdown(path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], plots: list[str]) -> None:
-    table = opt[OPT_COLS].to_markdown(index=False)
+    table = opt[_cols(opt)].to_markdown(index=False)
     body = [f"# {title}", "", intro, "", "## Best difficulty per budget", "", table, ""]
     body += [f"- {x}" for x in lines]
     body += ["", "## What is certified", "", f"- {CERTIFIED}", f"- {ESTIMATED} **Totals are not certified.**", ""]
@@ -133,7 +145,7 @@ def write_html(path: Path, title: str, intro: str, opt: pd.DataFrame, lines: lis
         f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p class='meta'>{html.escape(intro)}</p>",
         "<h2>Best difficulty per budget</h2>",
-        opt[OPT_COLS].to_html(index=False, border=0),
+        opt[_cols(opt)].to_html(index=False, border=0),
         "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>",
         "<h2>What is certified</h2>",
         legend,

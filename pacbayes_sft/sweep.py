@@ -151,7 +151,7 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     adapter_dir = ctx.out / "adapters" / cell.id
     prompts, responses = [p.prompt for p in train], [p.response for p in train]
     res = finetune(load_causal_lm(base_dir), tok, prompts, responses, sft_cfg, adapter_dir)
-    rows = evaluate_test_slices(ctx, res.model, tok, cell.id)
+    rows, items = evaluate_test_items(ctx, res.model, tok, cell.id)
     # Every bound term comes from certify(), the same code a user calls for one adapter.
     cert = certify(
         base_dir,
@@ -170,6 +170,7 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
         "cell": cell.__dict__ | {"id": cell.id},
         "status": "done",
         "rows": rows,
+        "items": items,
         "terms": cell_terms(cert)
         | {"stoch_test_risk": st.mean, "stoch_test_lower": st.lower, "stoch_test_upper": st.upper},
         "sigma_grid": cert.grid,
@@ -214,31 +215,52 @@ def cell_terms(cert) -> dict:
     }
 
 
-def evaluate_test_slices(ctx: SweepContext, model, tok, model_name: str) -> list[dict]:
-    """Tidy evaluation rows of ``model`` on every test op slice, with the sweep's eval settings."""
+ITEM_METRICS = ("token_error", "exact_match", "answer_correct")
+
+
+def evaluate_test_items(ctx: SweepContext, model, tok, model_name: str) -> tuple[list[dict], dict[str, list]]:
+    """Tidy per-slice rows of ``model`` on every test op slice, and its per-item results (slice,
+    token_error, exact_match, answer_correct) for the bootstrap and IRT."""
     from .data.igsm import verify
-    from .training.evaluate import evaluate_slices
+    from .training.evaluate import evaluate_items, slice_rows
 
     mod = ctx.cfg.task.modulus
     e = ctx.cfg.eval
-    return evaluate_slices(
+    items = evaluate_items(
         model,
         tok,
         ctx.test_slices,
-        model_name=model_name,
         generate=e.generate,
         verifier=lambda pr, o: verify(pr, o, mod).answer_correct,
         batch_size=e.batch_size,
         max_new_tokens=e.max_new_tokens,
     )
+    compact = {"slice": items["slice"]} | {k: [round(v, 6) for v in items[k]] for k in ITEM_METRICS if k in items}
+    return slice_rows(items, model_name), compact
+
+
+def evaluate_test_slices(ctx: SweepContext, model, tok, model_name: str) -> list[dict]:
+    """Tidy evaluation rows of ``model`` on every test op slice, with the sweep's eval settings."""
+    return evaluate_test_items(ctx, model, tok, model_name)[0]
 
 
 def base_rows(ctx: SweepContext, name: str) -> list[dict]:
     """Evaluation rows of a base model itself (the reference for per-slice changes)."""
+    return base_record(ctx, name)["rows"]
+
+
+def base_record(ctx: SweepContext, name: str) -> dict:
+    """A base model's evaluation record (rows and items), the reference of per-slice changes."""
     from .training.models import load_causal_lm
 
     base_dir, tok = ctx.bases[name]
-    return evaluate_test_slices(ctx, load_causal_lm(base_dir), tok, f"{name}__base")
+    rows, items = evaluate_test_items(ctx, load_causal_lm(base_dir), tok, f"{name}__base")
+    return {
+        "cell": {"id": f"{name}__base", "base": name, "objective": "base"},
+        "status": "done",
+        "rows": rows,
+        "items": items,
+    }
 
 
 def _claim_dir(out: Path, cfg: SweepConfig, chash: str) -> None:
@@ -272,13 +294,7 @@ def _write_base_cells(ctx: SweepContext, chash: str) -> None:
     for b in ctx.cfg.bases:
         bpath = ctx.out / "cells" / f"{b.name}__base.json"
         if read_cell(bpath, chash) is None:
-            rec = {
-                "cell": {"id": f"{b.name}__base", "base": b.name, "objective": "base"},
-                "status": "done",
-                "config_hash": chash,
-                "rows": base_rows(ctx, b.name),
-            }
-            _atomic_write(bpath, json.dumps(rec))
+            _atomic_write(bpath, json.dumps(base_record(ctx, b.name) | {"config_hash": chash}))
 
 
 def cell_summary(cell: Cell, rec: dict) -> str:

@@ -21,6 +21,52 @@ from ..lm.scoring import greedy_generate, teacher_forced_metrics, teacher_forced
 __all__ = ["evaluate_slices", "greedy_generate", "teacher_forced_metrics", "teacher_forced_role_errors"]
 
 
+def evaluate_items(
+    model,
+    tokenizer,
+    slices: Mapping[Any, Sequence[Any]],
+    *,
+    verifier: Callable[[str, str], bool] | None = None,
+    generate: bool = True,
+    batch_size: int = 64,
+    alpha: float = 0.01,
+    max_new_tokens: int = 256,
+) -> dict[str, list]:
+    """Per-item results, as columns: ``slice`` and one list per metric (``answer_correct`` is
+    0/1 and present only with a verifier and ``generate``). Items keep their order within slices."""
+    cols: dict[str, list] = {"slice": []}
+    model.eval()
+    for label, examples in slices.items():
+        if not examples:
+            raise ValueError(f"slice {label!r} has no examples")
+        prompts = [e["prompt"] if isinstance(e, Mapping) else e.prompt for e in examples]
+        responses = [e["response"] if isinstance(e, Mapping) else e.response for e in examples]
+        tf = teacher_forced_metrics(model, tokenizer, prompts, responses, batch_size=batch_size, alpha=alpha)
+        if generate and verifier is not None:
+            outs = greedy_generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens)
+            tf["answer_correct"] = [float(bool(verifier(p, o))) for p, o in zip(prompts, outs)]
+        cols["slice"] += [label] * len(prompts)
+        for metric, vals in tf.items():
+            cols.setdefault(metric, []).extend(vals)
+    return cols
+
+
+def slice_rows(items: Mapping[str, list], model_name: str = "model") -> list[dict]:
+    """Tidy rows (model, slice, metric, value, n_examples) averaging :func:`evaluate_items` per slice;
+    ``answer_correct`` is reported as ``answer_accuracy``."""
+    rows = []
+    labels = list(dict.fromkeys(items["slice"]))
+    for label in labels:
+        idx = [i for i, s in enumerate(items["slice"]) if s == label]
+        for metric, vals in items.items():
+            if metric == "slice":
+                continue
+            name = "answer_accuracy" if metric == "answer_correct" else metric
+            value = sum(vals[i] for i in idx) / len(idx)
+            rows.append({"model": model_name, "slice": label, "metric": name, "value": value, "n_examples": len(idx)})
+    return rows
+
+
 def evaluate_slices(
     model,
     tokenizer,
@@ -38,23 +84,14 @@ def evaluate_slices(
     ``slices`` maps a slice label (e.g. an op count) to examples with ``.prompt`` and ``.response``
     attributes (or dicts with those keys). ``verifier(prompt, output) -> bool`` checks an answer.
     """
-    rows = []
-    model.eval()
-    for label, examples in slices.items():
-        if not examples:
-            raise ValueError(f"slice {label!r} has no examples")
-        prompts = [e["prompt"] if isinstance(e, Mapping) else e.prompt for e in examples]
-        responses = [e["response"] if isinstance(e, Mapping) else e.response for e in examples]
-        tf = teacher_forced_metrics(model, tokenizer, prompts, responses, batch_size=batch_size, alpha=alpha)
-        n = len(prompts)
-        for metric, vals in tf.items():
-            rows.append(
-                {"model": model_name, "slice": label, "metric": metric, "value": sum(vals) / n, "n_examples": n}
-            )
-        if generate and verifier is not None:
-            outs = greedy_generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens)
-            acc = sum(bool(verifier(p, o)) for p, o in zip(prompts, outs)) / n
-            rows.append(
-                {"model": model_name, "slice": label, "metric": "answer_accuracy", "value": acc, "n_examples": n}
-            )
-    return rows
+    items = evaluate_items(
+        model,
+        tokenizer,
+        slices,
+        verifier=verifier,
+        generate=generate,
+        batch_size=batch_size,
+        alpha=alpha,
+        max_new_tokens=max_new_tokens,
+    )
+    return slice_rows(items, model_name)

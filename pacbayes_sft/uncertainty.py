@@ -1,0 +1,89 @@
+"""How sure is the observed optimum? A paired bootstrap over test items (and seeds).
+
+All buckets of one (base, objective, n) are evaluated on the same test items, so their losses
+are paired item by item. One bootstrap replicate resamples the items (and, when there are
+several, the seeds) with replacement and recomputes every bucket's mean loss:
+
+- ``p_best[b]``: the fraction of replicates in which bucket b has the smallest mean loss;
+- ``indistinguishable``: the buckets whose paired difference to the observed best,
+  mean_b − mean_best, has a bootstrap percentile interval at the stated level that reaches 0
+  (the observed best is always in the set). The optimum is *determined* when the set holds the
+  observed best alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BestBucket:
+    """The observed best bucket and its bootstrap uncertainty."""
+
+    observed: str
+    means: dict[str, float]
+    p_best: dict[str, float]
+    indistinguishable: list[str]
+    level: float
+    n_items: int
+    n_seeds: int
+
+    @property
+    def determined(self) -> bool:
+        return self.indistinguishable == [self.observed]
+
+
+def _as_table(item_losses: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    names = list(item_losses)
+    if not names:
+        raise ValueError("item_losses must hold at least one bucket")
+    arrays = [np.atleast_2d(np.asarray(item_losses[b], dtype=float)) for b in names]
+    shape = arrays[0].shape
+    if any(a.shape != shape for a in arrays):
+        raise ValueError(f"item_losses must be (seeds × items) arrays of one shape, got {[a.shape for a in arrays]}")
+    table = np.stack(arrays)  # buckets × seeds × items
+    if not np.isfinite(table).all():
+        raise ValueError("item_losses must be finite")
+    return names, table
+
+
+def bootstrap_best(
+    item_losses: Mapping[str, np.ndarray], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> BestBucket:
+    """Bootstrap the best bucket from per-item losses.
+
+    Args:
+        item_losses: bucket → losses on the shared test items, shape (items,) or (seeds, items),
+            the same items in the same order for every bucket.
+        n_boot: bootstrap replicates.
+        level: confidence level of the indistinguishable set.
+    """
+    if not (isinstance(n_boot, int) and n_boot >= 100):
+        raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    names, table = _as_table(item_losses)
+    _, n_seeds, n_items = table.shape
+    means = table.mean(axis=(1, 2))
+    best = int(np.argmin(means))
+    rng = np.random.default_rng(seed)
+    boot = np.empty((n_boot, len(names)))
+    for r in range(n_boot):
+        s = rng.integers(0, n_seeds, n_seeds)
+        i = rng.integers(0, n_items, n_items)
+        boot[r] = table[:, s][:, :, i].mean(axis=(1, 2))
+    wins = np.bincount(np.argmin(boot, axis=1), minlength=len(names)) / n_boot
+    diff_low = np.quantile(boot - boot[:, [best]], (1 - level) / 2, axis=0)
+    close = [b for k, b in enumerate(names) if k == best or diff_low[k] <= 0]
+    return BestBucket(
+        observed=names[best],
+        means={b: float(m) for b, m in zip(names, means)},
+        p_best={b: float(w) for b, w in zip(names, wins)},
+        indistinguishable=close,
+        level=level,
+        n_items=n_items,
+        n_seeds=n_seeds,
+    )
