@@ -131,7 +131,12 @@ def _positive_list(values: Any, name: str) -> list[float]:
 class TVConfig:
     """The classifier TV proxy between the training sample and the test set."""
 
-    features: str = option("tfidf", "Feature step of the TV proxy: 'tfidf' or 'structure'.")
+    features: str = option(
+        "auto",
+        "Features of the TV proxy: 'auto' (structure, TF-IDF or both, chosen by inner cross-validation), "
+        "'structure', 'tfidf' or 'structure+tfidf'.",
+        choices=("auto", "structure", "tfidf", "structure+tfidf"),
+    )
     permutations: int = option(1000, "Permutations for the TV p-value.")
     max_per_side: int | None = option(None, "Use at most this many texts per side (null = all).")
 

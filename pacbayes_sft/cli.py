@@ -320,6 +320,21 @@ def _add_number_commands(sub) -> None:
     k.set_defaults(func=_cmd_kl)
 
 
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    from .forecast import forecast
+
+    table = forecast(args.dir, args.budget)
+    cols = ["bucket", "train_risk", "kl", "tv", "predicted_risk", "lower", "upper"]
+    for (base, obj), g in table.groupby(["base", "objective"]):
+        best = g.loc[g["best"], "bucket"].iloc[0]
+        print(f"{base}/{obj} at n = {args.budget}: predicted best bucket {best}")
+        with __import__("pandas").option_context("display.float_format", "{:.3g}".format):
+            print(g[cols].to_string(index=False))
+    print("forecast: power laws in n of the MC training risk and KL per bucket, TV per bucket, two-gap weights")
+    print("fitted on the pilot cells; the interval is +-1.96 residual s.d. of that fit (an estimate, not a bound)")
+    return 0
+
+
 def _add_job_commands(sub) -> None:
     """``demo``, ``adapter-demo``, ``sweep`` and ``report``."""
     dm = sub.add_parser("demo", help="the main job: the demo (n x difficulty) sweep on the shipped base and its report")
@@ -346,6 +361,11 @@ def _add_job_commands(sub) -> None:
     sw.add_argument("--shard", default="0/1", help="run part i of N (i/N), for several processes or machines")
     sw.add_argument("--report", action="store_true", help="build the report when done")
     sw.set_defaults(func=_cmd_sweep)
+
+    fc = sub.add_parser("forecast", help="predict the best bucket at a budget no cell was trained at, from a sweep")
+    fc.add_argument("dir", help="the sweep's output directory (its budgets below --budget are the pilots)")
+    fc.add_argument("--budget", type=int, required=True, help="the data budget n to forecast")
+    fc.set_defaults(func=_cmd_forecast)
 
     rp = sub.add_parser("report", help="merge a sweep's cells (all shards) into tables, plots and report.md/html")
     rp.add_argument("dir", help="the sweep's output directory")

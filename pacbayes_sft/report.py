@@ -224,6 +224,31 @@ def summary(ct: pd.DataFrame, opt: pd.DataFrame) -> dict:
     return out
 
 
+def base_losses(df: pd.DataFrame, cfg: SweepConfig) -> dict[tuple, float]:
+    """(base, bucket) → the base model's test risk on the test slices of that bucket's op counts."""
+    col = RISK_COLUMNS[cfg.bound.loss]
+    rows = df[(df["objective"] == "base") & (df["metric"] == col)]
+    out = {}
+    for base, g in rows.groupby("base"):
+        by_op = g.groupby("slice")["value"].mean()
+        for bucket, ops in cfg.buckets.items():
+            vals = [by_op[str(o)] for o in ops if str(o) in by_op]
+            if vals:
+                v = float(np.mean(vals))
+                out[(base, bucket)] = v if cfg.bound.loss == "token_error" else 1.0 - v
+    return out
+
+
+def _predictor_scores(df, ct, opt, cfg, order) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Forecasts from smaller budgets and baselines, scored against the observed optimum."""
+    from .forecast import held_out_predictions, score_predictors
+
+    held = held_out_predictions(ct, order, base_losses(df, cfg))
+    if held.empty:
+        return pd.DataFrame(), pd.DataFrame(columns=["base", "objective", "n", "forecast"])
+    return score_predictors(held, opt), held[["base", "objective", "n", "forecast"]]
+
+
 def _figures(df: pd.DataFrame, ct: pd.DataFrame, opt: pd.DataFrame, order: list[str], loss: str) -> list:
     """Every figure family, all drawn with the one loss the config names."""
     from . import report_figures as rf
@@ -272,7 +297,9 @@ def build_report(out_dir: str | Path) -> dict:
         opt = opt.merge(boot, on=["base", "objective", "n"], how="left")
     summ = summary(ct, opt)
     opt.to_csv(out / "summary.csv", index=False)
-    plots = _save_figures(_figures(df, ct, opt, order, cfg.bound.loss), out / "report")
+    scores, held = _predictor_scores(df, ct, opt, cfg, order)
+    scores.to_csv(out / "predictors.csv", index=False)
+    plots = _save_figures(_figures(df, ct, opt.merge(held, how="left"), order, cfg.bound.loss), out / "report")
     title = f"Sweep report: {cfg.name}"
     buckets = ", ".join(f"{b} = op {cfg.buckets[b]}" for b in order)
     intro = (
@@ -280,11 +307,12 @@ def build_report(out_dir: str | Path) -> dict:
         f"buckets (easy → hard): {buckets}."
     )
     lines = summary_lines(summ, len(opt))
-    write_markdown(out / "report.md", title, intro, opt, lines, plots)
-    write_html(out / "report.html", title, intro, opt, lines, [out / "report" / p for p in plots])
+    write_markdown(out / "report.md", title, intro, opt, lines, plots, scores)
+    write_html(out / "report.html", title, intro, opt, lines, [out / "report" / p for p in plots], scores)
     return {
         "summary": summ,
         "optimum": opt,
+        "predictors": scores,
         "cells": ct,
         "plots": [str(out / "report" / p) for p in plots],
         "report_md": str(out / "report.md"),

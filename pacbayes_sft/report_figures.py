@@ -129,6 +129,27 @@ def optimum_plot(opt: pd.DataFrame, order: list[str]) -> list:
         ax.errorbar(g["n"], g["seed_idx_mean"], yerr=err, marker="o", capsize=4, label=f"observed {lab} (seed range)")
         ax.plot(g["n"], g["raw_idx"], "s--", label=f"raw bound {lab}")
         ax.plot(g["n"], g["calibrated_idx"], "^:", label=f"calibrated {lab}")
+        if "forecast" in g and g["forecast"].notna().any():
+            fc = g[g["forecast"].notna()]
+            ax.plot(
+                fc["n"],
+                fc["forecast"].map({b: i for i, b in enumerate(order)}),
+                "D",
+                ms=9,
+                mfc="none",
+                label=f"forecast from smaller budgets {lab}",
+            )
+        if "determined" in g:
+            und = g[~g["determined"].astype(bool)]
+            ax.scatter(
+                und["n"],
+                und["observed_idx"],
+                s=260,
+                facecolors="none",
+                edgecolors="grey",
+                linestyles=":",
+                label="optimum not determined at 95%",
+            )
     _budget_axis(ax, opt["n"].unique())
     ax.set_yticks(range(len(order)), order)
     ax.set_ylabel("best training bucket")

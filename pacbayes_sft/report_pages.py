@@ -117,10 +117,30 @@ def _cols(opt: pd.DataFrame) -> list[str]:
     return OPT_COLS + [c for c in BOOT_COLS if c in opt]
 
 
-def write_markdown(path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], plots: list[str]) -> None:
+PREDICTORS_NOTE = (
+    "Each budget with two or more smaller budgets is held out: the forecast is fitted on the smaller "
+    "budgets only; persistence is the observed best at the largest of them; easiest / middle / hardest "
+    "always pick that bucket; base_easiest picks the bucket whose test ops the base model finds easiest. "
+    "raw_bound and calibrated use the cells of the held-out budget itself."
+)
+
+
+def _scores_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
+    if scores is None or scores.empty:
+        return None
+    return scores.round(2)
+
+
+def write_markdown(
+    path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], plots: list[str], scores=None
+) -> None:
     table = opt[_cols(opt)].to_markdown(index=False)
     body = [f"# {title}", "", intro, "", "## Best difficulty per budget", "", table, ""]
     body += [f"- {x}" for x in lines]
+    st = _scores_table(scores)
+    if st is not None:
+        body += ["", "## Predictors against baselines (held-out budgets)", "", st.to_markdown(index=False), ""]
+        body += [PREDICTORS_NOTE]
     body += ["", "## What is certified", "", f"- {CERTIFIED}", f"- {ESTIMATED} **Totals are not certified.**", ""]
     body += ["## How to read this", ""] + [f"- `{k}`: {v}" for k, v in HOW_TO_READ]
     body += ["", "## Figures", ""] + [f"![{p}](report/{p})" for p in plots]
@@ -132,8 +152,18 @@ def _img(path: Path) -> str:
     return f"<img alt='{html.escape(path.name)}' src='data:image/png;base64,{data}'>"
 
 
-def write_html(path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], figures: list[Path]) -> None:
+def write_html(
+    path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], figures: list[Path], scores=None
+) -> None:
     """A self-contained page: inline CSS, embedded images, the certified/estimated legend."""
+    st = _scores_table(scores)
+    predictors = (
+        ""
+        if st is None
+        else "<h2>Predictors against baselines (held-out budgets)</h2>"
+        + st.to_html(index=False, border=0)
+        + f"<p class='meta'>{html.escape(PREDICTORS_NOTE)}</p>"
+    )
     legend = (
         f"<div class='legend'><span class='tag certified'>{html.escape(CERTIFIED)}</span>"
         f"<span class='tag estimated'>{html.escape(ESTIMATED)}</span></div>"
@@ -147,6 +177,7 @@ def write_html(path: Path, title: str, intro: str, opt: pd.DataFrame, lines: lis
         "<h2>Best difficulty per budget</h2>",
         opt[_cols(opt)].to_html(index=False, border=0),
         "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>",
+        predictors,
         "<h2>What is certified</h2>",
         legend,
         "<h2>How to read this</h2>",

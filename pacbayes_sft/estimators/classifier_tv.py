@@ -125,9 +125,13 @@ def _classifier_pool(classifier: str | Any, random_state: int, sparse_x: bool) -
     return pool
 
 
-def _cross_fitted_scores(X, y: np.ndarray, pool: dict, n_splits: int, random_state: int):
-    """Held-out P(Q | x) for every sample, its fold, and the classifier chosen in each fold (by
-    inner validation on that fold's training part only)."""
+def _cross_fitted_scores(Xs: dict, y: np.ndarray, pool: dict, n_splits: int, random_state: int):
+    """Held-out P(Q | x) for every sample, its fold, and the (features, classifier) pair chosen in
+    each fold — by inner validation on that fold's training part only, so the choice never sees
+    the samples it is scored on (choosing the best estimate on the scored folds would bias it up).
+
+    ``Xs`` maps a feature-set name to its matrix; ``pool`` maps a candidate name to
+    (feature-set name, estimator), simplest first."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     scores = np.empty(len(y))
@@ -139,12 +143,14 @@ def _cross_fitted_scores(X, y: np.ndarray, pool: dict, n_splits: int, random_sta
         if len(pool) > 1:
             i_tr, i_va = train_test_split(tr, test_size=0.25, stratify=y[tr], random_state=random_state + f)
             best = -np.inf
-            for nm, est in pool.items():  # the first (simplest) candidate wins unless beaten clearly
+            for nm, (feat, est) in pool.items():  # the first (simplest) candidate wins unless beaten clearly
+                X = Xs[feat]
                 ba = _balanced_accuracy(y[i_va], _fit_predict(est, X[i_tr], y[i_tr], X[i_va]) >= 0.5)
                 if ba > best + (SELECTION_MARGIN if best > -np.inf else 0.0):
                     best, name = ba, nm
         chosen.append(name)
-        scores[te] = _fit_predict(pool[name], X[tr], y[tr], X[te])
+        feat, est = pool[name]
+        scores[te] = _fit_predict(est, Xs[feat][tr], y[tr], Xs[feat][te])
         fold_of[te] = f
     return scores, fold_of, chosen
 
@@ -188,7 +194,7 @@ def classifier_tv(
     p_samples: Any,
     q_samples: Any,
     *,
-    features: str | Callable | None = None,
+    features: str | Callable | list | None = "auto",
     classifier: str | Any = "auto",
     n_splits: int = 5,
     delta: float = 0.05,
@@ -200,8 +206,11 @@ def classifier_tv(
 
     Args:
         p_samples, q_samples: numeric arrays (n × d), or sequences of texts.
-        features: for texts, "tfidf" (default), "structure", or a callable mapping a list of
-            texts to an (n × d) array (e.g. :class:`~pacbayes_sft.estimators.features.HiddenStateFeatures`).
+        features: for texts, "auto" (default: structure counts, TF-IDF and their union, chosen
+            with the classifier by inner validation inside each outer fold), "tfidf",
+            "structure", "structure+tfidf", a callable mapping a list of texts to an (n × d) array
+            (e.g. :class:`~pacbayes_sft.estimators.features.HiddenStateFeatures`), or a list of
+            these to choose from. Ignored for numeric arrays.
         classifier: "auto" (logistic vs gradient boosting, chosen by inner validation inside
             each outer fold), "logistic", "boosting", or a scikit-learn classifier with
             predict_proba.
@@ -223,6 +232,22 @@ def classifier_tv(
         return _classifier_tv(p_samples, q_samples, features, classifier, n_splits, delta, n_permutations, random_state)
 
 
+def _feature_sets(p_samples: Any, q_samples: Any, features: Any) -> tuple[dict, int, int]:
+    """Candidate feature matrices (P rows, then Q rows) by name, and the two sample sizes."""
+    from scipy import sparse
+
+    from .features import _is_text_list, text_feature_sets
+
+    multi = features == "auto" or isinstance(features, (list, tuple))
+    if multi and _is_text_list(p_samples) and _is_text_list(q_samples):
+        return text_feature_sets(p_samples, q_samples, features), len(p_samples), len(q_samples)
+    if multi:
+        features = None  # numeric arrays are their own features
+    Xp, Xq = as_feature_matrix(p_samples, q_samples, features=features)
+    X = sparse.vstack([Xp, Xq]).tocsr() if sparse.issparse(Xp) else np.vstack([Xp, Xq])
+    return {"features": X}, Xp.shape[0], Xq.shape[0]
+
+
 def _classifier_tv(p_samples, q_samples, features, classifier, n_splits, delta, n_permutations, random_state):
     if not (isinstance(delta, float | int) and 0 < delta < 1):
         raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
@@ -230,17 +255,18 @@ def _classifier_tv(p_samples, q_samples, features, classifier, n_splits, delta, 
         raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
     if not isinstance(n_permutations, int) or n_permutations < 0:
         raise ValueError(f"n_permutations must be an integer >= 0, got {n_permutations!r}")
-    Xp, Xq = as_feature_matrix(p_samples, q_samples, features=features)
-    n_p, n_q = Xp.shape[0], Xq.shape[0]
+    Xs, n_p, n_q = _feature_sets(p_samples, q_samples, features)
     if min(n_p, n_q) < n_splits:
         raise ValueError(f"p_samples and q_samples need at least n_splits={n_splits} samples each, got {n_p} and {n_q}")
     from scipy import sparse
 
-    X = sparse.vstack([Xp, Xq]).tocsr() if sparse.issparse(Xp) else np.vstack([Xp, Xq])
     y = np.r_[np.zeros(n_p, dtype=int), np.ones(n_q, dtype=int)]
-
-    pool = _classifier_pool(classifier, random_state, sparse.issparse(X))
-    scores, fold_of, chosen = _cross_fitted_scores(X, y, pool, n_splits, random_state)
+    pool = {
+        (f"{feat}/{name}" if len(Xs) > 1 else name): (feat, est)
+        for feat, X in Xs.items()
+        for name, est in _classifier_pool(classifier, random_state, sparse.issparse(X)).items()
+    }
+    scores, fold_of, chosen = _cross_fitted_scores(Xs, y, pool, n_splits, random_state)
     pred = scores >= 0.5
     tpr = float(pred[y == 1].mean())
     fpr = float(pred[y == 0].mean())

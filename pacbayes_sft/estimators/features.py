@@ -94,7 +94,7 @@ def as_feature_matrix(p_samples: Any, q_samples: Any, *, features: str | Callabl
             return _check_numeric(feat(list(p_samples)), "features(p_samples)"), _check_numeric(
                 feat(list(q_samples)), "features(q_samples)"
             )
-        raise ValueError(f"features must be 'tfidf', 'structure' or a callable, got {features!r}")
+        raise ValueError(f"features must be 'auto', 'tfidf', 'structure' or a callable, got {features!r}")
     if isinstance(p_samples, str) or isinstance(q_samples, str):
         raise ValueError("p_samples and q_samples must be sequences of texts or numeric arrays, not a single string")
     xp = _check_numeric(p_samples, "p_samples")
@@ -104,3 +104,56 @@ def as_feature_matrix(p_samples: Any, q_samples: Any, *, features: str | Callabl
             f"p_samples and q_samples must have the same number of features, got {xp.shape[1]} and {xq.shape[1]}"
         )
     return xp, xq
+
+
+AUTO_FEATURES = ("structure", "tfidf", "structure+tfidf")
+
+
+def _tfidf(texts: list[str]):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    # Fitting the vocabulary on both samples uses no labels, so held-out folds stay honest.
+    vec = TfidfVectorizer(token_pattern=r"\S+", ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    return vec.fit_transform(texts)
+
+
+def text_feature_sets(p_texts: Sequence[str], q_texts: Sequence[str], features: Any) -> dict[str, Any]:
+    """Candidate feature matrices (P rows first, then Q) by name, for the classifier's inner selection.
+
+    ``features``: "auto" (structure, TF-IDF and their union), one name ("tfidf", "structure",
+    "structure+tfidf"), a callable (e.g. :class:`HiddenStateFeatures`), or a list of these.
+    """
+    from scipy import sparse
+
+    texts = list(p_texts) + list(q_texts)
+    wanted = (
+        list(AUTO_FEATURES)
+        if features == "auto"
+        else list(features)
+        if isinstance(features, (list, tuple))
+        else [features]
+    )
+    out: dict[str, Any] = {}
+    cache: dict[str, Any] = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = structure_features(texts) if name == "structure" else _tfidf(texts)
+        return cache[name]
+
+    for k, f in enumerate(wanted):
+        if callable(f):
+            out[getattr(f, "name", type(f).__name__ if not hasattr(f, "__name__") else f.__name__) + f"#{k}"] = (
+                _check_numeric(f(texts), "features(texts)")
+            )
+        elif f in ("structure", "tfidf"):
+            out[f] = get(f)
+        elif f == "structure+tfidf":
+            dense = get("structure")
+            scaled = (dense - dense.mean(0)) / np.maximum(dense.std(0), 1e-12)  # label-free scaling
+            out[f] = sparse.hstack([sparse.csr_matrix(scaled), get("tfidf")]).tocsr()
+        else:
+            raise ValueError(
+                f"features must be 'auto', 'tfidf', 'structure', 'structure+tfidf', a callable or a list, got {f!r}"
+            )
+    return out

@@ -1,0 +1,170 @@
+"""Forecast the best difficulty bucket at a budget where no cell was trained, from pilot budgets.
+
+Each bucket b's terms are extrapolated from the pilot cells across n:
+
+    R̂_b(n)  = exp(α_b) · n^{β_b}        (MC training risk; log-log least squares)
+    KL_b(n) = exp(γ_b) · n^{κ_b}        (KL in nats at the chosen σ; log-log least squares)
+    TV_b    = mean over the pilots        (the TV between a bucket and the test set does not depend on n)
+
+and combined in the two-gap form with weights fitted on the pilots (non-negative least squares
+of the measured test risk minus R̂ on √(KL/n) and TV, as the calibrated predictor does):
+
+    predicted test risk_b(N) = R̂_b(N) + a·√(KL_b(N)/N) + c·TV_b
+
+The interval is the prediction ± z·s, s the residual standard deviation of the two-gap fit on the
+pilots (a normal approximation; it ignores the extrapolation error of the power laws). The
+predicted best bucket is the one with the smallest predicted risk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+TERMS = ("mc_mean_risk", "kl", "tv", "test_risk")
+
+
+def _power_law(n: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(log-intercept, exponent) of y ≈ e^α n^β by least squares on logs (y floored at 1e-6)."""
+    if len(np.unique(n)) < 2:
+        return float(np.log(max(float(np.mean(y)), 1e-6))), 0.0
+    beta, alpha = np.polyfit(np.log(n), np.log(np.maximum(y, 1e-6)), 1)
+    return float(alpha), float(beta)
+
+
+@dataclass
+class Forecaster:
+    """Fitted on the pilot cells of one (base, objective): per-bucket power laws and two-gap weights."""
+
+    laws: dict[str, dict[str, tuple[float, float]]]
+    tv: dict[str, float]
+    weights: tuple[float, float]
+    residual_sd: float
+    pilot_budgets: list[int]
+
+    def predict(self, budget: int, z: float = 1.96) -> pd.DataFrame:
+        """Predicted test risk per bucket at ``budget``, with an interval, and the predicted best."""
+        if not (isinstance(budget, (int, np.integer)) and budget >= 1):
+            raise ValueError(f"budget must be an integer >= 1, got {budget!r}")
+        rows = []
+        for b, law in self.laws.items():
+            r = min(1.0, float(np.exp(law["mc_mean_risk"][0]) * budget ** law["mc_mean_risk"][1]))
+            kl = float(np.exp(law["kl"][0]) * budget ** law["kl"][1])
+            pred = r + self.weights[0] * np.sqrt(kl / budget) + self.weights[1] * self.tv[b]
+            rows.append({"bucket": b, "train_risk": r, "kl": kl, "tv": self.tv[b], "predicted_risk": pred})
+        out = pd.DataFrame(rows)
+        out["lower"] = out["predicted_risk"] - z * self.residual_sd
+        out["upper"] = out["predicted_risk"] + z * self.residual_sd
+        out["best"] = out["predicted_risk"] == out["predicted_risk"].min()
+        return out
+
+
+def fit_forecaster(cells: pd.DataFrame) -> Forecaster:
+    """Fit on pilot cells of one (base, objective): columns bucket, n, mc_mean_risk, kl, tv, test_risk
+    (seeds are averaged). Needs at least two budgets."""
+    from scipy.optimize import nnls
+
+    missing = [c for c in ("bucket", "n", *TERMS) if c not in cells]
+    if missing:
+        raise ValueError(f"cells lacks columns {missing}")
+    mean = cells.groupby(["bucket", "n"])[list(TERMS)].mean().reset_index()
+    budgets = sorted(int(n) for n in mean["n"].unique())
+    if len(budgets) < 2:
+        raise ValueError(f"forecasting needs pilot cells at two or more budgets, got {budgets}")
+    laws, tv = {}, {}
+    for b, g in mean.groupby("bucket"):
+        n = g["n"].to_numpy(dtype=float)
+        laws[str(b)] = {t: _power_law(n, g[t].to_numpy(dtype=float)) for t in ("mc_mean_risk", "kl")}
+        tv[str(b)] = float(g["tv"].mean())
+    A = np.column_stack([np.sqrt(mean["kl"] / mean["n"]), mean["tv"]])
+    y = (mean["test_risk"] - mean["mc_mean_risk"]).to_numpy()
+    coef, _ = nnls(A, y)
+    resid = y - A @ coef
+    sd = float(np.sqrt(np.sum(resid**2) / max(1, len(y) - 2)))
+    return Forecaster(laws, tv, (float(coef[0]), float(coef[1])), sd, budgets)
+
+
+def forecast_table(ct: pd.DataFrame, budget: int, *, pilots: list[int] | None = None) -> pd.DataFrame:
+    """Per (base, objective, bucket): the forecast at ``budget`` from the pilot budgets (default:
+    every budget below ``budget``)."""
+    rows = []
+    for (base, obj), g in ct.groupby(["base", "objective"]):
+        use = g[g["n"].isin(pilots)] if pilots is not None else g[g["n"] < budget]
+        pred = fit_forecaster(use).predict(budget)
+        rows.append(pred.assign(base=base, objective=obj, budget=budget))
+    return pd.concat(rows, ignore_index=True)
+
+
+def forecast(run_dir: str, budget: int) -> pd.DataFrame:
+    """Forecast the best bucket of a finished sweep at an untrained ``budget`` (all its budgets
+    below ``budget`` are the pilots)."""
+    from .report import cell_table, collect
+
+    df, cfg = collect(run_dir)
+    ct = cell_table(df, cfg.bound.loss)
+    if not (ct["n"] < budget).any():
+        raise ValueError(f"budget {budget} is not above any pilot budget of {run_dir!r} ({sorted(ct['n'].unique())})")
+    return forecast_table(ct, budget)
+
+
+def _spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 3 or np.ptp(a) <= 1e-12 or np.ptp(b) <= 1e-12:
+        return float("nan")
+    return float(spearmanr(a, b)[0])
+
+
+def held_out_predictions(ct: pd.DataFrame, order: list[str], base_loss: dict | None = None) -> pd.DataFrame:
+    """For every (base, objective, n) with at least two smaller budgets: the best bucket by the
+    forecast fitted on the smaller budgets only, and by each baseline — always-easiest,
+    always-middle, always-hardest, persistence (the observed best at the largest pilot budget),
+    and the bucket the base model finds easiest (``base_loss``: (base, bucket) → base test loss)."""
+    rows = []
+    for (base, obj), g in ct.groupby(["base", "objective"]):
+        means = g.groupby(["n", "bucket"])["test_risk"].mean()
+        for n in sorted(g["n"].unique()):
+            pilots = sorted(int(x) for x in g["n"].unique() if x < n)
+            if len(pilots) < 2:
+                continue
+            pred = fit_forecaster(g[g["n"].isin(pilots)]).predict(int(n))
+            measured = means.loc[n].reindex(pred["bucket"]).to_numpy()
+            row = {"base": base, "objective": obj, "n": int(n), "forecast": pred.loc[pred["best"], "bucket"].iloc[0]}
+            row |= {"forecast_spearman": _spearman(pred["predicted_risk"], measured)}
+            row |= {"easiest": order[0], "middle": order[len(order) // 2], "hardest": order[-1]}
+            row["persistence"] = means.loc[pilots[-1]].idxmin()
+            if base_loss:
+                row["base_easiest"] = min(order, key=lambda b, base=base: base_loss.get((base, b), np.inf))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+PREDICTORS = ("forecast", "raw_bound", "calibrated", "persistence", "easiest", "middle", "hardest", "base_easiest")
+
+
+def score_predictors(held: pd.DataFrame, opt: pd.DataFrame) -> pd.DataFrame:
+    """Exact agreement of each predictor with the observed optimum on the held-out budgets: over
+    all of them, and over those whose optimum the bootstrap determines."""
+    if held.empty:
+        return pd.DataFrame()
+    cols = [c for c in ("observed", "raw_bound", "calibrated", "determined") if c in opt]
+    m = held.merge(opt[["base", "objective", "n", *cols]], on=["base", "objective", "n"])
+    det = m["determined"].astype(bool) if "determined" in m else pd.Series(False, index=m.index)
+    rows = []
+    for p in PREDICTORS:
+        if p not in m:
+            continue
+        hit = m[p] == m["observed"]
+        rows.append(
+            {
+                "predictor": p,
+                "budgets": len(m),
+                "exact": float(hit.mean()),
+                "determined_budgets": int(det.sum()),
+                "exact_on_determined": float(hit[det].mean()) if det.any() else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)

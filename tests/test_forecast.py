@@ -1,0 +1,79 @@
+"""The forecast recovers the best bucket on synthetic tables generated from the two-gap form."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pacbayes_sft.forecast import fit_forecaster, forecast_table, held_out_predictions, score_predictors
+
+
+def _synthetic(budgets, seeds=(0, 1), noise=0.002, a=0.6, c=0.5, seed=0):
+    """Buckets whose training risk falls and KL grows with n at different rates: at small n the
+    easy bucket wins, at large n the hard one (its TV is smallest)."""
+    rng = np.random.default_rng(seed)
+    spec = {  # r0, r_exp, kl0, kl_exp, tv
+        "easy": (0.02, -0.1, 30.0, 0.5, 0.60),
+        "medium": (0.05, -0.3, 60.0, 0.5, 0.40),
+        "hard": (0.20, -0.5, 120.0, 0.5, 0.25),
+    }
+    rows = []
+    for b, (r0, re, k0, ke, tv) in spec.items():
+        for n in budgets:
+            for s in seeds:
+                r, kl = r0 * n**re, k0 * n**ke
+                test = r + a * np.sqrt(kl / n) + c * tv + rng.normal(0, noise)
+                rows.append(
+                    {
+                        "base": "b",
+                        "objective": "sft",
+                        "bucket": b,
+                        "n": n,
+                        "seed": s,
+                        "mc_mean_risk": r,
+                        "kl": kl,
+                        "tv": tv,
+                        "test_risk": test,
+                    }
+                )
+    return pd.DataFrame(rows), spec, a, c
+
+
+def _true_best(spec, a, c, n):
+    risk = {b: r0 * n**re + a * np.sqrt(k0 * n**ke / n) + c * tv for b, (r0, re, k0, ke, tv) in spec.items()}
+    return min(risk, key=risk.get)
+
+
+def test_forecast_recovers_the_known_best_where_it_changes():
+    ct, spec, a, c = _synthetic([32, 64, 128, 256])
+    f = fit_forecaster(ct)
+    assert f.weights == pytest.approx((a, c), rel=0.1)
+    bests = set()
+    for n in (32, 4096, 65536):
+        pred = f.predict(n)
+        assert pred.loc[pred["best"], "bucket"].iloc[0] == _true_best(spec, a, c, n)
+        bests.add(_true_best(spec, a, c, n))
+    assert len(bests) >= 2  # the optimum really moves with n in this table
+    assert (pred["lower"] <= pred["predicted_risk"]).all() and (pred["predicted_risk"] <= pred["upper"]).all()
+
+
+def test_held_out_scoring_counts_forecast_and_baselines():
+    ct, *_ = _synthetic([32, 64, 128, 256, 2048, 8192])
+    order = ["easy", "medium", "hard"]
+    held = held_out_predictions(ct, order)
+    assert set(held["n"]) == {128, 256, 2048, 8192}
+    obs = ct.groupby(["base", "objective", "n", "bucket"])["test_risk"].mean().reset_index()
+    opt = obs.loc[obs.groupby(["base", "objective", "n"])["test_risk"].idxmin()].rename(columns={"bucket": "observed"})
+    opt = opt.assign(raw_bound="easy", calibrated="easy", determined=True)
+    scores = score_predictors(held, opt).set_index("predictor")
+    assert scores.loc["forecast", "exact"] >= scores.loc["persistence", "exact"]
+    assert scores.loc["forecast", "exact"] == 1.0
+
+
+def test_forecast_needs_two_pilot_budgets():
+    ct, *_ = _synthetic([32])
+    with pytest.raises(ValueError, match="two or more budgets"):
+        fit_forecaster(ct)
+    ct, *_ = _synthetic([32, 64])
+    with pytest.raises(ValueError, match="budget must be"):
+        fit_forecaster(ct).predict(0)
+    assert len(forecast_table(ct, 512)) == 3
