@@ -61,16 +61,24 @@ def _cell_means(ct: pd.DataFrame) -> dict:
     }
 
 
-def score_maps(ct: pd.DataFrame, order: list[str], score: str) -> list:
-    """Per (base, objective): test score over (n, bucket), the best bucket per n boxed."""
+def risk_pivot(ct: pd.DataFrame, order: list[str]) -> dict[tuple, tuple[pd.DataFrame, dict]]:
+    """Per (base, objective): the seed-mean test risk over (n × bucket) and the bucket with the
+    lowest risk per n — the same loss and rule as the report's observed optimum."""
+    out = {}
+    for key, mean in _cell_means(ct).items():
+        piv = mean.pivot(index="n", columns="bucket", values="test_risk")[order]
+        out[key] = (piv, {n: piv.loc[n].idxmin() for n in piv.index})
+    return out
+
+
+def score_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
+    """Per (base, objective): test risk under the sweep's loss over (n, bucket), the observed
+    optimum (lowest risk) per n boxed."""
     plt, out = _plt(), []
-    for (base, obj), mean in _cell_means(ct).items():
-        piv = mean.pivot(index="n", columns="bucket", values=score)[order]
-        best = {n: piv.loc[n].idxmax() for n in piv.index}
+    for (base, obj), (piv, best) in risk_pivot(ct, order).items():
         fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(piv)))
-        heatmap(
-            ax, piv, f"test {score} ({base}, {obj}); best per n boxed", mark=best, xlabel=BUCKET_LABEL, ylabel=N_LABEL
-        )
+        title = f"test risk: {loss} ({base}, {obj}); lowest per n boxed"
+        heatmap(ax, piv, title, mark=best, cmap="viridis_r", fmt=".3g", xlabel=BUCKET_LABEL, ylabel=N_LABEL)
         out.append((f"score_{base}_{obj}.png", fig))
     return out
 
@@ -139,8 +147,8 @@ def optimum_plot(opt: pd.DataFrame, order: list[str]) -> list:
                 mfc="none",
                 label=f"forecast from smaller budgets {lab}",
             )
-        if "determined" in g:
-            und = g[~g["determined"].astype(bool)]
+        und = g[~g["determined"].astype(bool)] if "determined" in g else g.iloc[:0]
+        if len(und):
             ax.scatter(
                 und["n"],
                 und["observed_idx"],

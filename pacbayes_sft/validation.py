@@ -234,3 +234,81 @@ def irt_recovery(subjects=(50, 200, 800), missing=(0.0, 0.5, 0.8), items: int = 
                 }
             )
     return pd.DataFrame(rows)
+
+
+def bootstrap_coverage(reps: int = 200, *, n_items: int = 320, seed: int = 0, n_boot: int = 500):
+    """The optimum's bootstrap on simulated tables with a known best bucket: how often the true
+    best is in the 95% indistinguishable set, and how often the optimum is called determined,
+    for a small and a large gap between the two best buckets."""
+    import pandas as pd
+
+    from .uncertainty import bootstrap_best
+
+    rows = []
+    for gap in (0.02, 0.05, 0.10):
+        rates = {"easy": 0.45, "medium": 0.30, "hard": 0.30 + gap}
+        covered = determined = 0
+        for r in range(reps):
+            rng = np.random.default_rng(seed + r)
+            item = rng.normal(0, 1.0, n_items)  # shared item difficulty: the buckets' losses are paired
+            table = {
+                b: (rng.random(n_items) < 1 / (1 + np.exp(-(np.log(p / (1 - p)) + item)))).astype(float)
+                for b, p in rates.items()
+            }
+            res = bootstrap_best(table, n_boot=n_boot, seed=r)
+            covered += "medium" in res.indistinguishable
+            determined += res.determined
+        rows.append(
+            {
+                "gap": gap,
+                "n_items": n_items,
+                "reps": reps,
+                "true_best_covered": covered / reps,
+                "determined": determined / reps,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def igsm_tv_truth(n_per_side: int = 512, *, seed: int = 0):
+    """The default TV proxy against the exact op-marginal TV of each 2-op bucket vs the uniform
+    op 1-8 test mixture (0.75 for every bucket), and on two samples of one distribution (0)."""
+    import pandas as pd
+
+    from .data import generate
+    from .estimators.classifier_tv import classifier_tv
+
+    def texts(ops, s, split):
+        return [p.prompt + " " + p.response for p in generate(n_per_side, ops, split=split, seed=s)]
+
+    test = texts(list(range(1, 9)), seed + 100, "test")
+    rows = []
+    for name, ops in (("op 1-2", [1, 2]), ("op 3-4", [3, 4]), ("op 5-6", [5, 6]), ("op 7-8", [7, 8])):
+        r = classifier_tv(texts(ops, seed + ops[0], "train"), test, n_permutations=0, n_threads=1)
+        rows.append(
+            {
+                "train": name,
+                "test": "op 1-8 uniform",
+                "exact_op_marginal_tv": 0.75,
+                "estimate": r.estimate,
+                "lower": r.lower,
+                "chosen": ", ".join(sorted(set(r.fold_classifiers))),
+            }
+        )
+    r = classifier_tv(
+        texts([1, 2, 3, 4], seed + 200, "train"),
+        texts([1, 2, 3, 4], seed + 201, "train"),
+        n_permutations=0,
+        n_threads=1,
+    )
+    rows.append(
+        {
+            "train": "op 1-4",
+            "test": "op 1-4 (same distribution)",
+            "exact_op_marginal_tv": 0.0,
+            "estimate": r.estimate,
+            "lower": r.lower,
+            "chosen": ", ".join(sorted(set(r.fold_classifiers))),
+        }
+    )
+    return pd.DataFrame(rows)

@@ -205,3 +205,20 @@ def test_report_renders_in_a_browser(quick_run, tmp_path):
     shot = tmp_path / "report.png"
     subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_loss_everywhere(quick_run):
+    """The heatmap's boxed best, the optimum table and the test risk all use the config's loss."""
+    from pacbayes_sft.report import RISK_COLUMNS, bucket_order, cell_table, collect, optimum_table
+    from pacbayes_sft.report_figures import risk_pivot
+
+    out, _ = quick_run
+    df, cfg = collect(out)
+    ct = cell_table(df, cfg.bound.loss).assign(calibrated=0.0)
+    opt = optimum_table(ct, bucket_order(cfg))
+    assert (ct["test_risk"] == ct[RISK_COLUMNS[cfg.bound.loss]]).all()  # token_error here
+    for (base, obj), (_, best) in risk_pivot(ct, bucket_order(cfg)).items():
+        g = opt[(opt["base"] == base) & (opt["objective"] == obj)]
+        assert dict(zip(g["n"], g["observed"])) == best
+    with pytest.raises(ValueError, match="answer_accuracy"):
+        cell_table(df[df["metric"] != "answer_accuracy"], "answer_error")
