@@ -142,6 +142,7 @@ class Certificate:
     seed: int
     versions: dict
     schema_version: int = SCHEMA_VERSION
+    prior: dict = field(default_factory=dict)  # what the prior is centred at, and on which data
 
     @property
     def g_ext(self) -> float:
@@ -197,6 +198,7 @@ class Certificate:
             "seed": self.seed,
             "versions": self.versions,
             "two_gap": self.two_gap.to_dict(),
+            "prior": self.prior,
         }
 
     @classmethod
@@ -225,6 +227,7 @@ class Certificate:
             seed=int(d["seed"]),
             versions=dict(d["versions"]),
             schema_version=SCHEMA_VERSION,
+            prior=dict(d.get("prior", {})),
         )
 
     def __iter__(self) -> Iterator[Any]:

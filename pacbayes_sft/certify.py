@@ -163,7 +163,7 @@ class DeltaPlan:
     bound: float  # per σ-grid point
 
 
-def plan_delta(cfg: BoundConfig, n: int, *, tv_interval: bool = True) -> DeltaPlan:
+def plan_delta(cfg: BoundConfig, n: int, *, tv_interval: bool = True, prior_note: str = "") -> DeltaPlan:
     """Split δ: mc_fraction over the K grid points' MC bounds, tv_fraction to the TV interval
     (only when there is one: ``tv_interval``), the rest to the PAC-Bayes bound at δ/K per grid point."""
     ledger = DeltaLedger(cfg.delta)
@@ -171,7 +171,8 @@ def plan_delta(cfg: BoundConfig, n: int, *, tv_interval: bool = True) -> DeltaPl
     what = f"{m} shared samples" if cfg.mc_scheme == "shared" else f"{n} examples x {m} own draws"
     d_mc = ledger.spend_fraction(f"mc_sampling ({k} sigmas x {what})", cfg.mc_fraction) / k
     d_tv = ledger.spend_fraction("tv_lower_bound", cfg.tv_fraction) if tv_interval else 0.0
-    d_bound = finite_grid_delta(ledger.spend_rest(f"pac_bayes (finite sigma grid, K={k})"), k)
+    note = f"; {prior_note}" if prior_note else ""
+    d_bound = finite_grid_delta(ledger.spend_rest(f"pac_bayes (finite sigma grid, K={k}{note})"), k)
     return DeltaPlan(ledger, d_mc, d_tv, d_bound)
 
 
@@ -216,6 +217,7 @@ def sigma_grid_table(
     init: Any = None,
     catoni_c: float = 1.0,
     progress: bool = False,
+    prior: Any = None,
 ) -> pd.DataFrame:
     """One row per σ: KL, MC stochastic risk (mean and upper bound at δ_MC) and every PAC-Bayes
     bound at δ_bound with the MC upper bound as empirical risk. With ``mc_scheme="per_example"``
@@ -227,7 +229,7 @@ def sigma_grid_table(
             mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, cfg.draws, plan.mc, progress=progress)
         else:
             mc = mc_stochastic_risk(post, losses.risk, cfg.draws, plan.mc, progress=progress)
-        kl = lora_kl(model, s, space=cfg.space, init=init)
+        kl = lora_kl(model, s, space=cfg.space, init=init, prior=prior)
         row = {"sigma": s, "kl": kl, "mc_mean_risk": mc.mean, "mc_risk_upper": mc.upper, "m": cfg.draws}
         row |= {"mc_scheme": cfg.mc_scheme, "mc_losses": mc.m, "delta_mc": plan.mc, "delta_bound": plan.bound}
         for name in BOUNDS:
@@ -259,12 +261,18 @@ def certificate_core(
     seed: int = 0,
     init: Any = None,
     progress: bool = False,
+    prior: Any = None,
+    prior_info: dict | None = None,
 ) -> Certificate:
     """Every term of the two-gap bound for ``model`` (the posterior mean) from its losses and a TV
-    term; ``progress`` draws a bar (terminals only) over the posterior draws of each σ."""
+    term; ``progress`` draws a bar (terminals only) over the posterior draws of each σ.
+
+    ``prior``: an adapter the prior is centred at instead of the pretrained weights (a
+    data-dependent prior); ``losses`` must then cover only examples that adapter never saw, and
+    ``prior_info`` says so in the certificate."""
     point = losses.risk(model)
     grid, rms = cfg.sigma_grid(model, init)
-    table = sigma_grid_table(model, losses, cfg, plan, grid, seed=seed, init=init, progress=progress)
+    table = sigma_grid_table(model, losses, cfg, plan, grid, seed=seed, init=init, progress=progress, prior=prior)
     best, rule = choose_sigma(table, cfg, point)
     row = table.iloc[best]
     interior = len(grid) == 1 or min(grid) < float(row["sigma"]) < max(grid)
@@ -288,7 +296,13 @@ def certificate_core(
         grid=table.to_dict(orient="records"),
         seed=seed,
         versions=library_versions(("torch", "transformers", "peft", "scikit-learn")),
+        prior=prior_info or _default_prior(cfg.space),
     )
+
+
+def _default_prior(space: str) -> dict:
+    centre = "the pretrained weights" if space == "delta" else "the adapter's initial factors (the pretrained function)"
+    return {"kind": "data-free", "centre": centre}
 
 
 @dataclass(frozen=True)
@@ -441,6 +455,8 @@ def certify(
     seed: int = 0,
     batch_size: int = 64,
     progress: bool = False,
+    prior_adapter: Any = None,
+    n_prior: int = 0,
     **legacy: Any,
 ) -> Certificate:
     """The two-gap certificate of one adapter.
@@ -454,23 +470,44 @@ def certify(
             fields may also be given as keywords (``sigmas=``, ``m=``, ``tv_permutations=``, …).
         init: initial adapter factors for space="lora" (default: ``lora_init.safetensors``
             beside an adapter directory).
+        prior_adapter, n_prior: a data-dependent prior — an adapter trained on the first
+            ``n_prior`` training examples only. The prior is centred at it, and the bound uses
+            the remaining n − n_prior examples (the certificate and the ledger say so).
 
     Returns a :class:`Certificate`; ``two_gap, doc = certify(...)`` still unpacks as before.
     """
     cfg, tv_cfg = _configs(bound, tv, legacy)
     if not train_examples:
         raise ValueError("train_examples must not be empty")
+    if not (isinstance(n_prior, int) and 0 <= n_prior < len(train_examples)):
+        raise ValueError(f"n_prior must be an integer in [0, {len(train_examples)}), got {n_prior!r}")
+    if (prior_adapter is None) != (n_prior == 0):
+        raise ValueError(
+            "a data-dependent prior needs both prior_adapter and n_prior > 0 (the examples it was trained on)"
+        )
     if not test_examples:
         raise ValueError("test_examples must not be empty")
     prompts, responses = _texts(train_examples, "examples")
     test_prompts, test_responses = _texts(test_examples, "examples")
     model, tok = _load(base, adapter, tokenizer)
-    losses = teacher_forced_losses(tok, prompts, responses, cfg.loss, batch_size=batch_size)
-    plan = plan_delta(cfg, losses.n)
+    # With a data-dependent prior the bound rests only on the examples the prior never saw.
+    losses = teacher_forced_losses(tok, prompts[n_prior:], responses[n_prior:], cfg.loss, batch_size=batch_size)
+    info = None
+    if n_prior:
+        info = {
+            "kind": "data-dependent",
+            "centre": str(prior_adapter) if isinstance(prior_adapter, (str, Path)) else "adapter",
+            "n_prior": n_prior,
+            "n_bound": losses.n,
+        }
+    note = f"prior: adapter trained on the first {n_prior} examples, bound on the other {losses.n}" if n_prior else ""
+    plan = plan_delta(cfg, losses.n, prior_note=note)
     if init is None and cfg.space == "lora" and isinstance(adapter, (str, Path)):
         init = Path(adapter) / INIT_FILE  # the initial factors saved beside the adapter
     train_texts = [p + " " + r for p, r in zip(prompts, responses)]
     test_texts = [p + " " + r for p, r in zip(test_prompts, test_responses)]
     strata = (_strata(train_examples), _strata(test_examples))
     tv_term = classifier_tv_term(train_texts, test_texts, tv_cfg, plan.tv, seed, strata=strata)
-    return certificate_core(model, losses, tv_term, cfg, plan, seed=seed, init=init, progress=progress)
+    return certificate_core(
+        model, losses, tv_term, cfg, plan, seed=seed, init=init, progress=progress, prior=prior_adapter, prior_info=info
+    )

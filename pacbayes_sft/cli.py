@@ -130,8 +130,17 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     tv = options_from_args(TVConfig, args, prefix="tv_")
     from . import console
 
+    prior = {"prior_adapter": args.prior_adapter, "n_prior": args.n_prior} if args.prior_adapter else {}
     cert = certify(
-        args.base, args.adapter, train, test, bound=bound, tv=tv, seed=args.seed, progress=console.show_progress()
+        args.base,
+        args.adapter,
+        train,
+        test,
+        bound=bound,
+        tv=tv,
+        seed=args.seed,
+        progress=console.show_progress(),
+        **prior,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -388,6 +397,12 @@ def _add_model_commands(sub) -> None:
     c.add_argument("--test", required=True, help="test examples, same format")
     c.add_argument("--out", default="certificate.json", help="where to write the JSON document")
     c.add_argument("--seed", type=int, default=0, help="random seed")
+    c.add_argument(
+        "--prior-adapter",
+        default="",
+        help="data-dependent prior: an adapter trained on the first --n-prior training examples only",
+    )
+    c.add_argument("--n-prior", type=int, default=0, help="examples the prior adapter was trained on (excluded from n)")
     add_options(c, BoundConfig)
     add_options(c, TVConfig, prefix="tv_")
     c.set_defaults(func=_cmd_certify)

@@ -263,3 +263,43 @@ def test_stochastic_risk_interval_covers_the_truth(monkeypatch):
         assert st.lower <= st.mean <= st.upper and st.n == 400
         misses += not (st.lower <= 0.3 <= st.upper)
     assert misses <= 12  # 10% nominal over 60 repetitions, with binomial slack
+
+
+def test_data_dependent_prior_certificate_and_ledger(run):
+    root, train, test = run
+    prior_dir = root / "prior_adapter"
+    if not prior_dir.is_dir():
+        finetune(
+            str(root / "base"),
+            igsm_tokenizer(),
+            [e["prompt"] for e in train[:16]],
+            [e["response"] for e in train[:16]],
+            SFTConfig(max_steps=4, batch_size=8, progress=False, seed=1),
+            prior_dir,
+        )
+    cert = certify(
+        str(root / "base"),
+        str(root / "adapter"),
+        train,
+        test,
+        m=1,
+        tv_permutations=20,
+        sigmas=[1e-2, 3e-2],
+        prior_adapter=str(prior_dir),
+        n_prior=16,
+    )
+    assert cert.n == 24 and cert.empirical_risk.mc_losses == 24  # the bound uses only the 24 unseen examples
+    assert cert.prior["kind"] == "data-dependent" and cert.prior["n_prior"] == 16
+    pac = [e["term"] for e in cert.delta.ledger["entries"] if e["term"].startswith("pac_bayes")]
+    assert "prior: adapter trained on the first 16 examples, bound on the other 24" in pac[0]
+    from pacbayes_sft.estimators import lora_kl
+
+    assert cert.kl.value_nats == pytest.approx(lora_kl(str(root / "adapter"), cert.sigma.value, prior=str(prior_dir)))
+    plain = certify(
+        str(root / "base"), str(root / "adapter"), train, test, m=1, tv_permutations=20, sigmas=[1e-2, 3e-2]
+    )
+    assert plain.prior["kind"] == "data-free" and plain.n == 40
+    with pytest.raises(ValueError, match="data-dependent prior needs both"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, prior_adapter=str(prior_dir))
+    with pytest.raises(ValueError, match="n_prior"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, prior_adapter=str(prior_dir), n_prior=40)

@@ -155,3 +155,39 @@ def test_kl_scales_inverse_square_sigma():
     k1, k2 = lora_kl(model, 0.1), lora_kl(model, 0.2)
     assert k1 == pytest.approx(4 * k2, rel=1e-12)
     assert np.isfinite(k1) and k1 > 0
+
+
+def test_delta_difference_of_two_adapters_against_brute_force():
+    from pacbayes_sft.estimators.lora import LoraFactor, lora_delta_diff_sq_norm
+
+    g = torch.Generator().manual_seed(0)
+    f1 = LoraFactor("m", torch.randn(4, 30, generator=g), torch.randn(20, 4, generator=g), 0.7)
+    f2 = LoraFactor("m", torch.randn(2, 30, generator=g), torch.randn(20, 2, generator=g), 1.3)  # another rank
+    brute = float(((0.7 * f1.B.double() @ f1.A.double() - 1.3 * f2.B.double() @ f2.A.double()) ** 2).sum())
+    assert lora_delta_diff_sq_norm(f1, f2) == pytest.approx(brute, rel=1e-10)
+    assert lora_delta_diff_sq_norm(f1, f1) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_data_dependent_prior_kl_against_merged_weights():
+    from pacbayes_sft.estimators import lora_kl
+    from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
+
+    def adapter(seed):
+        m = attach_lora(tiny_causal_lm("llama", 50, seed=0, hidden=32, layers=1), r=4, alpha=8.0, seed=seed)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed + len(name))) * 0.1)
+        return m
+
+    post, prior = adapter(1), adapter(2)
+    w_post = {k: v.double() for k, v in adapter(1).merge_and_unload().state_dict().items()}
+    w_prior = {k: v.double() for k, v in adapter(2).merge_and_unload().state_dict().items()}
+    brute = sum(float(((w_post[k] - w_prior[k]) ** 2).sum()) for k in w_post) / (2 * 0.05**2)
+    assert lora_kl(post, 0.05, prior=prior) == pytest.approx(brute, rel=1e-6)
+    assert lora_kl(post, 0.05, prior=post) == pytest.approx(0.0, abs=1e-6)
+    # lora space: the prior's trained factors are the centre
+    fa = {n: p.detach().double() for n, p in post.named_parameters() if "lora_" in n}
+    fb = {n: p.detach().double() for n, p in prior.named_parameters() if "lora_" in n}
+    brute_lora = sum(float(((fa[k] - fb[k]) ** 2).sum()) for k in fa) / (2 * 0.05**2)
+    assert lora_kl(post, 0.05, space="lora", prior=prior) == pytest.approx(brute_lora, rel=1e-6)

@@ -115,6 +115,28 @@ def _module_delta_sq(f: LoraFactor) -> float:
     return v
 
 
+def lora_delta_diff_sq_norm(f: LoraFactor, g: LoraFactor) -> float:
+    """‖s_f B_f A_f − s_g B_g A_g‖_F² in float64 without forming either product:
+
+        ‖ΔW_f‖² + ‖ΔW_g‖² − 2 s_f s_g tr((B_fᵀ B_g)(A_g A_fᵀ)),   O((m + k) r_f r_g) work,
+
+    plus ‖s_f b_f − s_g b_g‖² for LoRA biases. The two modules may have different ranks."""
+    if f.A.shape[1:] != g.A.shape[1:] or f.B.shape[0] != g.B.shape[0]:
+        raise ValueError(f"modules {f.name!r} and {g.name!r} adapt weights of different shapes")
+    a_f, b_f = f.A.to(torch.float64).reshape(f.A.shape[0], -1), f.B.to(torch.float64).reshape(f.B.shape[0], -1)
+    a_g, b_g = g.A.to(torch.float64).reshape(g.A.shape[0], -1), g.B.to(torch.float64).reshape(g.B.shape[0], -1)
+    cross = float(torch.trace((b_f.T @ b_g) @ (a_g @ a_f.T)))
+    sq = _module_delta_sq(LoraFactor(f.name, f.A, f.B, f.scaling)) + _module_delta_sq(
+        LoraFactor(g.name, g.A, g.B, g.scaling)
+    )
+    sq -= 2.0 * f.scaling * g.scaling * cross
+    if f.bias is not None or g.bias is not None:
+        zf = f.bias if f.bias is not None else torch.zeros_like(g.bias)
+        zg = g.bias if g.bias is not None else torch.zeros_like(f.bias)
+        sq += float((f.scaling * zf.to(torch.float64) - g.scaling * zg.to(torch.float64)).square().sum())
+    return max(sq, 0.0)
+
+
 def lora_delta_sq_norms(model_or_adapter: Any, adapter_name: str | None = None) -> dict[str, float]:
     """‖ΔW‖_F² per module (float64, including s²‖b‖² for a LoRA bias)."""
     return {f.name: _module_delta_sq(f) for f in lora_factors(model_or_adapter, adapter_name)}
@@ -127,11 +149,15 @@ def lora_kl(
     *,
     init: Any = None,
     adapter_name: str | None = None,
+    prior: Any = None,
 ) -> float:
     """KL(posterior ‖ prior) in nats for isotropic Gaussians of scale σ around a LoRA adapter.
 
     space="delta": Σ_modules ‖s·B A‖_F² / (2σ²) — prior N(W_pre, σ²I), posterior N(W_pre + ΔW, σ²I).
     space="lora":  Σ_modules (‖A − A₀‖² + ‖B − B₀‖²) / (2σ²) — prior at the adapter's init.
+    With ``prior`` (a *data-dependent* prior: another adapter, trained on data the bound does not
+    use), the prior is centred at that adapter instead: Σ ‖ΔW − ΔW_prior‖² / (2σ²) in the delta
+    space, Σ (‖A − A_prior‖² + ‖B − B_prior‖²) / (2σ²) in the lora space.
 
     Args:
         model_or_adapter: a peft ``PeftModel`` (or any module with LoRA layers), or the path of
@@ -145,6 +171,16 @@ def lora_kl(
     if space not in ("delta", "lora"):
         raise ValueError(f"space must be 'delta' or 'lora', got {space!r}")
     factors = lora_factors(model_or_adapter, adapter_name)
+    if prior is not None:
+        centre = {g.name: g for g in lora_factors(prior)}
+        missing = [f.name for f in factors if f.name not in centre]
+        if missing:
+            raise ValueError(f"prior has no LoRA factors for modules {missing[:3]}")
+        if space == "delta":
+            return sum(
+                lora_delta_diff_sq_norm(f, centre[f.name]) / (2.0 * _sigma_for(sigma, f.name) ** 2) for f in factors
+            )
+        init = init_state_from_factors(list(centre.values()))
     if space == "delta":
         return sum(_module_delta_sq(f) / (2.0 * _sigma_for(sigma, f.name) ** 2) for f in factors)
 
