@@ -1,6 +1,9 @@
 """Issue 11, lever by lever: KL and the certified Seeger bound of one adapter with a data-free
 prior (the pretrained weights / the adapter's init) and with a data-dependent prior (an adapter
-trained on the first half of S, the bound on the other half), in the delta and lora spaces.
+trained on the first half of S, the bound on the other half), in the delta and lora spaces; and
+a posterior trained by the PAC-Bayes objective (learned per-module scales, prior σ_p fixed in
+advance at 1 × the RMS of the initial A factors). Each row also measures the stochastic model's
+test risk (token error, whole op 1-8 test set).
 
     python experiments/prior_levers.py --out runs/prior_levers     # about 10 minutes on 2 CPU cores
 """
@@ -13,7 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from pacbayes_sft.certify import BoundConfig, TVConfig, certify
+from pacbayes_sft.certify import (
+    BoundConfig,
+    TVConfig,
+    certify,
+    certify_learned_posterior,
+    stochastic_risk,
+    teacher_forced_losses,
+)
 from pacbayes_sft.data import generate
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.sweep_config import SHIPPED_BASE
@@ -25,6 +35,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/prior_levers")
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--ops", default="5,6")
+    ap.add_argument("--steps", type=int, default=150, help="steps of the PAC-Bayes objective")
     args = ap.parse_args()
     out = Path(args.out)
     tok = load_tokenizer(SHIPPED_BASE)
@@ -53,6 +64,7 @@ def main() -> None:
                 {
                     "space": space,
                     "prior": kind,
+                    "posterior": "SFT + isotropic",
                     "n_bound": cert.n,
                     "sigma": cert.sigma.value,
                     "sigma / RMS": cert.sigma.value / cert.sigma.reference_rms,
@@ -61,11 +73,102 @@ def main() -> None:
                     "U_MC": cert.empirical_risk.mc_upper,
                     "Seeger bound": cert.empirical_risk.mc_upper + cert.g_gen.seeger,
                     "interior": cert.sigma.interior,
+                    "stoch. test risk": _stoch_test(out / "posterior", tok, test, cert.sigma.value, space),
+                    "stoch. op 5-6 risk": _stoch_test(
+                        out / "posterior", tok, [p for p in test if p.op in (5, 6)], cert.sigma.value, space
+                    ),
                 }
             )
             (out / f"certificate_{space}_{kind}.json").write_text(json.dumps(cert.to_dict(), indent=1))
             print(pd.DataFrame(rows).tail(1).to_string(index=False), flush=True)
+    for dd in (False, True):
+        rows.append(_learned_row(out, tok, train, test, args.steps, data_dependent=dd))
+    rows += _reference_rows(out, tok, test)
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g"))
+
+
+def _peft(path, trainable=False):
+    from peft import PeftModel
+
+    from pacbayes_sft.training.models import load_causal_lm
+
+    return PeftModel.from_pretrained(load_causal_lm(SHIPPED_BASE), str(path), is_trainable=trainable)
+
+
+def _stoch_test(adapter, tok, test, sigma, space) -> float:
+    return _stoch(_peft(adapter), tok, test, sigma, space)
+
+
+def _reference_rows(out, tok, test) -> list[dict]:
+    """Test risk of the base and of the SFT adapter (point models) on all ops and on op 5-6."""
+    from pacbayes_sft.training.models import load_causal_lm
+
+    hard = [p for p in test if p.op in (5, 6)]
+    rows = []
+    for name, model in (
+        ("base (no adapter)", load_causal_lm(SHIPPED_BASE)),
+        ("SFT adapter (point)", _peft(out / "posterior")),
+    ):
+        risk = {
+            k: teacher_forced_losses(tok, [p.prompt for p in ex], [p.response for p in ex], "token_error").risk(
+                model.eval()
+            )
+            for k, ex in (("all", test), ("hard", hard))
+        }
+        rows.append({"posterior": name, "stoch. test risk": risk["all"], "stoch. op 5-6 risk": risk["hard"]})
+    return rows
+
+
+def _learned_row(out, tok, train, test, steps, *, data_dependent: bool) -> dict:
+    """A posterior trained by the PAC-Bayes objective. Data-free: prior at the adapter's initial
+    factors, μ from the SFT adapter, bound on all n. Data-dependent: prior at the adapter trained on
+    the first half, μ from it, trained and bounded on the other half."""
+    from pacbayes_sft.adapters import init_state_from_factors, load_init_factors, lora_factors
+    from pacbayes_sft.certificate import TVTerm
+    from pacbayes_sft.estimators.lora import prior_centre_rms
+    from pacbayes_sft.training.pacbayes_objective import PacBayesConfig, train_pacbayes
+
+    half = len(train) // 2
+    start = out / ("prior" if data_dependent else "posterior")
+    data = train[half:] if data_dependent else train
+    centre = init_state_from_factors(lora_factors(str(start))) if data_dependent else load_init_factors(start)
+    model = _peft(start, trainable=True)
+    sp = prior_centre_rms(str(start), "lora")  # fixed before any training: the initial factors' RMS
+    cfg = PacBayesConfig(prior_sigma=sp, init_scale=0.5, steps=steps, lr=1e-3, lr_scale=2e-2, batch_size=32)
+    prompts, responses = [p.prompt for p in data], [p.response for p in data]
+    post, hist = train_pacbayes(model, tok, prompts, responses, cfg, centre=centre)
+    print(f"PAC-Bayes objective: {hist[0]:.4f} -> {sum(hist[-10:]) / 10:.4f} over {steps} steps", flush=True)
+    losses = teacher_forced_losses(tok, prompts, responses, "token_error")
+    info = (
+        {"kind": "data-dependent", "centre": "adapter trained on the first half", "n_prior": half}
+        if data_dependent
+        else {"kind": "data-free", "centre": "the adapter's initial factors"}
+    )
+    cert = certify_learned_posterior(
+        model, post, losses, TVTerm.plain(0.0, len(data), len(test), "not used"), prior_info=info
+    )
+    scales = cert.prior["posterior_scales"]
+    (out / f"certificate_learned_{info['kind']}.json").write_text(json.dumps(cert.to_dict(), indent=1))
+    return {
+        "space": "lora",
+        "prior": info["kind"],
+        "posterior": "PAC-Bayes objective (learned scales)",
+        "n_bound": cert.n,
+        "sigma": sp,
+        "sigma / RMS": 1.0,
+        "KL (nats)": cert.kl.value_nats,
+        "MC train risk": cert.empirical_risk.mc_mean,
+        "U_MC": cert.empirical_risk.mc_upper,
+        "Seeger bound": cert.empirical_risk.mc_upper + cert.g_gen.seeger,
+        "interior": None,
+        "stoch. test risk": _stoch(model, tok, test, scales),
+        "stoch. op 5-6 risk": _stoch(model, tok, [p for p in test if p.op in (5, 6)], scales),
+    }
+
+
+def _stoch(model, tok, examples, sigma, space="lora") -> float:
+    losses = teacher_forced_losses(tok, [p.prompt for p in examples], [p.response for p in examples], "token_error")
+    return stochastic_risk(model.eval(), losses, sigma, space, seed=99).mean
 
 
 if __name__ == "__main__":

@@ -319,7 +319,13 @@ class StochasticRisk:
 
 
 def stochastic_risk(
-    model: torch.nn.Module, losses: Losses, sigma: float, space: str, *, delta: float = 0.05, seed: int = 0
+    model: torch.nn.Module,
+    losses: Losses,
+    sigma: float | dict[str, float],
+    space: str,
+    *,
+    delta: float = 0.05,
+    seed: int = 0,
 ) -> StochasticRisk:
     """The stochastic model's risk on the examples behind ``losses`` (e.g. the test set): what the
     bound is a bound on. Every example gets its own posterior draw; the interval is
@@ -330,7 +336,61 @@ def stochastic_risk(
     mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, 1, delta / 2)
     c = float(np.log(4.0 / delta) / mc.m)
     lo, hi = float(kl_inverse_lower(mc.mean, c)), float(kl_inverse_upper(mc.mean, c))
-    return StochasticRisk(float(mc.mean), lo, hi, mc.m, float(sigma), float(delta))
+    # with per-module scales (a learned posterior) the recorded sigma is their mean
+    return StochasticRisk(float(mc.mean), lo, hi, mc.m, post.sigma, float(delta))
+
+
+def certify_learned_posterior(
+    model: torch.nn.Module,
+    posterior: Any,
+    losses: Losses,
+    tv: TVTerm,
+    *,
+    delta: float = 0.05,
+    mc_fraction: float = 0.2,
+    loss: str = "token_error",
+    seed: int = 0,
+    prior_info: dict,
+) -> Certificate:
+    """The certificate of a posterior trained by a PAC-Bayes objective
+    (:class:`~pacbayes_sft.training.pacbayes_objective.LearnedGaussianLoRA`): N(μ, s_m²) per
+    module over the LoRA factors against the prior N(θ₀, σ_p²), σ_p fixed before training (so no
+    grid is paid for: K = 1). ``prior_info`` states where the prior is centred and on which data
+    (e.g. ``{"kind": "data-free", "centre": "the adapter's initial factors"}``); ``losses`` must
+    cover only examples the centre never saw. The parametrisation is removed; μ stays as the
+    adapter's weights."""
+    from .bounds import maurer_bound
+
+    kl = float(posterior.kl().item())
+    scales, sp = posterior.module_scales(), posterior.prior_sigma
+    posterior.remove()
+    ledger = DeltaLedger(delta)
+    d_mc = ledger.spend_fraction("mc_sampling (1 learned posterior, per-example draws)", mc_fraction)
+    d_bound = ledger.spend_rest(f"pac_bayes (prior sigma {sp:g} fixed before training, K=1)")
+    d_tv = 0.0
+    point = losses.risk(model)
+    mc = mc_stochastic_risk_per_example(
+        GaussianPosterior(model, scales, "lora", seed=seed), losses.example, losses.n, 1, d_mc
+    )
+    tg = two_gap_bound(mc.upper, kl, losses.n, tv.estimate, delta=d_bound, method="seeger", tv_certified=tv.certified)
+    row = {"sigma": sp, "kl": kl, "mc_mean_risk": mc.mean, "mc_risk_upper": mc.upper, "mc_losses": mc.m}
+    row |= {name: float(pac_bayes_bound(name, mc.upper, kl, losses.n, d_bound, C=1.0)) for name in BOUNDS}
+    return Certificate(
+        n=losses.n,
+        loss=loss,
+        loss_range=(0.0, 1.0),
+        empirical_risk=EmpiricalRisk(point, mc.mean, mc.upper, 1, "per_example", mc.m),
+        kl=KLTerm(kl, "lora (learned per-module posterior scales)"),
+        sigma=SigmaChoice(sp, "learned posterior scales (PAC-Bayes objective); prior sigma fixed in advance", [sp]),
+        delta=DeltaSplit(delta, ledger.to_dict(), d_bound, d_mc, d_tv),
+        g_gen=GenGap(tg.g_gen, float(maurer_bound(mc.upper, kl, losses.n, d_bound)) - mc.upper),
+        tv=tv,
+        two_gap=tg,
+        grid=[row],
+        seed=seed,
+        versions=library_versions(("torch", "transformers", "peft", "scikit-learn")),
+        prior=dict(prior_info) | {"sigma": sp, "posterior_scales": scales},
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ one of two Monte-Carlo schemes, both through :func:`pacbayes_sft.bounds.mc_risk_
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -48,6 +48,16 @@ def _seed(*parts: int) -> int:
     return h & ((1 << 63) - 1)
 
 
+def _check_sigma(sigma) -> float:
+    try:
+        s = float(sigma)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sigma must be a number >= 0, got {sigma!r}") from exc
+    if not math.isfinite(s) or s < 0:
+        raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}")
+    return s
+
+
 def _lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     from peft.tuners.lora import LoraLayer
 
@@ -62,33 +72,41 @@ class GaussianPosterior:
 
     Args:
         model: a peft model whose active adapter is the posterior mean.
-        sigma: standard deviation σ > 0 (σ = 0 is allowed and gives the point model).
+        sigma: standard deviation σ ≥ 0 (σ = 0 gives the point model), or in the lora space a
+            mapping module name → σ (per-module posterior scales, e.g. learned ones).
         space: "lora" (noise on the adapter factors) or "delta" (noise on the adapted weights).
         seed: base seed; sample j uses a seed derived from (seed, j).
     """
 
-    def __init__(self, model: torch.nn.Module, sigma: float, space: str = "delta", *, seed: int = 0) -> None:
+    def __init__(
+        self, model: torch.nn.Module, sigma: float | Mapping[str, float], space: str = "delta", *, seed: int = 0
+    ) -> None:
         if space not in ("lora", "delta"):
             raise ValueError(f"space must be 'lora' or 'delta', got {space!r}")
-        try:
-            s = float(sigma)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"sigma must be a number >= 0, got {sigma!r}") from exc
-        if not math.isfinite(s) or s < 0:
-            raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}")
+        self.scales = None
+        if isinstance(sigma, Mapping):  # per-module scales (lora space): module name -> sigma
+            if space != "lora":
+                raise ValueError("per-module sigma is supported in the 'lora' space only")
+            self.scales = {k: _check_sigma(v) for k, v in sigma.items()}
+            s = float(np.mean(list(self.scales.values())))
+        else:
+            s = _check_sigma(sigma)
         self.model = model
         self.sigma = s
         self.space = space
         self.seed = int(seed)
         self._layers = _lora_layers(model)
 
-    def _lora_params(self) -> list[torch.nn.Parameter]:
+    def _lora_params(self) -> list[tuple[torch.nn.Parameter, float]]:
+        """(factor, its posterior scale) for every LoRA factor."""
         params = []
-        for _, layer in self._layers:
+        for name, layer in self._layers:
+            if self.scales is not None and name not in self.scales:
+                raise ValueError(f"sigma has no entry for module {name!r}")
+            s = self.scales[name] if self.scales is not None else self.sigma
             for ad in layer.active_adapters:
                 if ad in layer.lora_A:
-                    params.append(layer.lora_A[ad].weight)
-                    params.append(layer.lora_B[ad].weight)
+                    params += [(layer.lora_A[ad].weight, s), (layer.lora_B[ad].weight, s)]
         return params
 
     @contextmanager
@@ -99,17 +117,17 @@ class GaussianPosterior:
             return
         if self.space == "lora":
             params = self._lora_params()
-            originals = [p.detach().clone() for p in params]
+            originals = [p.detach().clone() for p, _ in params]
             gen = torch.Generator(device="cpu").manual_seed(_seed(self.seed, index))
             try:
                 with torch.no_grad():
-                    for p in params:
+                    for p, s in params:
                         noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-                        p.add_(noise.to(device=p.device, dtype=p.dtype), alpha=self.sigma)
+                        p.add_(noise.to(device=p.device, dtype=p.dtype), alpha=s)
                 yield self.model
             finally:
                 with torch.no_grad():
-                    for p, o in zip(params, originals):
+                    for (p, _), o in zip(params, originals):
                         p.copy_(o)
             return
 
