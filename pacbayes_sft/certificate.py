@@ -56,6 +56,7 @@ class SigmaChoice:
     grid: list[float]
     interior: bool | None = None  # False: the bound's minimum is at an end of the grid (widen it)
     reference_rms: float | None = None  # for a relative grid: the RMS the multiples apply to
+    per_family: dict | None = None  # with per-module sigma: the chosen sigma of each module family
 
 
 @dataclass(frozen=True)

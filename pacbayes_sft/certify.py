@@ -80,6 +80,11 @@ class BoundConfig:
         choices=MC_SCHEMES,
     )
     loss: str = option("token_error", "Bounded loss in [0, 1] for risks and bounds.", choices=LOSSES)
+    per_module_sigma: bool = option(
+        False,
+        "One sigma grid per module family (q_proj, v_proj, ...; relative grid only), chosen by a coordinate "
+        "search after the isotropic grid; the union over every combination is paid in the ledger.",
+    )
 
     def __post_init__(self) -> None:
         if self.mc_scheme not in MC_SCHEMES:
@@ -97,6 +102,8 @@ class BoundConfig:
             raise ValueError("mc_fraction and tv_fraction must lie in (0, 1) and sum to less than 1")
         if self.sigmas is not None:
             self.sigmas = _positive_list(self.sigmas, "sigmas")
+            if self.per_module_sigma:
+                raise ValueError("per_module_sigma needs the relative grid (sigmas: null)")
         self.sigma_multiples = _positive_list(self.sigma_multiples, "sigma_multiples")
 
     @property
@@ -158,22 +165,31 @@ class DeltaPlan:
     """The ledger and the δ each statement is made at."""
 
     ledger: DeltaLedger
-    mc: float  # per σ-grid point
+    mc: float  # per σ setting evaluated
     tv: float
-    bound: float  # per σ-grid point
+    bound: float  # per candidate prior
+    settings: int = 0  # σ settings the MC budget was split over
+    priors: int = 0  # candidate priors the PAC-Bayes budget was split over
 
 
-def plan_delta(cfg: BoundConfig, n: int, *, tv_interval: bool = True, prior_note: str = "") -> DeltaPlan:
+def plan_delta(
+    cfg: BoundConfig, n: int, *, tv_interval: bool = True, prior_note: str = "", families: int = 0
+) -> DeltaPlan:
     """Split δ: mc_fraction over the K grid points' MC bounds, tv_fraction to the TV interval
-    (only when there is one: ``tv_interval``), the rest to the PAC-Bayes bound at δ/K per grid point."""
+    (only when there is one: ``tv_interval``), the rest to the PAC-Bayes bound at δ/K per grid point.
+
+    With ``per_module_sigma`` and F module families, the search evaluates K + F·K σ settings
+    (δ_MC is split over all of them) and may return any of the K + K^F candidate priors (δ_bound
+    is split over all of those)."""
     ledger = DeltaLedger(cfg.delta)
     k, m = cfg.grid_size, cfg.draws
+    k_mc, k_bound = (k + families * k, k + k**families) if cfg.per_module_sigma else (k, k)
     what = f"{m} shared samples" if cfg.mc_scheme == "shared" else f"{n} examples x {m} own draws"
-    d_mc = ledger.spend_fraction(f"mc_sampling ({k} sigmas x {what})", cfg.mc_fraction) / k
+    d_mc = ledger.spend_fraction(f"mc_sampling ({k_mc} sigma settings x {what})", cfg.mc_fraction) / k_mc
     d_tv = ledger.spend_fraction("tv_lower_bound", cfg.tv_fraction) if tv_interval else 0.0
     note = f"; {prior_note}" if prior_note else ""
-    d_bound = finite_grid_delta(ledger.spend_rest(f"pac_bayes (finite sigma grid, K={k}{note})"), k)
-    return DeltaPlan(ledger, d_mc, d_tv, d_bound)
+    d_bound = finite_grid_delta(ledger.spend_rest(f"pac_bayes (finite sigma grid, K={k_bound}{note})"), k_bound)
+    return DeltaPlan(ledger, d_mc, d_tv, d_bound, k_mc, k_bound)
 
 
 @dataclass
@@ -206,6 +222,22 @@ def teacher_forced_losses(
 # The engine
 
 
+def _evaluate(model, losses: Losses, cfg: BoundConfig, plan: DeltaPlan, sigma, seed: int, **kw) -> dict:
+    """One σ setting (a float, or module name → σ): KL, MC risk at δ_MC and every bound at δ_bound."""
+    post = GaussianPosterior(model, sigma, cfg.space, seed=seed)
+    if cfg.mc_scheme == "per_example":
+        mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, cfg.draws, plan.mc, progress=kw["progress"])
+    else:
+        mc = mc_stochastic_risk(post, losses.risk, cfg.draws, plan.mc, progress=kw["progress"])
+    kl = lora_kl(model, sigma, space=cfg.space, init=kw["init"], prior=kw["prior"])
+    row = {"sigma": post.sigma if isinstance(sigma, dict) else sigma, "kl": kl, "mc_mean_risk": mc.mean}
+    row |= {"mc_risk_upper": mc.upper, "m": cfg.draws, "mc_scheme": cfg.mc_scheme, "mc_losses": mc.m}
+    row |= {"delta_mc": plan.mc, "delta_bound": plan.bound}
+    for name in BOUNDS:
+        row[name] = float(pac_bayes_bound(name, mc.upper, kl, losses.n, plan.bound, C=kw["catoni_c"]))
+    return row
+
+
 def sigma_grid_table(
     model: torch.nn.Module,
     losses: Losses,
@@ -222,19 +254,40 @@ def sigma_grid_table(
     """One row per σ: KL, MC stochastic risk (mean and upper bound at δ_MC) and every PAC-Bayes
     bound at δ_bound with the MC upper bound as empirical risk. With ``mc_scheme="per_example"``
     each example gets m draws of its own and the bound rests on n·m losses (``mc_losses``)."""
+    kw = {"init": init, "prior": prior, "catoni_c": catoni_c, "progress": progress}
+    return pd.DataFrame([_evaluate(model, losses, cfg, plan, s, seed + i, **kw) for i, s in enumerate(sigmas)])
+
+
+def family_sigma_table(
+    model: torch.nn.Module, losses: Losses, cfg: BoundConfig, plan: DeltaPlan, iso: pd.DataFrame, *, seed: int = 0, **kw
+) -> pd.DataFrame:
+    """Per-module-family σ by coordinate search, after the isotropic grid ``iso``: from the best
+    isotropic multiple, each family in turn tries every multiple of its own RMS while the others
+    stay fixed, keeping the best Seeger bound. Returns the K·F rows it evaluated (``sigma_map``
+    gives each row's σ per family). Every evaluation and every combination is paid for in the
+    ledger (:func:`plan_delta` with ``families``)."""
+    from .adapters import lora_factors
+    from .estimators.lora import module_family, prior_centre_rms
+
+    names = [f.name for f in lora_factors(model)]
+    families = sorted({module_family(n) for n in names})
+    rms = {f: prior_centre_rms(model, cfg.space, init=kw.get("init"), family=f) for f in families}
+    mult = cfg.sigma_multiples
+    k = len(iso)
+    if plan.settings != k + len(families) * k or plan.priors != k + k ** len(families):
+        raise ValueError(f"the delta plan does not pay for a per-module search over {len(families)} families")
+    tied = iso.index[iso["seeger"] <= iso["seeger"].min() + 1e-12]
+    current = dict.fromkeys(families, mult[int(iso.loc[tied, "sigma"].idxmax())])
     rows = []
-    for i, s in enumerate(sigmas):
-        post = GaussianPosterior(model, s, cfg.space, seed=seed + i)
-        if cfg.mc_scheme == "per_example":
-            mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, cfg.draws, plan.mc, progress=progress)
-        else:
-            mc = mc_stochastic_risk(post, losses.risk, cfg.draws, plan.mc, progress=progress)
-        kl = lora_kl(model, s, space=cfg.space, init=init, prior=prior)
-        row = {"sigma": s, "kl": kl, "mc_mean_risk": mc.mean, "mc_risk_upper": mc.upper, "m": cfg.draws}
-        row |= {"mc_scheme": cfg.mc_scheme, "mc_losses": mc.m, "delta_mc": plan.mc, "delta_bound": plan.bound}
-        for name in BOUNDS:
-            row[name] = float(pac_bayes_bound(name, mc.upper, kl, losses.n, plan.bound, C=catoni_c))
-        rows.append(row)
+    for fam in families:
+        best = (float("inf"), -current[fam])  # ties go to the larger multiple, as on the isotropic grid
+        for c in mult:
+            trial = current | {fam: c}
+            smap = {n: trial[module_family(n)] * rms[module_family(n)] for n in names}
+            row = _evaluate(model, losses, cfg, plan, smap, seed + k + len(rows), **kw)
+            rows.append(row | {"sigma_map": {f: trial[f] * rms[f] for f in families}})
+            best = min(best, (row["seeger"], -c))
+        current[fam] = -best[1]
     return pd.DataFrame(rows)
 
 
@@ -273,8 +326,14 @@ def certificate_core(
     point = losses.risk(model)
     grid, rms = cfg.sigma_grid(model, init)
     table = sigma_grid_table(model, losses, cfg, plan, grid, seed=seed, init=init, progress=progress, prior=prior)
+    if cfg.per_module_sigma:
+        kw = {"init": init, "prior": prior, "catoni_c": 1.0, "progress": progress}
+        fam = family_sigma_table(model, losses, cfg, plan, table, seed=seed, **kw)
+        table = pd.concat([table.assign(sigma_map=None), fam], ignore_index=True)
     best, rule = choose_sigma(table, cfg, point)
     row = table.iloc[best]
+    if cfg.per_module_sigma:
+        rule += f"; per-module-family sigma by coordinate search ({len(table)} settings evaluated)"
     interior = len(grid) == 1 or min(grid) < float(row["sigma"]) < max(grid)
     if not interior:
         rule += "; the minimum is at an end of the grid (a wider grid may do better)"
@@ -288,7 +347,7 @@ def certificate_core(
         loss_range=(0.0, 1.0),
         empirical_risk=risk,
         kl=KLTerm(kl, cfg.space),
-        sigma=SigmaChoice(float(row["sigma"]), rule, list(grid), interior, rms),
+        sigma=SigmaChoice(float(row["sigma"]), rule, list(grid), interior, rms, _per_family(row)),
         delta=delta,
         g_gen=GenGap(tg.g_gen, float(row["maurer"]) - upper),
         tv=tv,
@@ -298,6 +357,18 @@ def certificate_core(
         versions=library_versions(("torch", "transformers", "peft", "scikit-learn")),
         prior=prior_info or _default_prior(cfg.space),
     )
+
+
+def _n_families(model) -> int:
+    from .adapters import lora_factors
+    from .estimators.lora import module_family
+
+    return len({module_family(f.name) for f in lora_factors(model)})
+
+
+def _per_family(row) -> dict | None:
+    value = row.get("sigma_map") if hasattr(row, "get") else None
+    return dict(value) if isinstance(value, dict) else None
 
 
 def _default_prior(space: str) -> dict:
@@ -561,7 +632,7 @@ def certify(
             "n_bound": losses.n,
         }
     note = f"prior: adapter trained on the first {n_prior} examples, bound on the other {losses.n}" if n_prior else ""
-    plan = plan_delta(cfg, losses.n, prior_note=note)
+    plan = plan_delta(cfg, losses.n, prior_note=note, families=_n_families(model) if cfg.per_module_sigma else 0)
     if init is None and cfg.space == "lora" and isinstance(adapter, (str, Path)):
         init = Path(adapter) / INIT_FILE  # the initial factors saved beside the adapter
     train_texts = [p + " " + r for p, r in zip(prompts, responses)]

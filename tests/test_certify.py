@@ -303,3 +303,55 @@ def test_data_dependent_prior_certificate_and_ledger(run):
         certify(str(root / "base"), str(root / "adapter"), train, test, prior_adapter=str(prior_dir))
     with pytest.raises(ValueError, match="n_prior"):
         certify(str(root / "base"), str(root / "adapter"), train, test, prior_adapter=str(prior_dir), n_prior=40)
+
+
+def test_per_module_kl_against_a_brute_force_sum(run):
+    import torch
+
+    from pacbayes_sft.adapters import lora_factors
+    from pacbayes_sft.estimators import lora_kl
+    from pacbayes_sft.estimators.lora import module_family
+
+    root, _, _ = run
+    factors = lora_factors(str(root / "adapter"))
+    per_family = {
+        "q_proj": 0.01,
+        "k_proj": 0.02,
+        "v_proj": 0.03,
+        "o_proj": 0.04,
+        "gate_proj": 0.05,
+        "up_proj": 0.06,
+        "down_proj": 0.07,
+    }
+    smap = {f.name: per_family[module_family(f.name)] for f in factors}
+    brute = sum(
+        float(((f.scaling * f.B.double() @ f.A.double()) ** 2).sum()) / (2 * smap[f.name] ** 2) for f in factors
+    )
+    assert lora_kl(str(root / "adapter"), smap) == pytest.approx(brute, rel=1e-10)
+    assert torch.isfinite(torch.tensor(brute))
+
+
+def test_per_module_sigma_search_and_its_ledger(run):
+    root, train, test = run
+    cert = certify(
+        str(root / "base"),
+        str(root / "adapter"),
+        train,
+        test,
+        m=1,
+        tv_permutations=0,
+        sigma_multiples=[0.3, 1.0],
+        per_module_sigma=True,
+    )
+    families = 7  # q, k, v, o, gate, up, down
+    pac = next(e for e in cert.delta.ledger["entries"] if e["term"].startswith("pac_bayes"))
+    mc = next(e for e in cert.delta.ledger["entries"] if e["term"].startswith("mc_sampling"))
+    assert f"K={2 + 2**families}" in pac["term"] and f"{2 + families * 2} sigma settings" in mc["term"]
+    assert cert.delta.per_grid_point_bound == pytest.approx(pac["delta"] / (2 + 2**families))
+    assert len(cert.grid) == 2 + families * 2 and "coordinate search" in cert.sigma.rule
+    iso_best = min(r["seeger"] for r in cert.grid[:2])
+    assert cert.empirical_risk.mc_upper + cert.g_gen.seeger <= iso_best + 1e-12  # never worse than isotropic
+    if cert.sigma.per_family is not None:
+        assert len(cert.sigma.per_family) == families
+    with pytest.raises(ValueError, match="relative grid"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, sigmas=[0.1], per_module_sigma=True)

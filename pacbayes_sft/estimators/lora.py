@@ -209,12 +209,20 @@ def lora_kl(
     return total
 
 
-def prior_centre_rms(model_or_adapter: Any, space: str = "delta", *, init: Any = None) -> float:
+def module_family(name: str) -> str:
+    """The family of a LoRA module: the last component of its name (q_proj, v_proj, c_attn, ...)."""
+    return name.rsplit(".", 1)[-1]
+
+
+def prior_centre_rms(
+    model_or_adapter: Any, space: str = "delta", *, init: Any = None, family: str | None = None
+) -> float:
     """RMS of the parameters the prior is centred at — the scale a relative σ grid is a multiple of.
 
     space="delta": RMS of the pretrained weight matrices that LoRA adapts (needs a peft model).
     space="lora": RMS of the initial A factors (B₀ = 0 carries no scale).
     Both are fixed before the fine-tuning data are seen, so a grid built on them is a valid prior grid.
+    ``family`` restricts the RMS to one module family (:func:`module_family`).
     """
     if space == "delta":
         if not isinstance(model_or_adapter, torch.nn.Module):
@@ -222,8 +230,8 @@ def prior_centre_rms(model_or_adapter: Any, space: str = "delta", *, init: Any =
         from peft.tuners.lora import LoraLayer
 
         sq, count = 0.0, 0
-        for module in model_or_adapter.modules():
-            if isinstance(module, LoraLayer):
+        for mname, module in model_or_adapter.named_modules():
+            if isinstance(module, LoraLayer) and (family is None or module_family(mname) == family):
                 w = module.get_base_layer().weight.detach().to(torch.float64)
                 sq, count = sq + float(w.square().sum()), count + w.numel()
         if not count:
@@ -235,5 +243,11 @@ def prior_centre_rms(model_or_adapter: Any, space: str = "delta", *, init: Any =
         if not isinstance(model_or_adapter, (str, Path)):
             raise ValueError("init is required for a relative sigma grid in the 'lora' space")
         init = Path(model_or_adapter) / INIT_FILE
-    a = [t.to(torch.float64) for k, t in load_init_factors(init).items() if k.endswith(".lora_A")]
+    a = [
+        t.to(torch.float64)
+        for k, t in load_init_factors(init).items()
+        if k.endswith(".lora_A") and (family is None or module_family(k.removesuffix(".lora_A")) == family)
+    ]
+    if not a:
+        raise ValueError(f"init has no initial A factors{'' if family is None else f' for family {family!r}'}")
     return math.sqrt(sum(float(t.square().sum()) for t in a) / sum(t.numel() for t in a))

@@ -84,9 +84,7 @@ class GaussianPosterior:
         if space not in ("lora", "delta"):
             raise ValueError(f"space must be 'lora' or 'delta', got {space!r}")
         self.scales = None
-        if isinstance(sigma, Mapping):  # per-module scales (lora space): module name -> sigma
-            if space != "lora":
-                raise ValueError("per-module sigma is supported in the 'lora' space only")
+        if isinstance(sigma, Mapping):  # per-module scales: module name -> sigma
             self.scales = {k: _check_sigma(v) for k, v in sigma.items()}
             s = float(np.mean(list(self.scales.values())))
         else:
@@ -101,13 +99,20 @@ class GaussianPosterior:
         """(factor, its posterior scale) for every LoRA factor."""
         params = []
         for name, layer in self._layers:
-            if self.scales is not None and name not in self.scales:
-                raise ValueError(f"sigma has no entry for module {name!r}")
-            s = self.scales[name] if self.scales is not None else self.sigma
+            s = self._scale(name)
             for ad in layer.active_adapters:
                 if ad in layer.lora_A:
                     params += [(layer.lora_A[ad].weight, s), (layer.lora_B[ad].weight, s)]
         return params
+
+    def _scale(self, name: str) -> float:
+        """σ of the module ``name`` (its full name in the model, or as :func:`lora_factors` names it)."""
+        if self.scales is None:
+            return self.sigma
+        for key in (name, name.removeprefix("base_model.model.")):
+            if key in self.scales:
+                return self.scales[key]
+        raise ValueError(f"sigma has no entry for module {name!r}")
 
     @contextmanager
     def sample(self, index: int) -> Iterator[torch.nn.Module]:
@@ -132,7 +137,7 @@ class GaussianPosterior:
             return
 
         handles = []
-        for li, (_, layer) in enumerate(self._layers):
+        for li, (name, layer) in enumerate(self._layers):
             base = layer.get_base_layer()
             weight = getattr(base, "weight", None)
             if weight is None or weight.ndim != 2:
@@ -141,8 +146,9 @@ class GaussianPosterior:
                 )
             fan_in_fan_out = bool(getattr(layer, "fan_in_fan_out", False))
             layer_seed = _seed(self.seed, index, li)
+            layer_sigma = self._scale(name)
 
-            def hook(module, inputs, output, _w=weight, _fifo=fan_in_fan_out, _s=layer_seed, sigma=self.sigma):
+            def hook(module, inputs, output, _w=weight, _fifo=fan_in_fan_out, _s=layer_seed, sigma=layer_sigma):
                 gen = torch.Generator(device=_w.device).manual_seed(_s)
                 noise = torch.randn(_w.shape, generator=gen, device=_w.device, dtype=_w.dtype)
                 x = inputs[0].to(_w.dtype)
