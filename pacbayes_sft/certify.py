@@ -222,14 +222,26 @@ def teacher_forced_losses(
 # The engine
 
 
+@dataclass
+class PosteriorFamily:
+    """Posteriors indexed by a scale σ other than the isotropic Gaussian around the adapter (e.g.
+    Gaussians in a random subspace): how to sample one, and its KL to the prior, in nats."""
+
+    space: str
+    grid: list[float]
+    posterior: Callable[[float, int], Any]  # (σ, seed) -> object with .sample(index), .sigma, .space
+    kl: Callable[[float], float]
+
+
 def _evaluate(model, losses: Losses, cfg: BoundConfig, plan: DeltaPlan, sigma, seed: int, **kw) -> dict:
     """One σ setting (a float, or module name → σ): KL, MC risk at δ_MC and every bound at δ_bound."""
-    post = GaussianPosterior(model, sigma, cfg.space, seed=seed)
+    fam = kw.get("family")
+    post = fam.posterior(sigma, seed) if fam else GaussianPosterior(model, sigma, cfg.space, seed=seed)
     if cfg.mc_scheme == "per_example":
         mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, cfg.draws, plan.mc, progress=kw["progress"])
     else:
         mc = mc_stochastic_risk(post, losses.risk, cfg.draws, plan.mc, progress=kw["progress"])
-    kl = lora_kl(model, sigma, space=cfg.space, init=kw["init"], prior=kw["prior"])
+    kl = fam.kl(sigma) if fam else lora_kl(model, sigma, space=cfg.space, init=kw["init"], prior=kw["prior"])
     row = {"sigma": post.sigma if isinstance(sigma, dict) else sigma, "kl": kl, "mc_mean_risk": mc.mean}
     row |= {"mc_risk_upper": mc.upper, "m": cfg.draws, "mc_scheme": cfg.mc_scheme, "mc_losses": mc.m}
     row |= {"delta_mc": plan.mc, "delta_bound": plan.bound}
@@ -250,11 +262,12 @@ def sigma_grid_table(
     catoni_c: float = 1.0,
     progress: bool = False,
     prior: Any = None,
+    family: PosteriorFamily | None = None,
 ) -> pd.DataFrame:
     """One row per σ: KL, MC stochastic risk (mean and upper bound at δ_MC) and every PAC-Bayes
     bound at δ_bound with the MC upper bound as empirical risk. With ``mc_scheme="per_example"``
     each example gets m draws of its own and the bound rests on n·m losses (``mc_losses``)."""
-    kw = {"init": init, "prior": prior, "catoni_c": catoni_c, "progress": progress}
+    kw = {"init": init, "prior": prior, "catoni_c": catoni_c, "progress": progress, "family": family}
     return pd.DataFrame([_evaluate(model, losses, cfg, plan, s, seed + i, **kw) for i, s in enumerate(sigmas)])
 
 
@@ -316,16 +329,22 @@ def certificate_core(
     progress: bool = False,
     prior: Any = None,
     prior_info: dict | None = None,
+    family: PosteriorFamily | None = None,
 ) -> Certificate:
     """Every term of the two-gap bound for ``model`` (the posterior mean) from its losses and a TV
     term; ``progress`` draws a bar (terminals only) over the posterior draws of each σ.
 
     ``prior``: an adapter the prior is centred at instead of the pretrained weights (a
     data-dependent prior); ``losses`` must then cover only examples that adapter never saw, and
-    ``prior_info`` says so in the certificate."""
+    ``prior_info`` says so in the certificate. ``family``: another posterior family (e.g. a random
+    subspace) with its own σ grid, which ``plan`` must pay for."""
     point = losses.risk(model)
-    grid, rms = cfg.sigma_grid(model, init)
-    table = sigma_grid_table(model, losses, cfg, plan, grid, seed=seed, init=init, progress=progress, prior=prior)
+    if family is not None and (cfg.per_module_sigma or plan.settings != len(family.grid)):
+        raise ValueError("a posterior family needs a plan over exactly its grid, without per_module_sigma")
+    grid, rms = (list(family.grid), None) if family is not None else cfg.sigma_grid(model, init)
+    table = sigma_grid_table(
+        model, losses, cfg, plan, grid, seed=seed, init=init, progress=progress, prior=prior, family=family
+    )
     if cfg.per_module_sigma:
         kw = {"init": init, "prior": prior, "catoni_c": 1.0, "progress": progress}
         fam = family_sigma_table(model, losses, cfg, plan, table, seed=seed, **kw)
@@ -346,7 +365,7 @@ def certificate_core(
         loss=cfg.loss,
         loss_range=(0.0, 1.0),
         empirical_risk=risk,
-        kl=KLTerm(kl, cfg.space),
+        kl=KLTerm(kl, family.space if family is not None else cfg.space),
         sigma=SigmaChoice(float(row["sigma"]), rule, list(grid), interior, rms, _per_family(row)),
         delta=delta,
         g_gen=GenGap(tg.g_gen, float(row["maurer"]) - upper),
