@@ -123,7 +123,9 @@ def bootstrap_optimum(items: dict[tuple, dict], loss: str, *, n_boot: int = 2000
                 "base": base,
                 "objective": obj,
                 "n": int(n),
-                "p_best": ", ".join(f"{b} {p:.2f}" for b, p in sorted(res.p_best.items(), key=lambda x: -x[1])),
+                "p_best": ", ".join(
+                    f"{b} {p:.2f}" for b, p in sorted(res.p_best.items(), key=lambda x: -x[1]) if p >= 0.005
+                ),
                 "indistinguishable": ", ".join(res.indistinguishable),
                 "determined": res.determined,
             }

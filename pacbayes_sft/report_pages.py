@@ -58,7 +58,8 @@ body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1
        padding: 1.5rem; color: #1d2330; line-height: 1.45; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.25rem; margin-top: 2rem;
        border-bottom: 1px solid #dde1e8; padding-bottom: .2rem; }
-table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; }
+table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; display: block; max-width: 100%;
+        overflow-x: auto; }
 th, td { border: 1px solid #dde1e8; padding: .3rem .6rem; text-align: right; }
 th { background: #f3f5f8; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; height: auto; display: block; margin: .4rem 0 1.2rem; }
@@ -114,7 +115,10 @@ ESTIMATED = (
 
 
 def _cols(opt: pd.DataFrame) -> list[str]:
-    return OPT_COLS + [c for c in BOOT_COLS if c in opt]
+    """The optimum table's columns; the per-seed range only when there are several seeds."""
+    one_seed = "n_seeds" in opt and (opt["n_seeds"] <= 1).all()
+    cols = [c for c in OPT_COLS if not (one_seed and c.startswith("seed_idx"))]
+    return cols + [c for c in BOOT_COLS if c in opt]
 
 
 PREDICTORS_NOTE = (

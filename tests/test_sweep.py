@@ -173,6 +173,7 @@ _CHECK = """<script>window.addEventListener('load', () => {
   const imgs = [...document.images];
   const r = {images: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
              scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+             wide_tables: [...document.querySelectorAll('table')].filter(t => t.scrollWidth > t.clientWidth + 1).length,
              external: [...document.querySelectorAll('[src],[href]')].filter(
                e => /^https?:/.test(e.getAttribute('src') || e.getAttribute('href') || '')).length};
   document.body.setAttribute('data-check', JSON.stringify(r));
@@ -202,6 +203,7 @@ def test_report_renders_in_a_browser(quick_run, tmp_path):
     check = json.loads(html_lib.unescape(found.group(1)))
     assert check["images"] >= 5 and check["broken"] == 0 and check["external"] == 0
     assert check["scroll"] <= check["inner"], check  # no horizontal overflow at 1280 px
+    assert check["wide_tables"] == 0, check  # and no table that must be scrolled sideways
     shot = tmp_path / "report.png"
     subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
