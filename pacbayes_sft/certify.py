@@ -283,7 +283,7 @@ def family_sigma_table(
     from .estimators.lora import module_family, prior_centre_rms
 
     names = [f.name for f in lora_factors(model)]
-    families = sorted({module_family(n) for n in names})
+    families = module_families(model)
     rms = {f: prior_centre_rms(model, cfg.space, init=kw.get("init"), family=f) for f in families}
     mult = cfg.sigma_multiples
     k = len(iso)
@@ -378,11 +378,12 @@ def certificate_core(
     )
 
 
-def _n_families(model) -> int:
+def module_families(model) -> list[str]:
+    """The module families (q_proj, v_proj, ...) of a model's LoRA layers, sorted."""
     from .adapters import lora_factors
     from .estimators.lora import module_family
 
-    return len({module_family(f.name) for f in lora_factors(model)})
+    return sorted({module_family(f.name) for f in lora_factors(model)})
 
 
 def _per_family(row) -> dict | None:
@@ -449,38 +450,20 @@ def certify_learned_posterior(
     (e.g. ``{"kind": "data-free", "centre": "the adapter's initial factors"}``); ``losses`` must
     cover only examples the centre never saw. The parametrisation is removed; μ stays as the
     adapter's weights."""
-    from .bounds import maurer_bound
-
     kl = float(posterior.kl().item())
     scales, sp = posterior.module_scales(), posterior.prior_sigma
     posterior.remove()
-    ledger = DeltaLedger(delta)
-    d_mc = ledger.spend_fraction("mc_sampling (1 learned posterior, per-example draws)", mc_fraction)
-    d_bound = ledger.spend_rest(f"pac_bayes (prior sigma {sp:g} fixed before training, K=1)")
-    d_tv = 0.0
-    point = losses.risk(model)
-    mc = mc_stochastic_risk_per_example(
-        GaussianPosterior(model, scales, "lora", seed=seed), losses.example, losses.n, 1, d_mc
+    family = PosteriorFamily(
+        space="lora (learned per-module posterior scales)",
+        grid=[sp],
+        posterior=lambda _sigma, s: GaussianPosterior(model, scales, "lora", seed=s),
+        kl=lambda _sigma: kl,
     )
-    tg = two_gap_bound(mc.upper, kl, losses.n, tv.estimate, delta=d_bound, method="seeger", tv_certified=tv.certified)
-    row = {"sigma": sp, "kl": kl, "mc_mean_risk": mc.mean, "mc_risk_upper": mc.upper, "mc_losses": mc.m}
-    row |= {name: float(pac_bayes_bound(name, mc.upper, kl, losses.n, d_bound, C=1.0)) for name in BOUNDS}
-    return Certificate(
-        n=losses.n,
-        loss=loss,
-        loss_range=(0.0, 1.0),
-        empirical_risk=EmpiricalRisk(point, mc.mean, mc.upper, 1, "per_example", mc.m),
-        kl=KLTerm(kl, "lora (learned per-module posterior scales)"),
-        sigma=SigmaChoice(sp, "learned posterior scales (PAC-Bayes objective); prior sigma fixed in advance", [sp]),
-        delta=DeltaSplit(delta, ledger.to_dict(), d_bound, d_mc, d_tv),
-        g_gen=GenGap(tg.g_gen, float(maurer_bound(mc.upper, kl, losses.n, d_bound)) - mc.upper),
-        tv=tv,
-        two_gap=tg,
-        grid=[row],
-        seed=seed,
-        versions=library_versions(("torch", "transformers", "peft", "scikit-learn")),
-        prior=dict(prior_info) | {"sigma": sp, "posterior_scales": scales},
-    )
+    cfg = BoundConfig(sigmas=[sp], delta=delta, mc_fraction=mc_fraction, m=1, loss=loss)
+    note = f"prior sigma {sp:g} fixed before training, learned per-module posterior scales"
+    plan = plan_delta(cfg, losses.n, tv_interval=False, prior_note=note)
+    info = dict(prior_info) | {"sigma": sp, "posterior_scales": scales}
+    return certificate_core(model, losses, tv, cfg, plan, seed=seed, prior_info=info, family=family)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,7 +634,9 @@ def certify(
             "n_bound": losses.n,
         }
     note = f"prior: adapter trained on the first {n_prior} examples, bound on the other {losses.n}" if n_prior else ""
-    plan = plan_delta(cfg, losses.n, prior_note=note, families=_n_families(model) if cfg.per_module_sigma else 0)
+    plan = plan_delta(
+        cfg, losses.n, prior_note=note, families=len(module_families(model)) if cfg.per_module_sigma else 0
+    )
     if init is None and cfg.space == "lora" and isinstance(adapter, (str, Path)):
         init = Path(adapter) / INIT_FILE  # the initial factors saved beside the adapter
     train_texts = [p + " " + r for p, r in zip(prompts, responses)]

@@ -61,11 +61,6 @@ def _configure_libraries(level: str) -> None:
         hf_logging.disable_progress_bar()
 
 
-def level() -> str:
-    """The current verbosity."""
-    return _state["level"]
-
-
 def show_progress() -> bool:
     """Whether long loops draw progress bars."""
     return _state["level"] != "quiet"

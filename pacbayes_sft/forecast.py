@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .uncertainty import spearman
+
 TERMS = ("mc_mean_risk", "kl", "tv", "test_risk")
 
 
@@ -109,15 +111,6 @@ def forecast(run_dir: str, budget: int) -> pd.DataFrame:
     return forecast_table(ct, budget)
 
 
-def _spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 3 or np.ptp(a) <= 1e-12 or np.ptp(b) <= 1e-12:
-        return float("nan")
-    return float(spearmanr(a, b)[0])
-
-
 def held_out_predictions(ct: pd.DataFrame, order: list[str], base_loss: dict | None = None) -> pd.DataFrame:
     """For every (base, objective, n) with at least two smaller budgets: the best bucket by the
     forecast fitted on the smaller budgets only, and by each baseline — always-easiest,
@@ -133,7 +126,7 @@ def held_out_predictions(ct: pd.DataFrame, order: list[str], base_loss: dict | N
             pred = fit_forecaster(g[g["n"].isin(pilots)]).predict(int(n))
             measured = means.loc[n].reindex(pred["bucket"]).to_numpy()
             row = {"base": base, "objective": obj, "n": int(n), "forecast": pred.loc[pred["best"], "bucket"].iloc[0]}
-            row |= {"forecast_spearman": _spearman(pred["predicted_risk"], measured)}
+            row |= {"forecast_spearman": spearman(pred["predicted_risk"], measured)}
             row |= {"easiest": order[0], "middle": order[len(order) // 2], "hardest": order[-1]}
             row["persistence"] = means.loc[pilots[-1]].idxmin()
             if base_loss:

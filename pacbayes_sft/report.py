@@ -28,6 +28,16 @@ from .sweep_config import SweepConfig, normalise_config
 KEYS = ["base", "objective", "n", "bucket", "seed"]
 
 
+def finished_cells(out: Path, chash: str):
+    """The records of every finished cell of this config (any shard), in file-name order."""
+    from .sweep import read_cell
+
+    for f in sorted((out / "cells").glob("*.json")):
+        rec = read_cell(f, chash)
+        if rec is not None:
+            yield rec
+
+
 def collect(out_dir: str | Path) -> tuple[pd.DataFrame, SweepConfig]:
     """Tidy table of every finished cell (any shard) and the sweep's config."""
     out = Path(out_dir)
@@ -35,15 +45,8 @@ def collect(out_dir: str | Path) -> tuple[pd.DataFrame, SweepConfig]:
     if not meta_path.is_file():
         raise ValueError(f"{str(out)!r} is not a sweep directory (no sweep.json)")
     meta = json.loads(meta_path.read_text())
-    chash = meta["config_hash"]
     records = []
-    for f in sorted((out / "cells").glob("*.json")):
-        try:
-            rec = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            continue
-        if rec.get("status") != "done" or rec.get("config_hash") != chash:
-            continue
+    for rec in finished_cells(out, meta["config_hash"]):
         c = rec["cell"]
         key = {k: c.get(k) for k in KEYS}
         for r in rec["rows"]:
@@ -92,13 +95,9 @@ def collect_items(out_dir: str | Path) -> dict[tuple, dict]:
     out = Path(out_dir)
     chash = json.loads((out / "sweep.json").read_text())["config_hash"]
     items = {}
-    for f in sorted((out / "cells").glob("*.json")):
-        try:
-            rec = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            continue
-        c = rec.get("cell", {})
-        if rec.get("status") == "done" and rec.get("config_hash") == chash and "items" in rec and c.get("n"):
+    for rec in finished_cells(out, chash):
+        c = rec["cell"]
+        if "items" in rec and c.get("n"):
             items[tuple(c[k] for k in KEYS)] = rec["items"]
     return items
 
@@ -192,7 +191,7 @@ def optimum_table(ct: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 
 def summary(ct: pd.DataFrame, opt: pd.DataFrame) -> dict:
     """Agreement rates, Spearman correlations and whether the optimum moves harder (``ct`` as in optimum_table)."""
-    from scipy.stats import spearmanr
+    from .uncertainty import spearman
 
     out = {}
     det = opt["determined"].astype(bool) if "determined" in opt else pd.Series(False, index=opt.index)
@@ -203,15 +202,8 @@ def summary(ct: pd.DataFrame, opt: pd.DataFrame) -> dict:
         out[f"{col}_within_one"] = float((d <= 1).mean())
         out[f"{col}_exact_agreement_determined"] = float((d[det] == 0).mean()) if det.any() else float("nan")
 
-    def _rho(a, b):
-        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-        # Undefined (reported as NaN, and printed as such) when either side is constant up to rounding.
-        if len(a) < 3 or any(np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())) for x in (a, b)):
-            return float("nan")
-        return float(spearmanr(a, b)[0])
-
-    out["spearman_total_vs_test_risk"] = _rho(ct["total"], ct["test_risk"])
-    out["spearman_calibrated_vs_test_risk"] = _rho(ct["calibrated"], ct["test_risk"])
+    out["spearman_total_vs_test_risk"] = spearman(ct["total"], ct["test_risk"])
+    out["spearman_calibrated_vs_test_risk"] = spearman(ct["calibrated"], ct["test_risk"])
     moves = []
     for _, g in opt.groupby(["base", "objective"]):
         g = g.sort_values("n")
@@ -259,7 +251,7 @@ def _figures(df: pd.DataFrame, ct: pd.DataFrame, opt: pd.DataFrame, order: list[
     return [
         *rf.score_maps(ct, order, loss),
         *rf.term_maps(ct, order),
-        *rf.slice_maps(df, order, metric, loss),
+        *rf.slice_maps(df, order, metric),
         *rf.optimum_plot(opt, order),
         *rf.bound_vs_risk_plot(ct),
         *rf.dft_maps(ct, order, loss),

@@ -95,7 +95,7 @@ def term_maps(ct: pd.DataFrame, order: list[str]) -> list:
     return out
 
 
-def slice_maps(df: pd.DataFrame, order: list[str], score: str, loss: str = "") -> list:
+def slice_maps(df: pd.DataFrame, order: list[str], score: str) -> list:
     """Per (base, objective), at the largest n: change per test op against the base, and the
     Kordi-style cross-difficulty map (training bucket × test op), in the metric behind the loss."""
     plt, out = _plt(), []

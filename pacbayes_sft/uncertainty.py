@@ -87,3 +87,14 @@ def bootstrap_best(
         n_items=n_items,
         n_seeds=n_seeds,
     )
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation, or NaN (stated as "undefined" in reports) when there are fewer
+    than 3 pairs or either side is constant up to rounding."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 3 or any(np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())) for x in (a, b)):
+        return float("nan")
+    return float(spearmanr(a, b)[0])
