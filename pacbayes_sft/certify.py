@@ -38,11 +38,16 @@ from .config import option
 from .data.loaders import example_field
 from .estimators.classifier_tv import classifier_tv
 from .estimators.lora import lora_kl, prior_centre_rms
-from .estimators.posterior import GaussianPosterior, mc_stochastic_risk, mc_stochastic_risk_per_example
-from .lm.scoring import teacher_forced_metrics
+from .estimators.posterior import (
+    GaussianPosterior,
+    mc_stochastic_risk,
+    mc_stochastic_risk_per_example,
+    subsample_examples,
+)
+from .lm.scoring import generate_texts, teacher_forced_metrics
 from .versions import library_versions
 
-LOSSES = ("token_error", "sequence_error")
+LOSSES = ("token_error", "sequence_error", "answer_error")
 DEFAULT_SIGMAS = (1e-3, 3e-3, 1e-2, 3e-2)  # the former absolute default, kept for reference
 # Relative grid: σ = multiple × RMS of the prior centre's parameters, log-spaced over two decades.
 DEFAULT_SIGMA_MULTIPLES = (0.02, 0.043, 0.093, 0.2, 0.43, 0.93, 2.0)
@@ -80,6 +85,12 @@ class BoundConfig:
         choices=MC_SCHEMES,
     )
     loss: str = option("token_error", "Bounded loss in [0, 1] for risks and bounds.", choices=LOSSES)
+    mc_examples: int | None = option(
+        None,
+        "per_example scheme: at most this many (example, draw) losses per sigma; when n*m exceeds it, "
+        "that many examples are drawn uniformly with replacement, each under its own draw (i.i.d. losses "
+        "with mean E_pi R_S: a valid, looser bound at a fraction of the cost). null = all n*m.",
+    )
     per_module_sigma: bool = option(
         False,
         "One sigma grid per module family (q_proj, v_proj, ...; relative grid only), chosen by a coordinate "
@@ -91,6 +102,10 @@ class BoundConfig:
             raise ValueError(f"mc_scheme must be one of {MC_SCHEMES}, got {self.mc_scheme!r}")
         if self.m is not None and (not isinstance(self.m, int) or isinstance(self.m, bool) or self.m < 1):
             raise ValueError(f"m must be an integer >= 1, got {self.m!r}")
+        if self.mc_examples is not None and (
+            not isinstance(self.mc_examples, int) or isinstance(self.mc_examples, bool) or self.mc_examples < 1
+        ):
+            raise ValueError(f"mc_examples must be an integer >= 1 or null, got {self.mc_examples!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.sigma_rule not in SIGMA_RULES:
@@ -194,27 +209,102 @@ def plan_delta(
 
 @dataclass
 class Losses:
-    """A bounded loss on the n training examples: the mean risk of a model, and one example's loss."""
+    """A bounded loss on the n training examples: the mean risk of a model, one example's loss,
+    and (optionally) ``batch(model, [i_1, …, i_B])``: the losses of those examples from one batch
+    whose row r is example i_r, which lets per-row posterior draws score B examples per pass."""
 
     n: int
     risk: Callable[[torch.nn.Module], float]
     example: Callable[[torch.nn.Module, int], float]
+    batch: Callable[[torch.nn.Module, list[int]], list[float]] | None = None
+    batch_size: int = 64
+
+
+def _losses_from_batch(n: int, batch: Callable, batch_size: int) -> Losses:
+    """Losses whose risk and single-example loss both go through ``batch``."""
+
+    def risk(mdl: torch.nn.Module) -> float:
+        chunks = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+        return float(sum(sum(batch(mdl, c)) for c in chunks) / n)
+
+    return Losses(n=n, risk=risk, example=lambda mdl, i: batch(mdl, [i])[0], batch=batch, batch_size=batch_size)
 
 
 def teacher_forced_losses(
     tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], loss: str, *, batch_size: int = 64
 ) -> Losses:
     """Token error or sequence error (1 − teacher-forced exact match), both in [0, 1]."""
+    if loss not in ("token_error", "sequence_error"):
+        raise ValueError(f"loss must be 'token_error' or 'sequence_error' for teacher forcing, got {loss!r}")
 
-    def losses(mdl: torch.nn.Module, ps: Sequence[str], rs: Sequence[str]) -> list[float]:
-        tf = teacher_forced_metrics(mdl, tokenizer, ps, rs, batch_size=batch_size)
+    def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
+        ps, rs = [prompts[i] for i in idx], [responses[i] for i in idx]
+        tf = teacher_forced_metrics(mdl, tokenizer, ps, rs, batch_size=len(idx), keep_order=True)
         return tf["token_error"] if loss == "token_error" else [1.0 - v for v in tf["exact_match"]]
 
-    n = len(prompts)
-    return Losses(
-        n=n,
-        risk=lambda mdl: float(sum(losses(mdl, prompts, responses)) / n),
-        example=lambda mdl, i: losses(mdl, prompts[i : i + 1], responses[i : i + 1])[0],
+    return _losses_from_batch(len(prompts), batch, batch_size)
+
+
+def answer_losses(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    correct: Callable[[int, str], bool],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 64,
+) -> Losses:
+    """answer_error: 1 − [the greedy generation for example i is judged correct], in {0, 1}.
+
+    ``correct(i, text)`` judges example i's generated text (a verifier, or a scorer against the
+    reference answer). Under a posterior, each row of a generation batch decodes under its own
+    draw (``GaussianPosterior.sample_rows``), so the per-example scheme stays affordable.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+
+    def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
+        ps = [prompts[i] for i in idx]
+        texts = generate_texts(mdl, tokenizer, ps, max_new_tokens=max_new_tokens, batch_size=len(idx), keep_order=True)
+        return [0.0 if correct(i, t) else 1.0 for i, t in zip(idx, texts)]
+
+    return _losses_from_batch(len(prompts), batch, batch_size)
+
+
+def example_losses(
+    tokenizer: Any,
+    examples: Sequence[Any],
+    loss: str,
+    *,
+    scorer: Any = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 64,
+) -> Losses:
+    """The configured loss on ``examples`` (items with prompt, response and, for answer_error
+    with a scorer, answer). ``scorer`` for answer_error: ``(example, text) -> bool`` (a verifier),
+    or a name / import path of :mod:`pacbayes_sft.data.scorers` compared with each example's
+    ``answer`` (default ``final_answer``)."""
+    prompts, responses = _texts(examples, "examples")
+    if loss != "answer_error":
+        return teacher_forced_losses(tokenizer, prompts, responses, loss, batch_size=batch_size)
+    if callable(scorer):
+        correct = lambda i, text: bool(scorer(examples[i], text))  # noqa: E731
+    else:
+        from .data.scorers import get_scorer
+
+        fn = get_scorer(scorer or "final_answer")
+        try:
+            refs = [str(example_field(e, "answer")) for e in examples]
+        except ValueError:
+            raise ValueError(
+                "loss='answer_error' needs an 'answer' on every example, or a verifier as scorer"
+            ) from None
+        correct = lambda i, text: bool(fn(text, refs[i]))  # noqa: E731
+    return answer_losses(
+        tokenizer,
+        prompts,
+        correct,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
     )
 
 
@@ -233,17 +323,37 @@ class PosteriorFamily:
     kl: Callable[[float], float]
 
 
+def _mc_examples(cfg: BoundConfig, n: int, seed: int) -> list[int] | None:
+    """The subsampled (example per draw) list when n·m exceeds ``mc_examples``, else None (all)."""
+    if cfg.mc_examples is None or n * cfg.draws <= cfg.mc_examples:
+        return None
+    return subsample_examples(n, cfg.mc_examples, seed)
+
+
 def _evaluate(model, losses: Losses, cfg: BoundConfig, plan: DeltaPlan, sigma, seed: int, **kw) -> dict:
     """One σ setting (a float, or module name → σ): KL, MC risk at δ_MC and every bound at δ_bound."""
     fam = kw.get("family")
     post = fam.posterior(sigma, seed) if fam else GaussianPosterior(model, sigma, cfg.space, seed=seed)
+    scheme = cfg.mc_scheme
     if cfg.mc_scheme == "per_example":
-        mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, cfg.draws, plan.mc, progress=kw["progress"])
+        sub = _mc_examples(cfg, losses.n, seed)
+        scheme += "" if sub is None else f" (subsampled: {len(sub)} examples drawn with replacement, one draw each)"
+        mc = mc_stochastic_risk_per_example(
+            post,
+            losses.example,
+            losses.n,
+            cfg.draws,
+            plan.mc,
+            progress=kw["progress"],
+            batch_loss_fn=losses.batch,
+            batch_size=losses.batch_size,
+            examples=sub,
+        )
     else:
         mc = mc_stochastic_risk(post, losses.risk, cfg.draws, plan.mc, progress=kw["progress"])
     kl = fam.kl(sigma) if fam else lora_kl(model, sigma, space=cfg.space, init=kw["init"], prior=kw["prior"])
     row = {"sigma": post.sigma if isinstance(sigma, dict) else sigma, "kl": kl, "mc_mean_risk": mc.mean}
-    row |= {"mc_risk_upper": mc.upper, "m": cfg.draws, "mc_scheme": cfg.mc_scheme, "mc_losses": mc.m}
+    row |= {"mc_risk_upper": mc.upper, "m": cfg.draws, "mc_scheme": scheme, "mc_losses": mc.m}
     row |= {"delta_mc": plan.mc, "delta_bound": plan.bound}
     for name in BOUNDS:
         row[name] = float(pac_bayes_bound(name, mc.upper, kl, losses.n, plan.bound, C=kw["catoni_c"]))
@@ -358,7 +468,9 @@ def certificate_core(
         rule += "; the minimum is at an end of the grid (a wider grid may do better)"
     upper, kl = float(row["mc_risk_upper"]), float(row["kl"])
     tg = two_gap_bound(upper, kl, losses.n, tv.estimate, delta=plan.bound, method="seeger", tv_certified=tv.certified)
-    risk = EmpiricalRisk(point, float(row["mc_mean_risk"]), upper, cfg.draws, cfg.mc_scheme, int(row["mc_losses"]))
+    risk = EmpiricalRisk(
+        point, float(row["mc_mean_risk"]), upper, cfg.draws, str(row["mc_scheme"]), int(row["mc_losses"])
+    )
     delta = DeltaSplit(cfg.delta, plan.ledger.to_dict(), plan.bound, plan.mc, plan.tv)
     return Certificate(
         n=losses.n,
@@ -424,7 +536,9 @@ def stochastic_risk(
     from .bounds import kl_inverse_lower, kl_inverse_upper
 
     post = GaussianPosterior(model, sigma, space, seed=seed)
-    mc = mc_stochastic_risk_per_example(post, losses.example, losses.n, 1, delta / 2)
+    mc = mc_stochastic_risk_per_example(
+        post, losses.example, losses.n, 1, delta / 2, batch_loss_fn=losses.batch, batch_size=losses.batch_size
+    )
     c = float(np.log(4.0 / delta) / mc.m)
     lo, hi = float(kl_inverse_lower(mc.mean, c)), float(kl_inverse_upper(mc.mean, c))
     # with per-module scales (a learned posterior) the recorded sigma is their mean
@@ -590,6 +704,8 @@ def certify(
     progress: bool = False,
     prior_adapter: Any = None,
     n_prior: int = 0,
+    scorer: Any = None,
+    max_new_tokens: int = 256,
     **legacy: Any,
 ) -> Certificate:
     """The two-gap certificate of one adapter.
@@ -624,7 +740,14 @@ def certify(
     test_prompts, test_responses = _texts(test_examples, "examples")
     model, tok = _load(base, adapter, tokenizer)
     # With a data-dependent prior the bound rests only on the examples the prior never saw.
-    losses = teacher_forced_losses(tok, prompts[n_prior:], responses[n_prior:], cfg.loss, batch_size=batch_size)
+    losses = example_losses(
+        tok,
+        list(train_examples)[n_prior:],
+        cfg.loss,
+        scorer=scorer,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
     info = None
     if n_prior:
         info = {

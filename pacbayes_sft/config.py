@@ -193,7 +193,7 @@ def add_options(
         default = defaults.get(f.name, f.default if f.default is not _MISSING else f.default_factory())
         flag = "--" + (prefix + f.name).replace("_", "-")
         dest = (prefix + f.name).replace("-", "_")
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help strings
         if tp is bool:
             parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=help_text)
             continue

@@ -59,12 +59,14 @@ class Cell:
 
 
 def cells_of(cfg: SweepConfig) -> list[Cell]:
-    """Every cell of the grid in a fixed order (sharding and resuming rely on it)."""
+    """Every cell of the grid in a fixed order (sharding relies on it): objective, then budget
+    (small first), then base, bucket and seed — so a study cut short holds whole maps of its
+    first objective at its smaller budgets."""
     return [
         Cell(b.name, o, n, bk, s)
-        for b in cfg.bases
         for o in cfg.objectives
-        for n in cfg.budgets
+        for n in cfg.objective_budgets.get(o, cfg.budgets)
+        for b in cfg.bases
         for bk in cfg.buckets
         for s in cfg.seeds
     ]
@@ -164,6 +166,8 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
         seed=cell.seed,
         batch_size=cfg.eval.batch_size,
         init=adapter_dir / INIT_FILE if cfg.bound.space == "lora" else None,
+        scorer=_verifier(cfg),
+        max_new_tokens=cfg.eval.max_new_tokens,
     )
     st = _stochastic_test_risk(ctx, res.model, tok, cert, cell.seed)
     return {
@@ -180,19 +184,28 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     }
 
 
+def _verifier(cfg: SweepConfig):
+    """The task's judge of a generated solution, ``(problem, text) -> bool`` (answer_error)."""
+    from .data.igsm import verify
+
+    mod = cfg.task.modulus
+    return lambda problem, text: verify(problem.prompt, text, mod).answer_correct
+
+
 def _stochastic_test_risk(ctx: SweepContext, model, tok, cert, seed: int):
     """E_π R_test at the certificate's σ — the quantity the bound is about — on the whole test set."""
-    from .certify import stochastic_risk, teacher_forced_losses
+    from .certify import example_losses, stochastic_risk
 
-    test = ctx.test_set
-    losses = teacher_forced_losses(
+    cfg = ctx.cfg
+    losses = example_losses(
         tok,
-        [p.prompt for p in test],
-        [p.response for p in test],
-        ctx.cfg.bound.loss,
-        batch_size=ctx.cfg.eval.batch_size,
+        ctx.test_set,
+        cfg.bound.loss,
+        scorer=_verifier(cfg),
+        max_new_tokens=cfg.eval.max_new_tokens,
+        batch_size=cfg.eval.batch_size,
     )
-    return stochastic_risk(model, losses, cert.sigma.value, ctx.cfg.bound.space, seed=10_007 + seed)
+    return stochastic_risk(model, losses, cert.sigma.value, cfg.bound.space, seed=10_007 + seed)
 
 
 def cell_terms(cert) -> dict:

@@ -92,6 +92,11 @@ class SweepConfig:
     )
     seeds: list[int] = option(help="Seeds (data draw, LoRA init, posterior draws).", factory=lambda: [0])
     objectives: list[str] = option(help="Fine-tuning objectives: sft and/or dft.", factory=lambda: ["sft"])
+    objective_budgets: dict[str, list[int]] = option(
+        help="Optional: objective -> the budgets it runs at (a subset of budgets); objectives not "
+        "named run at every budget.",
+        factory=dict,
+    )
     test: TestConfig = option(help="The test set.", factory=TestConfig)
     sft: SFTConfig = option(
         help="LoRA fine-tuning hyperparameters (objective and seed are set per cell).", factory=SFTConfig
@@ -115,6 +120,12 @@ def _check_sweep(cfg: SweepConfig) -> None:
         raise ValueError(f"budgets must be integers >= 1, got {cfg.budgets!r}")
     if any(o not in OBJECTIVES for o in cfg.objectives):
         raise ValueError(f"objectives must be among {list(OBJECTIVES)}, got {cfg.objectives!r}")
+    for obj, ns in cfg.objective_budgets.items():
+        if obj not in cfg.objectives or not ns or any(n not in cfg.budgets for n in ns):
+            raise ValueError(
+                f"objective_budgets[{obj!r}] must name one of objectives {cfg.objectives} and a non-empty "
+                f"subset of budgets {cfg.budgets}, got {ns!r}"
+            )
     if not cfg.buckets:
         raise ValueError("buckets must map bucket names to lists of op counts")
     for b, ops in cfg.buckets.items():
@@ -134,12 +145,32 @@ def config_dict(cfg: SweepConfig) -> dict:
     return to_dict(cfg)
 
 
+def base_fingerprint(path: str | Path) -> str:
+    """Where-independent identity of a checkpoint directory: its config.json and, per weight file,
+    name, size and the SHA-256 of its first and last MiB (fast even for multi-GB weights)."""
+    p, h = Path(path), hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.name == "config.json" or f.suffix in (".safetensors", ".bin"):
+            size = f.stat().st_size
+            h.update(f"{f.name}:{size}".encode())
+            with f.open("rb") as fh:
+                h.update(fh.read(1 << 20))
+                fh.seek(max(0, size - (1 << 20)))
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
 def config_hash(cfg: SweepConfig) -> str:
-    """Hash of everything that determines the results (name, threads and progress display excluded)."""
+    """Hash of everything that determines the results (name, threads and progress display excluded).
+    A base checkpoint enters by :func:`base_fingerprint`, not by its path, so a run folder resumes
+    on another machine or checkout."""
     d = config_dict(cfg)
     for key in ("name", "threads"):
         d.pop(key)
     d["sft"].pop("progress")
+    for b in d["bases"]:
+        if b.get("path"):
+            b["path"] = base_fingerprint(b["path"]) if Path(b["path"]).is_dir() else b["path"]
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

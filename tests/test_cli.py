@@ -1,10 +1,11 @@
 """Command line: tables, JSON, and one-line errors with exit status 2."""
 
+import argparse
 import json
 
 import pytest
 
-from pacbayes_sft.cli import main
+from pacbayes_sft.cli import build_parser, main
 
 
 def test_bound_table_and_json(capsys):
@@ -58,3 +59,14 @@ def test_demo_runs_small(tmp_path, capsys):
         assert row["mc_risk_upper"] >= row["mc_mean_risk"]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert "two-gap bound" in capsys.readouterr().out
+
+
+def test_every_verb_prints_its_help(capsys):
+    """Each verb's --help renders (argparse %-formats help text: a bare '%' once broke pretrain)."""
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for verb in verbs:
+        with pytest.raises(SystemExit) as exc:
+            main([verb, "--help"])
+        assert exc.value.code == 0, verb
+        assert "usage:" in capsys.readouterr().out

@@ -145,3 +145,40 @@ def test_per_example_and_shared_schemes_estimate_the_same_gibbs_risk():
     assert sd > 0
     assert abs(per.mean - shared.mean) < 5 * sd * (2 / d) ** 0.5
     assert per.upper - per.mean < shared.upper - shared.mean  # n*d losses beat d shared samples
+
+
+@pytest.mark.parametrize("space", ["lora", "delta"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_sample_rows_gives_each_row_its_own_sample(space, arch):
+    """Row r of a batch under sample_rows(ks) computes what sample(ks[r]) computes for that row."""
+    model = _model(arch)
+    post = GaussianPosterior(model, {n: 0.04 + 0.01 * i for i, (n, _) in enumerate(_lora_layers(model))}, space, seed=5)
+    ks = [7, 2, 11]
+    with torch.no_grad():
+        with post.sample_rows(ks) as mdl:
+            rows = mdl(X).logits
+        for r, k in enumerate(ks):
+            with post.sample(k) as mdl:
+                one = mdl(X[r : r + 1]).logits
+            torch.testing.assert_close(rows[r : r + 1], one, rtol=1e-4, atol=1e-5)
+        plain = model(X).logits
+    assert not torch.allclose(rows, plain)  # the hooks are gone afterwards and did change the output
+    with pytest.raises(ValueError, match="rows"), torch.no_grad(), post.sample_rows([1, 2]) as mdl:
+        mdl(X)
+
+
+def test_batched_per_example_draws_equal_the_sequential_ones():
+    from pacbayes_sft.estimators.posterior import mc_stochastic_risk_per_example
+
+    model = _model()
+    post = GaussianPosterior(model, 0.2, "delta", seed=4)
+
+    def probs(mdl, idx):
+        with torch.no_grad():
+            return torch.softmax(mdl(X[idx]).logits, -1)[:, :, 5].mean(1).tolist()
+
+    seq = mc_stochastic_risk_per_example(post, lambda m, i: probs(m, [i])[0], 3, 4, 0.05)
+    bat = mc_stochastic_risk_per_example(post, None, 3, 4, 0.05, batch_loss_fn=probs, batch_size=5)
+    assert bat.m == seq.m == 12
+    assert bat.mean == pytest.approx(seq.mean, rel=1e-5)
+    assert bat.per_sample == pytest.approx(seq.per_sample, rel=1e-5)

@@ -28,7 +28,7 @@ one of two Monte-Carlo schemes, both through :func:`pacbayes_sft.bounds.mc_risk_
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -162,6 +162,89 @@ class GaussianPosterior:
             for h in handles:
                 h.remove()
 
+    @contextmanager
+    def sample_rows(self, indices: Sequence[int]) -> Iterator[torch.nn.Module]:
+        """Context manager: inside it, row r of every batch uses posterior sample ``indices[r]``.
+
+        Row r computes exactly what :meth:`sample` (``indices[r]``) computes for that row alone (the
+        same noise, up to float rounding), so one batched forward pass — or one batched generation
+        with a KV cache — scores each example under its own independent draw. Every batch must
+        have ``len(indices)`` rows. The noise of every row is drawn once on entry and cached
+        (``len(indices)`` × the adapted weights in "delta", × the LoRA factors in "lora").
+        """
+        idx = [int(i) for i in indices]
+        if not idx:
+            raise ValueError("indices must name at least one posterior sample")
+        if self.sigma == 0.0:
+            yield self.model
+            return
+        make = self._delta_row_hook if self.space == "delta" else self._lora_row_hook
+        noise = None if self.space == "delta" else self._lora_row_noise(idx)
+        handles = [
+            layer.register_forward_hook(make(li, name, layer, idx, noise))
+            for li, (name, layer) in enumerate(self._layers)
+        ]
+        try:
+            yield self.model
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _delta_row_hook(self, li: int, name: str, layer: torch.nn.Module, idx: list[int], _noise=None):
+        """x ↦ x·E_rᵀ per row r, E_r the layer's noise of sample idx[r] (as in :meth:`sample`)."""
+        weight = getattr(layer.get_base_layer(), "weight", None)
+        if weight is None or weight.ndim != 2:
+            raise ValueError("space='delta' supports linear (and Conv1D) LoRA layers only")
+        gens = [torch.Generator(device=weight.device).manual_seed(_seed(self.seed, k, li)) for k in idx]
+        noise = torch.stack(
+            [torch.randn(weight.shape, generator=g, device=weight.device, dtype=weight.dtype) for g in gens]
+        )
+        # Conv1D stores (in, out); Linear stores (out, in).
+        spec = "b...i,bio->b...o" if getattr(layer, "fan_in_fan_out", False) else "b...i,boi->b...o"
+        sigma = self._scale(name)
+
+        def hook(module, inputs, output):
+            x = inputs[0].to(weight.dtype)
+            _check_rows(x, len(idx))
+            return output + sigma * torch.einsum(spec, x, noise).to(output.dtype)
+
+        return hook
+
+    def _lora_row_noise(self, idx: list[int]) -> list[list[torch.Tensor]]:
+        """Per factor (in :meth:`_lora_params` order), the stacked noise of every row's sample."""
+        params = self._lora_params()
+        per_row = []
+        for k in idx:
+            gen = torch.Generator(device="cpu").manual_seed(_seed(self.seed, k))
+            per_row.append([torch.randn(p.shape, generator=gen, dtype=torch.float32) for p, _ in params])
+        return [torch.stack([row[j] for row in per_row]) for j in range(len(params))]
+
+    def _lora_row_hook(self, li: int, name: str, layer: torch.nn.Module, idx: list[int], noise):
+        """Adds s·[(B + σE_B,r)(A + σE_A,r) − BA]x per row r: the LoRA branch under row r's draw."""
+        offset = 2 * sum(sum(ad in lay.lora_A for ad in lay.active_adapters) for _, lay in self._layers[:li])
+        sigma = self._scale(name)
+        terms = []
+        for j, ad in enumerate(a for a in layer.active_adapters if a in layer.lora_A):
+            a_w, b_w = layer.lora_A[ad].weight, layer.lora_B[ad].weight
+            ea, eb = (noise[offset + 2 * j + t].to(device=a_w.device, dtype=a_w.dtype) for t in (0, 1))
+            terms.append((a_w, b_w, a_w + sigma * ea, b_w + sigma * eb, layer.scaling[ad]))
+
+        def hook(module, inputs, output):
+            x = inputs[0]
+            _check_rows(x, len(idx))
+            for a_w, b_w, a_r, b_r, scale in terms:
+                xs = x.to(a_w.dtype)
+                noisy = torch.einsum("b...r,bor->b...o", torch.einsum("b...i,bri->b...r", xs, a_r), b_r)
+                output = output + (scale * (noisy - (xs @ a_w.T) @ b_w.T)).to(output.dtype)
+            return output
+
+        return hook
+
+
+def _check_rows(x: torch.Tensor, rows: int) -> None:
+    if x.shape[0] != rows:
+        raise ValueError(f"sample_rows was given {rows} sample indices but the batch has {x.shape[0]} rows")
+
 
 @dataclass
 class MCRisk:
@@ -196,50 +279,80 @@ class MCRisk:
 
 def mc_stochastic_risk_per_example(
     posterior: GaussianPosterior,
-    example_loss_fn: Callable[[torch.nn.Module, int], float],
+    example_loss_fn: Callable[[torch.nn.Module, int], float] | None,
     n: int,
     draws: int,
     delta: float,
     *,
     progress: bool = False,
+    batch_loss_fn: Callable[[torch.nn.Module, list[int]], Sequence[float]] | None = None,
+    batch_size: int = 64,
+    examples: Sequence[int] | None = None,
 ) -> MCRisk:
     """Give each of the n examples ``draws`` posterior samples of its own and bound the mean loss.
 
     R̂ = (1/(n·d)) Σ_{j<d} Σ_{i<n} ℓ(θ_ij, z_i) with θ_ij independent draws (sample index j·n + i),
     an unbiased estimate of E_π R̂_S from n·d independent losses in [0, 1]; the upper bound is
     kl⁻¹(R̂, ln(2/δ)/(n·d)). ``example_loss_fn(model, i)`` returns example i's loss in [0, 1].
+
+    With ``batch_loss_fn(model, [i_1, …, i_B])`` — the losses of those examples from one batch
+    whose row r is example i_r, rows in that order — and a posterior with ``sample_rows``, up to
+    ``batch_size`` examples are scored per pass, each row under its own draw: the same draws
+    and the same estimate, many times faster (and affordable with generation, e.g. answer_error).
+
+    ``examples`` (indices drawn uniformly with replacement from range(n), e.g. by
+    :func:`subsample_examples`) replaces the n·d grid: loss k is example ``examples[k]`` under
+    its own draw k. The N = len(examples) losses are then i.i.d. given S with mean E_π R̂_S, so
+    the same kl⁻¹ bound holds with N in place of n·d — a cheaper, looser bound for large n.
     """
-    for nm, v in (("n", n), ("draws", draws)):
+    for nm, v in (("n", n), ("draws", draws), ("batch_size", batch_size)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{nm} must be an integer >= 1, got {v!r}")
-    rounds = []
-    it = range(draws * n)
+    if example_loss_fn is None and batch_loss_fn is None:
+        raise ValueError("give example_loss_fn or batch_loss_fn")
+    batched = batch_loss_fn is not None and hasattr(posterior, "sample_rows")
+    if not batched and example_loss_fn is None:
+        raise ValueError(f"{type(posterior).__name__} cannot draw per row; give example_loss_fn")
+    ex = [k % n for k in range(draws * n)] if examples is None else [int(i) for i in examples]
+    if not ex or any(not 0 <= i < n for i in ex):
+        raise ValueError(f"examples must be a non-empty list of indices in [0, {n})")
+    total, step = len(ex), (batch_size if batched else 1)
+    chunks = range(0, total, step)
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc="per-example posterior draws", leave=False, disable=None)
-    round_total = 0.0
-    for k in it:
-        i = k % n
-        with posterior.sample(k) as model:
-            v = float(example_loss_fn(model, i))
-        if not (0.0 <= v <= 1.0) or math.isnan(v):
-            raise ValueError(f"example_loss_fn returned {v!r} for example {i}; a loss in [0, 1] is required")
-        round_total += v
-        if i == n - 1:
-            rounds.append(round_total / n)
-            round_total = 0.0
-    mean = float(np.mean(rounds))  # every round has n losses, so this is the mean of all n·d
+        chunks = tqdm(chunks, desc="per-example posterior draws", leave=False, disable=None, unit_scale=step)
+    losses = np.empty(total)
+    for start in chunks:
+        ks = list(range(start, min(total, start + step)))
+        if batched:
+            with posterior.sample_rows(ks) as model:
+                vals = list(batch_loss_fn(model, [ex[k] for k in ks]))
+        else:
+            with posterior.sample(ks[0]) as model:
+                vals = [example_loss_fn(model, ex[ks[0]])]
+        for k, v in zip(ks, vals, strict=True):
+            v = float(v)
+            if not (0.0 <= v <= 1.0) or math.isnan(v):
+                raise ValueError(f"the loss of example {ex[k]} is {v!r}; a loss in [0, 1] is required")
+            losses[k] = v
+    rounds = losses.reshape(draws, n).mean(axis=1) if examples is None else losses.mean(keepdims=True)
+    mean = float(losses.mean())
     return MCRisk(
         mean=mean,
-        upper=float(mc_risk_upper(mean, n * draws, delta)),
-        m=n * draws,
+        upper=float(mc_risk_upper(mean, total, delta)),
+        m=total,
         delta=float(delta),
         sigma=posterior.sigma,
         space=posterior.space,
-        per_sample=rounds,
+        per_sample=[float(r) for r in rounds],
         scheme="per_example",
     )
+
+
+def subsample_examples(n: int, size: int, seed: int) -> list[int]:
+    """``size`` example indices drawn uniformly with replacement from range(n) (seeded)."""
+    return np.random.default_rng(_seed(seed, n, size)).integers(0, n, size=size).tolist()
 
 
 def mc_stochastic_risk(

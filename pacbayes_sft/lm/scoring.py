@@ -26,14 +26,23 @@ def _batches(n: int, size: int):
 
 @torch.no_grad()
 def teacher_forced_metrics(
-    model, tokenizer, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 64, alpha: float = 0.01
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    *,
+    batch_size: int = 64,
+    alpha: float = 0.01,
+    keep_order: bool = False,
 ) -> dict[str, list[float]]:
     """Per-example teacher-forced statistics (lists aligned with the inputs).
 
-    Examples are sorted by length for batching (less padding), results returned in input order.
+    Examples are sorted by length for batching (less padding), results returned in input order;
+    ``keep_order=True`` batches them as given (row r of a batch is input r, which per-row
+    posterior draws rely on).
     """
     enc = encode(tokenizer, prompts, responses)
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
+    order = list(range(len(enc))) if keep_order else sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
     out = {k: [0.0] * len(enc) for k in ("exact_match", "token_error", "nll", "smoothed_nll")}
     device = next(model.parameters()).device
     for sl in _batches(len(order), batch_size):
@@ -102,16 +111,18 @@ def generate_texts(
     max_new_tokens: int = 256,
     batch_size: int = 64,
     temperature: float | None = None,
+    keep_order: bool = False,
 ) -> list[str]:
     """Continuations of ``<bos> prompt`` (left-padded batches, KV cache), decoded to text.
 
     ``temperature=None`` decodes greedily; a positive temperature samples from the full softmax
-    (top_k = 0) under torch's global generator, which the caller seeds.
+    (top_k = 0) under torch's global generator, which the caller seeds. Prompts are batched by
+    length unless ``keep_order=True`` (then row r of a batch is prompt r).
     """
     if temperature is not None and not temperature > 0:
         raise ValueError(f"temperature must be > 0 (or None for greedy decoding), got {temperature!r}")
     enc = encode(tokenizer, prompts, ["x"] * len(prompts)) if prompts else []
-    order = sorted(range(len(enc)), key=lambda i: enc[i].prompt_len)
+    order = list(range(len(enc))) if keep_order else sorted(range(len(enc)), key=lambda i: enc[i].prompt_len)
     texts = [""] * len(enc)
     device = next(model.parameters()).device
     sampling = (

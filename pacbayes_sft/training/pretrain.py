@@ -162,7 +162,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
     out = Path(out_dir)
     torch.manual_seed(cfg.seed)
     tok = igsm_tokenizer(cfg.modulus)
-    model = _initial_model(cfg, tok)
+    # On a GPU when there is one (the run is deterministic per device for a fixed step count).
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _initial_model(cfg, tok).to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
@@ -189,6 +191,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
             g["lr"] = lr
         pairs = _next_pairs(cfg, stream, mix)
         batch = collate(encode(tok, [p for p, _ in pairs], [r for _, r in pairs]), tok.pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
         loss = _loss(model, batch, cfg, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -214,7 +217,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> dict:
             last_ckpt = time.perf_counter()
     meta = _meta(cfg, step, t0, tokens, resp_tokens, n_params, history, partial=False)
     model.eval()
-    _save(model, tok, out, meta)
+    _save(model.cpu(), tok, out, meta)
     return meta
 
 
@@ -225,7 +228,7 @@ def _loss(model, batch: dict, cfg: PretrainConfig, gen: torch.Generator) -> torc
     kwargs = {}
     if model.config.model_type == "gpt2":
         start = torch.randint(0, cfg.position_offset + 1, (ids.shape[0], 1), generator=gen)
-        kwargs["position_ids"] = start + torch.arange(ids.shape[1]).unsqueeze(0)
+        kwargs["position_ids"] = (start + torch.arange(ids.shape[1]).unsqueeze(0)).to(ids.device)
     logits = model(input_ids=ids, attention_mask=att, **kwargs).logits[:, :-1]
     ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
     w = resp[:, 1:].float()
@@ -247,6 +250,7 @@ def _meta(cfg, step, t0, tokens, resp_tokens, n_params, history, *, partial: boo
         "history": history,
         "partial": partial,
         "versions": library_versions(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "command": pretrain_command(cfg),
     }
 
