@@ -156,6 +156,16 @@ def calibrated_predictions(ct: pd.DataFrame) -> pd.Series:
     return pred
 
 
+def complete_budgets(ct: pd.DataFrame, order: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The cells of the (base, objective, n) whose every bucket has a finished cell (a best
+    bucket among the finished ones alone would be a different question), and the ones left out."""
+    groups = ct.groupby(["base", "objective", "n"])["bucket"].agg(lambda b: set(order) <= set(b))
+    partial = [f"{b}/{o}/n={n}" for (b, o, n), full in groups.items() if not full]
+    full = groups[groups].index
+    keep = ct.set_index(["base", "objective", "n"]).index.isin(full)
+    return ct[keep].reset_index(drop=True), partial
+
+
 def optimum_table(ct: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """Per (base, objective, n): observed, raw-bound and calibrated best bucket, with seed spread.
 
@@ -268,6 +278,9 @@ def _save_figures(figures: list, folder: Path) -> list[str]:
         fig.savefig(folder / name, dpi=110)
         plt.close(fig)
         names.append(name)
+    for old in folder.glob("*.png"):  # figures of an earlier build that this one no longer draws
+        if old.name not in names:
+            old.unlink()
     return names
 
 
@@ -281,12 +294,14 @@ def build_report(out_dir: str | Path) -> dict:
     df.to_csv(out / "results.csv", index=False)
     df.to_parquet(out / "results.parquet", index=False)
     order = bucket_order(cfg)
-    ct = cell_table(df, cfg.bound.loss)
+    ct, partial = complete_budgets(cell_table(df, cfg.bound.loss), order)
     if ct.empty:
-        raise ValueError("no fine-tuned cells finished yet")
+        raise ValueError("no (base, objective, n) has finished cells in every bucket yet")
     ct = ct.assign(calibrated=calibrated_predictions(ct))  # once; both tables below read it
     opt = optimum_table(ct, order)
-    boot = bootstrap_optimum(collect_items(out), cfg.bound.loss)
+    keep = set(map(tuple, ct[["base", "objective", "n"]].drop_duplicates().to_numpy().tolist()))
+    items = {k: v for k, v in collect_items(out).items() if (k[0], k[1], int(k[2])) in keep}
+    boot = bootstrap_optimum(items, cfg.bound.loss)
     if not boot.empty:
         opt = opt.merge(boot, on=["base", "objective", "n"], how="left")
     summ = summary(ct, opt)
@@ -300,6 +315,8 @@ def build_report(out_dir: str | Path) -> dict:
         f"{ct.shape[0]} fine-tuned cells; loss for risks and bounds: {cfg.bound.loss} (in [0, 1]); "
         f"buckets (easy → hard): {buckets}."
     )
+    if partial:
+        intro += f" Left out until every bucket has a finished cell: {', '.join(partial)}."
     lines = summary_lines(summ, len(opt))
     write_markdown(out / "report.md", title, intro, opt, lines, plots, scores)
     write_html(out / "report.html", title, intro, opt, lines, [out / "report" / p for p in plots], scores)

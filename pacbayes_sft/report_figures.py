@@ -66,7 +66,7 @@ def risk_pivot(ct: pd.DataFrame, order: list[str]) -> dict[tuple, tuple[pd.DataF
     lowest risk per n — the same loss and rule as the report's observed optimum."""
     out = {}
     for key, mean in _cell_means(ct).items():
-        piv = mean.pivot(index="n", columns="bucket", values="test_risk")[order]
+        piv = mean.pivot(index="n", columns="bucket", values="test_risk").reindex(columns=order)
         out[key] = (piv, {n: piv.loc[n].idxmin() for n in piv.index})
     return out
 
@@ -89,7 +89,7 @@ def term_maps(ct: pd.DataFrame, order: list[str]) -> list:
     for (base, obj), mean in _cell_means(ct).items():
         fig, axes = plt.subplots(2, 3, figsize=_size(MAX_WIDTH_IN, 2.2 + 1.0 * mean["n"].nunique()))
         for ax, (col, title, fmt) in zip(axes.ravel(), TERM_PANELS):
-            piv = mean.pivot(index="n", columns="bucket", values=col)[order]
+            piv = mean.pivot(index="n", columns="bucket", values=col).reindex(columns=order)
             heatmap(ax, piv, title, fmt=fmt, cmap="magma", xlabel="bucket", ylabel="n")
         out.append((f"terms_{base}_{obj}.png", fig))
     return out
@@ -111,7 +111,7 @@ def slice_maps(df: pd.DataFrame, order: list[str], score: str) -> list:
             (axes[0], "change", f"change in {score} vs base (n={n_max})", "RdBu"),
             (axes[1], "value", f"{score}: training bucket × test op (n={n_max})", "viridis"),
         ):
-            piv = gg.pivot(index="bucket", columns="test op", values=col).loc[order]
+            piv = gg.pivot(index="bucket", columns="test op", values=col).reindex(index=order)
             heatmap(ax, piv, title, cmap=cmap, xlabel="test op (operations per problem)", ylabel=BUCKET_LABEL)
         out.append((f"slices_{base}_{obj}.png", fig))
     return out
@@ -127,42 +127,36 @@ def _budget_axis(ax, budgets) -> None:
 
 
 def optimum_plot(opt: pd.DataFrame, order: list[str]) -> list:
-    """The best bucket against n: observed (seed range) and each predictor."""
+    """The best bucket against n: observed (with the range of the per-seed bests) and each predictor."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for (base, obj), g in opt.groupby(["base", "objective"]):
-        g = g.sort_values("n")
-        lab = f"{base}/{obj}"
-        err = [g["seed_idx_mean"] - g["seed_idx_min"], g["seed_idx_max"] - g["seed_idx_mean"]]
-        ax.errorbar(g["n"], g["seed_idx_mean"], yerr=err, marker="o", capsize=4, label=f"observed {lab} (seed range)")
-        ax.plot(g["n"], g["raw_idx"], "s--", label=f"raw bound {lab}")
-        ax.plot(g["n"], g["calibrated_idx"], "^:", label=f"calibrated {lab}")
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
+    rank = {b: i for i, b in enumerate(order)}
+    for k, ((base, obj), g) in enumerate(opt.groupby(["base", "objective"])):
+        g, lab, dx = g.sort_values("n"), f"{base}/{obj}", 1.0 + 0.04 * k  # small offsets keep lines apart
+        err = [g["observed_idx"] - g["seed_idx_min"], g["seed_idx_max"] - g["observed_idx"]]
+        ax.errorbar(g["n"] * dx, g["observed_idx"], yerr=err, marker="o", lw=2, capsize=4, label=f"observed {lab}")
+        ax.plot(g["n"] * dx, g["raw_idx"], "s--", alpha=0.7, label=f"raw bound {lab}")
+        ax.plot(g["n"] * dx, g["calibrated_idx"], "^:", alpha=0.7, label=f"calibrated {lab}")
         if "forecast" in g and g["forecast"].notna().any():
             fc = g[g["forecast"].notna()]
-            ax.plot(
-                fc["n"],
-                fc["forecast"].map({b: i for i, b in enumerate(order)}),
-                "D",
-                ms=9,
-                mfc="none",
-                label=f"forecast from smaller budgets {lab}",
-            )
+            ax.plot(fc["n"] * dx, fc["forecast"].map(rank), "D", ms=9, mfc="none", label=f"forecast {lab}")
         und = g[~g["determined"].astype(bool)] if "determined" in g else g.iloc[:0]
         if len(und):
+            first = not any(t.get_label().startswith("optimum not") for t in ax.collections)
             ax.scatter(
-                und["n"],
+                und["n"] * dx,
                 und["observed_idx"],
                 s=260,
                 facecolors="none",
                 edgecolors="grey",
                 linestyles=":",
-                label="optimum not determined at 95%",
+                label="optimum not determined at 95%" if first else "_nolegend_",
             )
     _budget_axis(ax, opt["n"].unique())
     ax.set_yticks(range(len(order)), order)
     ax.set_ylabel("best training bucket")
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title("optimal difficulty against the data budget")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("best difficulty against the data budget (bars: range of the per-seed bests)")
     return [("optimum_vs_n.png", fig)]
 
 
@@ -173,7 +167,12 @@ def dft_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
     plt, out = _plt(), []
     for base, g in ct.groupby("base"):
         m = g.groupby(["objective", "n", "bucket"])["test_risk"].mean()
-        diff = (m.loc["dft"] - m.loc["sft"]).reset_index().pivot(index="n", columns="bucket", values="test_risk")[order]
+        diff = (
+            (m.loc["dft"] - m.loc["sft"])
+            .reset_index()
+            .pivot(index="n", columns="bucket", values="test_risk")
+            .reindex(columns=order)
+        )
         fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(diff)))
         title = f"DFT minus SFT, test risk {loss} ({base})"
         heatmap(ax, diff, title, cmap="RdBu_r", xlabel=BUCKET_LABEL, ylabel=N_LABEL)

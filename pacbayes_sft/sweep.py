@@ -173,6 +173,7 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     return {
         "cell": cell.__dict__ | {"id": cell.id},
         "status": "done",
+        "loss": cert.loss,  # the one loss of the bound, the stochastic test risk and the report
         "rows": rows,
         "items": items,
         "terms": cell_terms(cert)

@@ -101,7 +101,11 @@ class SweepConfig:
     sft: SFTConfig = option(
         help="LoRA fine-tuning hyperparameters (objective and seed are set per cell).", factory=SFTConfig
     )
-    bound: BoundConfig = option(help="How each cell's certificate is computed.", factory=BoundConfig)
+    bound: BoundConfig = option(
+        help="How each cell's certificate is computed; its loss (default answer_error) is the one loss of the "
+        "bound, the measured test risk, the observed optimum and every table and plot.",
+        factory=lambda: BoundConfig(loss="answer_error"),
+    )
     tv: TVConfig = option(help="The TV proxy.", factory=_sweep_tv)
     eval: EvalConfig = option(help="Evaluation on the test slices.", factory=EvalConfig)
     threads: int = option(0, "torch threads (0 = torch's default; not part of the hash).")

@@ -74,7 +74,7 @@ def test_cli_options_come_from_the_config_fields(command, cls, prefix):
         action = by_dest[prefix + f.name]
         default = f.default_factory() if callable(f.default_factory) else f.default
         assert action.default == default, f.name
-        assert f.metadata["help"] and f.metadata["help"] in action.help
+        assert f.metadata["help"] and f.metadata["help"].replace("%", "%%") in action.help
 
 
 def test_pretrain_steps_default_no_longer_drifts():

@@ -224,3 +224,29 @@ def test_one_loss_everywhere(quick_run):
         assert dict(zip(g["n"], g["observed"])) == best
     with pytest.raises(ValueError, match="answer_accuracy"):
         cell_table(df[df["metric"] != "answer_accuracy"], "answer_error")
+
+
+def test_answer_error_config_uses_no_token_error_anywhere(tmp_path):
+    """A sweep whose config says answer_error bounds, measures and ranks by answer error only."""
+    from pacbayes_sft.report import collect_items
+
+    cfg = yaml.safe_load(QUICK.read_text())
+    cfg.update(objectives=["sft"], budgets=[8])
+    cfg["bound"] |= {"loss": "answer_error", "mc_examples": 6}
+    path = tmp_path / "ans.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    run_sweep(load_config(path), out, progress=False)
+    recs = [json.loads(f.read_text()) for f in sorted((out / "cells").glob("tiny__sft__*.json"))]
+    assert len(recs) == 3 and all(r["loss"] == "answer_error" for r in recs)
+    for r in recs:  # 0/1 losses: the MC mean is a multiple of 1/N over the N = 6 (example, draw) losses
+        assert r["terms"]["mc_mean_risk"] * 6 == pytest.approx(round(r["terms"]["mc_mean_risk"] * 6))
+        assert all("subsampled: 6 examples" in s for s in pd.DataFrame(r["sigma_grid"])["mc_scheme"])
+    rep = build_report(out)
+    ct = rep["cells"]
+    assert (ct["test_risk"] == 1.0 - ct["answer_accuracy"]).all()
+    best = ct.groupby("bucket")["test_risk"].mean().idxmin()
+    assert rep["optimum"]["observed"].tolist() == [best]
+    items = collect_items(out)
+    assert all("answer_correct" in it for it in items.values())
+    assert "loss for risks and bounds: answer_error" in (out / "report.md").read_text()
