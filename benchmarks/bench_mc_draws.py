@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from pacbayes_sft.certify import example_losses
+from pacbayes_sft.certify import example_losses, teacher_forced_losses
 from pacbayes_sft.data.igsm import generate, verify
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.estimators.posterior import GaussianPosterior, mc_stochastic_risk_per_example
@@ -55,14 +55,21 @@ def main() -> None:
             batch_size=args.batch,
         )
         post = GaussianPosterior(model, 0.003, "delta", seed=1)
-        t_seq, seq = _time(lambda: mc_stochastic_risk_per_example(post, ls.example, ls.n, 1, 0.05))
+        if loss == "token_error":  # the sweep scores these one at a time; expose the batched form here
+            ls = teacher_forced_losses(
+                tok, [e.prompt for e in ex], [e.response for e in ex], loss, batch_size=args.batch, per_row_draws=True
+            )
+        batch = ls.batch
+        t_seq, seq = _time(lambda p=post, ls=ls: mc_stochastic_risk_per_example(p, ls.example, ls.n, 1, 0.05))
         t_bat, bat = _time(
-            lambda: mc_stochastic_risk_per_example(
-                post, None, ls.n, 1, 0.05, batch_loss_fn=ls.batch, batch_size=args.batch
+            lambda p=post, ls=ls, b=batch: mc_stochastic_risk_per_example(
+                p, None, ls.n, 1, 0.05, batch_loss_fn=b, batch_size=args.batch
             )
         )
         same = abs(seq.mean - bat.mean) <= 2.0 / ls.n  # rounding may flip an argmax in a long generation
-        print(f"{loss:<12} {t_seq:>18.2f} {t_bat:>17.2f} {t_seq / t_bat:>8.1f}x  {seq.mean:.3f} / {bat.mean:.3f} {same}")
+        print(
+            f"{loss:<12} {t_seq:>18.2f} {t_bat:>17.2f} {t_seq / t_bat:>8.1f}x  {seq.mean:.3f} / {bat.mean:.3f} {same}"
+        )
 
 
 if __name__ == "__main__":

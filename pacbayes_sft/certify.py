@@ -200,6 +200,8 @@ def plan_delta(
     k, m = cfg.grid_size, cfg.draws
     k_mc, k_bound = (k + families * k, k + k**families) if cfg.per_module_sigma else (k, k)
     what = f"{m} shared samples" if cfg.mc_scheme == "shared" else f"{n} examples x {m} own draws"
+    if cfg.mc_scheme == "per_example" and cfg.mc_examples is not None and n * m > cfg.mc_examples:
+        what = f"{cfg.mc_examples} of the {n} examples drawn with replacement, one own draw each"
     d_mc = ledger.spend_fraction(f"mc_sampling ({k_mc} sigma settings x {what})", cfg.mc_fraction) / k_mc
     d_tv = ledger.spend_fraction("tv_lower_bound", cfg.tv_fraction) if tv_interval else 0.0
     note = f"; {prior_note}" if prior_note else ""
@@ -231,9 +233,16 @@ def _losses_from_batch(n: int, batch: Callable, batch_size: int) -> Losses:
 
 
 def teacher_forced_losses(
-    tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], loss: str, *, batch_size: int = 64
+    tokenizer: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    loss: str,
+    *,
+    batch_size: int = 64,
+    per_row_draws: bool = False,
 ) -> Losses:
-    """Token error or sequence error (1 − teacher-forced exact match), both in [0, 1]."""
+    """Token error or sequence error (1 − teacher-forced exact match), both in [0, 1].
+    ``per_row_draws=True`` exposes the batched loss for per-row posterior draws (slower here)."""
     if loss not in ("token_error", "sequence_error"):
         raise ValueError(f"loss must be 'token_error' or 'sequence_error' for teacher forcing, got {loss!r}")
 
@@ -244,7 +253,8 @@ def teacher_forced_losses(
 
     # One teacher-forced pass per example is cheap: per-row draws only pay off with generation
     # (benchmarks/bench_mc_draws.py: 0.8x here, 11x for answer_error), so MC stays one at a time.
-    return dataclasses.replace(_losses_from_batch(len(prompts), batch, batch_size), batch=None)
+    losses = _losses_from_batch(len(prompts), batch, batch_size)
+    return losses if per_row_draws else dataclasses.replace(losses, batch=None)
 
 
 def answer_losses(

@@ -121,15 +121,23 @@ def _read_examples(path: str, what: str) -> list[dict]:
 
 
 def _cmd_certify(args: argparse.Namespace) -> int:
+    from . import console
     from .certify import BoundConfig, TVConfig, certify
     from .config import options_from_args
 
+    if args.run or args.cell:
+        if not (args.run and args.cell):
+            raise ValueError("--run and --cell go together: a sweep directory and one of its cell ids")
+        from .sweep import certify_cell
+
+        return _write_certificate(certify_cell(args.run, args.cell, progress=console.show_progress()), args.out)
+    missing = [f"--{k}" for k in ("base", "adapter", "train", "test") if not getattr(args, k)]
+    if missing:
+        raise ValueError(f"certify needs {', '.join(missing)} (or --run DIR --cell ID for a sweep's cell)")
     train = _read_examples(args.train, "train")
     test = _read_examples(args.test, "test")
     bound = options_from_args(BoundConfig, args)
     tv = options_from_args(TVConfig, args, prefix="tv_")
-    from . import console
-
     prior = {"prior_adapter": args.prior_adapter, "n_prior": args.n_prior} if args.prior_adapter else {}
     cert = certify(
         args.base,
@@ -142,7 +150,11 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         progress=console.show_progress(),
         **prior,
     )
-    out = Path(args.out)
+    return _write_certificate(cert, args.out)
+
+
+def _write_certificate(cert, path: str) -> int:
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(cert.to_dict(), indent=2))
     _print_certificate(cert)
@@ -389,12 +401,14 @@ def _add_model_commands(sub) -> None:
     from .training.sft import SFTConfig
 
     c = sub.add_parser("certify", help="two-gap certificate for one adapter: every term of Prop. 4.1, table + JSON")
-    c.add_argument("--base", required=True, help="base model directory (config.json, safetensors, tokenizer)")
-    c.add_argument("--adapter", required=True, help="LoRA adapter directory trained on --train")
+    c.add_argument("--run", default="", help="a sweep's output directory: certify one of its cells (with --cell)")
+    c.add_argument("--cell", default="", help="the cell id, e.g. base__sft__n128__hard__s0 (with --run)")
+    c.add_argument("--base", default="", help="base model directory (config.json, safetensors, tokenizer)")
+    c.add_argument("--adapter", default="", help="LoRA adapter directory trained on --train")
     c.add_argument(
-        "--train", required=True, help="the adapter's training examples (.jsonl/.csv/.parquet: prompt, response)"
+        "--train", default="", help="the adapter's training examples (.jsonl/.csv/.parquet: prompt, response[, answer])"
     )
-    c.add_argument("--test", required=True, help="test examples, same format")
+    c.add_argument("--test", default="", help="test examples, same format")
     c.add_argument("--out", default="certificate.json", help="where to write the JSON document")
     c.add_argument("--seed", type=int, default=0, help="random seed")
     c.add_argument(

@@ -99,14 +99,21 @@ class SweepContext:
     out: Path
     bases: dict = field(default_factory=dict)  # name -> (model_dir, tokenizer)
     test_set: list = field(default_factory=list)
-    test_slices: dict = field(default_factory=dict)  # op -> the test problems with that op
+    test_slices: dict = field(default_factory=dict)  # op (or difficulty bin) -> its test problems
+    pool: list = field(default_factory=list)  # dataset task: the binned training pool
+    edges: list = field(default_factory=list)  # dataset task: the difficulty bin edges
+    dropped: dict = field(default_factory=dict)  # dataset task: examples dropped as too long
 
 
-def _prepare_base(spec, out: Path, modulus: int):
+def _prepare_base(spec, out: Path, modulus: int, task_kind: str = "igsm"):
     from .data.tokenizer import igsm_tokenizer, load_tokenizer
 
     if spec.path:
         return Path(spec.path), load_tokenizer(spec.path)
+    if task_kind == "dataset":
+        raise ValueError(
+            f"base {spec.name!r}: a dataset task needs a base checkpoint directory (path), not a tiny base"
+        )
     from .training.models import build_model, tiny_config
 
     target = out / "bases" / spec.name
@@ -130,13 +137,44 @@ def _test_examples(cfg: SweepConfig) -> list:
     return [p for op in t.ops for p in generate(t.n_per_op, op, split="test", seed=t.seed + op, config=ic)]
 
 
-def _train_examples(cfg: SweepConfig, cell: Cell) -> list:
+def _train_examples(ctx: SweepContext, cell: Cell) -> list:
     from .data.igsm import IGSMConfig, generate
+    from .tasks import draw_train
 
+    cfg = ctx.cfg
+    if cfg.task.kind == "dataset":
+        return draw_train(ctx.pool, cfg.buckets[cell.bucket], cell.n, cell.seed, cell.bucket)
     ic = IGSMConfig(modulus=cfg.task.modulus)
     # The same (bucket, seed) draws nested samples across budgets: the first n of one stream.
     stream_seed = 1_000 * cell.seed + sorted(cfg.buckets).index(cell.bucket) + 7
     return generate(cell.n, cfg.buckets[cell.bucket], split="train", seed=stream_seed, config=ic)
+
+
+def _dataset_context(ctx: SweepContext) -> None:
+    """Load and bin the dataset task's pool and test set (difficulty by the first base's tokenizer,
+    so every base sees the same buckets and slices), and refuse buckets too small for the budgets."""
+    from transformers import AutoConfig
+
+    from .tasks import cap_slices, load_split
+
+    cfg, (base_dir, tok) = ctx.cfg, next(iter(ctx.bases.values()))
+    for b, (_, t) in ctx.bases.items():
+        if t.pad_token_id is None:
+            raise ValueError(f"base {b!r}: its tokenizer has no pad token; set one (e.g. the eos token) and save it")
+    mc = AutoConfig.from_pretrained(str(base_dir), local_files_only=True)
+    max_tokens = int(getattr(mc, "max_position_embeddings", None) or getattr(mc, "n_positions", 2048))
+    pool = load_split(cfg.task.train_path, cfg.task, tok, max_tokens)
+    test = load_split(cfg.task.test_path, cfg.task, tok, max_tokens, edges=pool.edges)
+    ctx.pool, ctx.edges = pool.examples, pool.edges
+    ctx.dropped = {"train": pool.dropped_too_long, "test": test.dropped_too_long}
+    ctx.test_set = cap_slices(test.examples, cfg.test.ops, cfg.test.n_per_op, cfg.test.seed)
+    need = max(n for o in cfg.objectives for n in cfg.objective_budgets.get(o, cfg.budgets))
+    for bucket, bins in cfg.buckets.items():
+        have = sum(e.op in set(bins) for e in ctx.pool)
+        if have < need:
+            raise ValueError(
+                f"bucket {bucket!r} (bins {bins}) holds {have} training examples, fewer than the largest budget {need}"
+            )
 
 
 def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
@@ -148,7 +186,7 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     cfg = ctx.cfg
     t0 = time.perf_counter()
     base_dir, tok = ctx.bases[cell.base]
-    train = _train_examples(cfg, cell)
+    train = _train_examples(ctx, cell)
     sft_cfg = dataclasses.replace(cfg.sft, objective=cell.objective, seed=cell.seed, progress=progress)
     adapter_dir = ctx.out / "adapters" / cell.id
     prompts, responses = [p.prompt for p in train], [p.response for p in train]
@@ -185,10 +223,47 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     }
 
 
+def certify_cell(run_dir: str | Path, cell_id: str, *, progress: bool = False):
+    """The certificate of one finished cell of a sweep, recomputed from its adapter, its training
+    examples (redrawn exactly as the sweep drew them) and the sweep's test set and settings."""
+    from .certify import certify
+
+    out = Path(run_dir)
+    meta_path = out / "sweep.json"
+    if not meta_path.is_file():
+        raise ValueError(f"{str(out)!r} is not a sweep directory (no sweep.json)")
+    cfg = normalise_config(json.loads(meta_path.read_text())["config"])
+    cell = next((c for c in cells_of(cfg) if c.id == cell_id), None)
+    if cell is None:
+        raise ValueError(f"cell {cell_id!r} is not in the sweep {str(out)!r} (ids look like {cells_of(cfg)[0].id})")
+    adapter = out / "adapters" / cell.id
+    if not (adapter / "adapter_config.json").is_file():
+        raise ValueError(f"cell {cell_id!r} has no saved adapter under {str(adapter)!r}; run the sweep first")
+    ctx = _context(cfg, out)
+    base_dir, tok = ctx.bases[cell.base]
+    return certify(
+        base_dir,
+        adapter,
+        _train_examples(ctx, cell),
+        ctx.test_set,
+        bound=cfg.bound,
+        tv=cfg.tv,
+        tokenizer=tok,
+        seed=cell.seed,
+        batch_size=cfg.eval.batch_size,
+        progress=progress,
+        scorer=_verifier(cfg),
+        max_new_tokens=cfg.eval.max_new_tokens,
+    )
+
+
 def _verifier(cfg: SweepConfig):
     """The task's judge of a generated solution, ``(problem, text) -> bool`` (answer_error)."""
     from .data.igsm import verify
+    from .tasks import answer_judge
 
+    if cfg.task.kind == "dataset":
+        return answer_judge(cfg.task.scorer)
     mod = cfg.task.modulus
     return lambda problem, text: verify(problem.prompt, text, mod).answer_correct
 
@@ -235,17 +310,16 @@ ITEM_METRICS = ("token_error", "exact_match", "answer_correct")
 def evaluate_test_items(ctx: SweepContext, model, tok, model_name: str) -> tuple[list[dict], dict[str, list]]:
     """Tidy per-slice rows of ``model`` on every test op slice, and its per-item results (slice,
     token_error, exact_match, answer_correct) for the bootstrap and IRT."""
-    from .data.igsm import verify
     from .training.evaluate import evaluate_items, slice_rows
 
-    mod = ctx.cfg.task.modulus
-    e = ctx.cfg.eval
+    e, judge = ctx.cfg.eval, _verifier(ctx.cfg)
+    by_prompt = {p.prompt: p for p in ctx.test_set}
     items = evaluate_items(
         model,
         tok,
         ctx.test_slices,
         generate=e.generate,
-        verifier=lambda pr, o: verify(pr, o, mod).answer_correct,
+        verifier=lambda pr, o: judge(by_prompt[pr], o),
         batch_size=e.batch_size,
         max_new_tokens=e.max_new_tokens,
     )
@@ -296,8 +370,11 @@ def _claim_dir(out: Path, cfg: SweepConfig, chash: str) -> None:
 def _context(cfg: SweepConfig, out: Path) -> SweepContext:
     ctx = SweepContext(cfg=cfg, out=out)
     for b in cfg.bases:
-        ctx.bases[b.name] = _prepare_base(b, out, cfg.task.modulus)
-    ctx.test_set = _test_examples(cfg)
+        ctx.bases[b.name] = _prepare_base(b, out, cfg.task.modulus, cfg.task.kind)
+    if cfg.task.kind == "dataset":
+        _dataset_context(ctx)
+    else:
+        ctx.test_set = _test_examples(cfg)
     for p in ctx.test_set:
         ctx.test_slices.setdefault(p.op, []).append(p)
     return ctx

@@ -25,11 +25,43 @@ SHIPPED_BASE = Path(__file__).resolve().parent / "assets" / "base_igsm"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 
 
+TASKS = ("igsm", "dataset")
+DIFFICULTIES = ("column", "cot_length")
+
+
 @dataclass
 class TaskConfig:
-    """The synthetic iGSM-style task."""
+    """Where the data come from: the synthetic iGSM task, or your own (prompt, response, answer) files.
 
-    modulus: int = option(7, "Arithmetic modulus of the problems (a prime).")
+    For ``kind: dataset`` every example gets a difficulty (a column, or the reference response's
+    length in tokens of the first base's tokenizer) and a bin 1..k (quantiles of the training
+    pool, or fixed ``edges``). Buckets name bins (``{easy: [1], hard: [4]}``) and test slices are
+    bins; ``test.ops`` lists the bins to test on and ``test.n_per_op`` caps each slice.
+    """
+
+    kind: str = option("igsm", "Task: igsm (generated problems) or dataset (your files).", choices=TASKS)
+    modulus: int = option(7, "igsm: arithmetic modulus of the problems (a prime).")
+    train_path: str = option("", "dataset: training pool file (.jsonl, .csv, .parquet) or saved datasets folder.")
+    test_path: str = option("", "dataset: test file, same formats.")
+    prompt_column: str = option("prompt", "dataset: column of the prompt.")
+    response_column: str = option("response", "dataset: column of the reference response (the SFT target).")
+    answer_column: str = option("answer", "dataset: column of the final answer the scorer compares with.")
+    difficulty: str = option(
+        "cot_length", "dataset: difficulty measure: a column, or cot_length (response tokens).", choices=DIFFICULTIES
+    )
+    difficulty_column: str = option("difficulty", "dataset: the difficulty column when difficulty = column.")
+    bins: int = option(4, "dataset: number of quantile bins of the difficulty (ignored with edges).")
+    edges: list[float] | None = option(None, "dataset: fixed increasing bin edges instead of quantiles.")
+    scorer: str = option(
+        "final_answer", "dataset: how a generated answer is judged: final_answer, exact_match or module:function."
+    )
+    chat_template: bool = option(False, "dataset: wrap each prompt in the tokenizer's chat template.")
+
+    def __post_init__(self) -> None:
+        if self.kind == "dataset" and not (self.train_path and self.test_path):
+            raise ValueError("task.kind 'dataset' needs task.train_path and task.test_path")
+        if not isinstance(self.bins, int) or self.bins < 1:
+            raise ValueError(f"task.bins must be an integer >= 1, got {self.bins!r}")
 
 
 @dataclass
@@ -164,6 +196,18 @@ def base_fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _data_fingerprint(path: str) -> str:
+    p = Path(path)
+    if p.is_file():
+        return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(f.relative_to(p).as_posix().encode() + f.read_bytes())
+        return h.hexdigest()[:16]
+    return path
+
+
 def config_hash(cfg: SweepConfig) -> str:
     """Hash of everything that determines the results (name, threads and progress display excluded).
     A base checkpoint enters by :func:`base_fingerprint`, not by its path, so a run folder resumes
@@ -172,6 +216,11 @@ def config_hash(cfg: SweepConfig) -> str:
     for key in ("name", "threads"):
         d.pop(key)
     d["sft"].pop("progress")
+    if d["task"]["kind"] == "igsm":  # the dataset fields do not touch iGSM results (older hashes stay)
+        d["task"] = {"modulus": d["task"]["modulus"]}
+    else:  # data files by content, so the run folder resumes wherever the files live
+        for key in ("train_path", "test_path"):
+            d["task"][key] = _data_fingerprint(d["task"][key])
     for b in d["bases"]:
         if b.get("path"):
             b["path"] = base_fingerprint(b["path"]) if Path(b["path"]).is_dir() else b["path"]
@@ -210,7 +259,19 @@ def load_config(path: str | Path) -> SweepConfig:
         p = cand
     cfg = normalise_config(_read(p))
     bases = [dataclasses.replace(b, path=str(resolve_base_path(b.path, p.parent))) if b.path else b for b in cfg.bases]
-    return dataclasses.replace(cfg, bases=bases)
+    task = cfg.task
+    if task.kind == "dataset":
+        paths = {k: str(resolve_data_path(getattr(task, k), p.parent)) for k in ("train_path", "test_path")}
+        task = dataclasses.replace(task, **paths)
+    return dataclasses.replace(cfg, bases=bases, task=task)
+
+
+def resolve_data_path(path: str, config_dir: Path) -> Path:
+    """A data file or saved-dataset folder, as given or relative to the config's folder."""
+    for cand in (Path(path), config_dir / path):
+        if cand.exists():
+            return cand.resolve()
+    raise ValueError(f"config: data path {path!r} does not exist")
 
 
 def resolve_base_path(path: str, config_dir: Path) -> Path:

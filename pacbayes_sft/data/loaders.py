@@ -23,6 +23,8 @@ def _check_records(records: list[dict], source: str, difficulty: str | None) -> 
             if not isinstance(r.get(key), str) or not r[key].strip():
                 raise ValueError(f"{source}: example {i} needs a non-empty string {key!r}")
         rec = {"prompt": r["prompt"], "response": r["response"]}
+        if r.get("answer") is not None:  # the reference final answer (answer_error's scorer compares with it)
+            rec["answer"] = str(r["answer"])
         if difficulty is not None and r.get("difficulty") is not None:
             d = r["difficulty"]
             try:
@@ -39,7 +41,7 @@ def _check_records(records: list[dict], source: str, difficulty: str | None) -> 
 def _rename(rows: Iterable[dict], prompt: str, response: str, difficulty: str | None) -> list[dict]:
     out = []
     for r in rows:
-        rec = {"prompt": r.get(prompt), "response": r.get(response)}
+        rec = {"prompt": r.get(prompt), "response": r.get(response), "answer": r.get("answer")}
         if difficulty is not None and difficulty in r:
             rec["difficulty"] = r[difficulty]
         out.append(rec)

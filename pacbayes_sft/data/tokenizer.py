@@ -45,3 +45,27 @@ def load_tokenizer(path: str | Path):
     if not p.is_dir():
         raise ValueError(f"tokenizer directory {str(p)!r} does not exist")
     return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int = 512, *, chat_template: str | None = None):
+    """A byte-level BPE PreTrainedTokenizerFast trained by ``tokenizers`` on ``texts``, with the
+    specials <pad>, <bos>, <eos>, <unk> at ids 0..3 and, optionally, a Jinja chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if not texts:
+        raise ValueError("texts must not be empty")
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
+    fast.padding_side = "right"
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast

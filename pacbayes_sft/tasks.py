@@ -1,0 +1,166 @@
+"""Where a sweep's data come from: the training pool with a difficulty bin per example, the test
+set with its slices, and the judge of a generated answer.
+
+Two tasks:
+
+- ``igsm``: problems generated in code (:mod:`pacbayes_sft.data.igsm`); the bin is the op count
+  and the judge is the iGSM verifier.
+- ``dataset``: your (prompt, response, answer) files. The difficulty is a column or the reference
+  response's length in tokens (``cot_length``); bins are quantiles of the training pool (or fixed
+  edges), and test examples are binned with the same edges. The judge is a scorer from
+  :mod:`pacbayes_sft.data.scorers`. Examples longer than the model's context are dropped and
+  counted, never truncated.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("pacbayes_sft")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One (prompt, response, answer) example of a dataset task. ``op`` is its difficulty bin
+    (1-based; the key of buckets and test slices, as the op count is for iGSM)."""
+
+    prompt: str
+    response: str
+    answer: str
+    op: int
+    difficulty: float
+
+
+@dataclass
+class DatasetSplit:
+    """A binned split, the bin edges (nats or tokens, as the difficulty) and what was dropped."""
+
+    examples: list[Example]
+    edges: list[float]
+    dropped_too_long: int
+
+
+def read_rows(path: str | Path, columns: Sequence[str]) -> list[dict]:
+    """Rows of a .jsonl/.csv/.parquet file or a saved ``datasets`` folder, with ``columns`` checked."""
+    p = Path(path)
+    if p.is_dir():
+        try:
+            import datasets
+        except ImportError:  # pragma: no cover - optional dependency
+            raise ValueError(f"{p} is a folder: reading a saved dataset needs the 'datasets' package") from None
+        rows = list(datasets.load_from_disk(str(p)))
+    elif p.suffix.lower() in (".jsonl", ".json"):
+        import json
+
+        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    elif p.suffix.lower() in (".csv", ".parquet"):
+        import pandas as pd
+
+        rows = (pd.read_csv(p) if p.suffix.lower() == ".csv" else pd.read_parquet(p)).to_dict(orient="records")
+    else:
+        raise ValueError(f"data file {str(p)!r} must be .jsonl, .csv, .parquet or a saved datasets folder")
+    if not rows:
+        raise ValueError(f"{p} holds no examples")
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{p}: missing column(s) {missing} (columns: {sorted(rows[0])})")
+    return rows
+
+
+def _texts(rows: list[dict], task: Any, tokenizer: Any, source: str) -> list[tuple[str, str, str]]:
+    out = []
+    for i, r in enumerate(rows):
+        vals = [r.get(task.prompt_column), r.get(task.response_column), r.get(task.answer_column)]
+        if not all(isinstance(v, str) and v.strip() for v in vals[:2]) or vals[2] is None:
+            raise ValueError(f"{source}: row {i} needs a non-empty prompt, response and answer")
+        prompt = vals[0]
+        if task.chat_template:
+            if not getattr(tokenizer, "chat_template", None):
+                raise ValueError("task.chat_template is set but the tokenizer has no chat template")
+            msgs = [{"role": "user", "content": prompt}]
+            prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        out.append((prompt, vals[1], str(vals[2])))
+    return out
+
+
+def _difficulty(rows: list[dict], texts, task: Any, n_response_tokens: list[int], source: str) -> list[float]:
+    if task.difficulty == "cot_length":
+        return [float(n) for n in n_response_tokens]
+    if task.difficulty_column not in rows[0]:
+        raise ValueError(f"{source}: missing difficulty column {task.difficulty_column!r}")
+    try:
+        vals = [float(r[task.difficulty_column]) for r in rows]
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: difficulty column {task.difficulty_column!r} must be numeric") from None
+    if not np.isfinite(vals).all():
+        raise ValueError(f"{source}: difficulty column {task.difficulty_column!r} holds non-finite values")
+    return vals
+
+
+def load_split(path: str | Path, task: Any, tokenizer: Any, max_tokens: int, edges: list[float] | None = None):
+    """Read, judge lengths, measure difficulty and bin one split (edges: from this split's
+    quantiles when None, unless the task fixes them)."""
+    cols = [task.prompt_column, task.response_column, task.answer_column]
+    rows = read_rows(path, cols)
+    texts = _texts(rows, task, tokenizer, str(path))
+    p_ids = tokenizer([t[0] for t in texts], add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer([t[1] for t in texts], add_special_tokens=False)["input_ids"]
+    diff = _difficulty(rows, texts, task, [len(r) for r in r_ids], str(path))
+    # <bos> prompt response <eos> must fit the context: drop (and count) what does not.
+    fits = [2 + len(p) + len(r) <= max_tokens for p, r in zip(p_ids, r_ids)]
+    dropped = fits.count(False)
+    if dropped:
+        log.warning(
+            "%s: dropped %d of %d examples longer than the context (%d tokens)", path, dropped, len(rows), max_tokens
+        )
+    kept = [i for i, f in enumerate(fits) if f]
+    if not kept:
+        raise ValueError(f"{path}: every example is longer than the model's context ({max_tokens} tokens)")
+    if edges is None:
+        edges = list(task.edges) if task.edges else _quantile_edges([diff[i] for i in kept], task.bins)
+    bins = np.searchsorted(np.asarray(edges, dtype=float), [diff[i] for i in kept], side="right") + 1
+    ex = [Example(*texts[i], op=int(b), difficulty=diff[i]) for i, b in zip(kept, bins)]
+    return DatasetSplit(ex, [float(e) for e in edges], dropped)
+
+
+def _quantile_edges(values: list[float], k: int) -> list[float]:
+    edges = np.unique(np.quantile(np.asarray(values, dtype=float), np.linspace(0, 1, k + 1)[1:-1]))
+    return edges.tolist()
+
+
+def draw_train(pool: list[Example], bins: Sequence[int], n: int, seed: int, bucket: str) -> list[Example]:
+    """The first n of a seeded shuffle of the pool's examples in ``bins`` (nested across budgets)."""
+    cand = [e for e in pool if e.op in set(bins)]
+    if len(cand) < n:
+        raise ValueError(
+            f"bucket {bucket!r} (bins {list(bins)}) holds {len(cand)} training examples, fewer than n = {n}"
+        )
+    random.Random(f"pool:{seed}:{bucket}").shuffle(cand)
+    return cand[:n]
+
+
+def cap_slices(test: list[Example], bins: Sequence[int], per_bin: int, seed: int) -> list[Example]:
+    """At most ``per_bin`` test examples of each bin in ``bins`` (a seeded shuffle within each)."""
+    out = []
+    for b in bins:
+        members = [e for e in test if e.op == b]
+        if not members:
+            raise ValueError(f"test bin {b} is empty (test.ops lists bins 1..k of the difficulty)")
+        random.Random(f"test:{seed}:{b}").shuffle(members)
+        out += members[:per_bin]
+    return out
+
+
+def answer_judge(scorer: str | Callable) -> Callable[[Any, str], bool]:
+    """``(example, generated_text) -> bool`` from a scorer compared with the example's answer."""
+    from .data.scorers import get_scorer
+
+    fn = get_scorer(scorer)
+    return lambda ex, text: bool(fn(text, ex.answer))

@@ -1,0 +1,139 @@
+"""Bring your own model and data: the dataset task end to end through the CLI, its refusals, the
+context-length accounting and a BPE tokenizer saved and loaded from a path."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pacbayes_sft.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from make_byo_example import write  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def byo(tmp_path_factory):
+    """A tiny version of the shipped example: data, BPE tokenizer, model, and a config."""
+    d = tmp_path_factory.mktemp("byo")
+    write(d / "ex", train_per_op=8, test_per_op=4, vocab=300)
+    cfg = yaml.safe_load((ROOT / "experiments" / "configs" / "byo_example.yaml").read_text())
+    cfg["task"] |= {"train_path": str(d / "ex" / "train.jsonl"), "test_path": str(d / "ex" / "test.jsonl")}
+    cfg["bases"] = [{"name": "model", "path": str(d / "ex" / "model")}]
+    cfg |= {"budgets": [4, 8, 12], "test": {"ops": [1, 2, 3], "n_per_op": 4, "seed": 0}}
+    cfg["bound"] |= {"mc_examples": 4}
+    cfg["eval"] |= {"max_new_tokens": 12}
+    path = d / "byo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return d, path, cfg
+
+
+def test_byo_chain_through_the_cli(byo, capsys):
+    d, path, _ = byo
+    out = d / "run"
+    assert main(["sweep", "--config", str(path), "--out", str(out), "--report", "--quiet"]) == 0
+    md = (out / "report.md").read_text()
+    assert "Best difficulty per budget" in md and "loss for risks and bounds: answer_error" in md
+    names = {p.name for p in (out / "report").glob("*.png")}
+    assert {"score_model_sft.png", "terms_model_sft.png", "slices_model_sft.png", "optimum_vs_n.png"} <= names
+    assert main(["forecast", str(out), "--budget", "24"]) == 0
+    assert "predicted best bucket" in capsys.readouterr().out
+    cert_path = d / "cert.json"
+    assert main(["certify", "--run", str(out), "--cell", "model__sft__n8__long__s0", "--out", str(cert_path)]) == 0
+    doc = json.loads(cert_path.read_text())
+    assert doc["n"] == 8 and doc["loss"] == "answer_error"
+    rec = json.loads((out / "cells" / "model__sft__n8__long__s0.json").read_text())
+    assert rec["terms"]["kl"] == pytest.approx(doc["kl"]["value_nats"], rel=1e-6)  # the same cell, recomputed
+
+
+def _cfg(byo, tmp_path, top=None, **task):
+    _, _, cfg = byo
+    c = json.loads(json.dumps(cfg)) | (top or {})
+    c["task"] |= task
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(c))
+    return p
+
+
+@pytest.mark.parametrize(
+    "task, top, needle",
+    [
+        ({"answer_column": "final"}, None, "missing column"),
+        ({"difficulty": "column", "difficulty_column": "level"}, None, "missing difficulty column"),
+        ({}, {"budgets": [4, 8, 500]}, "fewer than the largest budget"),
+        ({}, {"buckets": {"short": [1], "ghost": [7]}}, "'ghost' (bins [7]) holds 0"),
+        ({"bins": 12}, None, "test bin 1 is empty"),
+        ({"test_path": "nowhere.jsonl"}, None, "does not exist"),
+    ],
+)
+def test_dataset_task_refusals(byo, tmp_path, task, top, needle, capsys):
+    cfg = _cfg(byo, tmp_path, top, **task)
+    assert main(["sweep", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_base_path_must_be_local_and_tokenizer_needs_a_pad_token(byo, tmp_path, capsys):
+    from pacbayes_sft.data.tokenizer import load_tokenizer
+
+    d, _, cfg = byo
+    c = json.loads(json.dumps(cfg)) | {"bases": [{"name": "m", "path": "Qwen/Qwen2.5-Math-1.5B"}]}
+    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(c))
+    assert main(["sweep", "--config", str(tmp_path / "hub.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    nopad = tmp_path / "nopad"
+    tok = load_tokenizer(d / "ex" / "model")
+    tok.pad_token = None
+    tok.save_pretrained(nopad)
+    from pacbayes_sft.training.models import load_causal_lm
+
+    load_causal_lm(d / "ex" / "model").save_pretrained(nopad)
+    c = json.loads(json.dumps(cfg)) | {"bases": [{"name": "m", "path": str(nopad)}]}
+    (tmp_path / "np.yaml").write_text(yaml.safe_dump(c))
+    assert main(["sweep", "--config", str(tmp_path / "np.yaml"), "--out", str(tmp_path / "r2")]) == 2
+    assert "no pad token" in capsys.readouterr().err
+
+
+def test_context_length_accounting(byo, tmp_path):
+    from pacbayes_sft.data.tokenizer import load_tokenizer
+    from pacbayes_sft.sweep_config import TaskConfig
+    from pacbayes_sft.tasks import load_split
+
+    d, _, _ = byo
+    rows = [json.loads(line) for line in (d / "ex" / "train.jsonl").read_text().splitlines()]
+    rows[0]["response"] = "step " * 400  # longer than a 128-token context
+    rows[1]["prompt"] = "word " * 400
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = load_tokenizer(d / "ex" / "model")
+    task = TaskConfig(kind="dataset", train_path=str(path), test_path=str(path), bins=3)
+    split = load_split(path, task, tok, max_tokens=256)
+
+    def n_tokens(r):  # an independent count of <bos> prompt response <eos>
+        return 2 + sum(len(tok(r[k], add_special_tokens=False)["input_ids"]) for k in ("prompt", "response"))
+
+    too_long = [r for r in rows if n_tokens(r) > 256]
+    assert rows[0] in too_long and rows[1] in too_long
+    assert split.dropped_too_long == len(too_long) and len(split.examples) == len(rows) - len(too_long)
+    kept = {(e.prompt, e.response) for e in split.examples}  # whole texts: nothing was truncated
+    assert kept == {(r["prompt"], r["response"]) for r in rows if n_tokens(r) <= 256}
+    assert sorted({e.op for e in split.examples}) == [1, 2, 3]
+
+
+def test_bpe_tokenizer_round_trip_from_path(tmp_path):
+    from pacbayes_sft.data.tokenizer import load_tokenizer, train_bpe_tokenizer
+
+    texts = ["What is 3 plus 4? The answer is 0.", "Compute \\boxed{\\frac{1}{2}} twice: 1."]
+    tok = train_bpe_tokenizer(texts * 5, 300, chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    tok.save_pretrained(tmp_path)
+    back = load_tokenizer(tmp_path)
+    for t in texts:
+        ids = back(t, add_special_tokens=False)["input_ids"]
+        assert ids == tok(t, add_special_tokens=False)["input_ids"]
+        assert back.decode(ids) == t
+    assert back.pad_token_id == 0 and back.bos_token_id == 1 and back.eos_token_id == 2
+    assert back.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "hi"
