@@ -196,6 +196,9 @@ def base_fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+LATER_FIELDS = (("sft", "precision", "fp32"), ("bound", "mc_examples", None))
+
+
 def _data_fingerprint(path: str) -> str:
     p = Path(path)
     if p.is_file():
@@ -216,6 +219,11 @@ def config_hash(cfg: SweepConfig) -> str:
     for key in ("name", "threads"):
         d.pop(key)
     d["sft"].pop("progress")
+    # Fields added after a run began, at the default that reproduces the old behaviour, stay out of
+    # the hash, so committed run folders keep resuming.
+    for section, key, default in LATER_FIELDS:
+        if d[section].get(key) == default:
+            d[section].pop(key)
     if d["task"]["kind"] == "igsm":  # the dataset fields do not touch iGSM results (older hashes stay)
         d["task"] = {"modulus": d["task"]["modulus"]}
     else:  # data files by content, so the run folder resumes wherever the files live
@@ -267,8 +275,9 @@ def load_config(path: str | Path) -> SweepConfig:
 
 
 def resolve_data_path(path: str, config_dir: Path) -> Path:
-    """A data file or saved-dataset folder, as given or relative to the config's folder."""
-    for cand in (Path(path), config_dir / path):
+    """A data file or saved-dataset folder: as given, relative to the config's folder, or relative
+    to the project root (the folder holding ``experiments/configs``)."""
+    for cand in (Path(path), config_dir / path, CONFIG_DIR.parent.parent / path):
         if cand.exists():
             return cand.resolve()
     raise ValueError(f"config: data path {path!r} does not exist")
@@ -278,7 +287,7 @@ def resolve_base_path(path: str, config_dir: Path) -> Path:
     """``@shipped`` or an existing directory (as given, or relative to the config's folder)."""
     if path == "@shipped":
         return SHIPPED_BASE
-    for cand in (Path(path), config_dir / path):
+    for cand in (Path(path), config_dir / path, CONFIG_DIR.parent.parent / path):
         if cand.is_dir():
             return cand.resolve()
     raise ValueError(f"config: base path {path!r} does not exist")

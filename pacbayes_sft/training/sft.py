@@ -60,6 +60,11 @@ class SFTConfig:
     group_by_length: bool = option(True, "Batch examples of similar length together (less padding).")
     seed: int = option(0, "Seed of the LoRA initialisation, data order and dropout.")
     logging_steps: int = option(10, "Log the loss every this many steps.")
+    precision: str = option(
+        "fp32",
+        "Training precision: fp32, or bf16 / fp16 mixed precision (GPU only; bf16 for Qwen-class models).",
+        choices=("fp32", "bf16", "fp16"),
+    )
     progress: bool = option(True, "Show a progress bar for the training steps.")
 
     def __post_init__(self) -> None:
@@ -175,7 +180,17 @@ def _training_arguments(cfg: SFTConfig, output_dir: Path):
         dataloader_num_workers=0,
         disable_tqdm=True,  # the toolkit draws its own nested bar (_StepBar), which clears itself
         use_cpu=not torch.cuda.is_available(),
+        **_precision(cfg.precision),
     )
+
+
+def _precision(precision: str) -> dict:
+    """TrainingArguments flags for the configured precision; mixed precision needs a GPU."""
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if precision != "fp32" and not torch.cuda.is_available():
+        raise ValueError(f"precision {precision!r} needs a GPU; use fp32 on CPU")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
 def _set_console_callbacks(trainer, progress: bool) -> None:
@@ -251,21 +266,31 @@ def finetune(
         model=peft_model, args=args, train_dataset=_Dataset(enc), data_collator=data_collator, objective=cfg.objective
     )
     _set_console_callbacks(trainer, cfg.progress)
-    steps_total = args.max_steps if args.max_steps > 0 else math.ceil(len(enc) / cfg.batch_size) * math.ceil(cfg.epochs)
+    per_step = cfg.batch_size * args.world_size  # data-parallel under torchrun / accelerate launch
+    steps_total = args.max_steps if args.max_steps > 0 else math.ceil(len(enc) / per_step) * math.ceil(cfg.epochs)
     trainer.args.warmup_steps = int(cfg.warmup_ratio * steps_total)
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
     peft_model.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(out)
-    save_init_state(init_state, out)
-    import shutil
+    log = _training_log(cfg, trainer, len(enc), seconds)
+    if trainer.is_world_process_zero():  # one writer when several processes train one model
+        import shutil
 
-    shutil.rmtree(out / "_trainer", ignore_errors=True)
-    log = {
+        out.mkdir(parents=True, exist_ok=True)
+        peft_model.save_pretrained(out)
+        save_init_state(init_state, out)
+        shutil.rmtree(out / "_trainer", ignore_errors=True)
+        (out / "training.json").write_text(json.dumps(log, indent=2))
+    trainer.accelerator.wait_for_everyone()  # every rank returns once the adapter is on disk
+    return FinetuneResult(adapter_dir=out, log=log, model=peft_model)
+
+
+def _training_log(cfg: SFTConfig, trainer, n_examples: int, seconds: float) -> dict:
+    return {
         "config": asdict(cfg),
-        "n_examples": len(enc),
+        "n_examples": n_examples,
+        "world_size": trainer.args.world_size,
         "seconds": seconds,
         "tokens_per_s": trainer.tokens_seen / max(seconds, 1e-9),
         "response_tokens_per_s": trainer.response_tokens_seen / max(seconds, 1e-9),
@@ -273,5 +298,3 @@ def finetune(
         "history": [h for h in trainer.state.log_history if "loss" in h or "ce" in h],
         "versions": library_versions(),
     }
-    (out / "training.json").write_text(json.dumps(log, indent=2))
-    return FinetuneResult(adapter_dir=out, log=log, model=peft_model)
