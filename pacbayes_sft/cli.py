@@ -356,6 +356,24 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_irt(args: argparse.Namespace) -> int:
+    from .item_difficulty import cross_difficulty, item_responses, rate_items
+
+    responses = item_responses(args.dir)
+    items = rate_items(responses, model=args.model)
+    out = Path(args.out or Path(args.dir) / "items_irt.csv")
+    items.to_csv(out, index=False)
+    print(f"{items.shape[0]} test items rated by {responses['subject'].nunique()} models ({args.model} IRT)")
+    print(items.groupby("slice")[["difficulty", "p_correct"]].mean().round(3).to_string())
+    cross = cross_difficulty(responses, items, args.bins)
+    for (base, obj), g in cross.groupby(["base", "objective"]):
+        n = int(g["n"].max())
+        print(f"{base}/{obj}, n = {n}: answer accuracy by IRT bin (1 = easiest)")
+        print(g[g["n"] == n].pivot(index="bucket", columns="irt_bin", values="accuracy").round(3).to_string())
+    print(f"items: {out}")
+    return 0
+
+
 def _add_job_commands(sub) -> None:
     """``demo``, ``adapter-demo``, ``sweep`` and ``report``."""
     dm = sub.add_parser("demo", help="the main job: the demo (n x difficulty) sweep on the shipped base and its report")
@@ -387,6 +405,13 @@ def _add_job_commands(sub) -> None:
     fc.add_argument("dir", help="the sweep's output directory (its budgets below --budget are the pilots)")
     fc.add_argument("--budget", type=int, required=True, help="the data budget n to forecast")
     fc.set_defaults(func=_cmd_forecast)
+
+    ir = sub.add_parser("irt", help="rate a sweep's test items by IRT over its own models; cross-difficulty table")
+    ir.add_argument("dir", help="the sweep's output directory")
+    ir.add_argument("--out", default="", help="CSV of item difficulties (default: DIR/items_irt.csv)")
+    ir.add_argument("--model", default="2pl", choices=("1pl", "2pl"), help="IRT model")
+    ir.add_argument("--bins", type=int, default=4, help="quantile bins of item difficulty in the table")
+    ir.set_defaults(func=_cmd_irt)
 
     rp = sub.add_parser("report", help="merge a sweep's cells (all shards) into tables, plots and report.md/html")
     rp.add_argument("dir", help="the sweep's output directory")

@@ -269,6 +269,23 @@ def _figures(df: pd.DataFrame, ct: pd.DataFrame, opt: pd.DataFrame, order: list[
     ]
 
 
+def _irt_figures(out: Path, order: list[str]) -> list:
+    """Rate the test items by IRT over the sweep's own models (``items_irt.csv``) and draw the
+    cross-difficulty maps; nothing when there are no generated answers or too few models."""
+    from . import report_figures as rf
+    from .item_difficulty import cross_difficulty, item_responses, rate_items
+
+    try:
+        responses = item_responses(out)
+    except ValueError:
+        return []
+    if responses["subject"].nunique() < 3:
+        return []
+    items = rate_items(responses)
+    items.to_csv(out / "items_irt.csv", index=False)
+    return rf.irt_maps(cross_difficulty(responses, items), order)
+
+
 def _save_figures(figures: list, folder: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
@@ -308,7 +325,8 @@ def build_report(out_dir: str | Path) -> dict:
     opt.to_csv(out / "summary.csv", index=False)
     scores, held = _predictor_scores(df, ct, opt, cfg, order)
     scores.to_csv(out / "predictors.csv", index=False)
-    plots = _save_figures(_figures(df, ct, opt.merge(held, how="left"), order, cfg.bound.loss), out / "report")
+    figures = _figures(df, ct, opt.merge(held, how="left"), order, cfg.bound.loss) + _irt_figures(out, order)
+    plots = _save_figures(figures, out / "report")
     title = f"Sweep report: {cfg.name}"
     buckets = ", ".join(f"{b} = op {cfg.buckets[b]}" for b in order)
     intro = (

@@ -180,6 +180,20 @@ def dft_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
     return out
 
 
+def irt_maps(cross: pd.DataFrame, order: list[str]) -> list:
+    """Per (base, objective), at its largest budget: accuracy of each training bucket on the test
+    items of each IRT difficulty bin (items rated by the sweep's own models)."""
+    plt, out = _plt(), []
+    for (base, obj), g in cross.groupby(["base", "objective"]):
+        n = int(g["n"].max())
+        piv = g[g["n"] == n].pivot(index="bucket", columns="irt_bin", values="accuracy").reindex(index=order)
+        fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * piv.shape[1], 1.4 + 0.6 * len(piv)))
+        title = f"answer accuracy by IRT difficulty bin of the test items ({base}, {obj}, n = {n})"
+        heatmap(ax, piv, title, cmap="viridis", xlabel="IRT difficulty bin (1 = easiest)", ylabel=BUCKET_LABEL)
+        out.append((f"irt_{base}_{obj}.png", fig))
+    return out
+
+
 def bases_plot(opt: pd.DataFrame, order: list[str]) -> list:
     """With two or more bases: the observed optimum of each against n."""
     if opt["base"].nunique() < 2:

@@ -26,7 +26,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 
 
 TASKS = ("igsm", "dataset")
-DIFFICULTIES = ("column", "cot_length")
+DIFFICULTIES = ("column", "cot_length", "irt")
 
 
 @dataclass
@@ -47,9 +47,15 @@ class TaskConfig:
     response_column: str = option("response", "dataset: column of the reference response (the SFT target).")
     answer_column: str = option("answer", "dataset: column of the final answer the scorer compares with.")
     difficulty: str = option(
-        "cot_length", "dataset: difficulty measure: a column, or cot_length (response tokens).", choices=DIFFICULTIES
+        "cot_length",
+        "dataset: difficulty measure: a column, cot_length (response tokens), or irt (fitted to irt_responses).",
+        choices=DIFFICULTIES,
     )
     difficulty_column: str = option("difficulty", "dataset: the difficulty column when difficulty = column.")
+    irt_responses: str = option(
+        "", "dataset, difficulty irt: a (subject, item, correct) table (.csv/.jsonl/.parquet) of models' answers."
+    )
+    item_column: str = option("prompt", "dataset, difficulty irt: the data column that names items in irt_responses.")
     bins: int = option(4, "dataset: number of quantile bins of the difficulty (ignored with edges).")
     edges: list[float] | None = option(None, "dataset: fixed increasing bin edges instead of quantiles.")
     scorer: str = option(
@@ -60,6 +66,8 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if self.kind == "dataset" and not (self.train_path and self.test_path):
             raise ValueError("task.kind 'dataset' needs task.train_path and task.test_path")
+        if self.difficulty == "irt" and not self.irt_responses:
+            raise ValueError("task.difficulty 'irt' needs task.irt_responses (a subject, item, correct table)")
         if not isinstance(self.bins, int) or self.bins < 1:
             raise ValueError(f"task.bins must be an integer >= 1, got {self.bins!r}")
 
@@ -227,7 +235,7 @@ def config_hash(cfg: SweepConfig) -> str:
     if d["task"]["kind"] == "igsm":  # the dataset fields do not touch iGSM results (older hashes stay)
         d["task"] = {"modulus": d["task"]["modulus"]}
     else:  # data files by content, so the run folder resumes wherever the files live
-        for key in ("train_path", "test_path"):
+        for key in ("train_path", "test_path", "irt_responses"):
             d["task"][key] = _data_fingerprint(d["task"][key])
     for b in d["bases"]:
         if b.get("path"):
@@ -269,7 +277,8 @@ def load_config(path: str | Path) -> SweepConfig:
     bases = [dataclasses.replace(b, path=str(resolve_base_path(b.path, p.parent))) if b.path else b for b in cfg.bases]
     task = cfg.task
     if task.kind == "dataset":
-        paths = {k: str(resolve_data_path(getattr(task, k), p.parent)) for k in ("train_path", "test_path")}
+        keys = ("train_path", "test_path") + (("irt_responses",) if task.irt_responses else ())
+        paths = {k: str(resolve_data_path(getattr(task, k), p.parent)) for k in keys}
         task = dataclasses.replace(task, **paths)
     return dataclasses.replace(cfg, bases=bases, task=task)
 

@@ -90,9 +90,29 @@ def _texts(rows: list[dict], task: Any, tokenizer: Any, source: str) -> list[tup
     return out
 
 
+def irt_difficulty(responses_path: str | Path, model: str = "2pl") -> dict[str, float]:
+    """Item → IRT difficulty b (logits) fitted to a (subject, item, correct) table of answers."""
+    from .estimators.irt import fit_irt
+
+    rows = read_rows(responses_path, ["subject", "item", "correct"])
+    import pandas as pd
+
+    table = pd.DataFrame(rows)[["subject", "item", "correct"]].astype({"item": str})
+    res = fit_irt(table, model=model)
+    return dict(zip(map(str, res.items), map(float, res.difficulty)))
+
+
 def _difficulty(rows: list[dict], texts, task: Any, n_response_tokens: list[int], source: str) -> list[float]:
     if task.difficulty == "cot_length":
         return [float(n) for n in n_response_tokens]
+    if task.difficulty == "irt":
+        if task.item_column not in rows[0]:
+            raise ValueError(f"{source}: missing item column {task.item_column!r} (task.item_column)")
+        b = irt_difficulty(task.irt_responses)
+        missing = sum(str(r[task.item_column]) not in b for r in rows)
+        if missing:
+            raise ValueError(f"{source}: {missing} of {len(rows)} examples have no rating in {task.irt_responses}")
+        return [b[str(r[task.item_column])] for r in rows]
     if task.difficulty_column not in rows[0]:
         raise ValueError(f"{source}: missing difficulty column {task.difficulty_column!r}")
     try:

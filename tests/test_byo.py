@@ -40,6 +40,8 @@ def test_byo_chain_through_the_cli(byo, capsys):
     assert "Best difficulty per budget" in md and "loss for risks and bounds: answer_error" in md
     names = {p.name for p in (out / "report").glob("*.png")}
     assert {"score_model_sft.png", "terms_model_sft.png", "slices_model_sft.png", "optimum_vs_n.png"} <= names
+    assert "irt_model_sft.png" in names and (out / "items_irt.csv").is_file()  # items rated by its own models
+    assert main(["irt", str(out)]) == 0 and "test items rated by 10 models" in capsys.readouterr().out
     assert main(["forecast", str(out), "--budget", "24"]) == 0
     assert "predicted best bucket" in capsys.readouterr().out
     cert_path = d / "cert.json"
@@ -137,3 +139,34 @@ def test_bpe_tokenizer_round_trip_from_path(tmp_path):
         assert back.decode(ids) == t
     assert back.pad_token_id == 0 and back.bos_token_id == 1 and back.eos_token_id == 2
     assert back.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "hi"
+
+
+def test_irt_difficulty_from_a_response_table_recovers_the_truth(byo, tmp_path):
+    """difficulty: irt fits a 2PL to models' answers; simulated with known item difficulties."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from pacbayes_sft.data.tokenizer import load_tokenizer
+    from pacbayes_sft.sweep_config import TaskConfig
+    from pacbayes_sft.tasks import load_split
+
+    d, _, _ = byo
+    rows = [json.loads(line) for line in (d / "ex" / "train.jsonl").read_text().splitlines()]
+    rng = np.random.default_rng(0)
+    truth = {r["prompt"]: float(r["op"]) - 3.5 + 0.3 * rng.standard_normal() for r in rows}
+    ability = rng.normal(0, 1.5, size=300)
+    table = [
+        {"subject": s, "item": p, "correct": int(rng.random() < 1 / (1 + np.exp(-(a - b))))}
+        for s, a in enumerate(ability)
+        for p, b in truth.items()
+    ]
+    resp = tmp_path / "responses.jsonl"
+    resp.write_text("".join(json.dumps(t) + "\n" for t in table))
+    task = TaskConfig(kind="dataset", train_path="x", test_path="x", difficulty="irt", irt_responses=str(resp), bins=3)
+    split = load_split(d / "ex" / "train.jsonl", task, load_tokenizer(d / "ex" / "model"), max_tokens=512)
+    fitted = [e.difficulty for e in split.examples]
+    assert spearmanr(fitted, [truth[e.prompt] for e in split.examples])[0] > 0.9
+    assert spearmanr([e.op for e in split.examples], [truth[e.prompt] for e in split.examples])[0] > 0.8
+    resp.write_text("".join(json.dumps(t) + "\n" for t in table if t["item"] != rows[0]["prompt"]))
+    with pytest.raises(ValueError, match=r"1 of \d+ examples have no rating"):
+        load_split(d / "ex" / "train.jsonl", task, load_tokenizer(d / "ex" / "model"), max_tokens=512)

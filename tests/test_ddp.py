@@ -26,9 +26,9 @@ def _free_port() -> int:
 def test_two_processes_train_an_adapter_certified_like_one(tmp_path):
     base, data = tmp_path / "base", tmp_path / "train.jsonl"
     tok = igsm_tokenizer(7)
-    build_model(tiny_config("llama", len(tok), hidden=32, layers=1, heads=4, max_positions=512), seed=0).save_pretrained(
-        base
-    )
+    build_model(
+        tiny_config("llama", len(tok), hidden=32, layers=1, heads=4, max_positions=512), seed=0
+    ).save_pretrained(base)
     tok.save_pretrained(base)
     train = generate(16, [1, 2], split="train", seed=0)
     data.write_text("".join(json.dumps({"prompt": p.prompt, "response": p.response}) + "\n" for p in train))

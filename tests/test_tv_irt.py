@@ -216,3 +216,36 @@ def test_default_tv_proxy_sees_difficulty_on_igsm():
     ]
     # one standard error of TPR - FPR at 512 per side is ~0.03
     assert np.mean(same) < 0.05 and max(same) < 0.12, same
+
+
+def test_items_rated_by_the_sweep_models_and_the_cross_difficulty_map():
+    """rate_items on a simulated (subject, item) table recovers item order; cross_difficulty
+    averages per bucket and IRT bin."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from pacbayes_sft.item_difficulty import cross_difficulty, irt_bins, rate_items
+
+    rng = np.random.default_rng(1)
+    b = np.linspace(-2, 2, 40)
+    rows = []
+    for s in range(60):
+        a = rng.normal(0, 1.2)
+        bucket = ["easy", "hard"][s % 2]
+        for i, bi in enumerate(b):
+            ok = rng.random() < 1 / (1 + np.exp(-(a - bi)))
+            rows.append(
+                {"subject": f"m{s}", "item": f"{i // 10 + 1}#{i}", "slice": str(i // 10 + 1), "correct": float(ok)}
+                | {"base": "b", "objective": "sft", "n": 8, "bucket": bucket, "seed": s}
+            )
+    responses = pd.DataFrame(rows)
+    items = rate_items(responses)
+    order = [int(it.split("#")[1]) for it in items["item"]]
+    assert spearmanr(items["difficulty"], b[order])[0] > 0.9
+    assert sorted(irt_bins(items, 4).value_counts().tolist()) == [10, 10, 10, 10]
+    cross = cross_difficulty(responses, items, 4)
+    acc = cross.pivot(index="bucket", columns="irt_bin", values="accuracy")
+    assert (acc[1] > acc[4]).all()  # easier bins are answered more often
+    direct = responses.merge(items.assign(irt_bin=irt_bins(items, 4))[["item", "irt_bin"]], on="item")
+    ref = direct[(direct.bucket == "easy") & (direct.irt_bin == 2)].groupby("seed")["correct"].mean().mean()
+    assert acc.loc["easy", 2] == pytest.approx(ref)
