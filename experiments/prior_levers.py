@@ -6,6 +6,10 @@ advance at 1 × the RMS of the initial A factors). Each row also measures the st
 test risk (token error, whole op 1-8 test set).
 
     python experiments/prior_levers.py --out runs/prior_levers     # about 10 minutes on 2 CPU cores
+    python experiments/prior_levers.py --out runs/prior_levers --loss answer_error --only-learned
+
+With ``--loss answer_error`` every risk (the bound's and the measured ones) is the verified
+generated answer; ``--only-learned`` skips the isotropic rows (vacuous, and costly with generation).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from pacbayes_sft.certify import (
     certify,
     certify_learned_posterior,
     stochastic_risk,
-    teacher_forced_losses,
 )
 from pacbayes_sft.data import generate
 from pacbayes_sft.data.tokenizer import load_tokenizer
@@ -36,6 +39,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--ops", default="5,6")
     ap.add_argument("--steps", type=int, default=150, help="steps of the PAC-Bayes objective")
+    ap.add_argument("--loss", default="token_error", choices=("token_error", "answer_error"))
+    ap.add_argument("--only-learned", action="store_true", help="only the PAC-Bayes-objective rows")
     args = ap.parse_args()
     out = Path(args.out)
     tok = load_tokenizer(SHIPPED_BASE)
@@ -48,7 +53,7 @@ def main() -> None:
         if not (out / name / "adapter_config.json").is_file():
             finetune(str(SHIPPED_BASE), tok, [p.prompt for p in data], [p.response for p in data], cfg, out / name)
     rows = []
-    for space in ("delta", "lora"):
+    for space in () if args.only_learned else ("delta", "lora"):
         for kind in ("data-free", "data-dependent"):
             extra = {"prior_adapter": str(out / "prior"), "n_prior": half} if kind == "data-dependent" else {}
             cert = certify(
@@ -82,8 +87,8 @@ def main() -> None:
             (out / f"certificate_{space}_{kind}.json").write_text(json.dumps(cert.to_dict(), indent=1))
             print(pd.DataFrame(rows).tail(1).to_string(index=False), flush=True)
     for dd in (False, True):
-        rows.append(_learned_row(out, tok, train, test, args.steps, data_dependent=dd))
-    rows += _reference_rows(out, tok, test)
+        rows.append(_learned_row(out, tok, train, test, args.steps, data_dependent=dd, loss=args.loss))
+    rows += _reference_rows(out, tok, test, args.loss)
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g"))
 
 
@@ -96,10 +101,20 @@ def _peft(path, trainable=False):
 
 
 def _stoch_test(adapter, tok, test, sigma, space) -> float:
-    return _stoch(_peft(adapter), tok, test, sigma, space)
+    return _stoch(_peft(adapter), tok, test, sigma, space)  # token error (the isotropic rows)
 
 
-def _reference_rows(out, tok, test) -> list[dict]:
+def _losses(tok, examples, loss):
+    """The loss on ``examples``: token error, or answer error judged by the iGSM verifier."""
+    from pacbayes_sft.certify import example_losses
+    from pacbayes_sft.data.igsm import verify
+
+    return example_losses(
+        tok, examples, loss, scorer=lambda p, t: verify(p.prompt, t, 7).answer_correct, max_new_tokens=160
+    )
+
+
+def _reference_rows(out, tok, test, loss="token_error") -> list[dict]:
     """Test risk of the base and of the SFT adapter (point models) on all ops and on op 5-6."""
     from pacbayes_sft.training.models import load_causal_lm
 
@@ -109,17 +124,12 @@ def _reference_rows(out, tok, test) -> list[dict]:
         ("base (no adapter)", load_causal_lm(SHIPPED_BASE)),
         ("SFT adapter (point)", _peft(out / "posterior")),
     ):
-        risk = {
-            k: teacher_forced_losses(tok, [p.prompt for p in ex], [p.response for p in ex], "token_error").risk(
-                model.eval()
-            )
-            for k, ex in (("all", test), ("hard", hard))
-        }
+        risk = {k: _losses(tok, ex, loss).risk(model.eval()) for k, ex in (("all", test), ("hard", hard))}
         rows.append({"posterior": name, "stoch. test risk": risk["all"], "stoch. op 5-6 risk": risk["hard"]})
     return rows
 
 
-def _learned_row(out, tok, train, test, steps, *, data_dependent: bool) -> dict:
+def _learned_row(out, tok, train, test, steps, *, data_dependent: bool, loss: str = "token_error") -> dict:
     """A posterior trained by the PAC-Bayes objective. Data-free: prior at the adapter's initial
     factors, μ from the SFT adapter, bound on all n. Data-dependent: prior at the adapter trained on
     the first half, μ from it, trained and bounded on the other half."""
@@ -138,17 +148,17 @@ def _learned_row(out, tok, train, test, steps, *, data_dependent: bool) -> dict:
     prompts, responses = [p.prompt for p in data], [p.response for p in data]
     post, hist = train_pacbayes(model, tok, prompts, responses, cfg, centre=centre)
     print(f"PAC-Bayes objective: {hist[0]:.4f} -> {sum(hist[-10:]) / 10:.4f} over {steps} steps", flush=True)
-    losses = teacher_forced_losses(tok, prompts, responses, "token_error")
+    losses = _losses(tok, data, loss)
     info = (
         {"kind": "data-dependent", "centre": "adapter trained on the first half", "n_prior": half}
         if data_dependent
         else {"kind": "data-free", "centre": "the adapter's initial factors"}
     )
     cert = certify_learned_posterior(
-        model, post, losses, TVTerm.plain(0.0, len(data), len(test), "not used"), prior_info=info
+        model, post, losses, TVTerm.plain(0.0, len(data), len(test), "not used"), prior_info=info, loss=loss
     )
     scales = cert.prior["posterior_scales"]
-    (out / f"certificate_learned_{info['kind']}.json").write_text(json.dumps(cert.to_dict(), indent=1))
+    (out / f"certificate_learned_{info['kind']}_{loss}.json").write_text(json.dumps(cert.to_dict(), indent=1))
     return {
         "space": "lora",
         "prior": info["kind"],
@@ -161,14 +171,13 @@ def _learned_row(out, tok, train, test, steps, *, data_dependent: bool) -> dict:
         "U_MC": cert.empirical_risk.mc_upper,
         "Seeger bound": cert.empirical_risk.mc_upper + cert.g_gen.seeger,
         "interior": None,
-        "stoch. test risk": _stoch(model, tok, test, scales),
-        "stoch. op 5-6 risk": _stoch(model, tok, [p for p in test if p.op in (5, 6)], scales),
+        "stoch. test risk": _stoch(model, tok, test, scales, loss=loss),
+        "stoch. op 5-6 risk": _stoch(model, tok, [p for p in test if p.op in (5, 6)], scales, loss=loss),
     }
 
 
-def _stoch(model, tok, examples, sigma, space="lora") -> float:
-    losses = teacher_forced_losses(tok, [p.prompt for p in examples], [p.response for p in examples], "token_error")
-    return stochastic_risk(model.eval(), losses, sigma, space, seed=99).mean
+def _stoch(model, tok, examples, sigma, space="lora", loss="token_error") -> float:
+    return stochastic_risk(model.eval(), _losses(tok, examples, loss), sigma, space, seed=99).mean
 
 
 if __name__ == "__main__":

@@ -163,8 +163,13 @@ def _dataset_context(ctx: SweepContext) -> None:
             raise ValueError(f"base {b!r}: its tokenizer has no pad token; set one (e.g. the eos token) and save it")
     mc = AutoConfig.from_pretrained(str(base_dir), local_files_only=True)
     max_tokens = int(getattr(mc, "max_position_embeddings", None) or getattr(mc, "n_positions", 2048))
-    pool = load_split(cfg.task.train_path, cfg.task, tok, max_tokens)
-    test = load_split(cfg.task.test_path, cfg.task, tok, max_tokens, edges=pool.edges)
+    kw: dict = {"max_new_tokens": cfg.eval.max_new_tokens}
+    if cfg.task.difficulty in ("base_nll", "base_pass_rate"):  # measured by the first base itself
+        from .training.models import load_causal_lm
+
+        kw["model"] = load_causal_lm(base_dir)
+    pool = load_split(cfg.task.train_path, cfg.task, tok, max_tokens, **kw)
+    test = load_split(cfg.task.test_path, cfg.task, tok, max_tokens, edges=pool.edges, **kw)
     ctx.pool, ctx.edges = pool.examples, pool.edges
     ctx.dropped = {"train": pool.dropped_too_long, "test": test.dropped_too_long}
     ctx.test_set = cap_slices(test.examples, cfg.test.ops, cfg.test.n_per_op, cfg.test.seed)

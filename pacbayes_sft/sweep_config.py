@@ -26,7 +26,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 
 
 TASKS = ("igsm", "dataset")
-DIFFICULTIES = ("column", "cot_length", "irt")
+DIFFICULTIES = ("column", "cot_length", "base_nll", "base_pass_rate", "irt")
 
 
 @dataclass
@@ -48,7 +48,9 @@ class TaskConfig:
     answer_column: str = option("answer", "dataset: column of the final answer the scorer compares with.")
     difficulty: str = option(
         "cot_length",
-        "dataset: difficulty measure: a column, cot_length (response tokens), or irt (fitted to irt_responses).",
+        "dataset: difficulty measure: a column, cot_length (response tokens), base_nll (the first base's "
+        "per-token NLL of the response, nats), base_pass_rate (1 - its pass rate over 4 samples at T = 1), "
+        "or irt (fitted to irt_responses).",
         choices=DIFFICULTIES,
     )
     difficulty_column: str = option("difficulty", "dataset: the difficulty column when difficulty = column.")

@@ -102,9 +102,29 @@ def irt_difficulty(responses_path: str | Path, model: str = "2pl") -> dict[str, 
     return dict(zip(map(str, res.items), map(float, res.difficulty)))
 
 
-def _difficulty(rows: list[dict], texts, task: Any, n_response_tokens: list[int], source: str) -> list[float]:
+def _model_difficulty(texts, task: Any, model: Any, tokenizer: Any, max_new_tokens: int) -> list[float]:
+    """base_nll (nats per response token) or 1 − base pass rate, from the base model itself."""
+    from .estimators.difficulty import base_nll, base_pass_rate
+
+    if model is None:
+        raise ValueError(f"difficulty {task.difficulty!r} needs the base model")
+    ex = [{"prompt": p, "response": r} for p, r, _ in texts]
+    if task.difficulty == "base_nll":
+        return base_nll(model, tokenizer, ex).tolist()
+    from .data.scorers import get_scorer
+
+    judge, answer = get_scorer(task.scorer), {p: a for p, _, a in texts}
+    rate = base_pass_rate(
+        model, tokenizer, ex, lambda p, out: judge(out, answer[p]), k=4, max_new_tokens=max_new_tokens
+    )
+    return (1.0 - rate).tolist()
+
+
+def _difficulty(rows: list[dict], texts, task: Any, n_response_tokens: list[int], source: str, **model) -> list[float]:
     if task.difficulty == "cot_length":
         return [float(n) for n in n_response_tokens]
+    if task.difficulty in ("base_nll", "base_pass_rate"):
+        return _model_difficulty(texts, task, **model)
     if task.difficulty == "irt":
         if task.item_column not in rows[0]:
             raise ValueError(f"{source}: missing item column {task.item_column!r} (task.item_column)")
@@ -124,15 +144,34 @@ def _difficulty(rows: list[dict], texts, task: Any, n_response_tokens: list[int]
     return vals
 
 
-def load_split(path: str | Path, task: Any, tokenizer: Any, max_tokens: int, edges: list[float] | None = None):
+def load_split(
+    path: str | Path,
+    task: Any,
+    tokenizer: Any,
+    max_tokens: int,
+    edges: list[float] | None = None,
+    *,
+    model: Any = None,
+    max_new_tokens: int = 256,
+):
     """Read, judge lengths, measure difficulty and bin one split (edges: from this split's
-    quantiles when None, unless the task fixes them)."""
+    quantiles when None, unless the task fixes them). ``model``: the base, for base_nll and
+    base_pass_rate."""
     cols = [task.prompt_column, task.response_column, task.answer_column]
     rows = read_rows(path, cols)
     texts = _texts(rows, task, tokenizer, str(path))
     p_ids = tokenizer([t[0] for t in texts], add_special_tokens=False)["input_ids"]
     r_ids = tokenizer([t[1] for t in texts], add_special_tokens=False)["input_ids"]
-    diff = _difficulty(rows, texts, task, [len(r) for r in r_ids], str(path))
+    diff = _difficulty(
+        rows,
+        texts,
+        task,
+        [len(r) for r in r_ids],
+        str(path),
+        model=model,
+        tokenizer=tokenizer,
+        max_new_tokens=max_new_tokens,
+    )
     # <bos> prompt response <eos> must fit the context: drop (and count) what does not.
     fits = [2 + len(p) + len(r) <= max_tokens for p, r in zip(p_ids, r_ids)]
     dropped = fits.count(False)

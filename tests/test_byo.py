@@ -170,3 +170,42 @@ def test_irt_difficulty_from_a_response_table_recovers_the_truth(byo, tmp_path):
     resp.write_text("".join(json.dumps(t) + "\n" for t in table if t["item"] != rows[0]["prompt"]))
     with pytest.raises(ValueError, match=r"1 of \d+ examples have no rating"):
         load_split(d / "ex" / "train.jsonl", task, load_tokenizer(d / "ex" / "model"), max_tokens=512)
+
+
+def test_difficulty_measured_by_the_base_model(byo):
+    """base_nll is the base's teacher-forced NLL per response token (checked against a direct
+    log-softmax); base_pass_rate is 1 - the share of k = 4 samples the scorer accepts."""
+    import torch
+
+    from pacbayes_sft.data.tokenizer import load_tokenizer
+    from pacbayes_sft.sweep_config import TaskConfig
+    from pacbayes_sft.tasks import load_split
+    from pacbayes_sft.training.models import load_causal_lm
+
+    d, _, _ = byo
+    tok, model = load_tokenizer(d / "ex" / "model"), load_causal_lm(d / "ex" / "model").eval()
+    path = d / "ex" / "test.jsonl"
+    nll = load_split(
+        path,
+        TaskConfig(kind="dataset", train_path="x", test_path="x", difficulty="base_nll", bins=3),
+        tok,
+        512,
+        model=model,
+    )
+    e = nll.examples[0]
+    p_ids = tok(e.prompt, add_special_tokens=False)["input_ids"]
+    r_ids = tok(e.response, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([[tok.bos_token_id, *p_ids, *r_ids, tok.eos_token_id]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
+    targets = ids[0, 1:]
+    resp = slice(len(p_ids), ids.shape[1] - 1)  # positions predicting the response and <eos>
+    ref = -logp[resp].gather(1, targets[resp, None]).mean().item()
+    assert e.difficulty == pytest.approx(ref, rel=1e-4)
+    order = sorted(nll.examples, key=lambda x: x.difficulty)
+    assert [x.op for x in order] == sorted(x.op for x in order)  # bins follow the difficulty
+    task = TaskConfig(kind="dataset", train_path="x", test_path="x", difficulty="base_pass_rate", bins=2)
+    rate = load_split(path, task, tok, 512, model=model, max_new_tokens=8)
+    assert all(x.difficulty in (0.0, 0.25, 0.5, 0.75, 1.0) for x in rate.examples)
+    with pytest.raises(ValueError, match="needs the base model"):
+        load_split(path, task, tok, 512)
