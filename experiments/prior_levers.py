@@ -46,7 +46,7 @@ def main() -> None:
     tok = load_tokenizer(SHIPPED_BASE)
     ops = [int(x) for x in args.ops.split(",")]
     train = generate(args.n, ops, split="train", seed=7)
-    test = generate(40, list(range(1, 9)), split="test", seed=12345)
+    test = [p for op in range(1, 9) for p in generate(40, op, split="test", seed=12345 + op)]  # 40 per op
     half = args.n // 2
     cfg = SFTConfig(progress=False)
     for name, data in (("posterior", train), ("prior", train[:half])):

@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     tok = load_tokenizer(SHIPPED_BASE)
     train = generate(512, [5, 6], split="train", seed=7)
-    test = generate(40, list(range(1, 9)), split="test", seed=12345)
+    test = [p for op in range(1, 9) for p in generate(40, op, split="test", seed=12345 + op)]  # 40 per op
     model = attach_lora(load_causal_lm(SHIPPED_BASE), r=8, alpha=16.0, seed=0)
     prompts, responses = [p.prompt for p in train], [p.response for p in train]
     sub, hist = train_subspace(
