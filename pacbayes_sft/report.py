@@ -190,6 +190,8 @@ def optimum_table(ct: pd.DataFrame, order: list[str]) -> pd.DataFrame:
                 "observed_idx": rank[obs],
                 "raw_idx": rank[raw],
                 "calibrated_idx": rank[cal],
+                "seed_bests": order[int(per_seed.min())]
+                + ("" if per_seed.min() == per_seed.max() else f" … {order[int(per_seed.max())]}"),
                 "seed_idx_min": int(per_seed.min()),
                 "seed_idx_max": int(per_seed.max()),
                 "seed_idx_mean": float(per_seed.mean()),

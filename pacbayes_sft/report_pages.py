@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-OPT_COLS = ["base", "objective", "n", "observed", "raw_bound", "calibrated", "seed_idx_min", "seed_idx_max", "n_seeds"]
+OPT_COLS = ["base", "objective", "n", "observed", "raw_bound", "calibrated", "seed_bests"]
 BOOT_COLS = ["p_best", "indistinguishable", "determined"]
 
 HOW_TO_READ = [
@@ -115,9 +115,9 @@ ESTIMATED = (
 
 
 def _cols(opt: pd.DataFrame) -> list[str]:
-    """The optimum table's columns; the per-seed range only when there are several seeds."""
+    """The optimum table's columns; the range of the per-seed bests only when there are several seeds."""
     one_seed = "n_seeds" in opt and (opt["n_seeds"] <= 1).all()
-    cols = [c for c in OPT_COLS if not (one_seed and c.startswith("seed_idx"))]
+    cols = [c for c in OPT_COLS if not (one_seed and c == "seed_bests")]
     return cols + [c for c in BOOT_COLS if c in opt]
 
 
