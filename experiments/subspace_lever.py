@@ -3,11 +3,16 @@
 on the op 5-6 cell (n = 512, token error) with a σ grid fixed in advance.
 
     python experiments/subspace_lever.py --dim 500 --steps 150     # a few minutes on 2 CPU cores
+
+The certificate is written to ``--out`` (default runs/prior_levers, beside the other levers'
+certificates, which experiments/lever_table.py reads).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -33,6 +38,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=500)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--out", default="runs/prior_levers")
     args = ap.parse_args()
     tok = load_tokenizer(SHIPPED_BASE)
     train = generate(512, [5, 6], split="train", seed=7)
@@ -56,6 +62,9 @@ def main() -> None:
         plan_delta(cfg, 512, tv_interval=False),
         family=fam,
     )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"certificate_subspace_d{args.dim}.json").write_text(json.dumps(cert.to_dict(), indent=1))
     hard = [p for p in test if p.op in (5, 6)]
     row = {
         "posterior": f"subspace d={args.dim}",
