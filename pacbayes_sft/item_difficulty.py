@@ -51,9 +51,11 @@ def rate_items(responses: pd.DataFrame, model: str = "2pl") -> pd.DataFrame:
 
 
 def irt_bins(items: pd.DataFrame, k: int = 4) -> pd.Series:
-    """Quantile bin 1..k of each item's IRT difficulty (ties stay together)."""
+    """Quantile bin 1..k' (k' ≤ k) of each item's IRT difficulty; ties stay together, and bins
+    left empty by ties (e.g. many items every model answers) are dropped from the numbering."""
     edges = np.unique(np.quantile(items["difficulty"], np.linspace(0, 1, k + 1)[1:-1]))
-    return pd.Series(np.searchsorted(edges, items["difficulty"], side="right") + 1, index=items.index)
+    raw = pd.Series(np.searchsorted(edges, items["difficulty"], side="right") + 1, index=items.index)
+    return raw.rank(method="dense").astype(int)
 
 
 def cross_difficulty(responses: pd.DataFrame, items: pd.DataFrame, k: int = 4) -> pd.DataFrame:

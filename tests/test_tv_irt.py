@@ -249,3 +249,15 @@ def test_items_rated_by_the_sweep_models_and_the_cross_difficulty_map():
     direct = responses.merge(items.assign(irt_bin=irt_bins(items, 4))[["item", "irt_bin"]], on="item")
     ref = direct[(direct.bucket == "easy") & (direct.irt_bin == 2)].groupby("seed")["correct"].mean().mean()
     assert acc.loc["easy", 2] == pytest.approx(ref)
+
+
+def test_irt_bins_keep_ties_together_and_number_bins_consecutively():
+    import pandas as pd
+
+    from pacbayes_sft.item_difficulty import irt_bins
+
+    d = pd.DataFrame({"difficulty": [-3.0] * 6 + [0.1, 0.5, 1.0, 2.0]})  # 60% tied at the easy end
+    b = irt_bins(d, 4)
+    assert b.iloc[:6].nunique() == 1 and b.min() == 1  # the tie is one bin, and it is bin 1
+    assert sorted(b.unique()) == list(range(1, b.max() + 1))
+    assert (b.diff().dropna() >= 0).all()  # bins follow the difficulty
