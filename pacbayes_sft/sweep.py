@@ -173,6 +173,10 @@ def _dataset_context(ctx: SweepContext) -> None:
     ctx.pool, ctx.edges = pool.examples, pool.edges
     ctx.dropped = {"train": pool.dropped_too_long, "test": test.dropped_too_long}
     ctx.test_set = cap_slices(test.examples, cfg.test.ops, cfg.test.n_per_op, cfg.test.seed)
+    bins = lambda ex: {str(b): sum(e.op == b for e in ex) for b in sorted({e.op for e in ex})}  # noqa: E731
+    summary = {"edges": ctx.edges, "dropped_too_long": ctx.dropped, "pool_per_bin": bins(ctx.pool)}
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(ctx.out / "dataset.json", json.dumps(summary | {"test_per_bin": bins(ctx.test_set)}, indent=1))
     need = max(n for o in cfg.objectives for n in cfg.objective_budgets.get(o, cfg.budgets))
     for bucket, bins in cfg.buckets.items():
         have = sum(e.op in set(bins) for e in ctx.pool)

@@ -36,6 +36,9 @@ def test_byo_chain_through_the_cli(byo, capsys):
     d, path, _ = byo
     out = d / "run"
     assert main(["sweep", "--config", str(path), "--out", str(out), "--report", "--quiet"]) == 0
+    ds = json.loads((out / "dataset.json").read_text())  # the bins, what was dropped, and the counts
+    assert len(ds["edges"]) == 2 and ds["dropped_too_long"] == {"train": 0, "test": 0}
+    assert sum(ds["pool_per_bin"].values()) == 48 and set(ds["test_per_bin"]) == {"1", "2", "3"}
     md = (out / "report.md").read_text()
     assert "Best difficulty per budget" in md and "loss for risks and bounds: answer_error" in md
     names = {p.name for p in (out / "report").glob("*.png")}
