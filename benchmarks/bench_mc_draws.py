@@ -18,10 +18,11 @@ import time
 import torch
 
 from pacbayes_sft.certify import example_losses, teacher_forced_losses
-from pacbayes_sft.data.igsm import generate, verify
+from pacbayes_sft.data.igsm import generate
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.estimators.posterior import GaussianPosterior, mc_stochastic_risk_per_example
 from pacbayes_sft.sweep_config import SHIPPED_BASE
+from pacbayes_sft.tasks import igsm_judge
 from pacbayes_sft.training.models import attach_lora, load_causal_lm
 
 
@@ -50,7 +51,7 @@ def main() -> None:
             tok,
             ex,
             loss,
-            scorer=lambda p, t: verify(p.prompt, t, 7).answer_correct,
+            scorer=igsm_judge(7),
             max_new_tokens=160,
             batch_size=args.batch,
         )

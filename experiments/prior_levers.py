@@ -107,11 +107,9 @@ def _stoch_test(adapter, tok, test, sigma, space) -> float:
 def _losses(tok, examples, loss):
     """The loss on ``examples``: token error, or answer error judged by the iGSM verifier."""
     from pacbayes_sft.certify import example_losses
-    from pacbayes_sft.data.igsm import verify
+    from pacbayes_sft.tasks import igsm_judge
 
-    return example_losses(
-        tok, examples, loss, scorer=lambda p, t: verify(p.prompt, t, 7).answer_correct, max_new_tokens=160
-    )
+    return example_losses(tok, examples, loss, scorer=igsm_judge(7), max_new_tokens=160)
 
 
 def _reference_rows(out, tok, test, loss="token_error") -> list[dict]:

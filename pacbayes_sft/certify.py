@@ -301,16 +301,17 @@ def example_losses(
     if callable(scorer):
         correct = lambda i, text: bool(scorer(examples[i], text))  # noqa: E731
     else:
-        from .data.scorers import get_scorer
+        from .data.scorers import answer_judge
 
-        fn = get_scorer(scorer or "final_answer")
+        judge = answer_judge(scorer or "final_answer")
         try:
-            refs = [str(example_field(e, "answer")) for e in examples]
+            for e in examples:
+                example_field(e, "answer")
         except ValueError:
             raise ValueError(
                 "loss='answer_error' needs an 'answer' on every example, or a verifier as scorer"
             ) from None
-        correct = lambda i, text: bool(fn(text, refs[i]))  # noqa: E731
+        correct = lambda i, text: judge(examples[i], text)  # noqa: E731
     return answer_losses(
         tokenizer,
         prompts,

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from .data.buckets import bin_numbers, quantile_edges
 from .estimators.irt import fit_irt
 
 
@@ -53,9 +53,8 @@ def rate_items(responses: pd.DataFrame, model: str = "2pl") -> pd.DataFrame:
 def irt_bins(items: pd.DataFrame, k: int = 4) -> pd.Series:
     """Quantile bin 1..k' (k' ≤ k) of each item's IRT difficulty; ties stay together, and bins
     left empty by ties (e.g. many items every model answers) are dropped from the numbering."""
-    edges = np.unique(np.quantile(items["difficulty"], np.linspace(0, 1, k + 1)[1:-1]))
-    raw = pd.Series(np.searchsorted(edges, items["difficulty"], side="right") + 1, index=items.index)
-    return raw.rank(method="dense").astype(int)
+    raw = bin_numbers(items["difficulty"], quantile_edges(items["difficulty"], k))
+    return pd.Series(raw, index=items.index).rank(method="dense").astype(int)
 
 
 def cross_difficulty(responses: pd.DataFrame, items: pd.DataFrame, k: int = 4) -> pd.DataFrame:

@@ -188,7 +188,6 @@ def _dataset_context(ctx: SweepContext) -> None:
 
 def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     """Fine-tune, evaluate and bound one cell; returns its record (not yet written)."""
-    from .certify import certify
     from .training.models import load_causal_lm
     from .training.sft import finetune
 
@@ -201,21 +200,7 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     prompts, responses = [p.prompt for p in train], [p.response for p in train]
     res = finetune(load_causal_lm(base_dir), tok, prompts, responses, sft_cfg, adapter_dir)
     rows, items = evaluate_test_items(ctx, res.model, tok, cell.id)
-    # Every bound term comes from certify(), the same code a user calls for one adapter.
-    cert = certify(
-        base_dir,
-        res.model,
-        train,
-        ctx.test_set,
-        bound=cfg.bound,
-        tv=cfg.tv,
-        tokenizer=tok,
-        seed=cell.seed,
-        batch_size=cfg.eval.batch_size,
-        init=adapter_dir / INIT_FILE if cfg.bound.space == "lora" else None,
-        scorer=_verifier(cfg),
-        max_new_tokens=cfg.eval.max_new_tokens,
-    )
+    cert = _cell_certificate(ctx, cell, res.model, train)
     st = _stochastic_test_risk(ctx, res.model, tok, cert, cell.seed)
     return {
         "cell": cell.__dict__ | {"id": cell.id},
@@ -235,8 +220,6 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
 def certify_cell(run_dir: str | Path, cell_id: str, *, progress: bool = False):
     """The certificate of one finished cell of a sweep, recomputed from its adapter, its training
     examples (redrawn exactly as the sweep drew them) and the sweep's test set and settings."""
-    from .certify import certify
-
     out = Path(run_dir)
     meta_path = out / "sweep.json"
     if not meta_path.is_file():
@@ -249,17 +232,28 @@ def certify_cell(run_dir: str | Path, cell_id: str, *, progress: bool = False):
     if not (adapter / "adapter_config.json").is_file():
         raise ValueError(f"cell {cell_id!r} has no saved adapter under {str(adapter)!r}; run the sweep first")
     ctx = _context(cfg, out)
+    return _cell_certificate(ctx, cell, adapter, _train_examples(ctx, cell), progress=progress)
+
+
+def _cell_certificate(ctx: SweepContext, cell: Cell, adapter, train: list, *, progress: bool = False):
+    """Every bound term of a cell comes from certify(), the same code a user calls for one adapter,
+    with the sweep's bound, TV, evaluation settings and judge (``adapter``: a model or its folder)."""
+    from .certify import certify
+
+    cfg = ctx.cfg
     base_dir, tok = ctx.bases[cell.base]
+    init = ctx.out / "adapters" / cell.id / INIT_FILE
     return certify(
         base_dir,
         adapter,
-        _train_examples(ctx, cell),
+        train,
         ctx.test_set,
         bound=cfg.bound,
         tv=cfg.tv,
         tokenizer=tok,
         seed=cell.seed,
         batch_size=cfg.eval.batch_size,
+        init=init if cfg.bound.space == "lora" else None,
         progress=progress,
         scorer=_verifier(cfg),
         max_new_tokens=cfg.eval.max_new_tokens,
@@ -268,13 +262,10 @@ def certify_cell(run_dir: str | Path, cell_id: str, *, progress: bool = False):
 
 def _verifier(cfg: SweepConfig):
     """The task's judge of a generated solution, ``(problem, text) -> bool`` (answer_error)."""
-    from .data.igsm import verify
-    from .tasks import answer_judge
+    from .data.scorers import answer_judge
+    from .tasks import igsm_judge
 
-    if cfg.task.kind == "dataset":
-        return answer_judge(cfg.task.scorer)
-    mod = cfg.task.modulus
-    return lambda problem, text: verify(problem.prompt, text, mod).answer_correct
+    return answer_judge(cfg.task.scorer) if cfg.task.kind == "dataset" else igsm_judge(cfg.task.modulus)
 
 
 def _stochastic_test_risk(ctx: SweepContext, model, tok, cert, seed: int):

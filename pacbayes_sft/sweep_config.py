@@ -285,20 +285,22 @@ def load_config(path: str | Path) -> SweepConfig:
     return dataclasses.replace(cfg, bases=bases, task=task)
 
 
-def resolve_data_path(path: str, config_dir: Path) -> Path:
-    """A data file or saved-dataset folder: as given, relative to the config's folder, or relative
-    to the project root (the folder holding ``experiments/configs``)."""
+def _search_path(path: str, config_dir: Path, found, what: str) -> Path:
+    """The first of: ``path`` as given, relative to the config's folder, relative to the project
+    root (the folder holding ``experiments/configs``) for which ``found(candidate)`` holds."""
     for cand in (Path(path), config_dir / path, CONFIG_DIR.parent.parent / path):
-        if cand.exists():
+        if found(cand):
             return cand.resolve()
-    raise ValueError(f"config: data path {path!r} does not exist")
+    raise ValueError(f"config: {what} path {path!r} does not exist")
+
+
+def resolve_data_path(path: str, config_dir: Path) -> Path:
+    """A data file or saved-dataset folder (see :func:`_search_path` for where it is looked for)."""
+    return _search_path(path, config_dir, Path.exists, "data")
 
 
 def resolve_base_path(path: str, config_dir: Path) -> Path:
-    """``@shipped`` or an existing directory (as given, or relative to the config's folder)."""
+    """``@shipped`` or an existing directory (see :func:`_search_path` for where it is looked for)."""
     if path == "@shipped":
         return SHIPPED_BASE
-    for cand in (Path(path), config_dir / path, CONFIG_DIR.parent.parent / path):
-        if cand.is_dir():
-            return cand.resolve()
-    raise ValueError(f"config: base path {path!r} does not exist")
+    return _search_path(path, config_dir, Path.is_dir, "base")

@@ -14,6 +14,7 @@ Two tasks:
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .data.buckets import bin_numbers, quantile_edges
 
 log = logging.getLogger("pacbayes_sft")
 
@@ -49,28 +52,14 @@ class DatasetSplit:
 
 def read_rows(path: str | Path, columns: Sequence[str]) -> list[dict]:
     """Rows of a .jsonl/.csv/.parquet file or a saved ``datasets`` folder, with ``columns`` checked."""
-    p = Path(path)
-    if p.is_dir():
-        try:
-            import datasets
-        except ImportError:  # pragma: no cover - optional dependency
-            raise ValueError(f"{p} is a folder: reading a saved dataset needs the 'datasets' package") from None
-        rows = list(datasets.load_from_disk(str(p)))
-    elif p.suffix.lower() in (".jsonl", ".json"):
-        import json
+    from .data.loaders import read_rows as read_file
 
-        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    elif p.suffix.lower() in (".csv", ".parquet"):
-        import pandas as pd
-
-        rows = (pd.read_csv(p) if p.suffix.lower() == ".csv" else pd.read_parquet(p)).to_dict(orient="records")
-    else:
-        raise ValueError(f"data file {str(p)!r} must be .jsonl, .csv, .parquet or a saved datasets folder")
+    rows = read_file(path)
     if not rows:
-        raise ValueError(f"{p} holds no examples")
+        raise ValueError(f"{path} holds no examples")
     missing = [c for c in columns if c not in rows[0]]
     if missing:
-        raise ValueError(f"{p}: missing column(s) {missing} (columns: {sorted(rows[0])})")
+        raise ValueError(f"{path}: missing column(s) {missing} (columns: {sorted(rows[0])})")
     return rows
 
 
@@ -91,15 +80,21 @@ def _texts(rows: list[dict], task: Any, tokenizer: Any, source: str) -> list[tup
 
 
 def irt_difficulty(responses_path: str | Path, model: str = "2pl") -> dict[str, float]:
-    """Item → IRT difficulty b (logits) fitted to a (subject, item, correct) table of answers."""
-    from .estimators.irt import fit_irt
+    """Item → IRT difficulty b (logits) fitted to a (subject, item, correct) table of answers.
+    The fit is cached per file version: the pool and the test split rate against the same table."""
+    st = Path(responses_path).stat()
+    return dict(_irt_fit(str(responses_path), st.st_mtime_ns, st.st_size, model))
 
-    rows = read_rows(responses_path, ["subject", "item", "correct"])
+
+@functools.lru_cache(maxsize=4)
+def _irt_fit(path: str, _mtime_ns: int, _size: int, model: str) -> tuple[tuple[str, float], ...]:
     import pandas as pd
 
-    table = pd.DataFrame(rows)[["subject", "item", "correct"]].astype({"item": str})
-    res = fit_irt(table, model=model)
-    return dict(zip(map(str, res.items), map(float, res.difficulty)))
+    from .estimators.irt import fit_irt
+
+    table = pd.DataFrame(read_rows(path, ["subject", "item", "correct"]))[["subject", "item", "correct"]]
+    res = fit_irt(table.astype({"item": str}), model=model)
+    return tuple(zip(map(str, res.items), map(float, res.difficulty)))
 
 
 def _model_difficulty(texts, task: Any, model: Any, tokenizer: Any, max_new_tokens: int) -> list[float]:
@@ -183,15 +178,10 @@ def load_split(
     if not kept:
         raise ValueError(f"{path}: every example is longer than the model's context ({max_tokens} tokens)")
     if edges is None:
-        edges = list(task.edges) if task.edges else _quantile_edges([diff[i] for i in kept], task.bins)
-    bins = np.searchsorted(np.asarray(edges, dtype=float), [diff[i] for i in kept], side="right") + 1
+        edges = list(task.edges) if task.edges else quantile_edges([diff[i] for i in kept], task.bins)
+    bins = bin_numbers([diff[i] for i in kept], edges)
     ex = [Example(*texts[i], op=int(b), difficulty=diff[i]) for i, b in zip(kept, bins)]
     return DatasetSplit(ex, [float(e) for e in edges], dropped)
-
-
-def _quantile_edges(values: list[float], k: int) -> list[float]:
-    edges = np.unique(np.quantile(np.asarray(values, dtype=float), np.linspace(0, 1, k + 1)[1:-1]))
-    return edges.tolist()
 
 
 def draw_train(pool: list[Example], bins: Sequence[int], n: int, seed: int, bucket: str) -> list[Example]:
@@ -217,9 +207,8 @@ def cap_slices(test: list[Example], bins: Sequence[int], per_bin: int, seed: int
     return out
 
 
-def answer_judge(scorer: str | Callable) -> Callable[[Any, str], bool]:
-    """``(example, generated_text) -> bool`` from a scorer compared with the example's answer."""
-    from .data.scorers import get_scorer
+def igsm_judge(modulus: int = 7) -> Callable[[Any, str], bool]:
+    """``(problem, generated_text) -> bool``: the iGSM verifier's verdict on the final answer."""
+    from .data.igsm import verify
 
-    fn = get_scorer(scorer)
-    return lambda ex, text: bool(fn(text, ex.answer))
+    return lambda problem, text: verify(problem.prompt, text, modulus).answer_correct

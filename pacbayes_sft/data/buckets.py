@@ -43,3 +43,18 @@ def edge_buckets(values: Sequence[float], edges: Sequence[float], labels: Sequen
     if not np.isfinite(vals).all():
         raise ValueError("values must be finite")
     return [names[int(np.searchsorted(e, v, side="right"))] for v in vals]
+
+
+def quantile_edges(values: Sequence[float], k: int) -> list[float]:
+    """The distinct inner edges of k equal-count quantile bins of ``values`` (ties merge edges)."""
+    import numpy as np
+
+    qs = np.quantile(np.asarray(values, dtype=float), np.linspace(0, 1, k + 1)[1:-1])
+    return np.unique(qs).tolist()
+
+
+def bin_numbers(values: Sequence[float], edges: Sequence[float]) -> list[int]:
+    """1-based bin of each value: bin i + 1 holds edges[i - 1] <= v < edges[i]."""
+    import numpy as np
+
+    return (np.searchsorted(np.asarray(edges, dtype=float), np.asarray(values, dtype=float), side="right") + 1).tolist()

@@ -70,6 +70,25 @@ def load_examples(
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"data file {str(path)!r} does not exist")
+    rows = read_rows(path)
+    if path.suffix.lower() in (".csv", ".parquet") and rows:
+        for col in (prompt, response):
+            if col not in rows[0]:
+                raise ValueError(f"{path}: missing column {col!r} (columns: {list(rows[0])})")
+    return _check_records(_rename(rows, prompt, response, difficulty), str(path), difficulty)
+
+
+def read_rows(source: str | Path) -> list[dict]:
+    """The rows of a .jsonl/.json, .csv or .parquet file, or of a folder saved by ``datasets``."""
+    path = Path(source)
+    if path.is_dir():
+        try:
+            import datasets
+        except ImportError:  # pragma: no cover - optional dependency
+            raise ValueError(f"{path} is a folder: reading a saved dataset needs the 'datasets' package") from None
+        return list(datasets.load_from_disk(str(path)))
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows = []
@@ -79,17 +98,13 @@ def load_examples(
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}: line {ln} is not valid JSON ({exc.msg})") from None
-    elif suffix in (".csv", ".parquet"):
+        return rows
+    if suffix in (".csv", ".parquet"):
         import pandas as pd
 
         frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-        for col in (prompt, response):
-            if col not in frame.columns:
-                raise ValueError(f"{path}: missing column {col!r} (columns: {list(frame.columns)})")
-        rows = frame.to_dict(orient="records")
-    else:
-        raise ValueError(f"data file {str(path)!r} must end in .jsonl, .csv or .parquet")
-    return _check_records(_rename(rows, prompt, response, difficulty), str(path), difficulty)
+        return frame.to_dict(orient="records")
+    raise ValueError(f"data file {str(path)!r} must end in .jsonl, .csv or .parquet (or be a saved datasets folder)")
 
 
 def example_field(example: Any, name: str) -> Any:

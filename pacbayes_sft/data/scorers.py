@@ -112,3 +112,12 @@ def get_scorer(spec: str | Scorer) -> Scorer:
     if not callable(obj):
         raise ValueError(f"scorer {spec!r} is not callable")
     return obj
+
+
+def answer_judge(scorer: str | Scorer) -> Callable[[object, str], bool]:
+    """``(example, generated_text) -> bool``: ``scorer`` (see :func:`get_scorer`) applied to the
+    text and the example's ``answer`` field (a mapping key or an attribute)."""
+    from .loaders import example_field
+
+    fn = get_scorer(scorer)
+    return lambda ex, text: bool(fn(text, str(example_field(ex, "answer"))))

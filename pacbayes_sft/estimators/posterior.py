@@ -210,23 +210,23 @@ class GaussianPosterior:
 
         return hook
 
-    def _lora_row_noise(self, idx: list[int]) -> list[list[torch.Tensor]]:
-        """Per factor (in :meth:`_lora_params` order), the stacked noise of every row's sample."""
+    def _lora_row_noise(self, idx: list[int]) -> dict[int, torch.Tensor]:
+        """Per factor (keyed by ``id`` of its parameter), the stacked noise of every row's sample,
+        drawn in :meth:`_lora_params` order from each sample's generator, as :meth:`sample` draws."""
         params = self._lora_params()
         per_row = []
         for k in idx:
             gen = torch.Generator(device="cpu").manual_seed(_seed(self.seed, k))
             per_row.append([torch.randn(p.shape, generator=gen, dtype=torch.float32) for p, _ in params])
-        return [torch.stack([row[j] for row in per_row]) for j in range(len(params))]
+        return {id(p): torch.stack([row[j] for row in per_row]) for j, (p, _) in enumerate(params)}
 
     def _lora_row_hook(self, li: int, name: str, layer: torch.nn.Module, idx: list[int], noise):
         """Adds s·[(B + σE_B,r)(A + σE_A,r) − BA]x per row r: the LoRA branch under row r's draw."""
-        offset = 2 * sum(sum(ad in lay.lora_A for ad in lay.active_adapters) for _, lay in self._layers[:li])
         sigma = self._scale(name)
         terms = []
-        for j, ad in enumerate(a for a in layer.active_adapters if a in layer.lora_A):
+        for ad in (a for a in layer.active_adapters if a in layer.lora_A):
             a_w, b_w = layer.lora_A[ad].weight, layer.lora_B[ad].weight
-            ea, eb = (noise[offset + 2 * j + t].to(device=a_w.device, dtype=a_w.dtype) for t in (0, 1))
+            ea, eb = (noise[id(w)].to(device=w.device, dtype=w.dtype) for w in (a_w, b_w))
             terms.append((a_w, b_w, a_w + sigma * ea, b_w + sigma * eb, layer.scaling[ad]))
 
         def hook(module, inputs, output):
