@@ -280,12 +280,23 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _parse_only(items: list[str] | None) -> dict[str, list[str]]:
+    only: dict[str, list[str]] = {}
+    for item in items or []:
+        field, sep, values = item.partition("=")
+        if not sep or not field or not values:
+            raise ValueError(f"--only must look like FIELD=V1,V2 (e.g. objective=dft), got {item!r}")
+        only.setdefault(field.strip(), []).extend(v.strip() for v in values.split(","))
+    return only
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from . import console
     from .sweep import load_config, run_sweep
 
     cfg = load_config(args.config)
-    summary = run_sweep(cfg, args.out, shard=_parse_shard(args.shard), progress=console.show_progress())
+    only = _parse_only(getattr(args, "only", None))
+    summary = run_sweep(cfg, args.out, shard=_parse_shard(args.shard), only=only, progress=console.show_progress())
     print(
         f"sweep {cfg.name}: {summary['ran']} cells run, {summary['skipped']} already finished, "
         f"{summary['in_shard']} in shard {args.shard} of {summary['cells']}; results in {args.out}"
@@ -398,6 +409,13 @@ def _add_job_commands(sub) -> None:
     )
     sw.add_argument("--out", required=True, help="output directory; re-running resumes, skipping finished cells")
     sw.add_argument("--shard", default="0/1", help="run part i of N (i/N), for several processes or machines")
+    sw.add_argument(
+        "--only",
+        action="append",
+        metavar="FIELD=V1,V2",
+        help="run only the cells whose base, objective, n, bucket or seed is listed (repeatable); "
+        "a later run without it completes the same folder",
+    )
     sw.add_argument("--report", action="store_true", help="build the report when done")
     sw.set_defaults(func=_cmd_sweep)
 

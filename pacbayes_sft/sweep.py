@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,7 @@ __all__ = [
     "resolve_base_path",
     "run_cell",
     "run_sweep",
+    "select_cells",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -397,6 +398,28 @@ def cell_summary(cell: Cell, rec: dict) -> str:
     )
 
 
+CELL_FIELDS = ("base", "objective", "n", "bucket", "seed")
+
+
+def select_cells(cells: list[Cell], only: Mapping[str, Iterable[object]] | None) -> list[Cell]:
+    """The cells whose keys take one of the listed values, e.g. ``{"base": ["strong"],
+    "objective": ["dft"], "n": [32, 128]}`` (values compared as text). A key or value that matches
+    no cell of the grid is an error, so a typo cannot silently select nothing."""
+    if not only:
+        return cells
+    chosen = cells
+    for key, values in only.items():
+        if key not in CELL_FIELDS:
+            raise ValueError(f"only: unknown cell field {key!r}; expected one of {', '.join(CELL_FIELDS)}")
+        wanted = {str(v) for v in values}
+        present = {str(getattr(c, key)) for c in cells}
+        if not wanted or not wanted <= present:
+            missing = sorted(wanted - present) or ["(no values)"]
+            raise ValueError(f"only: {key}={','.join(missing)} is not in the grid; it has {', '.join(sorted(present))}")
+        chosen = [c for c in chosen if str(getattr(c, key)) in wanted]
+    return chosen
+
+
 def _parse_shard(shard: tuple[int, int]) -> tuple[int, int]:
     i, n_shards = shard
     if not (isinstance(i, int) and isinstance(n_shards, int) and n_shards >= 1 and 0 <= i < n_shards):
@@ -409,10 +432,14 @@ def run_sweep(
     out_dir: str | Path,
     *,
     shard: tuple[int, int] = (0, 1),
+    only: Mapping[str, Iterable[object]] | None = None,
     progress: bool = True,
     on_cell: Callable[[Cell, dict], None] | None = None,
 ) -> dict:
-    """Run (or resume) the sweep into ``out_dir``. Returns a summary of what ran and what was skipped."""
+    """Run (or resume) the sweep into ``out_dir``. Returns a summary of what ran and what was skipped.
+
+    ``only`` runs a part of the grid first (see :func:`select_cells`); the cells keep the hash of
+    the whole config, so a later run without it completes the same folder."""
     import torch
     from tqdm.auto import tqdm
 
@@ -425,10 +452,12 @@ def run_sweep(
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     ctx = _context(cfg, out)
-    all_cells = cells_of(cfg)
+    grid = cells_of(cfg)
+    all_cells = select_cells(grid, only)
     mine = [c for k, c in enumerate(all_cells) if k % n_shards == i]
     todo = [c for c in mine if read_cell(out / "cells" / f"{c.id}.json", chash) is None]
-    summary = {"cells": len(all_cells), "shard": list(shard), "in_shard": len(mine), "skipped": len(mine) - len(todo)}
+    summary = {"cells": len(grid), "selected": len(all_cells), "shard": list(shard), "in_shard": len(mine)}
+    summary["skipped"] = len(mine) - len(todo)
     summary["ran"] = 0
     if i == 0:
         _write_base_cells(ctx, chash)

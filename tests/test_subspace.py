@@ -65,6 +65,21 @@ def test_training_z_lowers_the_loss_and_the_posterior_samples():
     assert float(sub.noise.abs().sum()) == 0.0 and losses == [0.0]  # the noise is removed after each draw
 
 
+def test_a_data_dependent_subspace_prior_is_centred_at_the_held_out_coordinates():
+    model, tok = _model()
+    probs = generate(32, [1], split="train", seed=3)
+    prompts, responses = [p.prompt for p in probs], [p.response for p in probs]
+    sub, _ = train_subspace(model, tok, prompts[:16], responses[:16], dim=24, steps=5, lr=0.5, batch_size=16)
+    z_p = sub.z.detach().clone()
+    sub.fix_prior_centre()
+    assert sub.kl(0.3) == 0.0  # posterior = prior
+    same, _ = train_subspace(model, tok, prompts[16:], responses[16:], dim=24, steps=5, lr=0.5, subspace=sub)
+    assert same is sub and not torch.equal(sub.z.detach(), z_p)  # training continued from z_p
+    q = torch.distributions.Normal(sub.z.detach().double(), 0.3)
+    p = torch.distributions.Normal(z_p.double(), 0.3)
+    assert sub.kl(0.3) == pytest.approx(float(torch.distributions.kl_divergence(q, p).sum()), rel=1e-9)
+
+
 def test_certificate_of_a_subspace_posterior():
     from pacbayes_sft.certificate import TVTerm
     from pacbayes_sft.certify import BoundConfig, PosteriorFamily, certificate_core, plan_delta, teacher_forced_losses

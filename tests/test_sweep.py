@@ -147,6 +147,24 @@ def test_bad_configs(patch, match):
         normalise_config(raw)
 
 
+def test_only_runs_a_part_of_the_grid_that_a_full_run_then_completes(quick_run, tmp_path, capsys):
+    ref, _ = quick_run
+    out = tmp_path / "o"
+    argv = ["sweep", "--config", str(QUICK), "--out", str(out), "--quiet"]
+    assert main([*argv, "--only", "objective=dft", "--only", "n=16", "--only", "bucket=easy,hard"]) == 0
+    assert sorted(f.name for f in (out / "cells").glob("*__*__*.json")) == [
+        "tiny__dft__n16__easy__s0.json",
+        "tiny__dft__n16__hard__s0.json",
+    ]
+    summary = run_sweep(load_config(QUICK), out, progress=False)  # no filter: the other 10 cells
+    assert (summary["ran"], summary["skipped"]) == (10, 2)
+    assert _cell_values(out) == _cell_values(ref)  # the same cells as one uninterrupted run
+    for bad, needle in (("bucket=medium2", "bucket=medium2 is not in the grid"), ("lr=1", "unknown cell field"),
+                        ("objective", "FIELD=V1,V2")):  # fmt: skip
+        assert main([*argv, "--only", bad]) == 2
+        assert needle in capsys.readouterr().err
+
+
 def test_config_files_errors(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("budgets: [1, 2\n")
     assert main(["sweep", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")]) == 2

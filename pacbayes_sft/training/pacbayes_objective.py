@@ -13,9 +13,17 @@ gradients reach both μ and ρ), and minimises
 
     f_quad = ( √(L + η) + √η )²,   η = (KL + ln(2√n/δ)) / (2n)
 
-or f_classic = L + √η, where L ∈ [0, 1] is a bounded surrogate of the training loss: the mean
-response-token cross-entropy with probabilities floored at p_min, divided by ln(1/p_min). The
-prior scale σ_p must be fixed before training (e.g. a multiple of the RMS of θ₀).
+or f_classic = L + √η, where L ∈ [0, 1] is a bounded surrogate of the training loss:
+
+- ``surrogate="token"``: the mean response-token cross-entropy with probabilities floored at
+  p_min, divided by ln(1/p_min) (a token-level risk);
+- ``surrogate="sequence"``: the mean over examples of 1 − p(y | x), the probability that the
+  sampled model does not give the whole response y. If p(y | x) > ½, every conditional
+  p(y_t | x, y_<t) > ½, so greedy decoding reproduces y: the greedy answer is wrong only if
+  p(y | x) ≤ ½, and 1[answer wrong] ≤ 2 (1 − p(y | x)). It is the surrogate to train when the
+  bound's loss is a generated answer (answer_error), which one wrong token can ruin.
+
+The prior scale σ_p must be fixed before training (e.g. a multiple of the RMS of θ₀).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from ..lm.encoding import collate, encode
 from ..lm.teacher_forcing import token_logprobs
 
 OBJECTIVES = ("quad", "classic")
+SURROGATES = ("token", "sequence")
 
 
 @dataclass
@@ -46,7 +55,12 @@ class PacBayesConfig:
     lr_scale: float = option(1e-2, "Adam learning rate of the log-scales rho.")
     batch_size: int = option(16, "Examples per step.")
     delta: float = option(0.05, "Confidence of the bound in the objective.")
-    p_min: float = option(1e-4, "Probability floor of the bounded cross-entropy.")
+    p_min: float = option(1e-4, "Probability floor of the bounded cross-entropy (token surrogate).")
+    surrogate: str = option(
+        "token",
+        "Bounded training loss: token (mean bounded cross-entropy) or sequence (1 - p(response)).",
+        choices=SURROGATES,
+    )
     seed: int = option(0, "Seed of the noise draws and batches.")
 
     def __post_init__(self) -> None:
@@ -54,6 +68,8 @@ class PacBayesConfig:
             raise ValueError("prior_sigma and init_scale must be > 0")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {SURROGATES}, got {self.surrogate!r}")
         if not 0 < self.p_min < 1:
             raise ValueError(f"p_min must lie in (0, 1), got {self.p_min!r}")
 
@@ -175,6 +191,21 @@ def bounded_ce(logits: torch.Tensor, labels: torch.Tensor, p_min: float) -> torc
     return (-logp * mask).sum() / mask.sum() / math.log(1.0 / p_min)
 
 
+def sequence_error(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of 1 − p(y | x) = 1 − exp(Σ_t ln p(y_t | x, y_<t)) ∈ [0, 1], the sum over
+    the response tokens (labels ≠ −100)."""
+    logp = token_logprobs(logits, labels)
+    mask = (labels[:, 1:] != -100).to(logp.dtype)
+    return (1.0 - torch.exp((logp * mask).sum(dim=1))).mean()
+
+
+def surrogate_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: PacBayesConfig) -> torch.Tensor:
+    """The bounded loss L ∈ [0, 1] that ``cfg.surrogate`` names."""
+    if cfg.surrogate == "sequence":
+        return sequence_error(logits, labels)
+    return bounded_ce(logits, labels, cfg.p_min)
+
+
 def pac_bayes_objective(loss: torch.Tensor, kl: torch.Tensor, n: int, delta: float, kind: str = "quad") -> torch.Tensor:
     """f_quad = (√(L + η) + √η)² or f_classic = L + √η, η = (KL + ln(2√n/δ)) / (2n)."""
     eta = (kl + math.log(2 * math.sqrt(n) / delta)) / (2 * n)
@@ -204,7 +235,7 @@ def train_pacbayes(peft_model, tokenizer, prompts: list[str], responses: list[st
         post.draw(gen)
         logits = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         obj = pac_bayes_objective(
-            bounded_ce(logits, batch["labels"], cfg.p_min), post.kl().float(), n, cfg.delta, cfg.objective
+            surrogate_loss(logits, batch["labels"], cfg), post.kl().float(), n, cfg.delta, cfg.objective
         )
         opt.zero_grad()
         obj.backward()

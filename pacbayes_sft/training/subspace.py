@@ -4,9 +4,13 @@ All LoRA factors θ ∈ R^D move only along d fixed random directions:
 
     θ = θ₀ + P z,   z ∈ R^d,   P ∈ R^{D×d} with i.i.d. N(0, 1/D) entries (seeded, data-free)
 
-so ‖P z‖ ≈ ‖z‖. The Gaussian prior N(0, σ²I_d) and posterior N(z*, σ²I_d) live in the subspace:
+so ‖P z‖ ≈ ‖z‖. The Gaussian prior N(z_p, σ²I_d) and posterior N(z*, σ²I_d) live in the subspace:
 
-    KL = ‖z*‖² / (2σ²)   (nats; with posterior scale s: ½[d(s²/σ² − 1 + ln(σ²/s²)) + ‖z*‖²/σ²])
+    KL = ‖z* − z_p‖² / (2σ²)   (nats; with posterior scale s: ½[d(s²/σ² − 1 + ln(σ²/s²)) + ‖z* − z_p‖²/σ²])
+
+z_p = 0 (the adapter's initialisation) is a data-free prior. A data-dependent prior sets z_p to the
+coordinates trained on a held-out part of S (:meth:`LoRASubspace.fix_prior_centre`) and continues
+training from there; the bound then uses only the rest of S.
 
 P is generated per LoRA tensor from (seed, tensor index), so it is reproducible and never depends
 on the data; only z is trained.
@@ -51,6 +55,7 @@ class LoRASubspace(torch.nn.Module):
         if not (isinstance(dim, int) and dim >= 1):
             raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
         self.z = torch.nn.Parameter(torch.zeros(dim))
+        self.centre = torch.zeros(dim)  # the prior's mean z_p (0: data-free)
         self.noise = torch.zeros(dim)  # added to z inside sample(); zero at the posterior mean
         self.mods: list[torch.nn.Module] = []
         for _, layer in peft_model.named_modules():
@@ -73,8 +78,12 @@ class LoRASubspace(torch.nn.Module):
         return self._P[index] @ (self.z + self.noise)
 
     def kl(self, sigma: float) -> float:
-        """KL(N(z, σ²I_d) ‖ N(0, σ²I_d)) = ‖z‖²/(2σ²) nats."""
-        return subspace_kl(self.z.detach(), sigma)
+        """KL(N(z, σ²I_d) ‖ N(z_p, σ²I_d)) = ‖z − z_p‖²/(2σ²) nats."""
+        return subspace_kl(self.z.detach().double() - self.centre.double(), sigma)
+
+    def fix_prior_centre(self) -> None:
+        """Centre the prior at the current coordinates (trained on data the bound will not use)."""
+        self.centre = self.z.detach().clone()
 
     @contextmanager
     def sample(self, sigma: float, index: int, seed: int = 0) -> Iterator[None]:
@@ -111,9 +120,12 @@ def train_subspace(
     lr: float = 0.05,
     batch_size: int = 16,
     seed: int = 0,
+    subspace: LoRASubspace | None = None,
 ) -> tuple[LoRASubspace, list[float]]:
-    """SFT (response-token cross-entropy) of z only; returns the subspace and the loss per step."""
-    sub = LoRASubspace(peft_model, dim, seed=seed)
+    """SFT (response-token cross-entropy) of z only; returns the subspace and the loss per step.
+    ``subspace``: continue training its z (e.g. from a data-dependent prior's centre) instead of
+    attaching a new one."""
+    sub = LoRASubspace(peft_model, dim, seed=seed) if subspace is None else subspace
     enc = encode(tokenizer, prompts, responses)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam([sub.z], lr=lr)
