@@ -166,13 +166,18 @@ def dft_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
         return []
     plt, out = _plt(), []
     for base, g in ct.groupby("base"):
+        if not {"sft", "dft"} <= set(g["objective"]):  # e.g. this base's DFT groups not finished yet
+            continue
         m = g.groupby(["objective", "n", "bucket"])["test_risk"].mean()
         diff = (
             (m.loc["dft"] - m.loc["sft"])
+            .dropna()  # budgets that only one objective ran
             .reset_index()
             .pivot(index="n", columns="bucket", values="test_risk")
             .reindex(columns=order)
         )
+        if diff.empty:
+            continue
         fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(diff)))
         title = f"DFT minus SFT, test risk {loss} ({base})"
         heatmap(ax, diff, title, cmap="RdBu_r", xlabel=BUCKET_LABEL, ylabel=N_LABEL)

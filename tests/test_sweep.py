@@ -268,3 +268,19 @@ def test_answer_error_config_uses_no_token_error_anywhere(tmp_path):
     items = collect_items(out)
     assert all("answer_correct" in it for it in items.values())
     assert "loss for risks and bounds: answer_error" in (out / "report.md").read_text()
+
+
+def test_dft_maps_skip_bases_and_budgets_that_only_one_objective_finished():
+    from pacbayes_sft.report_figures import dft_maps
+
+    rows = [
+        {"base": b, "objective": o, "n": n, "bucket": k, "seed": 0, "test_risk": r}
+        for b, objs in (("strong", ("sft", "dft")), ("weak", ("sft",)))
+        for o in objs
+        for n in ((32, 4096) if o == "sft" else (32,))
+        for k, r in (("easy", 0.4), ("hard", 0.5 if o == "sft" else 0.45))
+    ]
+    figs = dft_maps(pd.DataFrame(rows), ["easy", "hard"], "answer_error")
+    assert [name for name, _ in figs] == ["dft_vs_sft_strong.png"]  # weak has no DFT; n = 4096 has no DFT
+    ax = figs[0][1].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["32"]
