@@ -123,7 +123,7 @@ def _learned(out, tok, bound_half, tests, sigma_p, args, selection) -> dict:
     info = {
         "kind": "data-dependent",
         "centre": "SFT adapter on the first half of S",
-        "n_prior": len(bound_half),
+        "n_prior": args.n - len(bound_half),  # the first half, which trained the prior
         "sigma_choice": "largest candidate whose sampled prior loses <= "
         f"{args.tolerance} answer accuracy on {args.select} first-half examples (no delta spent)",
         "sigma_candidates": selection,
