@@ -296,7 +296,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     only = _parse_only(getattr(args, "only", None))
-    summary = run_sweep(cfg, args.out, shard=_parse_shard(args.shard), only=only, progress=console.show_progress())
+    summary = run_sweep(
+        cfg,
+        args.out,
+        shard=_parse_shard(args.shard),
+        only=only,
+        update=bool(getattr(args, "update", False)),
+        progress=console.show_progress(),
+    )
     print(
         f"sweep {cfg.name}: {summary['ran']} cells run, {summary['skipped']} already finished, "
         f"{summary['in_shard']} in shard {args.shard} of {summary['cells']}; results in {args.out}"
@@ -415,6 +422,12 @@ def _add_job_commands(sub) -> None:
         metavar="FIELD=V1,V2",
         help="run only the cells whose base, objective, n, bucket or seed is listed (repeatable); "
         "a later run without it completes the same folder",
+    )
+    sw.add_argument(
+        "--update",
+        action="store_true",
+        help="switch a folder made by another config to this one: cells whose inputs (their base, the task, "
+        "buckets, test set and settings) did not change are kept, the rest are rerun",
     )
     sw.add_argument("--report", action="store_true", help="build the report when done")
     sw.set_defaults(func=_cmd_sweep)

@@ -10,7 +10,6 @@ items of each IRT bin.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -25,9 +24,8 @@ def item_responses(out_dir: str | Path) -> pd.DataFrame:
     from .report import finished_cells
 
     out = Path(out_dir)
-    chash = json.loads((out / "sweep.json").read_text())["config_hash"]
     rows = []
-    for rec in finished_cells(out, chash):
+    for rec in finished_cells(out):
         it = rec.get("items") or {}
         if "answer_correct" not in it:
             continue

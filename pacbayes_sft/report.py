@@ -28,14 +28,12 @@ from .sweep_config import SweepConfig, normalise_config
 KEYS = ["base", "objective", "n", "bucket", "seed"]
 
 
-def finished_cells(out: Path, chash: str):
-    """The records of every finished cell of this config (any shard), in file-name order."""
-    from .sweep import read_cell
+def finished_cells(out: Path):
+    """The records of every finished cell valid under the folder's config (any shard), in file-name
+    order (:func:`pacbayes_sft.sweep_store.valid_cells`)."""
+    from .sweep_store import valid_cells
 
-    for f in sorted((out / "cells").glob("*.json")):
-        rec = read_cell(f, chash)
-        if rec is not None:
-            yield rec
+    return valid_cells(out)
 
 
 def collect(out_dir: str | Path) -> tuple[pd.DataFrame, SweepConfig]:
@@ -46,7 +44,7 @@ def collect(out_dir: str | Path) -> tuple[pd.DataFrame, SweepConfig]:
         raise ValueError(f"{str(out)!r} is not a sweep directory (no sweep.json)")
     meta = json.loads(meta_path.read_text())
     records = []
-    for rec in finished_cells(out, meta["config_hash"]):
+    for rec in finished_cells(out):
         c = rec["cell"]
         key = {k: c.get(k) for k in KEYS}
         for r in rec["rows"]:
@@ -93,9 +91,8 @@ ITEM_LOSSES = {
 def collect_items(out_dir: str | Path) -> dict[tuple, dict]:
     """Per-item results of every finished fine-tuned cell, keyed by (base, objective, n, bucket, seed)."""
     out = Path(out_dir)
-    chash = json.loads((out / "sweep.json").read_text())["config_hash"]
     items = {}
-    for rec in finished_cells(out, chash):
+    for rec in finished_cells(out):
         c = rec["cell"]
         if "items" in rec and c.get("n"):
             items[tuple(c[k] for k in KEYS)] = rec["items"]

@@ -4,9 +4,10 @@ For each cell: draw n training examples from the bucket (training templates only
 evaluate every test slice, and compute the certificate terms — KL, Monte-Carlo stochastic
 training risk, a classifier TV proxy between the training sample and the test distribution,
 G_gen, G_ext and the total. Each finished cell is written atomically (temporary file, then
-rename) as ``cells/<cell id>.json`` with the hash of the configuration that produced it; running
-the same command again skips finished cells and redoes missing, broken or partial ones, so an
-interrupted sweep loses nothing finished. ``shard=(i, N)`` runs the cells whose index ≡ i mod N,
+rename) as ``cells/<cell id>.json`` with the hash of the inputs it depends on (its cell hash, see
+:mod:`pacbayes_sft.sweep_store`); running the same command again skips finished cells and redoes
+missing, broken or partial ones, so an interrupted sweep loses nothing finished. Changing a config
+(``update=True``) reruns only the cells whose inputs changed. ``shard=(i, N)`` runs the cells whose index ≡ i mod N,
 so N processes or machines can share one sweep; :mod:`pacbayes_sft.report` merges them.
 
 The config is parsed data (YAML or JSON), never executed; unknown keys and wrong types are refused.
@@ -24,13 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .adapters import INIT_FILE
-from .sweep_config import SweepConfig, config_dict, config_hash, load_config, normalise_config, resolve_base_path
+from .sweep_config import SweepConfig, cell_hash, config_hash, load_config, normalise_config, resolve_base_path
+from .sweep_store import FolderState, atomic_write, claim_folder, read_record
 
 log = logging.getLogger("pacbayes_sft.sweep")
 
 __all__ = [
     "Cell",
     "SweepConfig",
+    "cell_hash",
     "cells_of",
     "config_hash",
     "load_config",
@@ -73,21 +76,18 @@ def cells_of(cfg: SweepConfig) -> list[Cell]:
     ]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+_atomic_write = atomic_write
 
 
-def read_cell(path: Path, chash: str) -> dict | None:
-    """A finished cell's record, or None if it is missing, unreadable or from another config."""
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+def read_cell(path: Path, valid: FolderState | str) -> dict | None:
+    """A finished cell's record, or None if it is missing, unreadable, partial or not a result of
+    the config: ``valid`` is a folder's :class:`~pacbayes_sft.sweep_store.FolderState`, or a config
+    hash the record's ``config_hash`` must equal."""
+    rec = read_record(path)
+    if rec is None:
         return None
-    if rec.get("config_hash") != chash or rec.get("status") != "done":
-        return None
-    return rec
+    ok = rec.get("config_hash") == valid if isinstance(valid, str) else valid.accepts(rec)
+    return rec if ok else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,22 +352,6 @@ def base_record(ctx: SweepContext, name: str) -> dict:
     }
 
 
-def _claim_dir(out: Path, cfg: SweepConfig, chash: str) -> None:
-    """Write ``sweep.json``; refuse a folder that holds another config's results."""
-    meta_path = out / "sweep.json"
-    if meta_path.is_file():
-        try:
-            prev = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            prev = {}
-        if prev.get("config_hash") not in (None, chash):
-            raise ValueError(
-                f"out_dir {str(out)!r} holds results of another config (hash {prev.get('config_hash')}, "
-                f"this config {chash}); use a new output directory"
-            )
-    _atomic_write(meta_path, json.dumps({"config_hash": chash, "config": config_dict(cfg)}, indent=2, default=str))
-
-
 def _context(cfg: SweepConfig, out: Path) -> SweepContext:
     ctx = SweepContext(cfg=cfg, out=out)
     for b in cfg.bases:
@@ -381,12 +365,17 @@ def _context(cfg: SweepConfig, out: Path) -> SweepContext:
     return ctx
 
 
-def _write_base_cells(ctx: SweepContext, chash: str) -> None:
+def _stamp(ctx: SweepContext, base: str) -> dict:
+    """The hashes every record carries: the whole config's and the cell's own (what it depends on)."""
+    return {"config_hash": config_hash(ctx.cfg), "cell_hash": cell_hash(ctx.cfg, base)}
+
+
+def _write_base_cells(ctx: SweepContext, state: FolderState) -> None:
     """Base evaluations are cells too (one per base), so every shard's report has the reference."""
     for b in ctx.cfg.bases:
         bpath = ctx.out / "cells" / f"{b.name}__base.json"
-        if read_cell(bpath, chash) is None:
-            _atomic_write(bpath, json.dumps(base_record(ctx, b.name) | {"config_hash": chash}))
+        if read_cell(bpath, state) is None:
+            _atomic_write(bpath, json.dumps(base_record(ctx, b.name) | _stamp(ctx, b.name)))
 
 
 def cell_summary(cell: Cell, rec: dict) -> str:
@@ -433,13 +422,16 @@ def run_sweep(
     *,
     shard: tuple[int, int] = (0, 1),
     only: Mapping[str, Iterable[object]] | None = None,
+    update: bool = False,
     progress: bool = True,
     on_cell: Callable[[Cell, dict], None] | None = None,
 ) -> dict:
     """Run (or resume) the sweep into ``out_dir``. Returns a summary of what ran and what was skipped.
 
-    ``only`` runs a part of the grid first (see :func:`select_cells`); the cells keep the hash of
-    the whole config, so a later run without it completes the same folder."""
+    ``only`` runs a part of the grid first (see :func:`select_cells`); a later run without it
+    completes the same folder. A folder made by another config is refused unless ``update``: then
+    it switches to this config and reruns only the cells whose inputs changed (see
+    :mod:`pacbayes_sft.sweep_store`)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -447,25 +439,24 @@ def run_sweep(
     i, n_shards = _parse_shard(shard)
     out = Path(out_dir)
     (out / "cells").mkdir(parents=True, exist_ok=True)
-    chash = config_hash(cfg)
-    _claim_dir(out, cfg, chash)
+    state = claim_folder(out, cfg, update=update)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     ctx = _context(cfg, out)
     grid = cells_of(cfg)
     all_cells = select_cells(grid, only)
     mine = [c for k, c in enumerate(all_cells) if k % n_shards == i]
-    todo = [c for c in mine if read_cell(out / "cells" / f"{c.id}.json", chash) is None]
+    todo = [c for c in mine if read_cell(out / "cells" / f"{c.id}.json", state) is None]
     summary = {"cells": len(grid), "selected": len(all_cells), "shard": list(shard), "in_shard": len(mine)}
     summary["skipped"] = len(mine) - len(todo)
     summary["ran"] = 0
     if i == 0:
-        _write_base_cells(ctx, chash)
+        _write_base_cells(ctx, state)
     # disable=None: bars on a terminal only, so logs and CI output hold just the result lines
     bar = tqdm(todo, desc="cells", unit="cell", disable=None if progress else True, dynamic_ncols=True)
     for cell in bar:
         bar.set_postfix_str(cell.id, refresh=True)
-        rec = run_cell(ctx, cell, progress=progress) | {"config_hash": chash}
+        rec = run_cell(ctx, cell, progress=progress) | _stamp(ctx, cell.base)
         _atomic_write(out / "cells" / f"{cell.id}.json", json.dumps(rec))
         summary["ran"] += 1
         log.info(cell_summary(cell, rec))

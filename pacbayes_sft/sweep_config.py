@@ -221,10 +221,8 @@ def _data_fingerprint(path: str) -> str:
     return path
 
 
-def config_hash(cfg: SweepConfig) -> str:
-    """Hash of everything that determines the results (name, threads and progress display excluded).
-    A base checkpoint enters by :func:`base_fingerprint`, not by its path, so a run folder resumes
-    on another machine or checkout."""
+def _hashed_dict(cfg: SweepConfig) -> dict:
+    """The config as hashed: results-relevant fields only, bases and data files by content."""
     d = config_dict(cfg)
     for key in ("name", "threads"):
         d.pop(key)
@@ -242,7 +240,34 @@ def config_hash(cfg: SweepConfig) -> str:
     for b in d["bases"]:
         if b.get("path"):
             b["path"] = base_fingerprint(b["path"]) if Path(b["path"]).is_dir() else b["path"]
+    return d
+
+
+def _digest(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: SweepConfig) -> str:
+    """Hash of everything that determines the results (name, threads and progress display excluded).
+    A base checkpoint enters by :func:`base_fingerprint`, not by its path, so a run folder resumes
+    on another machine or checkout."""
+    return _digest(_hashed_dict(cfg))
+
+
+def cell_hash(cfg: SweepConfig, base: str) -> str:
+    """Hash of what one cell of ``base`` depends on: the config without the grid's other axes
+    (budgets, seeds, objectives) and with only this base. A dataset task bins difficulty with the
+    first base's tokenizer, so there the first base enters every cell's hash too."""
+    d = _hashed_dict(cfg)
+    for key in ("budgets", "seeds", "objectives", "objective_budgets"):
+        d.pop(key)
+    bases = {b["name"]: b for b in d.pop("bases")}
+    if base not in bases:
+        raise ValueError(f"base must be one of the config's bases ({', '.join(bases)}), got {base!r}")
+    d["base"] = bases[base]
+    if cfg.task.kind == "dataset":
+        d["binning_base"] = next(iter(bases.values()))
+    return _digest(d)
 
 
 def _read(p: Path) -> Any:

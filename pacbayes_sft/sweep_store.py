@@ -1,0 +1,142 @@
+"""A sweep's run folder: which finished cells are valid under the folder's current config.
+
+A cell's result depends on its own base, the task, the buckets, the test set and the training,
+bound, TV and evaluation settings, and not on which other bases, budgets, seeds or objectives
+the grid holds. :func:`~pacbayes_sft.sweep_config.cell_hash` hashes exactly that, and every cell
+record carries it. So a study can change one base, or add budgets, and rerun only the cells
+whose inputs changed.
+
+``sweep.json`` holds the current config, its hash, its per-base cell hashes and the same for
+every earlier config the folder was switched from (``history``). Cells written before records
+carried a cell hash are judged by the config they were made with: their ``config_hash`` names
+it in the history, whose cell hash for their base must equal the current one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .sweep_config import SweepConfig, cell_hash, config_dict, config_hash, normalise_config
+
+__all__ = ["FolderState", "atomic_write", "claim_folder", "folder_state", "read_record", "valid_cells"]
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_record(path: Path) -> dict | None:
+    """A cell file's record if it is a finished cell, else None (missing, unreadable, partial)."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("status") == "done" else None
+
+
+class FolderState:
+    """The current per-base cell hashes of a folder and the hashes of the configs it came from."""
+
+    def __init__(self, cell_hashes: dict[str, str], history: dict[str, dict[str, str]]):
+        self.cell_hashes = dict(cell_hashes)  # base name -> cell hash under the current config
+        self.history = dict(history)  # config hash -> {base name -> cell hash} (current included)
+
+    def expected(self, base: str) -> str | None:
+        return self.cell_hashes.get(base)
+
+    def accepts(self, rec: dict) -> bool:
+        """Whether a finished record is a result of the current config."""
+        base = (rec.get("cell") or {}).get("base")
+        want = self.cell_hashes.get(base)
+        if want is None:
+            return False
+        have = rec.get("cell_hash") or self.history.get(rec.get("config_hash"), {}).get(base)
+        return have == want
+
+
+def _hashes(cfg: SweepConfig) -> dict[str, str]:
+    return {b.name: cell_hash(cfg, b.name) for b in cfg.bases}
+
+
+def _read_meta(out: Path) -> dict | None:
+    path = out / "sweep.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def _legacy_hashes(meta: dict) -> dict[str, str]:
+    """Cell hashes of a sweep.json written before they were stored: recomputed from its config,
+    but only while that config still hashes as it did (its base weights are unchanged)."""
+    if "cell_hashes" in meta:
+        return meta["cell_hashes"]
+    try:
+        cfg = normalise_config(meta["config"])
+    except (KeyError, ValueError, OSError):
+        return {}
+    return _hashes(cfg) if config_hash(cfg) == meta.get("config_hash") else {}
+
+
+def _history(meta: dict | None) -> dict[str, dict[str, str]]:
+    if not meta:
+        return {}
+    hist = dict(meta.get("history", {}))
+    if meta.get("config_hash"):
+        hist[meta["config_hash"]] = _legacy_hashes(meta)
+    return hist
+
+
+def folder_state(out: str | Path) -> FolderState:
+    """The validity rule of a run folder, from its ``sweep.json``."""
+    meta = _read_meta(Path(out))
+    if meta is None:
+        raise ValueError(f"{str(out)!r} is not a sweep directory (no readable sweep.json)")
+    hist = _history(meta)
+    return FolderState(hist.get(meta["config_hash"], {}), hist)
+
+
+def valid_cells(out: str | Path, state: FolderState | None = None) -> Iterator[dict]:
+    """Every finished cell record valid under the folder's current config, in file-name order."""
+    out = Path(out)
+    state = state or folder_state(out)
+    for f in sorted((out / "cells").glob("*.json")):
+        rec = read_record(f)
+        if rec is not None and state.accepts(rec):
+            yield rec
+
+
+def _count(out: Path, state: FolderState) -> tuple[int, int]:
+    """(finished cells valid under ``state``, finished cells in the folder)."""
+    recs = [r for f in sorted((out / "cells").glob("*.json")) if (r := read_record(f)) is not None]
+    return sum(state.accepts(r) for r in recs), len(recs)
+
+
+def claim_folder(out: Path, cfg: SweepConfig, *, update: bool = False) -> FolderState:
+    """Write ``sweep.json`` for ``cfg`` and return the folder's validity rule under it.
+
+    A folder made by another config is refused unless ``update`` is set: then it switches to
+    ``cfg``, keeps every cell whose inputs did not change and reruns the rest."""
+    meta, chash = _read_meta(out), config_hash(cfg)
+    hist = _history(meta)
+    state = FolderState(_hashes(cfg), hist | {chash: _hashes(cfg)})
+    prev = (meta or {}).get("config_hash")
+    if prev not in (None, chash) and not update:
+        keep, total = _count(out, state)
+        raise ValueError(
+            f"out_dir {str(out)!r} holds results of another config (hash {prev}, this config {chash}): "
+            f"{keep} of its {total} finished cells stay valid under this config and the rest would be rerun; "
+            "pass update=True (--update) to switch the folder to this config, or use a new output directory"
+        )
+    record = {"config_hash": chash, "config": config_dict(cfg), "cell_hashes": state.cell_hashes}
+    record["history"] = {h: v for h, v in state.history.items() if h != chash}
+    atomic_write(out / "sweep.json", json.dumps(record, indent=2, default=str))
+    return state
