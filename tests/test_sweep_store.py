@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pacbayes_sft.cli import main
 from pacbayes_sft.report import collect
 from pacbayes_sft.sweep import load_config, run_sweep
 from pacbayes_sft.sweep_config import BaseSpec, TinyBase, cell_hash, config_hash
@@ -94,7 +95,7 @@ def test_update_keeps_exactly_the_cells_whose_inputs_did_not_change(tmp_path, le
     assert folder_state(tmp_path).expected("b") == cell_hash(cfg, "b")
 
 
-def test_adding_a_budget_reruns_only_the_new_cells(tmp_path):
+def test_adding_a_budget_reruns_only_the_new_cells(tmp_path, capsys):
     raw = yaml.safe_load(QUICK.read_text())
     raw |= {"objectives": ["sft"], "buckets": {"easy": [1], "hard": [3]}, "budgets": [8]}
     raw["eval"]["generate"] = False
@@ -109,3 +110,11 @@ def test_adding_a_budget_reruns_only_the_new_cells(tmp_path):
     assert all(after[k] == v for k, v in before.items())  # the finished cells were not touched
     df, _ = collect(tmp_path)
     assert sorted(df[df["objective"] == "sft"]["n"].unique()) == [8, 12]
+    # The command line: back to the first config, which needs no new cell.
+    raw["budgets"] = [8]
+    cfg_path = tmp_path / "first.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    argv = ["sweep", "--config", str(cfg_path), "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 2
+    assert main([*argv, "--update"]) == 0
+    assert "0 cells run, 2 already finished" in capsys.readouterr().out
