@@ -76,9 +76,6 @@ def cells_of(cfg: SweepConfig) -> list[Cell]:
     ]
 
 
-_atomic_write = atomic_write
-
-
 def read_cell(path: Path, valid: FolderState | str) -> dict | None:
     """A finished cell's record, or None if it is missing, unreadable, partial or not a result of
     the config: ``valid`` is a folder's :class:`~pacbayes_sft.sweep_store.FolderState`, or a config
@@ -177,7 +174,7 @@ def _dataset_context(ctx: SweepContext) -> None:
     bins = lambda ex: {str(b): sum(e.op == b for e in ex) for b in sorted({e.op for e in ex})}  # noqa: E731
     summary = {"edges": ctx.edges, "dropped_too_long": ctx.dropped, "pool_per_bin": bins(ctx.pool)}
     ctx.out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(ctx.out / "dataset.json", json.dumps(summary | {"test_per_bin": bins(ctx.test_set)}, indent=1))
+    atomic_write(ctx.out / "dataset.json", json.dumps(summary | {"test_per_bin": bins(ctx.test_set)}, indent=1))
     need = max(n for o in cfg.objectives for n in cfg.objective_budgets.get(o, cfg.budgets))
     for bucket, bins in cfg.buckets.items():
         have = sum(e.op in set(bins) for e in ctx.pool)
@@ -365,17 +362,12 @@ def _context(cfg: SweepConfig, out: Path) -> SweepContext:
     return ctx
 
 
-def _stamp(ctx: SweepContext, base: str) -> dict:
-    """The hashes every record carries: the whole config's and the cell's own (what it depends on)."""
-    return {"config_hash": config_hash(ctx.cfg), "cell_hash": cell_hash(ctx.cfg, base)}
-
-
 def _write_base_cells(ctx: SweepContext, state: FolderState) -> None:
     """Base evaluations are cells too (one per base), so every shard's report has the reference."""
     for b in ctx.cfg.bases:
         bpath = ctx.out / "cells" / f"{b.name}__base.json"
         if read_cell(bpath, state) is None:
-            _atomic_write(bpath, json.dumps(base_record(ctx, b.name) | _stamp(ctx, b.name)))
+            atomic_write(bpath, json.dumps(base_record(ctx, b.name) | state.stamp(b.name)))
 
 
 def cell_summary(cell: Cell, rec: dict) -> str:
@@ -456,8 +448,8 @@ def run_sweep(
     bar = tqdm(todo, desc="cells", unit="cell", disable=None if progress else True, dynamic_ncols=True)
     for cell in bar:
         bar.set_postfix_str(cell.id, refresh=True)
-        rec = run_cell(ctx, cell, progress=progress) | _stamp(ctx, cell.base)
-        _atomic_write(out / "cells" / f"{cell.id}.json", json.dumps(rec))
+        rec = run_cell(ctx, cell, progress=progress) | state.stamp(cell.base)
+        atomic_write(out / "cells" / f"{cell.id}.json", json.dumps(rec))
         summary["ran"] += 1
         log.info(cell_summary(cell, rec))
         if on_cell is not None:

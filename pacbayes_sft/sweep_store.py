@@ -41,11 +41,17 @@ def read_record(path: Path) -> dict | None:
 
 
 class FolderState:
-    """The current per-base cell hashes of a folder and the hashes of the configs it came from."""
+    """The current config's hash and per-base cell hashes, and the cell hashes of the configs the
+    folder came from. A record written under this state carries :meth:`stamp`."""
 
-    def __init__(self, cell_hashes: dict[str, str], history: dict[str, dict[str, str]]):
+    def __init__(self, config_hash: str, cell_hashes: dict[str, str], history: dict[str, dict[str, str]]):
+        self.config_hash = config_hash
         self.cell_hashes = dict(cell_hashes)  # base name -> cell hash under the current config
         self.history = dict(history)  # config hash -> {base name -> cell hash} (current included)
+
+    def stamp(self, base: str) -> dict[str, str]:
+        """The hashes a record of ``base`` carries: the whole config's and the cell's own."""
+        return {"config_hash": self.config_hash, "cell_hash": self.cell_hashes[base]}
 
     def expected(self, base: str) -> str | None:
         return self.cell_hashes.get(base)
@@ -101,23 +107,22 @@ def folder_state(out: str | Path) -> FolderState:
     if meta is None:
         raise ValueError(f"{str(out)!r} is not a sweep directory (no readable sweep.json)")
     hist = _history(meta)
-    return FolderState(hist.get(meta["config_hash"], {}), hist)
+    return FolderState(meta["config_hash"], hist.get(meta["config_hash"], {}), hist)
+
+
+def _finished(out: Path) -> Iterator[dict]:
+    """Every finished cell record of the folder, valid or not, in file-name order."""
+    for f in sorted((out / "cells").glob("*.json")):
+        rec = read_record(f)
+        if rec is not None:
+            yield rec
 
 
 def valid_cells(out: str | Path, state: FolderState | None = None) -> Iterator[dict]:
     """Every finished cell record valid under the folder's current config, in file-name order."""
     out = Path(out)
     state = state or folder_state(out)
-    for f in sorted((out / "cells").glob("*.json")):
-        rec = read_record(f)
-        if rec is not None and state.accepts(rec):
-            yield rec
-
-
-def _count(out: Path, state: FolderState) -> tuple[int, int]:
-    """(finished cells valid under ``state``, finished cells in the folder)."""
-    recs = [r for f in sorted((out / "cells").glob("*.json")) if (r := read_record(f)) is not None]
-    return sum(state.accepts(r) for r in recs), len(recs)
+    return (rec for rec in _finished(out) if state.accepts(rec))
 
 
 def claim_folder(out: Path, cfg: SweepConfig, *, update: bool = False) -> FolderState:
@@ -126,11 +131,12 @@ def claim_folder(out: Path, cfg: SweepConfig, *, update: bool = False) -> Folder
     A folder made by another config is refused unless ``update`` is set: then it switches to
     ``cfg``, keeps every cell whose inputs did not change and reruns the rest."""
     meta, chash = _read_meta(out), config_hash(cfg)
-    hist = _history(meta)
-    state = FolderState(_hashes(cfg), hist | {chash: _hashes(cfg)})
+    current = _hashes(cfg)
+    state = FolderState(chash, current, _history(meta) | {chash: current})
     prev = (meta or {}).get("config_hash")
     if prev not in (None, chash) and not update:
-        keep, total = _count(out, state)
+        accepted = [state.accepts(rec) for rec in _finished(out)]
+        keep, total = sum(accepted), len(accepted)
         raise ValueError(
             f"out_dir {str(out)!r} holds results of another config (hash {prev}, this config {chash}): "
             f"{keep} of its {total} finished cells stay valid under this config and the rest would be rerun; "
