@@ -17,13 +17,13 @@ averaged over the whole test set) — per seed, and for the seed mean.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .sweep_config import SweepConfig, normalise_config
+from .sweep_config import SweepConfig
+from .sweep_store import folder_config, valid_cells
 
 KEYS = ["base", "objective", "n", "bucket", "seed"]
 
@@ -31,20 +31,15 @@ KEYS = ["base", "objective", "n", "bucket", "seed"]
 def finished_cells(out: Path):
     """The records of every finished cell valid under the folder's config (any shard), in file-name
     order (:func:`pacbayes_sft.sweep_store.valid_cells`)."""
-    from .sweep_store import valid_cells
-
     return valid_cells(out)
 
 
 def collect(out_dir: str | Path) -> tuple[pd.DataFrame, SweepConfig]:
     """Tidy table of every finished cell (any shard) and the sweep's config."""
     out = Path(out_dir)
-    meta_path = out / "sweep.json"
-    if not meta_path.is_file():
-        raise ValueError(f"{str(out)!r} is not a sweep directory (no sweep.json)")
-    meta = json.loads(meta_path.read_text())
+    cfg, state = folder_config(out)
     records = []
-    for rec in finished_cells(out):
+    for rec in valid_cells(out, state):
         c = rec["cell"]
         key = {k: c.get(k) for k in KEYS}
         for r in rec["rows"]:
@@ -57,7 +52,7 @@ def collect(out_dir: str | Path) -> tuple[pd.DataFrame, SweepConfig]:
     if not records:
         raise ValueError(f"no finished cells in {str(out / 'cells')!r}")
     df = pd.DataFrame(records)
-    return df, normalise_config(meta["config"])
+    return df, cfg
 
 
 RISK_COLUMNS = {"token_error": "token_error", "sequence_error": "exact_match", "answer_error": "answer_accuracy"}

@@ -200,18 +200,26 @@ def irt_maps(cross: pd.DataFrame, order: list[str]) -> list:
 
 
 def bases_plot(opt: pd.DataFrame, order: list[str]) -> list:
-    """With two or more bases: the observed optimum of each against n."""
+    """With two or more bases: the observed optimum of each against n. Series that agree would
+    hide each other, so each is shifted by a small vertical offset; a hollow marker is a budget
+    whose optimum is not determined at 95%."""
     if opt["base"].nunique() < 2:
         return []
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (base, obj), g in opt.groupby(["base", "objective"]):
+    groups = list(opt.groupby(["base", "objective"]))
+    for k, ((base, obj), g) in enumerate(groups):
         g = g.sort_values("n")
-        ax.plot(g["n"], g["observed_idx"], "o-", label=f"{base}/{obj}")
+        y = g["observed_idx"] + 0.07 * (k - (len(groups) - 1) / 2)
+        (line,) = ax.plot(g["n"], y, "-", label=f"{base}/{obj}")
+        det = g["determined"].astype(bool).to_numpy() if "determined" in g else np.ones(len(g), bool)
+        ax.plot(g["n"][det], y[det], "o", color=line.get_color())
+        ax.plot(g["n"][~det], y[~det], "o", mfc="white", color=line.get_color())
     _budget_axis(ax, opt["n"].unique())
     ax.set_yticks(range(len(order)), order)
+    ax.set_ylim(-0.5, len(order) - 0.5)
     ax.set_ylabel("observed best training bucket")
-    ax.set_title("observed optimum per base model")
+    ax.set_title("observed optimum per base model (hollow: not determined at 95%)")
     ax.legend(fontsize=8)
     return [("bases_optimum.png", fig)]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .adapters import INIT_FILE
 from .sweep_config import SweepConfig, cell_hash, config_hash, load_config, normalise_config, resolve_base_path
-from .sweep_store import FolderState, atomic_write, claim_folder, read_record
+from .sweep_store import FolderState, atomic_write, claim_folder, folder_config, read_record
 
 log = logging.getLogger("pacbayes_sft.sweep")
 
@@ -219,10 +219,7 @@ def certify_cell(run_dir: str | Path, cell_id: str, *, progress: bool = False):
     """The certificate of one finished cell of a sweep, recomputed from its adapter, its training
     examples (redrawn exactly as the sweep drew them) and the sweep's test set and settings."""
     out = Path(run_dir)
-    meta_path = out / "sweep.json"
-    if not meta_path.is_file():
-        raise ValueError(f"{str(out)!r} is not a sweep directory (no sweep.json)")
-    cfg = normalise_config(json.loads(meta_path.read_text())["config"])
+    cfg, _ = folder_config(out)
     cell = next((c for c in cells_of(cfg) if c.id == cell_id), None)
     if cell is None:
         raise ValueError(f"cell {cell_id!r} is not in the sweep {str(out)!r} (ids look like {cells_of(cfg)[0].id})")

@@ -21,7 +21,15 @@ from pathlib import Path
 
 from .sweep_config import SweepConfig, cell_hash, config_dict, config_hash, normalise_config
 
-__all__ = ["FolderState", "atomic_write", "claim_folder", "folder_state", "read_record", "valid_cells"]
+__all__ = [
+    "FolderState",
+    "atomic_write",
+    "claim_folder",
+    "folder_config",
+    "folder_state",
+    "read_record",
+    "valid_cells",
+]
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -44,8 +52,15 @@ class FolderState:
     """The current config's hash and per-base cell hashes, and the cell hashes of the configs the
     folder came from. A record written under this state carries :meth:`stamp`."""
 
-    def __init__(self, config_hash: str, cell_hashes: dict[str, str], history: dict[str, dict[str, str]]):
+    def __init__(
+        self,
+        config_hash: str,
+        cell_hashes: dict[str, str],
+        history: dict[str, dict[str, str]],
+        config: dict | None = None,
+    ):
         self.config_hash = config_hash
+        self.config = config  # the current config as sweep.json stores it (None while being claimed)
         self.cell_hashes = dict(cell_hashes)  # base name -> cell hash under the current config
         self.history = dict(history)  # config hash -> {base name -> cell hash} (current included)
 
@@ -107,7 +122,15 @@ def folder_state(out: str | Path) -> FolderState:
     if meta is None:
         raise ValueError(f"{str(out)!r} is not a sweep directory (no readable sweep.json)")
     hist = _history(meta)
-    return FolderState(meta["config_hash"], hist.get(meta["config_hash"], {}), hist)
+    return FolderState(meta["config_hash"], hist.get(meta["config_hash"], {}), hist, meta.get("config"))
+
+
+def folder_config(out: str | Path) -> tuple[SweepConfig, FolderState]:
+    """The config of a run folder and its validity rule, from one read of its ``sweep.json``."""
+    state = folder_state(out)
+    if state.config is None:
+        raise ValueError(f"{str(out)!r} is not a sweep directory (its sweep.json holds no config)")
+    return normalise_config(state.config), state
 
 
 def _finished(out: Path) -> Iterator[dict]:
@@ -132,7 +155,7 @@ def claim_folder(out: Path, cfg: SweepConfig, *, update: bool = False) -> Folder
     ``cfg``, keeps every cell whose inputs did not change and reruns the rest."""
     meta, chash = _read_meta(out), config_hash(cfg)
     current = _hashes(cfg)
-    state = FolderState(chash, current, _history(meta) | {chash: current})
+    state = FolderState(chash, current, _history(meta) | {chash: current}, config_dict(cfg))
     prev = (meta or {}).get("config_hash")
     if prev not in (None, chash) and not update:
         accepted = [state.accepts(rec) for rec in _finished(out)]
@@ -142,7 +165,7 @@ def claim_folder(out: Path, cfg: SweepConfig, *, update: bool = False) -> Folder
             f"{keep} of its {total} finished cells stay valid under this config and the rest would be rerun; "
             "pass update=True (--update) to switch the folder to this config, or use a new output directory"
         )
-    record = {"config_hash": chash, "config": config_dict(cfg), "cell_hashes": state.cell_hashes}
+    record = {"config_hash": chash, "config": state.config, "cell_hashes": state.cell_hashes}
     record["history"] = {h: v for h, v in state.history.items() if h != chash}
     atomic_write(out / "sweep.json", json.dumps(record, indent=2, default=str))
     return state

@@ -270,6 +270,25 @@ def test_answer_error_config_uses_no_token_error_anywhere(tmp_path):
     assert "loss for risks and bounds: answer_error" in (out / "report.md").read_text()
 
 
+def test_bases_plot_keeps_agreeing_series_apart_and_marks_undetermined_budgets():
+    from pacbayes_sft.report_figures import bases_plot
+
+    rows = [
+        {"base": b, "objective": "sft", "n": n, "observed_idx": 1, "determined": n == 32}
+        for b in ("strong", "weak")
+        for n in (32, 512)
+    ]
+    ((name, fig),) = bases_plot(pd.DataFrame(rows), ["easy", "middle", "hard"])
+    assert name == "bases_optimum.png"
+    lines = [ln for ln in fig.axes[0].lines if ln.get_linestyle() == "-"]
+    ys = [tuple(ln.get_ydata()) for ln in lines]
+    assert len(ys) == 2 and ys[0] != ys[1]  # the two bases agree everywhere, yet both lines show
+    assert all(abs(y - 1) < 0.5 for y in ys[0] + ys[1])  # and each stays inside its bucket's band
+    hollow = [ln for ln in fig.axes[0].lines if ln.get_markerfacecolor() == "white" and len(ln.get_xdata())]
+    assert sorted(int(x) for ln in hollow for x in ln.get_xdata()) == [512, 512]
+    assert bases_plot(pd.DataFrame(rows[:2]), ["easy", "middle", "hard"]) == []  # one base: no figure
+
+
 def test_dft_maps_skip_bases_and_budgets_that_only_one_objective_finished():
     from pacbayes_sft.report_figures import dft_maps
 
