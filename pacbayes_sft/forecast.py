@@ -140,12 +140,14 @@ PREDICTORS = ("forecast", "raw_bound", "calibrated", "persistence", "easiest", "
 
 def score_predictors(held: pd.DataFrame, opt: pd.DataFrame) -> pd.DataFrame:
     """Exact agreement of each predictor with the observed optimum on the held-out budgets: over
-    all of them, and over those whose optimum the bootstrap determines."""
-    if held.empty:
+    all of them, over those whose optimum the bootstrap determines, and over those where the
+    observed optimum changed from the largest pilot budget's (where persistence must be wrong, so
+    only a predictor that follows the change can score). The forecast's row also gives its mean
+    Spearman(predicted risk, measured risk) across the buckets of a held-out budget."""
+    m = held_cases(held, opt)
+    if m.empty:
         return pd.DataFrame()
-    cols = [c for c in ("observed", "raw_bound", "calibrated", "determined") if c in opt]
-    m = held.merge(opt[["base", "objective", "n", *cols]], on=["base", "objective", "n"])
-    det = m["determined"].astype(bool) if "determined" in m else pd.Series(False, index=m.index)
+    det, changed = m["determined"].astype(bool), m["persistence"] != m["observed"]
     rows = []
     for p in PREDICTORS:
         if p not in m:
@@ -158,6 +160,21 @@ def score_predictors(held: pd.DataFrame, opt: pd.DataFrame) -> pd.DataFrame:
                 "exact": float(hit.mean()),
                 "determined_budgets": int(det.sum()),
                 "exact_on_determined": float(hit[det].mean()) if det.any() else float("nan"),
+                "changed_budgets": int(changed.sum()),
+                "exact_on_changed": float(hit[changed].mean()) if changed.any() else float("nan"),
+                "mean_spearman": float(m["forecast_spearman"].mean()) if p == "forecast" else float("nan"),
             }
         )
     return pd.DataFrame(rows)
+
+
+def held_cases(held: pd.DataFrame, opt: pd.DataFrame) -> pd.DataFrame:
+    """One row per held-out (base, objective, n): every predictor's bucket beside the observed
+    optimum and whether the bootstrap determines it."""
+    if held.empty:
+        return pd.DataFrame()
+    cols = [c for c in ("observed", "raw_bound", "calibrated", "determined", "p_best") if c in opt]
+    m = held.merge(opt[["base", "objective", "n", *cols]], on=["base", "objective", "n"])
+    if "determined" not in m:
+        m["determined"] = False
+    return m

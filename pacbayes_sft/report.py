@@ -239,12 +239,12 @@ def base_losses(df: pd.DataFrame, cfg: SweepConfig) -> dict[tuple, float]:
 
 def _predictor_scores(df, ct, opt, cfg, order) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Forecasts from smaller budgets and baselines, scored against the observed optimum."""
-    from .forecast import held_out_predictions, score_predictors
+    from .forecast import held_cases, held_out_predictions, score_predictors
 
     held = held_out_predictions(ct, order, base_losses(df, cfg))
     if held.empty:
         return pd.DataFrame(), pd.DataFrame(columns=["base", "objective", "n", "forecast"])
-    return score_predictors(held, opt), held[["base", "objective", "n", "forecast"]]
+    return score_predictors(held, opt), held_cases(held, opt)
 
 
 def _figures(df: pd.DataFrame, ct: pd.DataFrame, opt: pd.DataFrame, order: list[str], loss: str) -> list:
@@ -317,9 +317,11 @@ def build_report(out_dir: str | Path) -> dict:
         opt = opt.merge(boot, on=["base", "objective", "n"], how="left")
     summ = summary(ct, opt)
     opt.to_csv(out / "summary.csv", index=False)
-    scores, held = _predictor_scores(df, ct, opt, cfg, order)
+    scores, cases = _predictor_scores(df, ct, opt, cfg, order)
     scores.to_csv(out / "predictors.csv", index=False)
-    figures = _figures(df, ct, opt.merge(held, how="left"), order, cfg.bound.loss) + _irt_figures(out, order)
+    cases.to_csv(out / "held_out.csv", index=False)  # every predictor's bucket per held-out budget
+    fc = cases[["base", "objective", "n", "forecast"]]
+    figures = _figures(df, ct, opt.merge(fc, how="left"), order, cfg.bound.loss) + _irt_figures(out, order)
     plots = _save_figures(figures, out / "report")
     title = f"Sweep report: {cfg.name}"
     buckets = ", ".join(f"{b} = op {cfg.buckets[b]}" for b in order)

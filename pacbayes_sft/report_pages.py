@@ -125,14 +125,19 @@ PREDICTORS_NOTE = (
     "Each budget with two or more smaller budgets is held out: the forecast is fitted on the smaller "
     "budgets only; persistence is the observed best at the largest of them; easiest / middle / hardest "
     "always pick that bucket; base_easiest picks the bucket whose test ops the base model finds easiest. "
-    "raw_bound and calibrated use the cells of the held-out budget itself."
+    "raw_bound and calibrated use the cells of the held-out budget itself. changed_budgets are the "
+    "held-out budgets whose observed optimum differs from the largest pilot budget's (persistence is "
+    "wrong there by construction); mean_spearman is the forecast's rank correlation between predicted "
+    "and measured risk across the buckets of a held-out budget, averaged over them. Every case is in "
+    "held_out.csv; '–' marks a score with no budget to count."
 )
 
 
 def _scores_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
     if scores is None or scores.empty:
         return None
-    return scores.round(2)
+    # a score over zero budgets (or a column that does not apply) is shown as a dash, not NaN
+    return scores.round(2).astype(object).where(scores.notna(), "–")
 
 
 def write_markdown(

@@ -57,16 +57,22 @@ def test_forecast_recovers_the_known_best_where_it_changes():
 
 
 def test_held_out_scoring_counts_forecast_and_baselines():
-    ct, *_ = _synthetic([32, 64, 128, 256, 2048, 8192])
+    ct, *_ = _synthetic([32, 64, 128, 256, 2048, 8192, 65536])  # easy is best up to 16384, then medium
     order = ["easy", "medium", "hard"]
     held = held_out_predictions(ct, order)
-    assert set(held["n"]) == {128, 256, 2048, 8192}
+    assert set(held["n"]) == {128, 256, 2048, 8192, 65536}
     obs = ct.groupby(["base", "objective", "n", "bucket"])["test_risk"].mean().reset_index()
     opt = obs.loc[obs.groupby(["base", "objective", "n"])["test_risk"].idxmin()].rename(columns={"bucket": "observed"})
     opt = opt.assign(raw_bound="easy", calibrated="easy", determined=True)
     scores = score_predictors(held, opt).set_index("predictor")
     assert scores.loc["forecast", "exact"] >= scores.loc["persistence", "exact"]
     assert scores.loc["forecast", "exact"] == 1.0
+    # the budgets whose optimum differs from the largest pilot's: persistence is wrong on each by
+    # construction, and the forecast follows the change
+    changed = int(scores.loc["forecast", "changed_budgets"])
+    assert changed >= 1 and scores.loc["persistence", "exact_on_changed"] == 0.0
+    assert scores.loc["forecast", "exact_on_changed"] == 1.0
+    assert scores.loc["forecast", "mean_spearman"] > 0.8 and np.isnan(scores.loc["persistence", "mean_spearman"])
 
 
 def test_forecast_needs_two_pilot_budgets():
