@@ -369,6 +369,14 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         print(f"{base}/{obj} at n = {args.budget}: predicted best bucket {best}")
         with __import__("pandas").option_context("display.float_format", "{:.3g}".format):
             print(g[cols].to_string(index=False))
+    for (base, obj), (a, c) in table.attrs["weights"].items():
+        note = "  (both 0: the gap terms explain none of the pilots' test risk; the forecast ranks by R̂ alone)"
+        print(
+            f"two-gap weights {base}/{obj}: a = {a:.3g} on sqrt(KL/n), c = {c:.3g} on TV"
+            + (note if a == c == 0 else "")
+        )
+    if table.attrs.get("skipped"):
+        print(f"not forecast (fewer than two complete pilot budgets): {', '.join(table.attrs['skipped'])}")
     print("forecast: power laws in n of the MC training risk and KL per bucket, TV per bucket, two-gap weights")
     print("fitted on the pilot cells; the interval is +-1.96 residual s.d. of that fit (an estimate, not a bound)")
     return 0

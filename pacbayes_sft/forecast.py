@@ -4,7 +4,9 @@ Each bucket b's terms are extrapolated from the pilot cells across n:
 
     R̂_b(n)  = exp(α_b) · n^{β_b}        (MC training risk; log-log least squares)
     KL_b(n) = exp(γ_b) · n^{κ_b}        (KL in nats at the chosen σ; log-log least squares)
-    TV_b    = mean over the pilots        (the TV between a bucket and the test set does not depend on n)
+    TV_b    = its estimate at the largest pilot budget
+              (the TV between a bucket and the test set does not depend on n, but the classifier
+              proxy is a lower estimate that reaches it only with enough samples per side)
 
 and combined in the two-gap form with weights fitted on the pilots (non-negative least squares
 of the measured test risk minus R̂ on √(KL/n) and TV, as the calibrated predictor does):
@@ -12,7 +14,8 @@ of the measured test risk minus R̂ on √(KL/n) and TV, as the calibrated predi
     predicted test risk_b(N) = R̂_b(N) + a·√(KL_b(N)/N) + c·TV_b
 
 The interval is the prediction ± z·s, s the residual standard deviation of the two-gap fit on the
-pilots (a normal approximation; it ignores the extrapolation error of the power laws). The
+pilots (a normal approximation; it ignores the extrapolation error of the power laws), its lower
+end clipped at 0. The
 predicted best bucket is the one with the smallest predicted risk.
 """
 
@@ -57,7 +60,7 @@ class Forecaster:
             pred = r + self.weights[0] * np.sqrt(kl / budget) + self.weights[1] * self.tv[b]
             rows.append({"bucket": b, "train_risk": r, "kl": kl, "tv": self.tv[b], "predicted_risk": pred})
         out = pd.DataFrame(rows)
-        out["lower"] = out["predicted_risk"] - z * self.residual_sd
+        out["lower"] = (out["predicted_risk"] - z * self.residual_sd).clip(lower=0.0)  # a risk is >= 0
         out["upper"] = out["predicted_risk"] + z * self.residual_sd
         out["best"] = out["predicted_risk"] == out["predicted_risk"].min()
         return out
@@ -79,7 +82,7 @@ def fit_forecaster(cells: pd.DataFrame) -> Forecaster:
     for b, g in mean.groupby("bucket"):
         n = g["n"].to_numpy(dtype=float)
         laws[str(b)] = {t: _power_law(n, g[t].to_numpy(dtype=float)) for t in ("mc_mean_risk", "kl")}
-        tv[str(b)] = float(g["tv"].mean())
+        tv[str(b)] = float(g.loc[g["n"] == g["n"].max(), "tv"].mean())
     A = np.column_stack([np.sqrt(mean["kl"] / mean["n"]), mean["tv"]])
     y = (mean["test_risk"] - mean["mc_mean_risk"]).to_numpy()
     coef, _ = nnls(A, y)
@@ -90,22 +93,35 @@ def fit_forecaster(cells: pd.DataFrame) -> Forecaster:
 
 def forecast_table(ct: pd.DataFrame, budget: int, *, pilots: list[int] | None = None) -> pd.DataFrame:
     """Per (base, objective, bucket): the forecast at ``budget`` from the pilot budgets (default:
-    every budget below ``budget``)."""
-    rows = []
+    every budget below ``budget``). A (base, objective) with fewer than two pilot budgets cannot
+    be forecast: it is left out and named in ``.attrs["skipped"]``; if every one is, ValueError.
+    ``.attrs["weights"]`` holds each forecast's fitted two-gap weights (a, c)."""
+    rows, skipped, weights = [], [], {}
     for (base, obj), g in ct.groupby(["base", "objective"]):
         use = g[g["n"].isin(pilots)] if pilots is not None else g[g["n"] < budget]
-        pred = fit_forecaster(use).predict(budget)
-        rows.append(pred.assign(base=base, objective=obj, budget=budget))
-    return pd.concat(rows, ignore_index=True)
+        have = sorted(int(n) for n in use["n"].unique())
+        if len(have) < 2:
+            skipped.append(f"{base}/{obj} (pilot budgets {have})")
+            continue
+        f = fit_forecaster(use)
+        rows.append(f.predict(budget).assign(base=base, objective=obj, budget=budget))
+        weights[(base, obj)] = f.weights
+    if not rows:
+        raise ValueError(
+            f"forecasting needs pilot cells at two or more budgets below {budget}; none has them: {', '.join(skipped)}"
+        )
+    out = pd.concat(rows, ignore_index=True)
+    out.attrs["skipped"], out.attrs["weights"] = skipped, weights  # weights: (a, c) per (base, objective)
+    return out
 
 
 def forecast(run_dir: str, budget: int) -> pd.DataFrame:
     """Forecast the best bucket of a finished sweep at an untrained ``budget`` (all its budgets
-    below ``budget`` are the pilots)."""
-    from .report import cell_table, collect
+    below ``budget`` whose every bucket has finished are the pilots)."""
+    from .report import bucket_order, cell_table, collect, complete_budgets
 
     df, cfg = collect(run_dir)
-    ct = cell_table(df, cfg.bound.loss)
+    ct, _ = complete_budgets(cell_table(df, cfg.bound.loss), bucket_order(cfg))
     if not (ct["n"] < budget).any():
         raise ValueError(f"budget {budget} is not above any pilot budget of {run_dir!r} ({sorted(ct['n'].unique())})")
     return forecast_table(ct, budget)

@@ -83,3 +83,14 @@ def test_forecast_needs_two_pilot_budgets():
     with pytest.raises(ValueError, match="budget must be"):
         fit_forecaster(ct).predict(0)
     assert len(forecast_table(ct, 512)) == 3
+
+
+def test_forecast_skips_groups_without_two_pilot_budgets():
+    ct, *_ = _synthetic([32, 64])
+    one, _, _, _ = _synthetic([32])
+    both = pd.concat([ct, one.assign(objective="dft")], ignore_index=True)
+    table = forecast_table(both, 512)
+    assert set(table["objective"]) == {"sft"} and len(table) == 3
+    assert table.attrs["skipped"] == ["b/dft (pilot budgets [32])"]
+    with pytest.raises(ValueError, match="none has them: b/sft"):
+        forecast_table(one, 512)
