@@ -243,7 +243,7 @@ def _predictor_scores(df, ct, opt, cfg, order) -> tuple[pd.DataFrame, pd.DataFra
 
     held = held_out_predictions(ct, order, base_losses(df, cfg))
     if held.empty:
-        return pd.DataFrame(), pd.DataFrame(columns=["base", "objective", "n", "forecast"])
+        return pd.DataFrame(), pd.DataFrame(columns=["base", "objective", "n", "forecast", "persistence"])
     return score_predictors(held, opt), held_cases(held, opt)
 
 
@@ -285,7 +285,8 @@ def _save_figures(figures: list, folder: Path) -> list[str]:
 
     names = []
     for name, fig in figures:
-        fig.tight_layout()
+        if fig.get_layout_engine() is None:  # a figure that set its own layout (e.g. a legend band) keeps it
+            fig.tight_layout()
         fig.savefig(folder / name, dpi=110)
         plt.close(fig)
         names.append(name)
@@ -320,7 +321,7 @@ def build_report(out_dir: str | Path) -> dict:
     scores, cases = _predictor_scores(df, ct, opt, cfg, order)
     scores.to_csv(out / "predictors.csv", index=False)
     cases.to_csv(out / "held_out.csv", index=False)  # every predictor's bucket per held-out budget
-    fc = cases[["base", "objective", "n", "forecast"]]
+    fc = cases[["base", "objective", "n", "forecast", "persistence"]]
     figures = _figures(df, ct, opt.merge(fc, how="left"), order, cfg.bound.loss) + _irt_figures(out, order)
     plots = _save_figures(figures, out / "report")
     title = f"Sweep report: {cfg.name}"

@@ -126,38 +126,64 @@ def _budget_axis(ax, budgets) -> None:
     ax.set_xlabel(N_LABEL)
 
 
+# (column, marker, label, x offset factor): the predictors drawn beside the observed optimum
+PREDICTOR_MARKS = [
+    ("raw_idx", "s", "raw two-gap bound", 0.94),
+    ("calibrated_idx", "^", "calibrated (leave-one-n-out)", 0.97),
+    ("forecast_idx", "D", "forecast from smaller budgets", 1.03),
+    ("persistence_idx", "x", "persistence (best at the largest smaller budget)", 1.06),
+]
+
+
 def optimum_plot(opt: pd.DataFrame, order: list[str]) -> list:
-    """The best bucket against n: observed (with the range of the per-seed bests) and each predictor."""
+    """The best bucket against n, one panel per (base, objective): the observed optimum with its
+    uncertainty (grey: every bucket the bootstrap cannot tell from the best at 95%; bar: range of
+    the per-seed bests) and each predictor's pick beside it."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(9.5, 4.2))
     rank = {b: i for i, b in enumerate(order)}
-    for k, ((base, obj), g) in enumerate(opt.groupby(["base", "objective"])):
-        g, lab, dx = g.sort_values("n"), f"{base}/{obj}", 1.0 + 0.04 * k  # small offsets keep lines apart
-        err = [g["observed_idx"] - g["seed_idx_min"], g["seed_idx_max"] - g["observed_idx"]]
-        ax.errorbar(g["n"] * dx, g["observed_idx"], yerr=err, marker="o", lw=2, capsize=4, label=f"observed {lab}")
-        ax.plot(g["n"] * dx, g["raw_idx"], "s--", alpha=0.7, label=f"raw bound {lab}")
-        ax.plot(g["n"] * dx, g["calibrated_idx"], "^:", alpha=0.7, label=f"calibrated {lab}")
-        if "forecast" in g and g["forecast"].notna().any():
-            fc = g[g["forecast"].notna()]
-            ax.plot(fc["n"] * dx, fc["forecast"].map(rank), "D", ms=9, mfc="none", label=f"forecast {lab}")
-        und = g[~g["determined"].astype(bool)] if "determined" in g else g.iloc[:0]
-        if len(und):
-            first = not any(t.get_label().startswith("optimum not") for t in ax.collections)
-            ax.scatter(
-                und["n"] * dx,
-                und["observed_idx"],
-                s=260,
-                facecolors="none",
-                edgecolors="grey",
-                linestyles=":",
-                label="optimum not determined at 95%" if first else "_nolegend_",
-            )
-    _budget_axis(ax, opt["n"].unique())
-    ax.set_yticks(range(len(order)), order)
-    ax.set_ylabel("best training bucket")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("best difficulty against the data budget (bars: range of the per-seed bests)")
+    opt = opt.copy()
+    for col in ("forecast", "persistence"):
+        if col in opt:
+            opt[f"{col}_idx"] = opt[col].map(rank)
+    groups = list(opt.groupby(["base", "objective"]))
+    cols = min(2, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=_size(max(5.5 * cols, 8.5), 2.9 * rows + 0.9), sharey=True, squeeze=False
+    )
+    for ax, ((base, obj), g) in zip(axes.flat, groups):
+        _optimum_panel(ax, g.sort_values("n"), rank, opt["n"].unique())
+        ax.set_title(f"{base} / {obj}", fontsize=10)
+    for ax in axes.flat[len(groups) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_yticks(range(len(order)), order)
+        ax.set_ylabel("best training bucket")
+    legend = {}  # label -> handle, over every panel (a panel may lack a predictor)
+    for ax in axes.flat[: len(groups)]:
+        legend |= {lab: h for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in legend}
+    fig.suptitle("best difficulty against the data budget: observed, with its uncertainty, and predicted")
+    legend_h = 0.7 / fig.get_figheight()  # room for two rows of legend below the panels
+    fig.legend(list(legend.values()), list(legend), fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.set_layout_engine("tight", rect=(0, legend_h, 1, 1))
     return [("optimum_vs_n.png", fig)]
+
+
+def _optimum_panel(ax, g: pd.DataFrame, rank: dict, budgets) -> None:
+    if "indistinguishable" in g:
+        for n, tied in zip(g["n"], g["indistinguishable"]):
+            ys = [rank[b.strip()] for b in str(tied).split(",") if b.strip() in rank]
+            ax.scatter([n] * len(ys), ys, s=380, marker="s", color="0.85", zorder=1)
+        ax.scatter([], [], s=120, marker="s", color="0.85", label="not distinguishable from the best at 95%")
+    err = [g["observed_idx"] - g["seed_idx_min"], g["seed_idx_max"] - g["observed_idx"]]
+    ax.errorbar(g["n"], g["observed_idx"], yerr=err, marker="o", color="k", lw=2, capsize=4, zorder=3)
+    ax.lines[-1].set_label("observed (bar: range of the per-seed bests)")
+    for col, marker, label, dx in PREDICTOR_MARKS:
+        if col in g and g[col].notna().any():
+            h = g[g[col].notna()]
+            ax.plot(h["n"] * dx, h[col], marker, ms=7, mfc="none", mew=1.5, label=label, zorder=4)
+    _budget_axis(ax, budgets)
+    ax.set_ylim(-0.6, len(rank) - 0.4)
 
 
 def dft_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:

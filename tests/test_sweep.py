@@ -289,6 +289,32 @@ def test_bases_plot_keeps_agreeing_series_apart_and_marks_undetermined_budgets()
     assert bases_plot(pd.DataFrame(rows[:2]), ["easy", "middle", "hard"]) == []  # one base: no figure
 
 
+def test_optimum_plot_draws_one_panel_per_group_with_the_tied_set_and_every_predictor():
+    from pacbayes_sft.report_figures import optimum_plot
+
+    order = ["easy", "middle", "hard"]
+    rows = [
+        {
+            "base": b, "objective": "sft", "n": n, "observed_idx": 1, "seed_idx_min": 1, "seed_idx_max": 2,
+            "raw_idx": 0, "calibrated_idx": 2, "indistinguishable": "middle, hard" if n == 64 else "middle",
+            "forecast": "hard" if n == 64 else None, "persistence": "middle" if n == 64 else None,
+        }
+        for b in ("strong", "weak")
+        for n in (16, 32, 64)
+    ]  # fmt: skip
+    ((name, fig),) = optimum_plot(pd.DataFrame(rows), order)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert name == "optimum_vs_n.png" and [ax.get_title() for ax in panels] == ["strong / sft", "weak / sft"]
+    from matplotlib.collections import PathCollection
+
+    grey = [c for c in panels[0].collections if isinstance(c, PathCollection) and c.get_label().startswith("_")]
+    tied = sorted((int(x), int(y)) for c in grey for x, y in c.get_offsets())
+    assert tied == [(16, 1), (32, 1), (64, 1), (64, 2)]  # the 95% set of each budget, nothing else
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert {"raw two-gap bound", "calibrated (leave-one-n-out)", "forecast from smaller budgets"} <= labels
+    assert any(lab.startswith("persistence") for lab in labels)
+
+
 def test_dft_maps_skip_bases_and_budgets_that_only_one_objective_finished():
     from pacbayes_sft.report_figures import dft_maps
 
