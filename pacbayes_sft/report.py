@@ -17,6 +17,7 @@ averaged over the whole test set) — per seed, and for the seed mean.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -247,20 +248,22 @@ def _predictor_scores(df, ct, opt, cfg, order) -> tuple[pd.DataFrame, pd.DataFra
     return score_predictors(held, opt), held_cases(held, opt)
 
 
-def _figures(df: pd.DataFrame, ct: pd.DataFrame, opt: pd.DataFrame, order: list[str], loss: str) -> list:
-    """Every figure family, all drawn with the one loss the config names."""
+def _figures(
+    out: Path, df: pd.DataFrame, ct: pd.DataFrame, opt: pd.DataFrame, order: list[str], loss: str
+) -> Iterator[list]:
+    """Every figure family, all drawn with the one loss the config names, one family at a time
+    (each is saved and closed before the next is drawn, so a large sweep holds few figures open)."""
     from . import report_figures as rf
 
     metric = RISK_COLUMNS[loss]
-    return [
-        *rf.score_maps(ct, order, loss),
-        *rf.term_maps(ct, order),
-        *rf.slice_maps(df, order, metric),
-        *rf.optimum_plot(opt, order),
-        *rf.bound_vs_risk_plot(ct),
-        *rf.dft_maps(ct, order, loss),
-        *rf.bases_plot(opt, order),
-    ]
+    yield rf.score_maps(ct, order, loss)
+    yield rf.term_maps(ct, order)
+    yield rf.slice_maps(df, order, metric)
+    yield rf.optimum_plot(opt, order)
+    yield rf.bound_vs_risk_plot(ct)
+    yield rf.dft_maps(ct, order, loss)
+    yield rf.bases_plot(opt, order)
+    yield _irt_figures(out, order)
 
 
 def _irt_figures(out: Path, order: list[str]) -> list:
@@ -280,11 +283,11 @@ def _irt_figures(out: Path, order: list[str]) -> list:
     return rf.irt_maps(cross_difficulty(responses, items), order)
 
 
-def _save_figures(figures: list, folder: Path) -> list[str]:
+def _save_figures(families: Iterable[list], folder: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = []
-    for name, fig in figures:
+    for name, fig in (f for family in families for f in family):
         if fig.get_layout_engine() is None:  # a figure that set its own layout (e.g. a legend band) keeps it
             fig.tight_layout()
         fig.savefig(folder / name, dpi=110)
@@ -322,8 +325,7 @@ def build_report(out_dir: str | Path) -> dict:
     scores.to_csv(out / "predictors.csv", index=False)
     cases.to_csv(out / "held_out.csv", index=False)  # every predictor's bucket per held-out budget
     fc = cases[["base", "objective", "n", "forecast", "persistence"]]
-    figures = _figures(df, ct, opt.merge(fc, how="left"), order, cfg.bound.loss) + _irt_figures(out, order)
-    plots = _save_figures(figures, out / "report")
+    plots = _save_figures(_figures(out, df, ct, opt.merge(fc, how="left"), order, cfg.bound.loss), out / "report")
     title = f"Sweep report: {cfg.name}"
     buckets = ", ".join(f"{b} = op {cfg.buckets[b]}" for b in order)
     intro = (
