@@ -383,7 +383,7 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def _cmd_irt(args: argparse.Namespace) -> int:
-    from .item_difficulty import cross_difficulty, item_responses, rate_items
+    from .item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
 
     responses = item_responses(args.dir)
     items = rate_items(responses, model=args.model)
@@ -391,11 +391,10 @@ def _cmd_irt(args: argparse.Namespace) -> int:
     items.to_csv(out, index=False)
     print(f"{items.shape[0]} test items rated by {responses['subject'].nunique()} models ({args.model} IRT)")
     print(items.groupby("slice")[["difficulty", "p_correct"]].mean().round(3).to_string())
-    cross = cross_difficulty(responses, items, args.bins)
+    cross = largest_full_budget(cross_difficulty(responses, items, args.bins))
     for (base, obj), g in cross.groupby(["base", "objective"]):
-        n = int(g["n"].max())
-        print(f"{base}/{obj}, n = {n}: answer accuracy by IRT bin (1 = easiest)")
-        print(g[g["n"] == n].pivot(index="bucket", columns="irt_bin", values="accuracy").round(3).to_string())
+        print(f"{base}/{obj}, n = {int(g['n'].iloc[0])}: answer accuracy by IRT bin (1 = easiest)")
+        print(g.pivot(index="bucket", columns="irt_bin", values="accuracy").round(3).to_string())
     print(f"items: {out}")
     return 0
 

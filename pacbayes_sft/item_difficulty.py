@@ -62,3 +62,14 @@ def cross_difficulty(responses: pd.DataFrame, items: pd.DataFrame, k: int = 4) -
     keys = ["base", "objective", "n", "bucket", "irt_bin"]
     per_seed = r.groupby([*keys, "seed"])["correct"].mean().reset_index()
     return per_seed.groupby(keys)["correct"].mean().rename("accuracy").reset_index()
+
+
+def largest_full_budget(cross: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`cross_difficulty` at each (base, objective)'s largest budget whose every
+    bucket has finished (a map with some buckets missing would answer a different question)."""
+    keep = []
+    for _, g in cross.groupby(["base", "objective"]):
+        buckets = set(g["bucket"])
+        full = [n for n, h in g.groupby("n") if set(h["bucket"]) == buckets]
+        keep.append(g[g["n"] == max(full)])
+    return pd.concat(keep, ignore_index=True) if keep else cross.iloc[:0]

@@ -270,7 +270,7 @@ def _irt_figures(out: Path, order: list[str]) -> list:
     """Rate the test items by IRT over the sweep's own models (``items_irt.csv``) and draw the
     cross-difficulty maps; nothing when there are no generated answers or too few models."""
     from . import report_figures as rf
-    from .item_difficulty import cross_difficulty, item_responses, rate_items
+    from .item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
 
     try:
         responses = item_responses(out)
@@ -280,7 +280,7 @@ def _irt_figures(out: Path, order: list[str]) -> list:
         return []
     items = rate_items(responses)
     items.to_csv(out / "items_irt.csv", index=False)
-    return rf.irt_maps(cross_difficulty(responses, items), order)
+    return rf.irt_maps(largest_full_budget(cross_difficulty(responses, items)), order)
 
 
 def _save_figures(families: Iterable[list], folder: Path) -> list[str]:

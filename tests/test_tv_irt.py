@@ -261,3 +261,19 @@ def test_irt_bins_keep_ties_together_and_number_bins_consecutively():
     assert b.iloc[:6].nunique() == 1 and b.min() == 1  # the tie is one bin, and it is bin 1
     assert sorted(b.unique()) == list(range(1, b.max() + 1))
     assert (b.diff().dropna() >= 0).all()  # bins follow the difficulty
+
+
+def test_irt_map_uses_the_largest_budget_whose_every_bucket_finished():
+    from pacbayes_sft.item_difficulty import largest_full_budget
+
+    rows = [
+        {"base": "b", "objective": o, "n": n, "bucket": k, "irt_bin": 1, "accuracy": 0.5}
+        for o, cells in (
+            ("sft", [(32, "e"), (32, "h"), (64, "e"), (64, "h")]),
+            ("dft", [(32, "e"), (32, "h"), (64, "e")]),
+        )
+        for n, k in cells
+    ]
+    kept = largest_full_budget(pd.DataFrame(rows))
+    assert dict(kept.groupby("objective")["n"].unique().map(list)) == {"dft": [32], "sft": [64]}
+    assert len(kept) == 4  # two buckets each; dft's n = 64 has only one bucket, so it is not drawn
