@@ -384,6 +384,8 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 
 def _cmd_irt(args: argparse.Namespace) -> int:
     from .item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
+    from .report import bucket_order
+    from .sweep_store import folder_config
 
     responses = item_responses(args.dir)
     items = rate_items(responses, model=args.model)
@@ -391,7 +393,8 @@ def _cmd_irt(args: argparse.Namespace) -> int:
     items.to_csv(out, index=False)
     print(f"{items.shape[0]} test items rated by {responses['subject'].nunique()} models ({args.model} IRT)")
     print(items.groupby("slice")[["difficulty", "p_correct"]].mean().round(3).to_string())
-    cross = largest_full_budget(cross_difficulty(responses, items, args.bins))
+    order = bucket_order(folder_config(args.dir)[0])
+    cross = largest_full_budget(cross_difficulty(responses, items, args.bins), order)
     for (base, obj), g in cross.groupby(["base", "objective"]):
         print(f"{base}/{obj}, n = {int(g['n'].iloc[0])}: answer accuracy by IRT bin (1 = easiest)")
         print(g.pivot(index="bucket", columns="irt_bin", values="accuracy").round(3).to_string())

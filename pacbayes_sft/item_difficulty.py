@@ -64,12 +64,12 @@ def cross_difficulty(responses: pd.DataFrame, items: pd.DataFrame, k: int = 4) -
     return per_seed.groupby(keys)["correct"].mean().rename("accuracy").reset_index()
 
 
-def largest_full_budget(cross: pd.DataFrame) -> pd.DataFrame:
+def largest_full_budget(cross: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """The rows of :func:`cross_difficulty` at each (base, objective)'s largest budget whose every
-    bucket has finished (a map with some buckets missing would answer a different question)."""
-    keep = []
-    for _, g in cross.groupby(["base", "objective"]):
-        buckets = set(g["bucket"])
-        full = [n for n, h in g.groupby("n") if set(h["bucket"]) == buckets]
-        keep.append(g[g["n"] == max(full)])
-    return pd.concat(keep, ignore_index=True) if keep else cross.iloc[:0]
+    bucket in ``order`` has finished (the report's rule, :func:`pacbayes_sft.report.complete_budgets`):
+    a map with some buckets missing would answer a different question."""
+    from .report import complete_budgets
+
+    full, _ = complete_budgets(cross, order)
+    largest = full.groupby(["base", "objective"])["n"].transform("max")
+    return full[full["n"] == largest].reset_index(drop=True)

@@ -280,7 +280,7 @@ def _irt_figures(out: Path, order: list[str]) -> list:
         return []
     items = rate_items(responses)
     items.to_csv(out / "items_irt.csv", index=False)
-    return rf.irt_maps(largest_full_budget(cross_difficulty(responses, items)), order)
+    return rf.irt_maps(largest_full_budget(cross_difficulty(responses, items), order), order)
 
 
 def _save_figures(families: Iterable[list], folder: Path) -> list[str]:

@@ -60,7 +60,7 @@ class FolderState:
         config: dict | None = None,
     ):
         self.config_hash = config_hash
-        self.config = config  # the current config as sweep.json stores it (None while being claimed)
+        self.config = config  # the current config as sweep.json stores it (None if it holds none)
         self.cell_hashes = dict(cell_hashes)  # base name -> cell hash under the current config
         self.history = dict(history)  # config hash -> {base name -> cell hash} (current included)
 

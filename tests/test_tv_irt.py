@@ -274,6 +274,6 @@ def test_irt_map_uses_the_largest_budget_whose_every_bucket_finished():
         )
         for n, k in cells
     ]
-    kept = largest_full_budget(pd.DataFrame(rows))
+    kept = largest_full_budget(pd.DataFrame(rows), ["e", "h"])
     assert dict(kept.groupby("objective")["n"].unique().map(list)) == {"dft": [32], "sft": [64]}
     assert len(kept) == 4  # two buckets each; dft's n = 64 has only one bucket, so it is not drawn
