@@ -127,11 +127,25 @@ def forecast(run_dir: str, budget: int) -> pd.DataFrame:
     return forecast_table(ct, budget)
 
 
+def learning_curve(means: pd.Series, pilots: list[int], budget: int) -> pd.Series:
+    """Each bucket's measured test risk extrapolated to ``budget`` along a line in log n,
+
+        risk_b(n) ≈ u_b + v_b · ln n        (least squares over the pilot budgets' seed means),
+
+    a bound-free baseline: what the pilots' own learning curves say, with no PAC-Bayes term.
+    ``means`` is indexed by (n, bucket). The values are for ranking, not clipped to [0, 1]."""
+    x = np.log(np.asarray(pilots, dtype=float))
+    table = means.unstack("bucket").loc[pilots]
+    fits = {b: np.polyfit(x, table[b].to_numpy(dtype=float), 1) for b in table.columns}
+    return pd.Series({b: float(np.polyval(c, np.log(budget))) for b, c in fits.items()})
+
+
 def held_out_predictions(ct: pd.DataFrame, order: list[str], base_loss: dict | None = None) -> pd.DataFrame:
     """For every (base, objective, n) with at least two smaller budgets: the best bucket by the
-    forecast fitted on the smaller budgets only, and by each baseline — always-easiest,
-    always-middle, always-hardest, persistence (the observed best at the largest pilot budget),
-    and the bucket the base model finds easiest (``base_loss``: (base, bucket) → base test loss)."""
+    forecast fitted on the smaller budgets only, and by each baseline — each bucket's learning
+    curve extrapolated in log n (:func:`learning_curve`), always-easiest, always-middle,
+    always-hardest, persistence (the observed best at the largest pilot budget), and the bucket the
+    base model finds easiest (``base_loss``: (base, bucket) → base test loss)."""
     rows = []
     for (base, obj), g in ct.groupby(["base", "objective"]):
         means = g.groupby(["n", "bucket"])["test_risk"].mean()
@@ -143,6 +157,8 @@ def held_out_predictions(ct: pd.DataFrame, order: list[str], base_loss: dict | N
             measured = means.loc[n].reindex(pred["bucket"]).to_numpy()
             row = {"base": base, "objective": obj, "n": int(n), "forecast": pred.loc[pred["best"], "bucket"].iloc[0]}
             row |= {"forecast_spearman": spearman(pred["predicted_risk"], measured)}
+            curve = learning_curve(means, pilots, int(n)).reindex(pred["bucket"])
+            row |= {"learning_curve": curve.idxmin(), "learning_curve_spearman": spearman(curve, measured)}
             row |= {"easiest": order[0], "middle": order[len(order) // 2], "hardest": order[-1]}
             row["persistence"] = means.loc[pilots[-1]].idxmin()
             if base_loss:
@@ -151,15 +167,26 @@ def held_out_predictions(ct: pd.DataFrame, order: list[str], base_loss: dict | N
     return pd.DataFrame(rows)
 
 
-PREDICTORS = ("forecast", "raw_bound", "calibrated", "persistence", "easiest", "middle", "hardest", "base_easiest")
+PREDICTORS = (
+    "forecast",
+    "learning_curve",
+    "raw_bound",
+    "calibrated",
+    "persistence",
+    "easiest",
+    "middle",
+    "hardest",
+    "base_easiest",
+)
 
 
 def score_predictors(held: pd.DataFrame, opt: pd.DataFrame) -> pd.DataFrame:
     """Exact agreement of each predictor with the observed optimum on the held-out budgets: over
     all of them, over those whose optimum the bootstrap determines, and over those where the
     observed optimum changed from the largest pilot budget's (where persistence must be wrong, so
-    only a predictor that follows the change can score). The forecast's row also gives its mean
-    Spearman(predicted risk, measured risk) across the buckets of a held-out budget."""
+    only a predictor that follows the change can score). The rows of the predictors that give a
+    risk per bucket (forecast, learning curve) also give their mean Spearman(predicted risk,
+    measured risk) across the buckets of a held-out budget."""
     m = held_cases(held, opt)
     if m.empty:
         return pd.DataFrame()
@@ -178,7 +205,7 @@ def score_predictors(held: pd.DataFrame, opt: pd.DataFrame) -> pd.DataFrame:
                 "exact_on_determined": float(hit[det].mean()) if det.any() else float("nan"),
                 "changed_budgets": int(changed.sum()),
                 "exact_on_changed": float(hit[changed].mean()) if changed.any() else float("nan"),
-                "mean_spearman": float(m["forecast_spearman"].mean()) if p == "forecast" else float("nan"),
+                "mean_spearman": float(m[f"{p}_spearman"].mean()) if f"{p}_spearman" in m else float("nan"),
             }
         )
     return pd.DataFrame(rows)

@@ -16,16 +16,15 @@ import pandas as pd
 
 from .data.buckets import bin_numbers, quantile_edges
 from .estimators.irt import fit_irt
+from .sweep_store import valid_cells
 
 
 def item_responses(out_dir: str | Path) -> pd.DataFrame:
     """Long table (subject, item, slice, correct, and the subject's base, objective, n, bucket,
     seed) of every finished model's generated answers."""
-    from .report import finished_cells
-
     out = Path(out_dir)
     rows = []
-    for rec in finished_cells(out):
+    for rec in valid_cells(out):
         it = rec.get("items") or {}
         if "answer_correct" not in it:
             continue

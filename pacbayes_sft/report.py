@@ -29,12 +29,6 @@ from .sweep_store import folder_config, valid_cells
 KEYS = ["base", "objective", "n", "bucket", "seed"]
 
 
-def finished_cells(out: Path):
-    """The records of every finished cell valid under the folder's config (any shard), in file-name
-    order (:func:`pacbayes_sft.sweep_store.valid_cells`)."""
-    return valid_cells(out)
-
-
 def collect(out_dir: str | Path) -> tuple[pd.DataFrame, SweepConfig]:
     """Tidy table of every finished cell (any shard) and the sweep's config."""
     out = Path(out_dir)
@@ -88,7 +82,7 @@ def collect_items(out_dir: str | Path) -> dict[tuple, dict]:
     """Per-item results of every finished fine-tuned cell, keyed by (base, objective, n, bucket, seed)."""
     out = Path(out_dir)
     items = {}
-    for rec in finished_cells(out):
+    for rec in valid_cells(out):
         c = rec["cell"]
         if "items" in rec and c.get("n"):
             items[tuple(c[k] for k in KEYS)] = rec["items"]
@@ -238,13 +232,16 @@ def base_losses(df: pd.DataFrame, cfg: SweepConfig) -> dict[tuple, float]:
     return out
 
 
+MARKED = ["forecast", "learning_curve", "persistence"]  # the held-out predictors drawn in optimum_vs_n.png
+
+
 def _predictor_scores(df, ct, opt, cfg, order) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Forecasts from smaller budgets and baselines, scored against the observed optimum."""
     from .forecast import held_cases, held_out_predictions, score_predictors
 
     held = held_out_predictions(ct, order, base_losses(df, cfg))
     if held.empty:
-        return pd.DataFrame(), pd.DataFrame(columns=["base", "objective", "n", "forecast", "persistence"])
+        return pd.DataFrame(), pd.DataFrame(columns=["base", "objective", "n", *MARKED])
     return score_predictors(held, opt), held_cases(held, opt)
 
 
@@ -324,7 +321,7 @@ def build_report(out_dir: str | Path) -> dict:
     scores, cases = _predictor_scores(df, ct, opt, cfg, order)
     scores.to_csv(out / "predictors.csv", index=False)
     cases.to_csv(out / "held_out.csv", index=False)  # every predictor's bucket per held-out budget
-    fc = cases[["base", "objective", "n", "forecast", "persistence"]]
+    fc = cases[["base", "objective", "n", *MARKED]]
     plots = _save_figures(_figures(out, df, ct, opt.merge(fc, how="left"), order, cfg.bound.loss), out / "report")
     title = f"Sweep report: {cfg.name}"
     buckets = ", ".join(f"{b} = op {cfg.buckets[b]}" for b in order)

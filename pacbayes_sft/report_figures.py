@@ -131,7 +131,8 @@ PREDICTOR_MARKS = [
     ("raw_idx", "s", "raw two-gap bound", 0.94),
     ("calibrated_idx", "^", "calibrated (leave-one-n-out)", 0.97),
     ("forecast_idx", "D", "forecast from smaller budgets", 1.03),
-    ("persistence_idx", "x", "persistence (best at the largest smaller budget)", 1.06),
+    ("learning_curve_idx", "v", "learning curve (test risk linear in log n)", 1.06),
+    ("persistence_idx", "x", "persistence (best at the largest smaller budget)", 1.09),
 ]
 
 
@@ -142,7 +143,7 @@ def optimum_plot(opt: pd.DataFrame, order: list[str]) -> list:
     plt = _plt()
     rank = {b: i for i, b in enumerate(order)}
     opt = opt.copy()
-    for col in ("forecast", "persistence"):
+    for col in ("forecast", "learning_curve", "persistence"):
         if col in opt:
             opt[f"{col}_idx"] = opt[col].map(rank)
     groups = list(opt.groupby(["base", "objective"]))

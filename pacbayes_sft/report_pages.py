@@ -123,11 +123,12 @@ def _cols(opt: pd.DataFrame) -> list[str]:
 
 PREDICTORS_NOTE = (
     "Each budget with two or more smaller budgets is held out: the forecast is fitted on the smaller "
-    "budgets only; persistence is the observed best at the largest of them; easiest / middle / hardest "
+    "budgets only; learning_curve extrapolates each bucket's measured test risk on them along a line in "
+    "log n (no bound term); persistence is the observed best at the largest of them; easiest / middle / hardest "
     "always pick that bucket; base_easiest picks the bucket whose test ops the base model finds easiest. "
     "raw_bound and calibrated use the cells of the held-out budget itself. changed_budgets are the "
     "held-out budgets whose observed optimum differs from the largest pilot budget's (persistence is "
-    "wrong there by construction); mean_spearman is the forecast's rank correlation between predicted "
+    "wrong there by construction); mean_spearman is the rank correlation between a predictor's predicted "
     "and measured risk across the buckets of a held-out budget, averaged over them. Every case is in "
     "held_out.csv; '–' marks a score with no budget to count."
 )

@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pacbayes_sft.forecast import fit_forecaster, forecast_table, held_out_predictions, score_predictors
+from pacbayes_sft.forecast import (
+    fit_forecaster,
+    forecast_table,
+    held_out_predictions,
+    learning_curve,
+    score_predictors,
+)
 
 
 def _synthetic(budgets, seeds=(0, 1), noise=0.002, a=0.6, c=0.5, seed=0):
@@ -94,3 +100,26 @@ def test_forecast_skips_groups_without_two_pilot_budgets():
     assert table.attrs["skipped"] == ["b/dft (pilot budgets [32])"]
     with pytest.raises(ValueError, match="none has them: b/sft"):
         forecast_table(one, 512)
+
+
+def test_learning_curve_follows_crossing_lines_that_persistence_misses():
+    """Risks exactly linear in ln n: easy = 0.50 − 0.01 ln n, hard = 0.60 − 0.03 ln n cross at
+    ln n = 5 (n ≈ 148); medium stays between them. Fitted on 16, 32, 64 (easy best), the curve
+    picks hard at 512 and 4096 (the true best), recovers each risk to 1e-9, and ranks perfectly;
+    persistence keeps easy."""
+    true = {"easy": (0.50, -0.01), "medium": (0.56, -0.018), "hard": (0.60, -0.03)}
+    budgets = [16, 32, 64, 512, 4096]
+    rows = [
+        {"base": "b", "objective": "sft", "bucket": b, "n": n, "seed": 0, "test_risk": u + v * np.log(n)}
+        for b, (u, v) in true.items()
+        for n in budgets
+    ]
+    ct = pd.DataFrame(rows).assign(mc_mean_risk=0.5, kl=10.0, tv=0.3)
+    means = ct.groupby(["n", "bucket"])["test_risk"].mean()
+    curve = learning_curve(means, [16, 32, 64], 4096)
+    for b, (u, v) in true.items():
+        assert curve[b] == pytest.approx(u + v * np.log(4096), abs=1e-9)
+    held = held_out_predictions(ct, ["easy", "medium", "hard"]).set_index("n")
+    assert held.loc[512, "learning_curve"] == "hard" and held.loc[4096, "learning_curve"] == "hard"
+    assert held.loc[512, "persistence"] == "easy"
+    assert held.loc[512, "learning_curve_spearman"] == pytest.approx(1.0)
