@@ -114,6 +114,7 @@ def bootstrap_optimum(items: dict[tuple, dict], loss: str, *, n_boot: int = 2000
                 ),
                 "indistinguishable": ", ".join(res.indistinguishable),
                 "determined": res.determined,
+                "items_needed": res.items_needed,
             }
         )
     return pd.DataFrame(rows)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 OPT_COLS = ["base", "objective", "n", "observed", "raw_bound", "calibrated", "seed_bests"]
-BOOT_COLS = ["p_best", "indistinguishable", "determined"]
+BOOT_COLS = ["p_best", "indistinguishable", "determined", "items_needed"]
 
 HOW_TO_READ = [
     (
@@ -50,6 +50,13 @@ HOW_TO_READ = [
         "observed / raw bound / calibrated",
         "the bucket with the lowest measured test risk; the bucket with the lowest "
         "two-gap total; the bucket with the lowest fitted R̂ + a·√(KL/n) + b·TV (a, b fitted on the other budgets).",
+    ),
+    (
+        "p_best / indistinguishable / determined / items_needed",
+        "from a paired bootstrap over test items and seeds: how often each bucket is best; the buckets "
+        "whose gap to the best is not significant at 95%; whether that set is the best alone; and the "
+        "test items at which the runner-up's gap would reach 1.96 standard errors (a lower estimate of "
+        "what determining the optimum takes, against the items used).",
     ),
 ]
 
@@ -121,6 +128,14 @@ def _cols(opt: pd.DataFrame) -> list[str]:
     return cols + [c for c in BOOT_COLS if c in opt]
 
 
+def _opt_table(opt: pd.DataFrame) -> pd.DataFrame:
+    """The optimum table as shown: items_needed as a whole number ('inf' for an exact tie)."""
+    t = opt[_cols(opt)].copy()
+    if "items_needed" in t:
+        t["items_needed"] = [f"{v:,.0f}" if math.isfinite(v) else ("inf" if v > 0 else "–") for v in t["items_needed"]]
+    return t
+
+
 PREDICTORS_NOTE = (
     "Each budget with two or more smaller budgets is held out: the forecast is fitted on the smaller "
     "budgets only; learning_curve extrapolates each bucket's measured test risk on them along a line in "
@@ -144,7 +159,7 @@ def _scores_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
 def write_markdown(
     path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], plots: list[str], scores=None
 ) -> None:
-    table = opt[_cols(opt)].to_markdown(index=False)
+    table = _opt_table(opt).to_markdown(index=False)
     body = [f"# {title}", "", intro, "", "## Best difficulty per budget", "", table, ""]
     body += [f"- {x}" for x in lines]
     st = _scores_table(scores)
@@ -185,7 +200,7 @@ def write_html(
         f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p class='meta'>{html.escape(intro)}</p>",
         "<h2>Best difficulty per budget</h2>",
-        opt[_cols(opt)].to_html(index=False, border=0),
+        _opt_table(opt).to_html(index=False, border=0),
         "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>",
         predictors,
         "<h2>What is certified</h2>",

@@ -8,7 +8,16 @@ several, the seeds) with replacement and recomputes every bucket's mean loss:
 - ``indistinguishable``: the buckets whose paired difference to the observed best,
   mean_b − mean_best, has a bootstrap percentile interval at the stated level that reaches 0
   (the observed best is always in the set). The optimum is *determined* when the set holds the
-  observed best alone.
+  observed best alone;
+- ``items_needed``: how many test items would make the runner-up's gap to the best z = 1.96
+  standard errors (at ``level`` = 0.95), by a paired normal approximation,
+
+      items_needed = (z · sd(d) / mean(d))²,   d_i = runner-up loss − best loss on item i
+                                                   (each averaged over seeds),
+
+  at the same per-item spread and gap. It holds the seeds fixed, and more items do not remove
+  seed noise, so it is a lower estimate of what determining the optimum takes; compare it with
+  ``n_items``.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ class BestBucket:
     level: float
     n_items: int
     n_seeds: int
+    items_needed: float = float("nan")
 
     @property
     def determined(self) -> bool:
@@ -48,6 +58,25 @@ def _as_table(item_losses: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndar
     if not np.isfinite(table).all():
         raise ValueError("item_losses must be finite")
     return names, table
+
+
+def items_needed(table: np.ndarray, best: int, level: float = 0.95) -> float:
+    """Test items at which the runner-up's paired gap to bucket ``best`` reaches z standard errors
+    (see the module docstring); inf when the two tie exactly, NaN with one bucket. ``table`` is
+    buckets × seeds × items."""
+    from scipy.stats import norm
+
+    if table.shape[0] < 2:
+        return float("nan")
+    per_item = table.mean(axis=1)  # buckets × items, seed-averaged
+    order = np.argsort(per_item.mean(axis=1), kind="stable")
+    second = int(order[1] if order[0] == best else order[0])
+    d = per_item[second] - per_item[best]
+    gap, sd = float(d.mean()), float(d.std(ddof=1)) if d.size > 1 else 0.0
+    if gap <= 0:
+        return float("inf")
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    return max(1.0, float(np.ceil((z * sd / gap) ** 2)))
 
 
 def bootstrap_best(
@@ -86,6 +115,7 @@ def bootstrap_best(
         level=level,
         n_items=n_items,
         n_seeds=n_seeds,
+        items_needed=items_needed(table, best, level),
     )
 
 

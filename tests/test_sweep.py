@@ -50,6 +50,9 @@ def test_quick_sweep_and_report(quick_run):
     assert "not certified" in md and "Best difficulty per budget" in md
     opt = rep["optimum"]
     assert set(opt["n"]) == {8, 16} and set(opt["objective"]) == {"sft", "dft"}
+    # the bootstrap's columns, with the test items that would determine each optimum
+    assert {"p_best", "determined", "items_needed"} <= set(opt.columns) and "items_needed" in md
+    assert (opt["items_needed"] >= 1).all()
     # A second run skips everything.
     again = run_sweep(load_config(QUICK), out, progress=False)
     assert again["ran"] == 0 and again["skipped"] == 12

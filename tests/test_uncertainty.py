@@ -42,3 +42,35 @@ def test_bad_inputs():
         bootstrap_best({"a": np.zeros(5)}, n_boot=3)
     with pytest.raises(ValueError, match="finite"):
         bootstrap_best({"a": np.array([np.nan, 1.0])})
+
+
+def _two_buckets(n_items, rng, p_best=0.40, p_second=0.45):
+    return {
+        "best": (rng.random(n_items) < p_best).astype(float),
+        "second": (rng.random(n_items) < p_second).astype(float),
+    }
+
+
+# independent Bernoulli(0.40) and Bernoulli(0.45) losses: the paired gap d has mean 0.05 and
+# variance 0.40·0.60 + 0.45·0.55 = 0.4875, so (1.96 · sd / gap)² = 1.96² · 0.4875 / 0.05² ≈ 749
+NEEDED = 1.959964**2 * 0.4875 / 0.05**2
+
+
+def test_items_needed_matches_the_closed_form():
+    res = bootstrap_best(_two_buckets(200_000, np.random.default_rng(0)), n_boot=100)
+    assert res.items_needed == pytest.approx(NEEDED, rel=0.06)
+    tie = bootstrap_best({"a": np.array([0.0, 1.0, 1.0]), "b": np.array([1.0, 0.0, 1.0])}, n_boot=100)
+    assert tie.items_needed == np.inf
+    assert np.isnan(bootstrap_best({"a": np.zeros(4)}, n_boot=100).items_needed)
+
+
+def test_items_needed_is_where_the_bootstrap_starts_to_determine_the_best():
+    """Simulated with known truth: at the predicted item count the gap is 1.96 standard errors on
+    average, so about half of the repetitions are determined; at a quarter of it about 16%, at
+    four times it about 97.5% (normal approximation)."""
+    rates = {}
+    for factor in (0.25, 1.0, 4.0):
+        n = round(factor * NEEDED)
+        runs = [bootstrap_best(_two_buckets(n, np.random.default_rng(r)), n_boot=400, seed=r) for r in range(40)]
+        rates[factor] = np.mean([r.observed == "best" and r.determined for r in runs])
+    assert rates[0.25] <= 0.4 and 0.25 <= rates[1.0] <= 0.75 and rates[4.0] >= 0.85
