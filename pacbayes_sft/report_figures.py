@@ -36,16 +36,28 @@ def _size(width: float, height: float) -> tuple[float, float]:
 
 
 def heatmap(
-    ax, piv: pd.DataFrame, title: str, *, fmt: str = ".2f", cmap: str = "viridis", mark=None, xlabel="", ylabel=""
+    ax,
+    piv: pd.DataFrame,
+    title: str,
+    *,
+    fmt: str = ".2f",
+    cmap: str = "viridis",
+    mark=None,
+    xlabel="",
+    ylabel="",
+    center: float | None = None,
 ):
-    """Annotated heatmap; ``mark`` maps a row label to the column label to box in red."""
+    """Annotated heatmap; ``mark`` maps a row label to the column label to box in red. A map of
+    differences passes ``center=0`` so that its diverging colours put zero at the neutral colour."""
     import seaborn as sns
     from matplotlib.patches import Rectangle
     from matplotlib.ticker import FormatStrFormatter
 
     # a plain colour-bar format: no "1e-5 + 9.999e-1" offset text over the panel's title
     cbar = {"format": FormatStrFormatter("%.3g")}
-    sns.heatmap(piv, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=True, annot_kws={"fontsize": 8}, cbar_kws=cbar)
+    sns.heatmap(
+        piv, annot=True, fmt=fmt, cmap=cmap, center=center, ax=ax, cbar=True, annot_kws={"fontsize": 8}, cbar_kws=cbar
+    )
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -107,12 +119,13 @@ def slice_maps(df: pd.DataFrame, order: list[str], score: str) -> list:
         gg["test op"] = gg["slice"].astype(int)
         gg["change"] = gg["value"] - gg["slice"].map(lambda sl, b=base: base_ref.get((b, sl), np.nan))
         fig, axes = plt.subplots(1, 2, figsize=_size(3 + 1.1 * gg["test op"].nunique() * 2, 1.8 + 0.6 * len(order)))
-        for ax, col, title, cmap in (
-            (axes[0], "change", f"change in {score} vs base (n={n_max})", "RdBu"),
-            (axes[1], "value", f"{score}: training bucket × test op (n={n_max})", "viridis"),
+        for ax, col, title, cmap, center in (
+            (axes[0], "change", f"change in {score} vs base (n={n_max})", "RdBu", 0.0),
+            (axes[1], "value", f"{score}: training bucket × test op (n={n_max})", "viridis", None),
         ):
             piv = gg.pivot(index="bucket", columns="test op", values=col).reindex(index=order)
-            heatmap(ax, piv, title, cmap=cmap, xlabel="test op (operations per problem)", ylabel=BUCKET_LABEL)
+            xlabel = "test op (operations per problem)"
+            heatmap(ax, piv, title, cmap=cmap, center=center, xlabel=xlabel, ylabel=BUCKET_LABEL)
         out.append((f"slices_{base}_{obj}.png", fig))
     return out
 
@@ -207,7 +220,7 @@ def dft_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
             continue
         fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(diff)))
         title = f"DFT minus SFT, test risk {loss} ({base})"
-        heatmap(ax, diff, title, cmap="RdBu_r", xlabel=BUCKET_LABEL, ylabel=N_LABEL)
+        heatmap(ax, diff, title, cmap="RdBu_r", center=0.0, xlabel=BUCKET_LABEL, ylabel=N_LABEL)
         out.append((f"dft_vs_sft_{base}.png", fig))
     return out
 

@@ -332,3 +332,8 @@ def test_dft_maps_skip_bases_and_budgets_that_only_one_objective_finished():
     assert [name for name, _ in figs] == ["dft_vs_sft_strong.png"]  # weak has no DFT; n = 4096 has no DFT
     ax = figs[0][1].axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["32"]
+    # the map of differences (0.0 and −0.05 here) puts zero at the diverging map's neutral middle
+    import matplotlib
+
+    neutral = matplotlib.colormaps["RdBu_r"](0.5)
+    assert ax.collections[0].to_rgba(0.0) == pytest.approx(neutral, abs=0.02)
