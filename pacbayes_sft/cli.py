@@ -422,7 +422,7 @@ def _add_job_commands(sub) -> None:
         "sweep", help="run (or resume) an (n x difficulty x seed x objective) grid of LoRA fine-tunings"
     )
     sw.add_argument(
-        "--config", required=True, help="YAML/JSON config file, or a name in experiments/configs (demo, quick, paper)"
+        "--config", required=True, help=f"YAML/JSON config file, or a name in experiments/configs{_names()}"
     )
     sw.add_argument("--out", required=True, help="output directory; re-running resumes, skipping finished cells")
     sw.add_argument("--shard", default="0/1", help="run part i of N (i/N), for several processes or machines")
@@ -512,6 +512,14 @@ def _add_model_commands(sub) -> None:
     ev.add_argument("--out", default="", help="CSV file for the tidy rows")
     ev.add_argument("--seed", type=int, default=0, help="seed of the generated test slices")
     ev.set_defaults(func=_cmd_evaluate)
+
+
+def _names() -> str:
+    """The shipped config names for --config's help ("" when the experiments folder is absent)."""
+    from .sweep_config import CONFIG_DIR
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return f" ({', '.join(names)})" if names else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
