@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .report_figures import HELD_OUT_MARKS
 from .sweep_config import SweepConfig
 from .sweep_store import folder_config, valid_cells
 
@@ -233,16 +234,13 @@ def base_losses(df: pd.DataFrame, cfg: SweepConfig) -> dict[tuple, float]:
     return out
 
 
-MARKED = ["forecast", "learning_curve", "persistence"]  # the held-out predictors drawn in optimum_vs_n.png
-
-
 def _predictor_scores(df, ct, opt, cfg, order) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Forecasts from smaller budgets and baselines, scored against the observed optimum."""
     from .forecast import held_cases, held_out_predictions, score_predictors
 
     held = held_out_predictions(ct, order, base_losses(df, cfg))
     if held.empty:
-        return pd.DataFrame(), pd.DataFrame(columns=["base", "objective", "n", *MARKED])
+        return pd.DataFrame(), pd.DataFrame(columns=["base", "objective", "n", *HELD_OUT_MARKS])
     return score_predictors(held, opt), held_cases(held, opt)
 
 
@@ -322,7 +320,7 @@ def build_report(out_dir: str | Path) -> dict:
     scores, cases = _predictor_scores(df, ct, opt, cfg, order)
     scores.to_csv(out / "predictors.csv", index=False)
     cases.to_csv(out / "held_out.csv", index=False)  # every predictor's bucket per held-out budget
-    fc = cases[["base", "objective", "n", *MARKED]]
+    fc = cases[["base", "objective", "n", *HELD_OUT_MARKS]]
     plots = _save_figures(_figures(out, df, ct, opt.merge(fc, how="left"), order, cfg.bound.loss), out / "report")
     title = f"Sweep report: {cfg.name}"
     buckets = ", ".join(f"{b} = op {cfg.buckets[b]}" for b in order)

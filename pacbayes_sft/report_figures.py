@@ -139,6 +139,9 @@ def _budget_axis(ax, budgets) -> None:
     ax.set_xlabel(N_LABEL)
 
 
+# the held-out predictors whose bucket (from held_out.csv) optimum_plot draws; the report merges
+# these columns into the optimum table before drawing
+HELD_OUT_MARKS = ("forecast", "learning_curve", "persistence")
 # (column, marker, label, x offset factor): the predictors drawn beside the observed optimum
 PREDICTOR_MARKS = [
     ("raw_idx", "s", "raw two-gap bound", 0.94),
@@ -156,7 +159,7 @@ def optimum_plot(opt: pd.DataFrame, order: list[str]) -> list:
     plt = _plt()
     rank = {b: i for i, b in enumerate(order)}
     opt = opt.copy()
-    for col in ("forecast", "learning_curve", "persistence"):
+    for col in HELD_OUT_MARKS:
         if col in opt:
             opt[f"{col}_idx"] = opt[col].map(rank)
     groups = list(opt.groupby(["base", "objective"]))
