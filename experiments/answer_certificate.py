@@ -28,7 +28,7 @@ import pandas as pd
 
 from pacbayes_sft.data import generate
 from pacbayes_sft.data.tokenizer import load_tokenizer
-from pacbayes_sft.sweep_config import SHIPPED_BASE
+from pacbayes_sft.sweep.config import SHIPPED_BASE
 from pacbayes_sft.training.sft import SFTConfig, finetune
 
 
@@ -77,7 +77,7 @@ def _peft(path, trainable=False):
 
 def _losses(tok, examples):
     from pacbayes_sft.certify import example_losses
-    from pacbayes_sft.tasks import igsm_judge
+    from pacbayes_sft.sweep.tasks import igsm_judge
 
     return example_losses(tok, examples, "answer_error", scorer=igsm_judge(7), max_new_tokens=160, batch_size=128)
 
@@ -105,8 +105,8 @@ def choose_prior_sigma(prior: Path, tok, prior_half: list, args) -> tuple[float,
 
 def _learned(out, tok, bound_half, tests, sigma_p, args, selection) -> dict:
     from pacbayes_sft.adapters import init_state_from_factors, lora_factors
-    from pacbayes_sft.certificate import TVTerm
     from pacbayes_sft.certify import certify_learned_posterior
+    from pacbayes_sft.certify.certificate import TVTerm
     from pacbayes_sft.training.pacbayes_objective import PacBayesConfig, train_pacbayes
 
     centre = init_state_from_factors(lora_factors(str(out / "prior")))
@@ -139,8 +139,8 @@ def _learned(out, tok, bound_half, tests, sigma_p, args, selection) -> dict:
 
 def _prior_as_posterior(out, tok, bound_half, tests, sigma_p) -> dict:
     """The posterior equal to the prior: KL = 0, the bound a held-out bound on the sampled prior."""
-    from pacbayes_sft.certificate import TVTerm
     from pacbayes_sft.certify import BoundConfig, certificate_core, plan_delta
+    from pacbayes_sft.certify.certificate import TVTerm
 
     model = _peft(out / "prior").eval()
     cfg = BoundConfig(sigmas=[sigma_p], space="lora", m=1, loss="answer_error")

@@ -5,7 +5,7 @@ with its Spearman correlation with the item's op count, and accuracy by IRT bin.
 from _common import parse, run
 from scipy.stats import spearmanr
 
-from pacbayes_sft.item_difficulty import cross_difficulty, item_responses, rate_items
+from pacbayes_sft.report.item_difficulty import cross_difficulty, item_responses, rate_items
 
 if __name__ == "__main__":
     args = parse(__doc__, "demo", "runs/cross_difficulty")

@@ -29,7 +29,7 @@ from pacbayes_sft.certify import (
 )
 from pacbayes_sft.data import generate
 from pacbayes_sft.data.tokenizer import load_tokenizer
-from pacbayes_sft.sweep_config import SHIPPED_BASE
+from pacbayes_sft.sweep.config import SHIPPED_BASE
 from pacbayes_sft.training.sft import SFTConfig, finetune
 
 
@@ -107,7 +107,7 @@ def _stoch_test(adapter, tok, test, sigma, space) -> float:
 def _losses(tok, examples, loss):
     """The loss on ``examples``: token error, or answer error judged by the iGSM verifier."""
     from pacbayes_sft.certify import example_losses
-    from pacbayes_sft.tasks import igsm_judge
+    from pacbayes_sft.sweep.tasks import igsm_judge
 
     return example_losses(tok, examples, loss, scorer=igsm_judge(7), max_new_tokens=160)
 
@@ -132,7 +132,7 @@ def _learned_row(out, tok, train, test, steps, *, data_dependent: bool, loss: st
     factors, μ from the SFT adapter, bound on all n. Data-dependent: prior at the adapter trained on
     the first half, μ from it, trained and bounded on the other half."""
     from pacbayes_sft.adapters import init_state_from_factors, load_init_factors, lora_factors
-    from pacbayes_sft.certificate import TVTerm
+    from pacbayes_sft.certify.certificate import TVTerm
     from pacbayes_sft.estimators.lora import prior_centre_rms
     from pacbayes_sft.training.pacbayes_objective import PacBayesConfig, train_pacbayes
 

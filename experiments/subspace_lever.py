@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from pacbayes_sft.certificate import TVTerm
 from pacbayes_sft.certify import (
     BoundConfig,
     PosteriorFamily,
@@ -29,9 +28,10 @@ from pacbayes_sft.certify import (
     plan_delta,
     teacher_forced_losses,
 )
+from pacbayes_sft.certify.certificate import TVTerm
 from pacbayes_sft.data import generate
 from pacbayes_sft.data.tokenizer import load_tokenizer
-from pacbayes_sft.sweep_config import SHIPPED_BASE
+from pacbayes_sft.sweep.config import SHIPPED_BASE
 from pacbayes_sft.training.models import attach_lora, load_causal_lm
 from pacbayes_sft.training.subspace import SubspacePosterior, train_subspace
 

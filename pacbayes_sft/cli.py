@@ -76,7 +76,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     """The main job: the demo sweep on the shipped base, then its report."""
     import time
 
-    from .sweep import load_config
+    from .sweep.runner import load_config
 
     cfg = load_config(args.config)
     base = cfg.bases[0].path
@@ -93,7 +93,7 @@ def _cmd_adapter_demo(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .bounds import BOUNDS
-    from .certificate import Certificate
+    from .certify.certificate import Certificate
     from .demo import run_demo
 
     doc = run_demo(args.out, n=args.n, steps=args.steps, seed=args.seed, m=args.m)
@@ -122,13 +122,13 @@ def _read_examples(path: str, what: str) -> list[dict]:
 
 def _cmd_certify(args: argparse.Namespace) -> int:
     from . import console
-    from .certify import BoundConfig, TVConfig, certify
+    from .certify.api import BoundConfig, TVConfig, certify
     from .config import options_from_args
 
     if args.run or args.cell:
         if not (args.run and args.cell):
             raise ValueError("--run and --cell go together: a sweep directory and one of its cell ids")
-        from .sweep import certify_cell
+        from .sweep.runner import certify_cell
 
         return _write_certificate(certify_cell(args.run, args.cell, progress=console.show_progress()), args.out)
     missing = [f"--{k}" for k in ("base", "adapter", "train", "test") if not getattr(args, k)]
@@ -292,7 +292,7 @@ def _parse_only(items: list[str] | None) -> dict[str, list[str]]:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from . import console
-    from .sweep import load_config, run_sweep
+    from .sweep.runner import load_config, run_sweep
 
     cfg = load_config(args.config)
     only = _parse_only(getattr(args, "only", None))
@@ -315,8 +315,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .bounds import describe_certification
-    from .report import build_report
-    from .report_pages import summary_lines
+    from .report.build import build_report
+    from .report.pages import summary_lines
 
     rep = build_report(args.dir)
     opt = rep["optimum"]
@@ -360,7 +360,7 @@ def _add_number_commands(sub) -> None:
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
-    from .forecast import forecast
+    from .report.forecast import forecast
 
     table = forecast(args.dir, args.budget)
     cols = ["bucket", "train_risk", "kl", "tv", "predicted_risk", "lower", "upper"]
@@ -383,9 +383,9 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def _cmd_irt(args: argparse.Namespace) -> int:
-    from .item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
-    from .report import bucket_order
-    from .sweep_store import folder_config
+    from .report.build import bucket_order
+    from .report.item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
+    from .sweep.store import folder_config
 
     responses = item_responses(args.dir)
     items = rate_items(responses, model=args.model)
@@ -461,7 +461,7 @@ def _add_job_commands(sub) -> None:
 
 def _add_model_commands(sub) -> None:
     """``certify``, ``pretrain``, ``finetune`` and ``evaluate``: one model or adapter at a time."""
-    from .certify import BoundConfig, TVConfig
+    from .certify.api import BoundConfig, TVConfig
     from .config import add_options
     from .training.pretrain import PretrainConfig
     from .training.sft import SFTConfig
@@ -516,7 +516,7 @@ def _add_model_commands(sub) -> None:
 
 def _names() -> str:
     """The shipped config names for --config's help ("" when the experiments folder is absent)."""
-    from .sweep_config import CONFIG_DIR
+    from .sweep.config import CONFIG_DIR
 
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     return f" ({', '.join(names)})" if names else ""

@@ -14,8 +14,8 @@ import json
 import time
 from pathlib import Path
 
-from .certificate import TVTerm
-from .certify import BoundConfig, certificate_core, plan_delta, teacher_forced_losses
+from .certify.api import BoundConfig, certificate_core, plan_delta, teacher_forced_losses
+from .certify.certificate import TVTerm
 from .data.igsm import generate
 from .data.tokenizer import igsm_tokenizer
 from .estimators.histogram_tv import histogram_tv

@@ -242,7 +242,7 @@ def bootstrap_coverage(reps: int = 200, *, n_items: int = 320, seed: int = 0, n_
     for a small and a large gap between the two best buckets."""
     import pandas as pd
 
-    from .uncertainty import bootstrap_best
+    from .report.uncertainty import bootstrap_best
 
     rows = []
     for gap in (0.02, 0.05, 0.10):

@@ -105,8 +105,8 @@ def test_base_path_must_be_local_and_tokenizer_needs_a_pad_token(byo, tmp_path, 
 
 def test_context_length_accounting(byo, tmp_path):
     from pacbayes_sft.data.tokenizer import load_tokenizer
-    from pacbayes_sft.sweep_config import TaskConfig
-    from pacbayes_sft.tasks import load_split
+    from pacbayes_sft.sweep.config import TaskConfig
+    from pacbayes_sft.sweep.tasks import load_split
 
     d, _, _ = byo
     rows = [json.loads(line) for line in (d / "ex" / "train.jsonl").read_text().splitlines()]
@@ -150,8 +150,8 @@ def test_irt_difficulty_from_a_response_table_recovers_the_truth(byo, tmp_path):
     from scipy.stats import spearmanr
 
     from pacbayes_sft.data.tokenizer import load_tokenizer
-    from pacbayes_sft.sweep_config import TaskConfig
-    from pacbayes_sft.tasks import load_split
+    from pacbayes_sft.sweep.config import TaskConfig
+    from pacbayes_sft.sweep.tasks import load_split
 
     d, _, _ = byo
     rows = [json.loads(line) for line in (d / "ex" / "train.jsonl").read_text().splitlines()]
@@ -181,8 +181,8 @@ def test_difficulty_measured_by_the_base_model(byo):
     import torch
 
     from pacbayes_sft.data.tokenizer import load_tokenizer
-    from pacbayes_sft.sweep_config import TaskConfig
-    from pacbayes_sft.tasks import load_split
+    from pacbayes_sft.sweep.config import TaskConfig
+    from pacbayes_sft.sweep.tasks import load_split
     from pacbayes_sft.training.models import load_causal_lm
 
     d, _, _ = byo

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pacbayes_sft.bounds import BOUNDS
-from pacbayes_sft.certificate import Certificate, numbers
 from pacbayes_sft.certify import BoundConfig, TVConfig, certify
+from pacbayes_sft.certify.certificate import Certificate, numbers
 
 FIX = Path(__file__).parent / "fixtures" / "certificate_v0"
 SHIPPED = Path(__file__).resolve().parent.parent / "pacbayes_sft" / "assets" / "base_igsm"

@@ -105,8 +105,8 @@ def _kl_from_merged_weights(root, sigma):
 def test_certified_tv_makes_a_certified_certificate(run):
     """What is certified follows from the terms: the same engine with a certified TV gives a
     certified total; with a proxy TV it does not."""
-    from pacbayes_sft.certificate import TVTerm
     from pacbayes_sft.certify import BoundConfig, certificate_core, plan_delta, teacher_forced_losses
+    from pacbayes_sft.certify.certificate import TVTerm
     from pacbayes_sft.data.tokenizer import load_tokenizer
     from pacbayes_sft.estimators import lora_kl
     from pacbayes_sft.training.models import load_causal_lm

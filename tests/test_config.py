@@ -8,7 +8,7 @@ import pytest
 from pacbayes_sft.certify import BoundConfig, TVConfig
 from pacbayes_sft.cli import build_parser
 from pacbayes_sft.config import from_dict, option, to_dict
-from pacbayes_sft.sweep_config import SweepConfig
+from pacbayes_sft.sweep.config import SweepConfig
 from pacbayes_sft.training.pretrain import PretrainConfig
 from pacbayes_sft.training.sft import SFTConfig
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pacbayes_sft.forecast import (
+from pacbayes_sft.report.forecast import (
     fit_forecaster,
     forecast_table,
     held_out_predictions,

@@ -127,8 +127,8 @@ def test_a_few_steps_lower_the_bound():
 
 
 def test_certificate_of_a_learned_posterior():
-    from pacbayes_sft.certificate import TVTerm
     from pacbayes_sft.certify import certify_learned_posterior, teacher_forced_losses
+    from pacbayes_sft.certify.certificate import TVTerm
 
     model, tok = _model()
     probs = generate(24, [1], split="train", seed=2)

@@ -81,8 +81,8 @@ def test_a_data_dependent_subspace_prior_is_centred_at_the_held_out_coordinates(
 
 
 def test_certificate_of_a_subspace_posterior():
-    from pacbayes_sft.certificate import TVTerm
     from pacbayes_sft.certify import BoundConfig, PosteriorFamily, certificate_core, plan_delta, teacher_forced_losses
+    from pacbayes_sft.certify.certificate import TVTerm
 
     model, tok = _model()
     probs = generate(16, [1], split="train", seed=5)

@@ -233,7 +233,7 @@ def test_report_renders_in_a_browser(quick_run, tmp_path):
 def test_one_loss_everywhere(quick_run):
     """The heatmap's boxed best, the optimum table and the test risk all use the config's loss."""
     from pacbayes_sft.report import RISK_COLUMNS, bucket_order, cell_table, collect, optimum_table
-    from pacbayes_sft.report_figures import risk_pivot
+    from pacbayes_sft.report.figures import risk_pivot
 
     out, _ = quick_run
     df, cfg = collect(out)
@@ -274,7 +274,7 @@ def test_answer_error_config_uses_no_token_error_anywhere(tmp_path):
 
 
 def test_bases_plot_keeps_agreeing_series_apart_and_marks_undetermined_budgets():
-    from pacbayes_sft.report_figures import bases_plot
+    from pacbayes_sft.report.figures import bases_plot
 
     rows = [
         {"base": b, "objective": "sft", "n": n, "observed_idx": 1, "determined": n == 32}
@@ -293,7 +293,7 @@ def test_bases_plot_keeps_agreeing_series_apart_and_marks_undetermined_budgets()
 
 
 def test_optimum_plot_draws_one_panel_per_group_with_the_tied_set_and_every_predictor():
-    from pacbayes_sft.report_figures import optimum_plot
+    from pacbayes_sft.report.figures import optimum_plot
 
     order = ["easy", "middle", "hard"]
     rows = [
@@ -319,7 +319,7 @@ def test_optimum_plot_draws_one_panel_per_group_with_the_tied_set_and_every_pred
 
 
 def test_dft_maps_skip_bases_and_budgets_that_only_one_objective_finished():
-    from pacbayes_sft.report_figures import dft_maps
+    from pacbayes_sft.report.figures import dft_maps
 
     rows = [
         {"base": b, "objective": o, "n": n, "bucket": k, "seed": 0, "test_risk": r}

@@ -10,8 +10,8 @@ import yaml
 from pacbayes_sft.cli import main
 from pacbayes_sft.report import collect
 from pacbayes_sft.sweep import load_config, run_sweep
-from pacbayes_sft.sweep_config import BaseSpec, TinyBase, cell_hash, config_hash
-from pacbayes_sft.sweep_store import claim_folder, folder_state, valid_cells
+from pacbayes_sft.sweep.config import BaseSpec, TinyBase, cell_hash, config_hash
+from pacbayes_sft.sweep.store import claim_folder, folder_state, valid_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "experiments" / "configs" / "quick.yaml"

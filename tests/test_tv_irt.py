@@ -224,7 +224,7 @@ def test_items_rated_by_the_sweep_models_and_the_cross_difficulty_map():
     import pandas as pd
     from scipy.stats import spearmanr
 
-    from pacbayes_sft.item_difficulty import cross_difficulty, irt_bins, rate_items
+    from pacbayes_sft.report.item_difficulty import cross_difficulty, irt_bins, rate_items
 
     rng = np.random.default_rng(1)
     b = np.linspace(-2, 2, 40)
@@ -254,7 +254,7 @@ def test_items_rated_by_the_sweep_models_and_the_cross_difficulty_map():
 def test_irt_bins_keep_ties_together_and_number_bins_consecutively():
     import pandas as pd
 
-    from pacbayes_sft.item_difficulty import irt_bins
+    from pacbayes_sft.report.item_difficulty import irt_bins
 
     d = pd.DataFrame({"difficulty": [-3.0] * 6 + [0.1, 0.5, 1.0, 2.0]})  # 60% tied at the easy end
     b = irt_bins(d, 4)
@@ -264,7 +264,7 @@ def test_irt_bins_keep_ties_together_and_number_bins_consecutively():
 
 
 def test_irt_map_uses_the_largest_budget_whose_every_bucket_finished():
-    from pacbayes_sft.item_difficulty import largest_full_budget
+    from pacbayes_sft.report.item_difficulty import largest_full_budget
 
     rows = [
         {"base": "b", "objective": o, "n": n, "bucket": k, "irt_bin": 1, "accuracy": 0.5}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pacbayes_sft.uncertainty import bootstrap_best
+from pacbayes_sft.report.uncertainty import bootstrap_best
 
 
 def _table(rates, n_items, n_seeds, rng):

@@ -1,7 +1,10 @@
 """Answer scorers: is a generated solution's final answer the reference answer?
 
-A scorer is a function ``(generated_text, reference_answer) -> bool``. The answer_error loss is
-``1 - scorer(...)`` (0/1 per example). Three kinds:
+A scorer is a function ``(generated_text, reference_answer) -> bool``. A :data:`Judge` is the
+one type every evaluator takes: ``(example, generated_text) -> bool``; :func:`answer_judge` turns
+a scorer into the judge that compares with each example's ``answer``, and a task's verifier (the
+iGSM checker) is a judge of its own. The answer_error loss is ``1 - judge(...)`` (0/1 per
+example). Three kinds of scorer:
 
 - ``final_answer`` (default): extract the final answer from the text — the last ``\\boxed{…}``
   (nested braces allowed), else the last ``#### …`` line, else the last "the answer is …" /
@@ -18,8 +21,15 @@ import importlib
 import re
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
+
+from .loaders import example_field
 
 Scorer = Callable[[str, str], bool]
+"""``(generated_text, reference_answer) -> bool``."""
+
+Judge = Callable[[Any, str], bool]
+"""``(example, generated_text) -> bool``: is this generation a correct answer to this example?"""
 
 _NUMBER = r"[-−]?\d[\d,]*(?:\.\d+)?|[-−]?\.\d+"
 _FRAC = re.compile(r"\\d?frac\{([^{}]+)\}\{([^{}]+)\}")
@@ -114,10 +124,8 @@ def get_scorer(spec: str | Scorer) -> Scorer:
     return obj
 
 
-def answer_judge(scorer: str | Scorer) -> Callable[[object, str], bool]:
-    """``(example, generated_text) -> bool``: ``scorer`` (see :func:`get_scorer`) applied to the
-    text and the example's ``answer`` field (a mapping key or an attribute)."""
-    from .loaders import example_field
-
+def answer_judge(scorer: str | Scorer) -> Judge:
+    """The :data:`Judge` that applies ``scorer`` (see :func:`get_scorer`) to the generated text
+    and the example's ``answer`` field (a mapping key or an attribute)."""
     fn = get_scorer(scorer)
     return lambda ex, text: bool(fn(text, str(example_field(ex, "answer"))))

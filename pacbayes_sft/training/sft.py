@@ -199,7 +199,7 @@ def _set_console_callbacks(trainer, progress: bool) -> None:
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
-    from .. import console
+    from . import console
 
     if not console.verbose():
         trainer.remove_callback(PrinterCallback)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .certify import BoundConfig, TVConfig
-from .config import from_dict, option, to_dict
-from .training.sft import OBJECTIVES, SFTConfig
+from ..certify.api import BoundConfig, TVConfig
+from ..config import from_dict, option, to_dict
+from ..training.sft import OBJECTIVES, SFTConfig
 
 SHIPPED_BASE = Path(__file__).resolve().parent / "assets" / "base_igsm"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"

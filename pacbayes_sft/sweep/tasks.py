@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.buckets import bin_numbers, quantile_edges
+from ..data.buckets import bin_numbers, quantile_edges
 
 log = logging.getLogger("pacbayes_sft")
 
@@ -52,7 +52,7 @@ class DatasetSplit:
 
 def read_rows(path: str | Path, columns: Sequence[str]) -> list[dict]:
     """Rows of a .jsonl/.csv/.parquet file or a saved ``datasets`` folder, with ``columns`` checked."""
-    from .data.loaders import read_rows as read_file
+    from ..data.loaders import read_rows as read_file
 
     rows = read_file(path)
     if not rows:
@@ -90,7 +90,7 @@ def irt_difficulty(responses_path: str | Path, model: str = "2pl") -> dict[str, 
 def _irt_fit(path: str, _mtime_ns: int, _size: int, model: str) -> tuple[tuple[str, float], ...]:
     import pandas as pd
 
-    from .estimators.irt import fit_irt
+    from ..estimators.irt import fit_irt
 
     table = pd.DataFrame(read_rows(path, ["subject", "item", "correct"]))[["subject", "item", "correct"]]
     res = fit_irt(table.astype({"item": str}), model=model)
@@ -99,14 +99,14 @@ def _irt_fit(path: str, _mtime_ns: int, _size: int, model: str) -> tuple[tuple[s
 
 def _model_difficulty(texts, task: Any, model: Any, tokenizer: Any, max_new_tokens: int) -> list[float]:
     """base_nll (nats per response token) or 1 − base pass rate, from the base model itself."""
-    from .estimators.difficulty import base_nll, base_pass_rate
+    from ..estimators.difficulty import base_nll, base_pass_rate
 
     if model is None:
         raise ValueError(f"difficulty {task.difficulty!r} needs the base model")
     ex = [{"prompt": p, "response": r} for p, r, _ in texts]
     if task.difficulty == "base_nll":
         return base_nll(model, tokenizer, ex).tolist()
-    from .data.scorers import get_scorer
+    from ..data.scorers import get_scorer
 
     judge, answer = get_scorer(task.scorer), {p: a for p, _, a in texts}
     rate = base_pass_rate(
@@ -209,6 +209,6 @@ def cap_slices(test: list[Example], bins: Sequence[int], per_bin: int, seed: int
 
 def igsm_judge(modulus: int = 7) -> Callable[[Any, str], bool]:
     """``(problem, generated_text) -> bool``: the iGSM verifier's verdict on the final answer."""
-    from .data.igsm import verify
+    from ..data.igsm import verify
 
     return lambda problem, text: verify(problem.prompt, text, modulus).answer_correct

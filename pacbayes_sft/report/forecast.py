@@ -123,7 +123,7 @@ def forecast_table(ct: pd.DataFrame, budget: int, *, pilots: list[int] | None = 
 def forecast(run_dir: str, budget: int) -> pd.DataFrame:
     """Forecast the best bucket of a finished sweep at an untrained ``budget`` (all its budgets
     below ``budget`` whose every bucket has finished are the pilots)."""
-    from .report import bucket_order, cell_table, collect, complete_budgets
+    from .build import bucket_order, cell_table, collect, complete_budgets
 
     df, cfg = collect(run_dir)
     ct, _ = complete_budgets(cell_table(df, cfg.bound.loss), bucket_order(cfg))

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .report_figures import HELD_OUT_MARKS
-from .sweep_config import SweepConfig
-from .sweep_store import folder_config, valid_cells
+from ..sweep.config import SweepConfig
+from ..sweep.store import folder_config, valid_cells
+from .figures import HELD_OUT_MARKS
 
 KEYS = ["base", "objective", "n", "bucket", "seed"]
 
@@ -249,7 +249,7 @@ def _figures(
 ) -> Iterator[list]:
     """Every figure family, all drawn with the one loss the config names, one family at a time
     (each is saved and closed before the next is drawn, so a large sweep holds few figures open)."""
-    from . import report_figures as rf
+    from . import figures as rf
 
     metric = RISK_COLUMNS[loss]
     yield rf.score_maps(ct, order, loss)
@@ -265,7 +265,7 @@ def _figures(
 def _irt_figures(out: Path, order: list[str]) -> list:
     """Rate the test items by IRT over the sweep's own models (``items_irt.csv``) and draw the
     cross-difficulty maps; nothing when there are no generated answers or too few models."""
-    from . import report_figures as rf
+    from . import figures as rf
     from .item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
 
     try:
@@ -297,7 +297,7 @@ def _save_figures(families: Iterable[list], folder: Path) -> list[str]:
 
 def build_report(out_dir: str | Path) -> dict:
     """Write results.{parquet,csv}, figures, summary.csv, report.md and report.html; return paths and summary."""
-    from .report_pages import summary_lines, write_html, write_markdown
+    from .pages import summary_lines, write_html, write_markdown
 
     out = Path(out_dir)
     df, cfg = collect(out)

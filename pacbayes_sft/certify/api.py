@@ -31,21 +31,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .adapters import INIT_FILE
-from .bounds import BOUNDS, MC_SCHEMES, DeltaLedger, finite_grid_delta, pac_bayes_bound, two_gap_bound
-from .certificate import Certificate, DeltaSplit, EmpiricalRisk, GenGap, KLTerm, SigmaChoice, TVTerm
-from .config import option
-from .data.loaders import example_field
-from .estimators.classifier_tv import classifier_tv
-from .estimators.lora import lora_kl, prior_centre_rms
-from .estimators.posterior import (
+from ..adapters import INIT_FILE
+from ..bounds import BOUNDS, MC_SCHEMES, DeltaLedger, finite_grid_delta, pac_bayes_bound, two_gap_bound
+from ..config import option
+from ..data.loaders import example_field
+from ..estimators.classifier_tv import classifier_tv
+from ..estimators.lora import lora_kl, prior_centre_rms
+from ..estimators.posterior import (
     GaussianPosterior,
     mc_stochastic_risk,
     mc_stochastic_risk_per_example,
     subsample_examples,
 )
-from .lm.scoring import generate_texts, teacher_forced_metrics
-from .versions import library_versions
+from ..lm.scoring import generate_texts, teacher_forced_metrics
+from ..versions import library_versions
+from .certificate import Certificate, DeltaSplit, EmpiricalRisk, GenGap, KLTerm, SigmaChoice, TVTerm
 
 LOSSES = ("token_error", "sequence_error", "answer_error")
 DEFAULT_SIGMAS = (1e-3, 3e-3, 1e-2, 3e-2)  # the former absolute default, kept for reference
@@ -301,7 +301,7 @@ def example_losses(
     if callable(scorer):
         correct = lambda i, text: bool(scorer(examples[i], text))  # noqa: E731
     else:
-        from .data.scorers import answer_judge
+        from ..data.scorers import answer_judge
 
         judge = answer_judge(scorer or "final_answer")
         try:
@@ -402,8 +402,8 @@ def family_sigma_table(
     stay fixed, keeping the best Seeger bound. Returns the K·F rows it evaluated (``sigma_map``
     gives each row's σ per family). Every evaluation and every combination is paid for in the
     ledger (:func:`plan_delta` with ``families``)."""
-    from .adapters import lora_factors
-    from .estimators.lora import module_family, prior_centre_rms
+    from ..adapters import lora_factors
+    from ..estimators.lora import module_family, prior_centre_rms
 
     names = [f.name for f in lora_factors(model)]
     families = module_families(model)
@@ -505,8 +505,8 @@ def certificate_core(
 
 def module_families(model) -> list[str]:
     """The module families (q_proj, v_proj, ...) of a model's LoRA layers, sorted."""
-    from .adapters import lora_factors
-    from .estimators.lora import module_family
+    from ..adapters import lora_factors
+    from ..estimators.lora import module_family
 
     return sorted({module_family(f.name) for f in lora_factors(model)})
 
@@ -546,7 +546,7 @@ def stochastic_risk(
     """The stochastic model's risk on the examples behind ``losses`` (e.g. the test set): what the
     bound is a bound on. Every example gets its own posterior draw; the interval is
     [kl⁻¹_lower, kl⁻¹_upper](R̂, ln(4/δ)/N), each side at δ/2."""
-    from .bounds import kl_inverse_lower, kl_inverse_upper
+    from ..bounds import kl_inverse_lower, kl_inverse_upper
 
     post = GaussianPosterior(model, sigma, space, seed=seed)
     mc = mc_stochastic_risk_per_example(
@@ -610,8 +610,8 @@ def _texts(examples: Sequence[Any], what: str) -> tuple[list[str], list[str]]:
 def _load(base: Any, adapter: Any, tokenizer: Any):
     from peft import PeftModel
 
-    from .data.tokenizer import load_tokenizer
-    from .training.models import load_causal_lm
+    from ..data.tokenizer import load_tokenizer
+    from ..training.models import load_causal_lm
 
     if tokenizer is None:
         if not isinstance(base, (str, Path)):

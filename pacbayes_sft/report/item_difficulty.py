@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data.buckets import bin_numbers, quantile_edges
-from .estimators.irt import fit_irt
-from .sweep_store import valid_cells
+from ..data.buckets import bin_numbers, quantile_edges
+from ..estimators.irt import fit_irt
+from ..sweep.store import valid_cells
 
 
 def item_responses(out_dir: str | Path) -> pd.DataFrame:
@@ -67,7 +67,7 @@ def largest_full_budget(cross: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """The rows of :func:`cross_difficulty` at each (base, objective)'s largest budget whose every
     bucket in ``order`` has finished (the report's rule, :func:`pacbayes_sft.report.complete_budgets`):
     a map with some buckets missing would answer a different question."""
-    from .report import complete_budgets
+    from .build import complete_budgets
 
     full, _ = complete_budgets(cross, order)
     largest = full.groupby(["base", "objective"])["n"].transform("max")

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .adapters import INIT_FILE
-from .sweep_config import SweepConfig, cell_hash, config_hash, load_config, normalise_config, resolve_base_path
-from .sweep_store import FolderState, atomic_write, claim_folder, folder_config, read_record
+from ..adapters import INIT_FILE
+from .config import SweepConfig, cell_hash, config_hash, load_config, normalise_config, resolve_base_path
+from .store import FolderState, atomic_write, claim_folder, folder_config, read_record
 
 log = logging.getLogger("pacbayes_sft.sweep")
 
@@ -104,7 +104,7 @@ class SweepContext:
 
 
 def _prepare_base(spec, out: Path, modulus: int, task_kind: str = "igsm"):
-    from .data.tokenizer import igsm_tokenizer, load_tokenizer
+    from ..data.tokenizer import igsm_tokenizer, load_tokenizer
 
     if spec.path:
         return Path(spec.path), load_tokenizer(spec.path)
@@ -112,7 +112,7 @@ def _prepare_base(spec, out: Path, modulus: int, task_kind: str = "igsm"):
         raise ValueError(
             f"base {spec.name!r}: a dataset task needs a base checkpoint directory (path), not a tiny base"
         )
-    from .training.models import build_model, tiny_config
+    from ..training.models import build_model, tiny_config
 
     target = out / "bases" / spec.name
     tok = igsm_tokenizer(modulus)
@@ -128,7 +128,7 @@ def _prepare_base(spec, out: Path, modulus: int, task_kind: str = "igsm"):
 
 
 def _test_examples(cfg: SweepConfig) -> list:
-    from .data.igsm import IGSMConfig, generate
+    from ..data.igsm import IGSMConfig, generate
 
     t = cfg.test
     ic = IGSMConfig(modulus=cfg.task.modulus)
@@ -136,7 +136,7 @@ def _test_examples(cfg: SweepConfig) -> list:
 
 
 def _train_examples(ctx: SweepContext, cell: Cell) -> list:
-    from .data.igsm import IGSMConfig, generate
+    from ..data.igsm import IGSMConfig, generate
     from .tasks import draw_train
 
     cfg = ctx.cfg
@@ -163,7 +163,7 @@ def _dataset_context(ctx: SweepContext) -> None:
     max_tokens = int(getattr(mc, "max_position_embeddings", None) or getattr(mc, "n_positions", 2048))
     kw: dict = {"max_new_tokens": cfg.eval.max_new_tokens}
     if cfg.task.difficulty in ("base_nll", "base_pass_rate"):  # measured by the first base itself
-        from .training.models import load_causal_lm
+        from ..training.models import load_causal_lm
 
         kw["model"] = load_causal_lm(base_dir)
     pool = load_split(cfg.task.train_path, cfg.task, tok, max_tokens, **kw)
@@ -186,8 +186,8 @@ def _dataset_context(ctx: SweepContext) -> None:
 
 def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> dict:
     """Fine-tune, evaluate and bound one cell; returns its record (not yet written)."""
-    from .training.models import load_causal_lm
-    from .training.sft import finetune
+    from ..training.models import load_causal_lm
+    from ..training.sft import finetune
 
     cfg = ctx.cfg
     t0 = time.perf_counter()
@@ -233,7 +233,7 @@ def certify_cell(run_dir: str | Path, cell_id: str, *, progress: bool = False):
 def _cell_certificate(ctx: SweepContext, cell: Cell, adapter, train: list, *, progress: bool = False):
     """Every bound term of a cell comes from certify(), the same code a user calls for one adapter,
     with the sweep's bound, TV, evaluation settings and judge (``adapter``: a model or its folder)."""
-    from .certify import certify
+    from ..certify.api import certify
 
     cfg = ctx.cfg
     base_dir, tok = ctx.bases[cell.base]
@@ -257,7 +257,7 @@ def _cell_certificate(ctx: SweepContext, cell: Cell, adapter, train: list, *, pr
 
 def _verifier(cfg: SweepConfig):
     """The task's judge of a generated solution, ``(problem, text) -> bool`` (answer_error)."""
-    from .data.scorers import answer_judge
+    from ..data.scorers import answer_judge
     from .tasks import igsm_judge
 
     return answer_judge(cfg.task.scorer) if cfg.task.kind == "dataset" else igsm_judge(cfg.task.modulus)
@@ -265,7 +265,7 @@ def _verifier(cfg: SweepConfig):
 
 def _stochastic_test_risk(ctx: SweepContext, model, tok, cert, seed: int):
     """E_π R_test at the certificate's σ — the quantity the bound is about — on the whole test set."""
-    from .certify import example_losses, stochastic_risk
+    from ..certify.api import example_losses, stochastic_risk
 
     cfg = ctx.cfg
     losses = example_losses(
@@ -305,7 +305,7 @@ ITEM_METRICS = ("token_error", "exact_match", "answer_correct")
 def evaluate_test_items(ctx: SweepContext, model, tok, model_name: str) -> tuple[list[dict], dict[str, list]]:
     """Tidy per-slice rows of ``model`` on every test op slice, and its per-item results (slice,
     token_error, exact_match, answer_correct) for the bootstrap and IRT."""
-    from .training.evaluate import evaluate_items, slice_rows
+    from ..training.evaluate import evaluate_items, slice_rows
 
     e, judge = ctx.cfg.eval, _verifier(ctx.cfg)
     by_prompt = {p.prompt: p for p in ctx.test_set}
@@ -334,7 +334,7 @@ def base_rows(ctx: SweepContext, name: str) -> list[dict]:
 
 def base_record(ctx: SweepContext, name: str) -> dict:
     """A base model's evaluation record (rows and items), the reference of per-slice changes."""
-    from .training.models import load_causal_lm
+    from ..training.models import load_causal_lm
 
     base_dir, tok = ctx.bases[name]
     rows, items = evaluate_test_items(ctx, load_causal_lm(base_dir), tok, f"{name}__base")

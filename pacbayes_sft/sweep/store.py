@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .sweep_config import SweepConfig, cell_hash, config_dict, config_hash, normalise_config
+from .config import SweepConfig, cell_hash, config_dict, config_hash, normalise_config
 
 __all__ = [
     "FolderState",
