@@ -32,7 +32,7 @@ def test_base_measures_on_tiny_model():
     probs = generate(6, [1, 4], seed=1)
     nll = base_nll(model, TOK, probs)
     assert nll.shape == (6,) and np.isfinite(nll).all() and (nll > 0).all()
-    rate = base_pass_rate(model, TOK, probs, lambda p, o: verify(p, o).answer_correct, k=2, max_new_tokens=8)
+    rate = base_pass_rate(model, TOK, probs, lambda e, o: verify(e.prompt, o).answer_correct, k=2, max_new_tokens=8)
     assert rate.shape == (6,) and ((rate >= 0) & (rate <= 1)).all()
     always = base_pass_rate(model, TOK, probs, lambda p, o: True, k=2, max_new_tokens=4)
     assert (always == 1.0).all()

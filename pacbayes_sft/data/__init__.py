@@ -1,5 +1,6 @@
 """Data: the iGSM-style generator, a word-level tokenizer, loaders for users' data, bucketing."""
 
-from .igsm import IGSMConfig, Problem, generate, generate_problem, iter_problems, verify, vocabulary
+from .igsm import IGSMConfig, Problem, generate, generate_problem, iter_problems, test_slices, vocabulary
+from .igsm_verify import Verdict, verify
 
-__all__ = ["IGSMConfig", "Problem", "generate", "generate_problem", "iter_problems", "verify", "vocabulary"]
+__all__ = ["IGSMConfig", "Problem", "generate", "generate_problem", "iter_problems", "test_slices", "Verdict", "verify", "vocabulary"]

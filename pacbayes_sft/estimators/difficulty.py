@@ -11,12 +11,13 @@ Bucketing lives in :mod:`pacbayes_sft.data.buckets`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..data.loaders import example_field as _field
+from ..data.scorers import Judge
 from ..lm.scoring import generate_texts, teacher_forced_metrics
 
 
@@ -54,7 +55,7 @@ def base_pass_rate(
     model,
     tokenizer,
     examples: Sequence[Any],
-    verifier: Callable[[str, str], bool],
+    judge: Judge,
     *,
     k: int = 4,
     temperature: float = 1.0,
@@ -62,7 +63,7 @@ def base_pass_rate(
     seed: int = 0,
     batch_size: int = 64,
 ) -> np.ndarray:
-    """Fraction of k temperature samples per prompt that ``verifier(prompt, output)`` accepts."""
+    """Fraction of k temperature samples per example that ``judge(example, output)`` accepts."""
     import torch
 
     if k < 1:
@@ -77,7 +78,7 @@ def base_pass_rate(
         outs = generate_texts(
             model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature
         )
-        passes += [bool(verifier(p, o)) for p, o in zip(prompts, outs)]
+        passes += [bool(judge(e, o)) for e, o in zip(examples, outs)]
     return passes / k
 
 

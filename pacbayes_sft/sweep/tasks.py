@@ -1,214 +1,164 @@
-"""Where a sweep's data come from: the training pool with a difficulty bin per example, the test
-set with its slices, and the judge of a generated answer.
+"""Where a sweep's data come from: the task owns every example the sweep sees.
+
+A task gives the runner four things, and the runner asks nothing else about the data:
+
+- ``tokenizer_for_tiny_base()``: the tokenizer a randomly initialised base is built with;
+- ``prepare(bases, out)``: the test set (and, for a dataset task, the binned training pool);
+- ``train_examples(cell)``: the n training examples of a cell, nested across budgets (the first
+  n of one stream per (bucket, seed));
+- ``judge``: the one :data:`~pacbayes_sft.data.scorers.Judge`, ``(example, text) -> bool``.
 
 Two tasks:
 
-- ``igsm``: problems generated in code (:mod:`pacbayes_sft.data.igsm`); the bin is the op count
-  and the judge is the iGSM verifier.
-- ``dataset``: your (prompt, response, answer) files. The difficulty is a column or the reference
-  response's length in tokens (``cot_length``); bins are quantiles of the training pool (or fixed
-  edges), and test examples are binned with the same edges. The judge is a scorer from
-  :mod:`pacbayes_sft.data.scorers`. Examples longer than the model's context are dropped and
-  counted, never truncated.
+- ``igsm`` (:class:`IGSMTask`): problems generated in code (:mod:`pacbayes_sft.data.igsm`); the
+  bin is the op count and the judge is the iGSM verifier.
+- ``dataset`` (:class:`DatasetTask`): your (prompt, response, answer) files, binned by a
+  difficulty measure (:mod:`pacbayes_sft.sweep.dataset`); the judge is a scorer compared with
+  each example's answer.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from transformers import AutoConfig
 
-from ..data.buckets import bin_numbers, quantile_edges
+from ..data.igsm import IGSMConfig, generate, test_slices
+from ..data.igsm_verify import verify
+from ..data.scorers import Judge, answer_judge
+from ..data.tokenizer import igsm_tokenizer
+from ..training.models import load_causal_lm
+from .cells import Cell, largest_budget
+from .config import SweepConfig
+from .dataset import cap_slices, draw_train, load_split
+from .store import atomic_write
 
-log = logging.getLogger("pacbayes_sft")
-
-
-@dataclass(frozen=True)
-class Example:
-    """One (prompt, response, answer) example of a dataset task. ``op`` is its difficulty bin
-    (1-based; the key of buckets and test slices, as the op count is for iGSM)."""
-
-    prompt: str
-    response: str
-    answer: str
-    op: int
-    difficulty: float
+Bases = dict[str, tuple[Path, Any]]  # base name -> (checkpoint directory, tokenizer)
 
 
-@dataclass
-class DatasetSplit:
-    """A binned split, the bin edges (nats or tokens, as the difficulty) and what was dropped."""
-
-    examples: list[Example]
-    edges: list[float]
-    dropped_too_long: int
-
-
-def read_rows(path: str | Path, columns: Sequence[str]) -> list[dict]:
-    """Rows of a .jsonl/.csv/.parquet file or a saved ``datasets`` folder, with ``columns`` checked."""
-    from ..data.loaders import read_rows as read_file
-
-    rows = read_file(path)
-    if not rows:
-        raise ValueError(f"{path} holds no examples")
-    missing = [c for c in columns if c not in rows[0]]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing} (columns: {sorted(rows[0])})")
-    return rows
-
-
-def _texts(rows: list[dict], task: Any, tokenizer: Any, source: str) -> list[tuple[str, str, str]]:
-    out = []
-    for i, r in enumerate(rows):
-        vals = [r.get(task.prompt_column), r.get(task.response_column), r.get(task.answer_column)]
-        if not all(isinstance(v, str) and v.strip() for v in vals[:2]) or vals[2] is None:
-            raise ValueError(f"{source}: row {i} needs a non-empty prompt, response and answer")
-        prompt = vals[0]
-        if task.chat_template:
-            if not getattr(tokenizer, "chat_template", None):
-                raise ValueError("task.chat_template is set but the tokenizer has no chat template")
-            msgs = [{"role": "user", "content": prompt}]
-            prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        out.append((prompt, vals[1], str(vals[2])))
-    return out
-
-
-def irt_difficulty(responses_path: str | Path, model: str = "2pl") -> dict[str, float]:
-    """Item → IRT difficulty b (logits) fitted to a (subject, item, correct) table of answers.
-    The fit is cached per file version: the pool and the test split rate against the same table."""
-    st = Path(responses_path).stat()
-    return dict(_irt_fit(str(responses_path), st.st_mtime_ns, st.st_size, model))
-
-
-@functools.lru_cache(maxsize=4)
-def _irt_fit(path: str, _mtime_ns: int, _size: int, model: str) -> tuple[tuple[str, float], ...]:
-    import pandas as pd
-
-    from ..estimators.irt import fit_irt
-
-    table = pd.DataFrame(read_rows(path, ["subject", "item", "correct"]))[["subject", "item", "correct"]]
-    res = fit_irt(table.astype({"item": str}), model=model)
-    return tuple(zip(map(str, res.items), map(float, res.difficulty)))
-
-
-def _model_difficulty(texts, task: Any, model: Any, tokenizer: Any, max_new_tokens: int) -> list[float]:
-    """base_nll (nats per response token) or 1 − base pass rate, from the base model itself."""
-    from ..estimators.difficulty import base_nll, base_pass_rate
-
-    if model is None:
-        raise ValueError(f"difficulty {task.difficulty!r} needs the base model")
-    ex = [{"prompt": p, "response": r} for p, r, _ in texts]
-    if task.difficulty == "base_nll":
-        return base_nll(model, tokenizer, ex).tolist()
-    from ..data.scorers import get_scorer
-
-    judge, answer = get_scorer(task.scorer), {p: a for p, _, a in texts}
-    rate = base_pass_rate(
-        model, tokenizer, ex, lambda p, out: judge(out, answer[p]), k=4, max_new_tokens=max_new_tokens
-    )
-    return (1.0 - rate).tolist()
-
-
-def _difficulty(rows: list[dict], texts, task: Any, n_response_tokens: list[int], source: str, **model) -> list[float]:
-    if task.difficulty == "cot_length":
-        return [float(n) for n in n_response_tokens]
-    if task.difficulty in ("base_nll", "base_pass_rate"):
-        return _model_difficulty(texts, task, **model)
-    if task.difficulty == "irt":
-        if task.item_column not in rows[0]:
-            raise ValueError(f"{source}: missing item column {task.item_column!r} (task.item_column)")
-        b = irt_difficulty(task.irt_responses)
-        missing = sum(str(r[task.item_column]) not in b for r in rows)
-        if missing:
-            raise ValueError(f"{source}: {missing} of {len(rows)} examples have no rating in {task.irt_responses}")
-        return [b[str(r[task.item_column])] for r in rows]
-    if task.difficulty_column not in rows[0]:
-        raise ValueError(f"{source}: missing difficulty column {task.difficulty_column!r}")
-    try:
-        vals = [float(r[task.difficulty_column]) for r in rows]
-    except (TypeError, ValueError):
-        raise ValueError(f"{source}: difficulty column {task.difficulty_column!r} must be numeric") from None
-    if not np.isfinite(vals).all():
-        raise ValueError(f"{source}: difficulty column {task.difficulty_column!r} holds non-finite values")
-    return vals
-
-
-def load_split(
-    path: str | Path,
-    task: Any,
-    tokenizer: Any,
-    max_tokens: int,
-    edges: list[float] | None = None,
-    *,
-    model: Any = None,
-    max_new_tokens: int = 256,
-):
-    """Read, judge lengths, measure difficulty and bin one split (edges: from this split's
-    quantiles when None, unless the task fixes them). ``model``: the base, for base_nll and
-    base_pass_rate."""
-    cols = [task.prompt_column, task.response_column, task.answer_column]
-    rows = read_rows(path, cols)
-    texts = _texts(rows, task, tokenizer, str(path))
-    p_ids = tokenizer([t[0] for t in texts], add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer([t[1] for t in texts], add_special_tokens=False)["input_ids"]
-    diff = _difficulty(
-        rows,
-        texts,
-        task,
-        [len(r) for r in r_ids],
-        str(path),
-        model=model,
-        tokenizer=tokenizer,
-        max_new_tokens=max_new_tokens,
-    )
-    # <bos> prompt response <eos> must fit the context: drop (and count) what does not.
-    fits = [2 + len(p) + len(r) <= max_tokens for p, r in zip(p_ids, r_ids)]
-    dropped = fits.count(False)
-    if dropped:
-        log.warning(
-            "%s: dropped %d of %d examples longer than the context (%d tokens)", path, dropped, len(rows), max_tokens
-        )
-    kept = [i for i, f in enumerate(fits) if f]
-    if not kept:
-        raise ValueError(f"{path}: every example is longer than the model's context ({max_tokens} tokens)")
-    if edges is None:
-        edges = list(task.edges) if task.edges else quantile_edges([diff[i] for i in kept], task.bins)
-    bins = bin_numbers([diff[i] for i in kept], edges)
-    ex = [Example(*texts[i], op=int(b), difficulty=diff[i]) for i, b in zip(kept, bins)]
-    return DatasetSplit(ex, [float(e) for e in edges], dropped)
-
-
-def draw_train(pool: list[Example], bins: Sequence[int], n: int, seed: int, bucket: str) -> list[Example]:
-    """The first n of a seeded shuffle of the pool's examples in ``bins`` (nested across budgets)."""
-    cand = [e for e in pool if e.op in set(bins)]
-    if len(cand) < n:
-        raise ValueError(
-            f"bucket {bucket!r} (bins {list(bins)}) holds {len(cand)} training examples, fewer than n = {n}"
-        )
-    random.Random(f"pool:{seed}:{bucket}").shuffle(cand)
-    return cand[:n]
-
-
-def cap_slices(test: list[Example], bins: Sequence[int], per_bin: int, seed: int) -> list[Example]:
-    """At most ``per_bin`` test examples of each bin in ``bins`` (a seeded shuffle within each)."""
-    out = []
-    for b in bins:
-        members = [e for e in test if e.op == b]
-        if not members:
-            raise ValueError(f"test bin {b} is empty (test.ops lists bins 1..k of the difficulty)")
-        random.Random(f"test:{seed}:{b}").shuffle(members)
-        out += members[:per_bin]
-    return out
-
-
-def igsm_judge(modulus: int = 7) -> Callable[[Any, str], bool]:
-    """``(problem, generated_text) -> bool``: the iGSM verifier's verdict on the final answer."""
-    from ..data.igsm import verify
-
+def igsm_judge(modulus: int = 7) -> Judge:
+    """The iGSM verifier's verdict on a generated solution's final answer, as a Judge."""
     return lambda problem, text: verify(problem.prompt, text, modulus).answer_correct
+
+
+class Task(ABC):
+    """The data of a sweep; see the module docstring. ``test_set`` is filled by :meth:`prepare`."""
+
+    def __init__(self, cfg: SweepConfig):
+        self.cfg = cfg
+        self.test_set: list = []
+
+    @property
+    def test_slices(self) -> dict[Any, list]:
+        """The test set by slice (op count, or difficulty bin), in test-set order."""
+        slices: dict[Any, list] = {}
+        for ex in self.test_set:
+            slices.setdefault(ex.op, []).append(ex)
+        return slices
+
+    def tokenizer_for_tiny_base(self, base: str) -> Any:
+        raise ValueError(f"base {base!r}: a {self.cfg.task.kind} task needs a base checkpoint directory (path)")
+
+    @abstractmethod
+    def prepare(self, bases: Bases, out: Path) -> None:
+        """Build the test set (and whatever else the task draws from) for these bases."""
+
+    @abstractmethod
+    def train_examples(self, cell: Cell) -> list:
+        """The cell's n training examples (the first n of the (bucket, seed) stream)."""
+
+    @property
+    @abstractmethod
+    def judge(self) -> Judge:
+        """The task's :data:`~pacbayes_sft.data.scorers.Judge`."""
+
+
+class IGSMTask(Task):
+    """Generated iGSM problems: training templates for training, held-out templates for testing."""
+
+    @property
+    def _config(self) -> IGSMConfig:
+        return IGSMConfig(modulus=self.cfg.task.modulus)
+
+    def tokenizer_for_tiny_base(self, base: str) -> Any:
+        return igsm_tokenizer(self.cfg.task.modulus)
+
+    def prepare(self, bases: Bases, out: Path) -> None:
+        t = self.cfg.test
+        by_op = test_slices(t.ops, t.n_per_op, seed=t.seed, config=self._config)
+        self.test_set = [p for op in t.ops for p in by_op[op]]
+
+    def train_examples(self, cell: Cell) -> list:
+        # The same (bucket, seed) draws nested samples across budgets: the first n of one stream.
+        stream_seed = 1_000 * cell.seed + sorted(self.cfg.buckets).index(cell.bucket) + 7
+        return generate(cell.n, self.cfg.buckets[cell.bucket], split="train", seed=stream_seed, config=self._config)
+
+    @property
+    def judge(self) -> Judge:
+        return igsm_judge(self.cfg.task.modulus)
+
+
+class DatasetTask(Task):
+    """Your files: difficulty measured and binned by the first base's tokenizer (so every base
+    sees the same buckets and slices); buckets too small for the budgets are refused."""
+
+    def __init__(self, cfg: SweepConfig):
+        super().__init__(cfg)
+        self.pool: list = []
+
+    def prepare(self, bases: Bases, out: Path) -> None:
+        cfg, (base_dir, tok) = self.cfg, next(iter(bases.values()))
+        for b, (_, t) in bases.items():
+            if t.pad_token_id is None:
+                raise ValueError(f"base {b!r}: its tokenizer has no pad token; set one (e.g. the eos token) and save it")
+        mc = AutoConfig.from_pretrained(str(base_dir), local_files_only=True)
+        max_tokens = int(getattr(mc, "max_position_embeddings", None) or getattr(mc, "n_positions", 2048))
+        kw: dict = {"max_new_tokens": cfg.eval.max_new_tokens}
+        if cfg.task.difficulty in ("base_nll", "base_pass_rate"):  # measured by the first base itself
+            kw["model"] = load_causal_lm(base_dir)
+        pool = load_split(cfg.task.train_path, cfg.task, tok, max_tokens, **kw)
+        test = load_split(cfg.task.test_path, cfg.task, tok, max_tokens, edges=pool.edges, **kw)
+        self.pool = pool.examples
+        self.test_set = cap_slices(test.examples, cfg.test.ops, cfg.test.n_per_op, cfg.test.seed)
+        self._write_summary(out, pool, test)
+        self._check_buckets()
+
+    def _write_summary(self, out: Path, pool, test) -> None:
+        def per_bin(ex: list) -> dict[str, int]:
+            return {str(b): sum(e.op == b for e in ex) for b in sorted({e.op for e in ex})}
+
+        summary = {
+            "edges": pool.edges,
+            "dropped_too_long": {"train": pool.dropped_too_long, "test": test.dropped_too_long},
+            "pool_per_bin": per_bin(self.pool),
+            "test_per_bin": per_bin(self.test_set),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "dataset.json", json.dumps(summary, indent=1))
+
+    def _check_buckets(self) -> None:
+        need = largest_budget(self.cfg)
+        for bucket, bins in self.cfg.buckets.items():
+            have = sum(e.op in set(bins) for e in self.pool)
+            if have < need:
+                raise ValueError(
+                    f"bucket {bucket!r} (bins {bins}) holds {have} training examples, fewer than the largest budget {need}"
+                )
+
+    def train_examples(self, cell: Cell) -> list:
+        return draw_train(self.pool, self.cfg.buckets[cell.bucket], cell.n, cell.seed, cell.bucket)
+
+    @property
+    def judge(self) -> Judge:
+        return answer_judge(self.cfg.task.scorer)
+
+
+TASKS: dict[str, type[Task]] = {"igsm": IGSMTask, "dataset": DatasetTask}
+
+
+def make_task(cfg: SweepConfig) -> Task:
+    """The task of a sweep config (``task.kind``)."""
+    return TASKS[cfg.task.kind](cfg)
