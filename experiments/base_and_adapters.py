@@ -38,7 +38,7 @@ if __name__ == "__main__":
 
     def ev(model, name):
         return evaluate_slices(
-            model, tok, slices, model_name=name, verifier=lambda p, o: verify(p, o).answer_correct, max_new_tokens=260
+            model, tok, slices, model_name=name, judge=lambda e, o: verify(e.prompt, o).answer_correct, max_new_tokens=260
         )
 
     base_model = load_causal_lm(args.base)

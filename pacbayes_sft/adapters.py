@@ -215,3 +215,19 @@ def save_init_state(state: Mapping[str, torch.Tensor], out_dir: str | Path) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(dict(state), str(path))
     return path
+
+
+def attach_adapter(base_model: torch.nn.Module, adapter_dir: str | Path, *, trainable: bool = False) -> torch.nn.Module:
+    """A saved LoRA adapter loaded onto ``base_model`` (a peft model; in eval mode unless
+    ``trainable``). ValueError when the folder holds no adapter or the adapter was trained on a
+    base of another shape, so a user sees which adapter and why rather than a tensor-size trace."""
+    from peft import PeftModel  # deferred: peft is only needed once an adapter is loaded
+
+    adir = Path(adapter_dir)
+    if not (adir / "adapter_config.json").is_file():
+        raise ValueError(f"adapter directory {str(adir)!r} has no adapter_config.json")
+    try:
+        model = PeftModel.from_pretrained(base_model, str(adir), is_trainable=trainable)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ValueError(f"adapter {str(adir)!r} does not fit this base model: {str(exc).splitlines()[0]}") from None
+    return model if trainable else model.eval()

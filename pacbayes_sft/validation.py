@@ -32,6 +32,12 @@ from .bounds import (
     quad_bound,
     seeger_bound,
 )
+from .data import generate
+from .estimators.classifier_tv import classifier_tv
+from .estimators.irt import fit_irt
+from .estimators.tv_reference import exact_gaussian_scale_tv as var_tv
+from .estimators.tv_reference import exact_gaussian_tv
+from .report.uncertainty import bootstrap_best
 
 
 def _rate_interval(k: int, n: int) -> tuple[float, float]:
@@ -164,10 +170,6 @@ def tv_coverage(settings=None, reps: int = 50, delta: float = 0.05, *, seed: int
     """classifier_tv on Gaussian pairs with exact TV: how often .lower ≤ TV; bias/spread of .estimate."""
     import pandas as pd
 
-    from .estimators.classifier_tv import classifier_tv
-    from .estimators.tv_reference import exact_gaussian_scale_tv as var_tv
-    from .estimators.tv_reference import exact_gaussian_tv
-
     settings = settings or [
         ("mean 0.5", 1, 0.5, 1.0, 500),
         ("mean 1.0", 1, 1.0, 1.0, 500),
@@ -212,8 +214,6 @@ def irt_recovery(subjects=(50, 200, 800), missing=(0.0, 0.5, 0.8), items: int = 
     import pandas as pd
     from scipy.stats import spearmanr
 
-    from .estimators.irt import fit_irt
-
     rng = np.random.default_rng(seed)
     rows = []
     for j in subjects:
@@ -241,8 +241,6 @@ def bootstrap_coverage(reps: int = 200, *, n_items: int = 320, seed: int = 0, n_
     best is in the 95% indistinguishable set, and how often the optimum is called determined,
     for a small and a large gap between the two best buckets."""
     import pandas as pd
-
-    from .report.uncertainty import bootstrap_best
 
     rows = []
     for gap in (0.02, 0.05, 0.10):
@@ -274,9 +272,6 @@ def igsm_tv_truth(n_per_side: int = 512, *, seed: int = 0):
     """The default TV proxy against the exact op-marginal TV of each 2-op bucket vs the uniform
     op 1-8 test mixture (0.75 for every bucket), and on two samples of one distribution (0)."""
     import pandas as pd
-
-    from .data import generate
-    from .estimators.classifier_tv import classifier_tv
 
     def texts(ops, s, split):
         return [p.prompt + " " + p.response for p in generate(n_per_side, ops, split=split, seed=s)]

@@ -11,6 +11,149 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "pacbayes_sft"
 MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 400
+MAX_INNER_IMPORTS = 20
+
+# The layers, lowest first: a module may import its own layer and the layers below it, never one
+# above — at module level or inside a function. ``defaults`` and ``config`` are the floor.
+LAYERS = [
+    ("defaults", "config", "versions", "console"),
+    ("bounds",),
+    ("data",),
+    ("lm",),
+    ("adapters", "training"),
+    ("estimators",),
+    ("certify",),
+    ("demo",),
+    ("sweep",),
+    ("report",),
+    ("validation", "cli"),
+]
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def own_imports(root: Path) -> dict[str, list[tuple[str, bool]]]:
+    """Module → [(imported module of the package, inside a function?)], every import counted."""
+    graph: dict[str, list[tuple[str, bool]]] = {}
+    for path in sorted(root.rglob("*.py")):
+        name = _module_name(path, root)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text())
+        inner = {id(n) for fn in _functions(tree) for n in ast.walk(fn) if n is not fn}
+        edges = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                targets = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            edges += [(t, id(node) in inner) for t in targets if t.split(".")[0] == root.name]
+        graph[name] = edges
+    return graph
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else ""
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    return -1
+
+
+def layer_violations(graph: dict[str, list[tuple[str, bool]]]) -> list[str]:
+    return [
+        f"{m} imports {t}" + (" (inside a function)" if inner else "")
+        for m, edges in graph.items()
+        for t, inner in edges
+        if _layer(t) > _layer(m)
+    ]
+
+
+def import_cycles(graph: dict[str, list[tuple[str, bool]]]) -> list[list[str]]:
+    """Every strongly connected set of two or more modules (a package counts as its __init__)."""
+    nodes = set(graph)
+
+    def resolve(t: str) -> str | None:
+        while t and t not in nodes:
+            t = t.rpartition(".")[0]
+        return t or None
+
+    succ = {m: {r for t, _ in edges if (r := resolve(t)) and r != m} for m, edges in graph.items()}
+    # a package's __init__ re-exporting its submodules is not a cycle: drop edges parent -> child
+    succ = {m: {t for t in s if not t.startswith(m + ".")} for m, s in succ.items()}
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in succ[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(succ):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_every_module_sits_in_a_layer():
+    assert [m for m in own_imports(PKG) if _layer(m) < 0 and m != "pacbayes_sft"] == []
+
+
+def test_no_module_imports_a_layer_above_it():
+    assert layer_violations(own_imports(PKG)) == []
+
+
+def test_no_circle_of_imports_counting_function_level_ones():
+    assert import_cycles(own_imports(PKG)) == []
+
+
+def test_few_function_level_imports_of_the_package():
+    inner = [(m, t) for m, edges in own_imports(PKG).items() for t, i in edges if i]
+    assert len(inner) <= MAX_INNER_IMPORTS, inner
+
+
+def test_no_module_longer_than_the_limit():
+    long = [p.name for p in PKG.rglob("*.py") if len(p.read_text().splitlines()) > MAX_MODULE_LINES]
+    assert long == []
+
+
+def test_the_import_checks_can_fail(tmp_path):
+    pkg = tmp_path / "pacbayes_sft"
+    (pkg / "bounds").mkdir(parents=True)
+    (pkg / "sweep").mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "bounds" / "__init__.py").write_text("def f():\n    from ..sweep import g\n")
+    (pkg / "sweep" / "__init__.py").write_text("from ..bounds import f\n")
+    graph = own_imports(pkg)
+    assert graph["pacbayes_sft.bounds"] == [("pacbayes_sft.sweep", True)]
+    assert layer_violations(graph) == ["pacbayes_sft.bounds imports pacbayes_sft.sweep (inside a function)"]
+    assert import_cycles(graph) == [["pacbayes_sft.bounds", "pacbayes_sft.sweep"]]
 
 
 def _loaded_after_importing(package: str) -> set[str]:

@@ -107,7 +107,7 @@ def test_evaluate_slices_rows():
     model = build_model(tiny_config("qwen2", len(TOK), hidden=32, layers=1, max_positions=256), seed=0)
     slices = {1: generate(4, 1, seed=1), 3: generate(4, 3, seed=1)}
     rows = evaluate_slices(
-        model, TOK, slices, model_name="base", verifier=lambda p, o: verify(p, o).answer_correct, max_new_tokens=8
+        model, TOK, slices, model_name="base", judge=lambda e, o: verify(e.prompt, o).answer_correct, max_new_tokens=8
     )
     metrics = {(r["slice"], r["metric"]) for r in rows}
     assert (3, "answer_accuracy") in metrics and (1, "exact_match") in metrics

@@ -1,35 +1,37 @@
-"""The (base x objective x n x bucket x seed) grid: config, tasks, cell records, the store and the runner."""
+"""The (base × objective × n × bucket × seed) grid: config, tasks, cells and their records, the
+run folder's store, and the runner."""
 
 from __future__ import annotations
 
+from .cells import Cell, cells_of, find_cell, parse_only, parse_shard, select_cells
 from .config import SweepConfig, cell_hash, config_hash, load_config, normalise_config, resolve_base_path
+from .record import SCHEMA_VERSION, TERM_KEYS, CellRecord, cell_terms
 from .runner import (
-    CELL_FIELDS,
     ITEM_METRICS,
-    Cell,
     SweepContext,
     base_record,
-    base_rows,
     cell_summary,
-    cell_terms,
-    cells_of,
     certify_cell,
     evaluate_test_items,
-    evaluate_test_slices,
     read_cell,
     run_cell,
     run_sweep,
-    select_cells,
+    sweep_context,
 )
+from .tasks import DatasetTask, IGSMTask, Task, make_task
 
 __all__ = [
-    "CELL_FIELDS",
     "ITEM_METRICS",
+    "SCHEMA_VERSION",
+    "TERM_KEYS",
     "Cell",
+    "CellRecord",
+    "DatasetTask",
+    "IGSMTask",
     "SweepConfig",
     "SweepContext",
+    "Task",
     "base_record",
-    "base_rows",
     "cell_hash",
     "cell_summary",
     "cell_terms",
@@ -37,12 +39,16 @@ __all__ = [
     "certify_cell",
     "config_hash",
     "evaluate_test_items",
-    "evaluate_test_slices",
+    "find_cell",
     "load_config",
+    "make_task",
     "normalise_config",
+    "parse_only",
+    "parse_shard",
     "read_cell",
     "resolve_base_path",
     "run_cell",
     "run_sweep",
     "select_cells",
+    "sweep_context",
 ]

@@ -125,3 +125,27 @@ class CellRecord:
             bucket=cell.get("bucket"), seed=cell.get("seed"), rows=d["rows"], items=d["items"],
             status=d.get("status", "done"), schema=SCHEMA_VERSION, **{k: d[k] for k in optional if k in d},
         )
+
+
+def cell_terms(cert: Any, stochastic: Any) -> dict[str, float]:
+    """The flat :data:`TERM_KEYS` of a cell from its :class:`~pacbayes_sft.certify.Certificate` and
+    the stochastic model's test risk (a :class:`~pacbayes_sft.certify.StochasticRisk`)."""
+    return {
+        "point_train_risk": cert.empirical_risk.point,
+        "mc_mean_risk": cert.empirical_risk.mc_mean,
+        "mc_risk_upper": cert.empirical_risk.mc_upper,
+        "kl": cert.kl.value_nats,
+        "sigma": cert.sigma.value,
+        "g_gen": cert.g_gen.seeger,
+        "g_gen_maurer": cert.g_gen.maurer,
+        "tv": cert.tv.estimate,
+        "tv_lower": cert.tv.lower,
+        "tv_p_value": cert.tv.p_value,
+        "tv_plug_in": cert.tv.plug_in,
+        "g_ext": cert.g_ext,
+        "total": cert.total,
+        "sqrt_kl_over_n": (cert.kl.value_nats / cert.n) ** 0.5,
+        "stoch_test_risk": stochastic.mean,
+        "stoch_test_lower": stochastic.lower,
+        "stoch_test_upper": stochastic.upper,
+    }

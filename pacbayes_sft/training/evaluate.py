@@ -7,15 +7,17 @@ Metrics per example, averaged per slice:
 - ``token_error``: fraction of response tokens whose argmax is wrong (a loss in [0, 1]).
 - ``nll``: mean response-token negative log-likelihood (nats).
 - ``smoothed_nll``: mean of −ln((1−α)p + α/V), bounded in [0, ln(1 + (1−α)V/α)].
-- ``answer_accuracy``: batched greedy generation with a KV cache, parsed and checked by the
-  task's verifier (only when a verifier is given).
+- ``answer_accuracy``: batched greedy generation with a KV cache, checked by the task's judge
+  (only when a judge is given).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..data.loaders import example_field
+from ..data.scorers import Judge
 from ..lm.scoring import greedy_generate, teacher_forced_metrics, teacher_forced_role_errors
 
 __all__ = ["evaluate_slices", "greedy_generate", "teacher_forced_metrics", "teacher_forced_role_errors"]
@@ -26,25 +28,25 @@ def evaluate_items(
     tokenizer,
     slices: Mapping[Any, Sequence[Any]],
     *,
-    verifier: Callable[[str, str], bool] | None = None,
+    judge: Judge | None = None,
     generate: bool = True,
     batch_size: int = 64,
     alpha: float = 0.01,
     max_new_tokens: int = 256,
 ) -> dict[str, list]:
     """Per-item results, as columns: ``slice`` and one list per metric (``answer_correct`` is
-    0/1 and present only with a verifier and ``generate``). Items keep their order within slices."""
+    0/1 and present only with a judge and ``generate``). Items keep their order within slices."""
     cols: dict[str, list] = {"slice": []}
     model.eval()
     for label, examples in slices.items():
         if not examples:
             raise ValueError(f"slice {label!r} has no examples")
-        prompts = [e["prompt"] if isinstance(e, Mapping) else e.prompt for e in examples]
-        responses = [e["response"] if isinstance(e, Mapping) else e.response for e in examples]
+        prompts = [example_field(e, "prompt") for e in examples]
+        responses = [example_field(e, "response") for e in examples]
         tf = teacher_forced_metrics(model, tokenizer, prompts, responses, batch_size=batch_size, alpha=alpha)
-        if generate and verifier is not None:
+        if generate and judge is not None:
             outs = greedy_generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens)
-            tf["answer_correct"] = [float(bool(verifier(p, o))) for p, o in zip(prompts, outs)]
+            tf["answer_correct"] = [float(bool(judge(e, o))) for e, o in zip(examples, outs)]
         cols["slice"] += [label] * len(prompts)
         for metric, vals in tf.items():
             cols.setdefault(metric, []).extend(vals)
@@ -73,7 +75,7 @@ def evaluate_slices(
     slices: Mapping[Any, Sequence[Any]],
     *,
     model_name: str = "model",
-    verifier: Callable[[str, str], bool] | None = None,
+    judge: Judge | None = None,
     generate: bool = True,
     batch_size: int = 64,
     alpha: float = 0.01,
@@ -82,13 +84,13 @@ def evaluate_slices(
     """Tidy rows of every metric for each slice.
 
     ``slices`` maps a slice label (e.g. an op count) to examples with ``.prompt`` and ``.response``
-    attributes (or dicts with those keys). ``verifier(prompt, output) -> bool`` checks an answer.
+    attributes (or dicts with those keys). ``judge(example, output) -> bool`` checks an answer.
     """
     items = evaluate_items(
         model,
         tokenizer,
         slices,
-        verifier=verifier,
+        judge=judge,
         generate=generate,
         batch_size=batch_size,
         alpha=alpha,

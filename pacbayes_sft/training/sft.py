@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .. import console
 from ..adapters import init_state_from_factors, lora_factors, save_init_state
 from ..config import option
 from ..lm.encoding import Encoded, collate, encode
@@ -198,8 +199,6 @@ def _set_console_callbacks(trainer, progress: bool) -> None:
     training.json); a nested step bar that clears itself when ``progress``."""
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
-
-    from . import console
 
     if not console.verbose():
         trainer.remove_callback(PrinterCallback)
