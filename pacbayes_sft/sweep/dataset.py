@@ -1,15 +1,13 @@
 """The dataset task's data: your (prompt, response, answer) files, binned by difficulty.
 
-- ``dataset``: your (prompt, response, answer) files. The difficulty is a column or the reference
-  response's length in tokens (``cot_length``); bins are quantiles of the training pool (or fixed
-  edges), and test examples are binned with the same edges. The judge is a scorer from
-  :mod:`pacbayes_sft.data.scorers`. Examples longer than the model's context are dropped and
-  counted, never truncated.
+Each example gets a difficulty from a measure of :mod:`pacbayes_sft.sweep.difficulty` (a column,
+the reference response's length in tokens, the base model's loss or pass rate, or IRT); bins are
+quantiles of the training pool (or fixed edges), and test examples are binned with the same
+edges. Examples longer than the model's context are dropped and counted, never truncated.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from collections.abc import Sequence
@@ -17,14 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from .. import defaults
 from ..data.buckets import bin_numbers, quantile_edges
-from ..data.loaders import read_rows as read_file
-from ..data.scorers import answer_judge
-from ..estimators.difficulty import base_nll, base_pass_rate
-from ..estimators.irt import fit_irt
+from .difficulty import MEASURES, SplitData, read_rows
 
 log = logging.getLogger("pacbayes_sft")
 
@@ -50,17 +43,6 @@ class DatasetSplit:
     dropped_too_long: int
 
 
-def read_rows(path: str | Path, columns: Sequence[str]) -> list[dict]:
-    """Rows of a .jsonl/.csv/.parquet file or a saved ``datasets`` folder, with ``columns`` checked."""
-    rows = read_file(path)
-    if not rows:
-        raise ValueError(f"{path} holds no examples")
-    missing = [c for c in columns if c not in rows[0]]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing} (columns: {sorted(rows[0])})")
-    return rows
-
-
 def _texts(rows: list[dict], task: Any, tokenizer: Any, source: str) -> list[tuple[str, str, str]]:
     out = []
     for i, r in enumerate(rows):
@@ -77,55 +59,6 @@ def _texts(rows: list[dict], task: Any, tokenizer: Any, source: str) -> list[tup
     return out
 
 
-def irt_difficulty(responses_path: str | Path, model: str = "2pl") -> dict[str, float]:
-    """Item → IRT difficulty b (logits) fitted to a (subject, item, correct) table of answers.
-    The fit is cached per file version: the pool and the test split rate against the same table."""
-    st = Path(responses_path).stat()
-    return dict(_irt_fit(str(responses_path), st.st_mtime_ns, st.st_size, model))
-
-
-@functools.lru_cache(maxsize=4)
-def _irt_fit(path: str, _mtime_ns: int, _size: int, model: str) -> tuple[tuple[str, float], ...]:
-    table = pd.DataFrame(read_rows(path, ["subject", "item", "correct"]))[["subject", "item", "correct"]]
-    res = fit_irt(table.astype({"item": str}), model=model)
-    return tuple(zip(map(str, res.items), map(float, res.difficulty)))
-
-
-def _model_difficulty(texts, task: Any, model: Any, tokenizer: Any, max_new_tokens: int) -> list[float]:
-    """base_nll (nats per response token) or 1 − base pass rate, from the base model itself."""
-    if model is None:
-        raise ValueError(f"difficulty {task.difficulty!r} needs the base model")
-    ex = [{"prompt": p, "response": r, "answer": a} for p, r, a in texts]
-    if task.difficulty == "base_nll":
-        return base_nll(model, tokenizer, ex).tolist()
-    rate = base_pass_rate(model, tokenizer, ex, answer_judge(task.scorer), k=4, max_new_tokens=max_new_tokens)
-    return (1.0 - rate).tolist()
-
-
-def _difficulty(rows: list[dict], texts, task: Any, n_response_tokens: list[int], source: str, **model) -> list[float]:
-    if task.difficulty == "cot_length":
-        return [float(n) for n in n_response_tokens]
-    if task.difficulty in ("base_nll", "base_pass_rate"):
-        return _model_difficulty(texts, task, **model)
-    if task.difficulty == "irt":
-        if task.item_column not in rows[0]:
-            raise ValueError(f"{source}: missing item column {task.item_column!r} (task.item_column)")
-        b = irt_difficulty(task.irt_responses)
-        missing = sum(str(r[task.item_column]) not in b for r in rows)
-        if missing:
-            raise ValueError(f"{source}: {missing} of {len(rows)} examples have no rating in {task.irt_responses}")
-        return [b[str(r[task.item_column])] for r in rows]
-    if task.difficulty_column not in rows[0]:
-        raise ValueError(f"{source}: missing difficulty column {task.difficulty_column!r}")
-    try:
-        vals = [float(r[task.difficulty_column]) for r in rows]
-    except (TypeError, ValueError):
-        raise ValueError(f"{source}: difficulty column {task.difficulty_column!r} must be numeric") from None
-    if not np.isfinite(vals).all():
-        raise ValueError(f"{source}: difficulty column {task.difficulty_column!r} holds non-finite values")
-    return vals
-
-
 def load_split(
     path: str | Path,
     task: Any,
@@ -134,8 +67,8 @@ def load_split(
     edges: list[float] | None = None,
     *,
     model: Any = None,
-    max_new_tokens: int = 256,
-):
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+) -> DatasetSplit:
     """Read, judge lengths, measure difficulty and bin one split (edges: from this split's
     quantiles when None, unless the task fixes them). ``model``: the base, for base_nll and
     base_pass_rate."""
@@ -144,16 +77,8 @@ def load_split(
     texts = _texts(rows, task, tokenizer, str(path))
     p_ids = tokenizer([t[0] for t in texts], add_special_tokens=False)["input_ids"]
     r_ids = tokenizer([t[1] for t in texts], add_special_tokens=False)["input_ids"]
-    diff = _difficulty(
-        rows,
-        texts,
-        task,
-        [len(r) for r in r_ids],
-        str(path),
-        model=model,
-        tokenizer=tokenizer,
-        max_new_tokens=max_new_tokens,
-    )
+    split = SplitData(rows, texts, [len(r) for r in r_ids], task, str(path), model, tokenizer, max_new_tokens)
+    diff = MEASURES[task.difficulty](split)
     # <bos> prompt response <eos> must fit the context: drop (and count) what does not.
     fits = [2 + len(p) + len(r) <= max_tokens for p, r in zip(p_ids, r_ids)]
     dropped = fits.count(False)

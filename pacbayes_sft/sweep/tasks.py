@@ -34,6 +34,7 @@ from ..training.models import load_causal_lm
 from .cells import Cell, largest_budget
 from .config import SweepConfig
 from .dataset import cap_slices, draw_train, load_split
+from .difficulty import NEEDS_BASE
 from .store import atomic_write
 
 Bases = dict[str, tuple[Path, Any]]  # base name -> (checkpoint directory, tokenizer)
@@ -117,7 +118,7 @@ class DatasetTask(Task):
         mc = AutoConfig.from_pretrained(str(base_dir), local_files_only=True)
         max_tokens = int(getattr(mc, "max_position_embeddings", None) or getattr(mc, "n_positions", 2048))
         kw: dict = {"max_new_tokens": cfg.eval.max_new_tokens}
-        if cfg.task.difficulty in ("base_nll", "base_pass_rate"):  # measured by the first base itself
+        if cfg.task.difficulty in NEEDS_BASE:  # measured by the first base itself
             kw["model"] = load_causal_lm(base_dir)
         pool = load_split(cfg.task.train_path, cfg.task, tok, max_tokens, **kw)
         test = load_split(cfg.task.test_path, cfg.task, tok, max_tokens, edges=pool.edges, **kw)
