@@ -1,15 +1,43 @@
-"""The report's figures, one function per family. Each returns ``[(file name, figure)]``.
+"""The report's figures, one function per family, and :data:`FIGURES`, the list the report
+draws them from. Each function returns ``[(file name, figure)]`` (empty when the sweep has
+nothing to show in it); its line in :data:`FIGURES` says which of the report's tables
+(:class:`FigureInputs`) it reads.
 
-Every figure fits a 1280-px-wide page at the report's 110 dpi (≤ 11.5 in wide), names its axes
-in words, and labels budgets by their values.
+Adding a figure: write its function here, add one ``FigureSpec`` line to :data:`FIGURES` (the
+report draws the families in that order and embeds the files in it), and test the function.
+Shared drawing helpers (page width, heatmap, budget axis) are in :mod:`.plotting`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
-MAX_WIDTH_IN = 11.5
+from .plotting import BUCKET_LABEL, MAX_WIDTH_IN, N_LABEL, budget_axis, heatmap, pyplot, size
+from .table import RISK_COLUMNS
+
+
+@dataclass(frozen=True)
+class FigureInputs:
+    """What a report figure may draw from; every risk is under the config's one loss."""
+
+    df: pd.DataFrame  # the tidy results table (table.collect)
+    cells: pd.DataFrame  # one row per cell of the complete budgets (table.cell_table) with `calibrated`
+    optimum: pd.DataFrame  # optimum.optimum_table, bootstrap and held-out predictors' buckets merged in
+    order: list[str]  # buckets, easy → hard
+    loss: str
+    irt_cross: pd.DataFrame | None = None  # item_difficulty.cross_difficulty at the largest full budgets
+
+    @property
+    def metric(self) -> str:
+        """The results-table metric behind the loss."""
+        return RISK_COLUMNS[self.loss]
+
+
 TERM_PANELS = [
     ("g_gen", "G_gen (Seeger gap)", ".2f"),
     ("g_ext", "G_ext = TV proxy", ".2f"),
@@ -18,52 +46,6 @@ TERM_PANELS = [
     ("total", "two-gap total (estimate)", ".2f"),
     ("test_risk", "measured test risk", ".2f"),
 ]
-N_LABEL = "n (training examples)"
-BUCKET_LABEL = "training bucket (easy → hard)"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _size(width: float, height: float) -> tuple[float, float]:
-    return min(width, MAX_WIDTH_IN), height
-
-
-def heatmap(
-    ax,
-    piv: pd.DataFrame,
-    title: str,
-    *,
-    fmt: str = ".2f",
-    cmap: str = "viridis",
-    mark=None,
-    xlabel="",
-    ylabel="",
-    center: float | None = None,
-):
-    """Annotated heatmap; ``mark`` maps a row label to the column label to box in red. A map of
-    differences passes ``center=0`` so that its diverging colours put zero at the neutral colour."""
-    import seaborn as sns
-    from matplotlib.patches import Rectangle
-    from matplotlib.ticker import FormatStrFormatter
-
-    # a plain colour-bar format: no "1e-5 + 9.999e-1" offset text over the panel's title
-    cbar = {"format": FormatStrFormatter("%.3g")}
-    sns.heatmap(
-        piv, annot=True, fmt=fmt, cmap=cmap, center=center, ax=ax, cbar=True, annot_kws={"fontsize": 8}, cbar_kws=cbar
-    )
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    for r, c in (mark or {}).items():
-        i, j = list(piv.index).index(r), list(piv.columns).index(c)
-        ax.add_patch(Rectangle((j, i), 1, 1, fill=False, lw=3, ec="red"))
 
 
 def _cell_means(ct: pd.DataFrame) -> dict:
@@ -86,9 +68,9 @@ def risk_pivot(ct: pd.DataFrame, order: list[str]) -> dict[tuple, tuple[pd.DataF
 def score_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
     """Per (base, objective): test risk under the sweep's loss over (n, bucket), the observed
     optimum (lowest risk) per n boxed."""
-    plt, out = _plt(), []
+    plt, out = pyplot(), []
     for (base, obj), (piv, best) in risk_pivot(ct, order).items():
-        fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(piv)))
+        fig, ax = plt.subplots(figsize=size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(piv)))
         title = f"test risk: {loss} ({base}, {obj}); lowest per n boxed"
         heatmap(ax, piv, title, mark=best, cmap="viridis_r", fmt=".3g", xlabel=BUCKET_LABEL, ylabel=N_LABEL)
         out.append((f"score_{base}_{obj}.png", fig))
@@ -97,9 +79,9 @@ def score_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
 
 def term_maps(ct: pd.DataFrame, order: list[str]) -> list:
     """Per (base, objective): every bound term over (n, bucket), in a 2 × 3 grid."""
-    plt, out = _plt(), []
+    plt, out = pyplot(), []
     for (base, obj), mean in _cell_means(ct).items():
-        fig, axes = plt.subplots(2, 3, figsize=_size(MAX_WIDTH_IN, 2.2 + 1.0 * mean["n"].nunique()))
+        fig, axes = plt.subplots(2, 3, figsize=size(MAX_WIDTH_IN, 2.2 + 1.0 * mean["n"].nunique()))
         for ax, (col, title, fmt) in zip(axes.ravel(), TERM_PANELS):
             piv = mean.pivot(index="n", columns="bucket", values=col).reindex(columns=order)
             heatmap(ax, piv, title, fmt=fmt, cmap="magma", xlabel="bucket", ylabel="n")
@@ -110,7 +92,7 @@ def term_maps(ct: pd.DataFrame, order: list[str]) -> list:
 def slice_maps(df: pd.DataFrame, order: list[str], score: str) -> list:
     """Per (base, objective), at the largest n: change per test op against the base, and the
     Kordi-style cross-difficulty map (training bucket × test op), in the metric behind the loss."""
-    plt, out = _plt(), []
+    plt, out = pyplot(), []
     test_rows = df[(df["slice"] != "train") & (df["metric"] == score)]
     base_ref = test_rows[test_rows["objective"] == "base"].groupby(["base", "slice"])["value"].mean()
     for (base, obj), g in test_rows[test_rows["objective"] != "base"].groupby(["base", "objective"]):
@@ -118,7 +100,7 @@ def slice_maps(df: pd.DataFrame, order: list[str], score: str) -> list:
         gg = g[g["n"] == n_max].groupby(["bucket", "slice"])["value"].mean().reset_index()
         gg["test op"] = gg["slice"].astype(int)
         gg["change"] = gg["value"] - gg["slice"].map(lambda sl, b=base: base_ref.get((b, sl), np.nan))
-        fig, axes = plt.subplots(1, 2, figsize=_size(3 + 1.1 * gg["test op"].nunique() * 2, 1.8 + 0.6 * len(order)))
+        fig, axes = plt.subplots(1, 2, figsize=size(3 + 1.1 * gg["test op"].nunique() * 2, 1.8 + 0.6 * len(order)))
         for ax, col, title, cmap, center in (
             (axes[0], "change", f"change in {score} vs base (n={n_max})", "RdBu", 0.0),
             (axes[1], "value", f"{score}: training bucket × test op (n={n_max})", "viridis", None),
@@ -128,15 +110,6 @@ def slice_maps(df: pd.DataFrame, order: list[str], score: str) -> list:
             heatmap(ax, piv, title, cmap=cmap, center=center, xlabel=xlabel, ylabel=BUCKET_LABEL)
         out.append((f"slices_{base}_{obj}.png", fig))
     return out
-
-
-def _budget_axis(ax, budgets) -> None:
-    from matplotlib.ticker import NullLocator
-
-    ax.set_xscale("log")
-    ax.set_xticks(sorted(budgets), [str(int(n)) for n in sorted(budgets)])
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel(N_LABEL)
 
 
 # the held-out predictors whose bucket (from held_out.csv) optimum_plot draws; the report merges
@@ -156,7 +129,7 @@ def optimum_plot(opt: pd.DataFrame, order: list[str]) -> list:
     """The best bucket against n, one panel per (base, objective): the observed optimum with its
     uncertainty (grey: every bucket the bootstrap cannot tell from the best at 95%; bar: range of
     the per-seed bests) and each predictor's pick beside it."""
-    plt = _plt()
+    plt = pyplot()
     rank = {b: i for i, b in enumerate(order)}
     opt = opt.copy()
     for col in HELD_OUT_MARKS:
@@ -166,7 +139,7 @@ def optimum_plot(opt: pd.DataFrame, order: list[str]) -> list:
     cols = min(2, len(groups))
     rows = -(-len(groups) // cols)
     fig, axes = plt.subplots(
-        rows, cols, figsize=_size(max(5.5 * cols, 8.5), 2.9 * rows + 0.9), sharey=True, squeeze=False
+        rows, cols, figsize=size(max(5.5 * cols, 8.5), 2.9 * rows + 0.9), sharey=True, squeeze=False
     )
     for ax, ((base, obj), g) in zip(axes.flat, groups):
         _optimum_panel(ax, g.sort_values("n"), rank, opt["n"].unique())
@@ -199,7 +172,7 @@ def _optimum_panel(ax, g: pd.DataFrame, rank: dict, budgets) -> None:
         if col in g and g[col].notna().any():
             h = g[g[col].notna()]
             ax.plot(h["n"] * dx, h[col], marker, ms=7, mfc="none", mew=1.5, label=label, zorder=4)
-    _budget_axis(ax, budgets)
+    budget_axis(ax, budgets)
     ax.set_ylim(-0.6, len(rank) - 0.4)
 
 
@@ -207,7 +180,7 @@ def dft_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
     """Per base, when both objectives ran: DFT minus SFT test risk over (n, bucket) (negative: DFT better)."""
     if not {"sft", "dft"} <= set(ct["objective"]):
         return []
-    plt, out = _plt(), []
+    plt, out = pyplot(), []
     for base, g in ct.groupby("base"):
         if not {"sft", "dft"} <= set(g["objective"]):  # e.g. this base's DFT groups not finished yet
             continue
@@ -221,7 +194,7 @@ def dft_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
         )
         if diff.empty:
             continue
-        fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(diff)))
+        fig, ax = plt.subplots(figsize=size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(diff)))
         title = f"DFT minus SFT, test risk {loss} ({base})"
         heatmap(ax, diff, title, cmap="RdBu_r", center=0.0, xlabel=BUCKET_LABEL, ylabel=N_LABEL)
         out.append((f"dft_vs_sft_{base}.png", fig))
@@ -231,11 +204,11 @@ def dft_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
 def irt_maps(cross: pd.DataFrame, order: list[str]) -> list:
     """Per (base, objective), at its largest budget: accuracy of each training bucket on the test
     items of each IRT difficulty bin (items rated by the sweep's own models)."""
-    plt, out = _plt(), []
+    plt, out = pyplot(), []
     for (base, obj), g in cross.groupby(["base", "objective"]):
         n = int(g["n"].max())
         piv = g[g["n"] == n].pivot(index="bucket", columns="irt_bin", values="accuracy").reindex(index=order)
-        fig, ax = plt.subplots(figsize=_size(2.2 + 1.3 * piv.shape[1], 1.4 + 0.6 * len(piv)))
+        fig, ax = plt.subplots(figsize=size(2.2 + 1.3 * piv.shape[1], 1.4 + 0.6 * len(piv)))
         title = f"answer accuracy by IRT difficulty bin of the test items ({base}, {obj}, n = {n})"
         heatmap(ax, piv, title, cmap="viridis", xlabel="IRT difficulty bin (1 = easiest)", ylabel=BUCKET_LABEL)
         out.append((f"irt_{base}_{obj}.png", fig))
@@ -248,7 +221,7 @@ def bases_plot(opt: pd.DataFrame, order: list[str]) -> list:
     whose optimum is not determined at 95%."""
     if opt["base"].nunique() < 2:
         return []
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = list(opt.groupby(["base", "objective"]))
     for k, ((base, obj), g) in enumerate(groups):
@@ -258,7 +231,7 @@ def bases_plot(opt: pd.DataFrame, order: list[str]) -> list:
         det = g["determined"].astype(bool).to_numpy() if "determined" in g else np.ones(len(g), bool)
         ax.plot(g["n"][det], y[det], "o", color=line.get_color())
         ax.plot(g["n"][~det], y[~det], "o", mfc="white", color=line.get_color())
-    _budget_axis(ax, opt["n"].unique())
+    budget_axis(ax, opt["n"].unique())
     ax.set_yticks(range(len(order)), order)
     ax.set_ylim(-0.5, len(order) - 0.5)
     ax.set_ylabel("observed best training bucket")
@@ -272,7 +245,7 @@ def bound_vs_risk_plot(ct: pd.DataFrame) -> list:
     measured test risk E_π R_test (with its interval): the quantity the bound is about."""
     if "stoch_test_risk" not in ct:
         return []
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5))
     x = ct["stoch_test_risk"]
     err = [x - ct["stoch_test_lower"], ct["stoch_test_upper"] - x]
@@ -296,3 +269,23 @@ def bound_vs_risk_plot(ct: pd.DataFrame) -> list:
     ax.set_title("bound against the risk it bounds (one point per cell)")
     ax.legend(fontsize=7, loc="lower right")
     return [("bound_vs_risk.png", fig)]
+
+
+class FigureSpec(NamedTuple):
+    """One figure family of the report: a name and how to draw it from the report's tables."""
+
+    family: str
+    draw: Callable[[FigureInputs], list]
+
+
+# the report draws these in this order (one family at a time, each saved and closed before the next)
+FIGURES: list[FigureSpec] = [
+    FigureSpec("score", lambda f: score_maps(f.cells, f.order, f.loss)),
+    FigureSpec("terms", lambda f: term_maps(f.cells, f.order)),
+    FigureSpec("slices", lambda f: slice_maps(f.df, f.order, f.metric)),
+    FigureSpec("optimum", lambda f: optimum_plot(f.optimum, f.order)),
+    FigureSpec("bound_vs_risk", lambda f: bound_vs_risk_plot(f.cells)),
+    FigureSpec("dft_vs_sft", lambda f: dft_maps(f.cells, f.order, f.loss)),
+    FigureSpec("bases", lambda f: bases_plot(f.optimum, f.order)),
+    FigureSpec("irt", lambda f: [] if f.irt_cross is None else irt_maps(f.irt_cross, f.order)),
+]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .table import bucket_order, cell_table, collect, complete_budgets
 from .uncertainty import spearman
 
 TERMS = ("mc_mean_risk", "kl", "tv", "test_risk")
@@ -123,8 +124,6 @@ def forecast_table(ct: pd.DataFrame, budget: int, *, pilots: list[int] | None = 
 def forecast(run_dir: str, budget: int) -> pd.DataFrame:
     """Forecast the best bucket of a finished sweep at an untrained ``budget`` (all its budgets
     below ``budget`` whose every bucket has finished are the pilots)."""
-    from .build import bucket_order, cell_table, collect, complete_budgets
-
     df, cfg = collect(run_dir)
     ct, _ = complete_budgets(cell_table(df, cfg.bound.loss), bucket_order(cfg))
     if not (ct["n"] < budget).any():

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..data.buckets import bin_numbers, quantile_edges
 from ..estimators.irt import fit_irt
-from ..sweep.store import valid_cells
+from .table import KEYS, cell_items, complete_budgets, records
 
 
 def item_responses(out_dir: str | Path) -> pd.DataFrame:
@@ -24,13 +24,13 @@ def item_responses(out_dir: str | Path) -> pd.DataFrame:
     seed) of every finished model's generated answers."""
     out = Path(out_dir)
     rows = []
-    for rec in valid_cells(out):
-        it = rec.get("items") or {}
+    for rec in records(out):
+        cell, it = cell_items(rec)
+        it = it or {}
         if "answer_correct" not in it:
             continue
         seen: dict = {}
-        c = rec["cell"]
-        who = {"subject": c["id"]} | {k: c.get(k) for k in ("base", "objective", "n", "bucket", "seed")}
+        who = {"subject": cell["id"]} | {k: cell[k] for k in KEYS}
         for sl, ok in zip(it["slice"], it["answer_correct"]):
             k = seen[sl] = seen.get(sl, -1) + 1
             rows.append(who | {"item": f"{sl}#{k}", "slice": str(sl), "correct": float(ok)})
@@ -65,10 +65,8 @@ def cross_difficulty(responses: pd.DataFrame, items: pd.DataFrame, k: int = 4) -
 
 def largest_full_budget(cross: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """The rows of :func:`cross_difficulty` at each (base, objective)'s largest budget whose every
-    bucket in ``order`` has finished (the report's rule, :func:`pacbayes_sft.report.complete_budgets`):
+    bucket in ``order`` has finished (the report's rule, :func:`.table.complete_budgets`):
     a map with some buckets missing would answer a different question."""
-    from .build import complete_budgets
-
     full, _ = complete_budgets(cross, order)
     largest = full.groupby(["base", "objective"])["n"].transform("max")
     return full[full["n"] == largest].reset_index(drop=True)
