@@ -77,7 +77,7 @@ def test_update_keeps_exactly_the_cells_whose_inputs_did_not_change(tmp_path, le
         meta = json.loads((tmp_path / "sweep.json").read_text())
         (tmp_path / "sweep.json").write_text(json.dumps({k: meta[k] for k in ("config_hash", "config")}))
     _fake_cells(tmp_path, cfg, legacy=legacy)
-    assert sorted(r["cell"]["id"] for r in valid_cells(tmp_path)) == [
+    assert sorted(r.id for r in valid_cells(tmp_path)) == [
         "a__sft__n16",
         "a__sft__n8",
         "b__sft__n16",
@@ -87,7 +87,7 @@ def test_update_keeps_exactly_the_cells_whose_inputs_did_not_change(tmp_path, le
     with pytest.raises(ValueError, match=r"another config .*: 2 of its 4 finished cells stay valid.*--update"):
         claim_folder(tmp_path, new)
     claim_folder(tmp_path, new, update=True)
-    kept = sorted(r["cell"]["id"] for r in valid_cells(tmp_path))
+    kept = sorted(r.id for r in valid_cells(tmp_path))
     assert kept == ["a__sft__n16", "a__sft__n8"]
     # Switching back restores base b's cells: the history remembers the config that made them.
     claim_folder(tmp_path, cfg, update=True)

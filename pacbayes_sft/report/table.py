@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..sweep.config import SweepConfig
+from ..sweep.record import CellRecord
 from ..sweep.store import FolderState, folder_config, valid_cells
 
 KEYS = ["base", "objective", "n", "bucket", "seed"]
@@ -30,36 +31,35 @@ ITEM_LOSSES = {
 # --- cell records: the one place that knows their layout -------------------------------------
 
 
-def records(out_dir: str | Path, state: FolderState | None = None) -> Iterator[dict]:
+def records(out_dir: str | Path, state: FolderState | None = None) -> Iterator[CellRecord]:
     """Every finished cell record of the folder valid under its current config."""
     return valid_cells(Path(out_dir), state)
 
 
-def _identity(rec: dict) -> dict:
+def _identity(rec: CellRecord) -> dict:
     """The cell's id and its KEYS (a base model's record has no n, bucket or seed: None)."""
-    c = rec["cell"]
-    return {"id": c.get("id")} | {k: c.get(k) for k in KEYS}
+    return {"id": rec.id} | dict(zip(KEYS, rec.key))
 
 
-def cell_rows(rec: dict) -> list[dict]:
+def cell_rows(rec: CellRecord) -> list[dict]:
     """The record as tidy rows (KEYS, slice, metric, value, n_examples): one per test slice and
     metric, then one per bound term on the slice ``"train"`` (n_examples: the cell's n)."""
     key = {k: v for k, v in _identity(rec).items() if k != "id"}
     rows = [
         key | {"slice": str(r["slice"]), "metric": r["metric"], "value": r["value"], "n_examples": r["n_examples"]}
-        for r in rec["rows"]
+        for r in rec.rows
     ]
     rows += [
         key | {"slice": "train", "metric": m, "value": v, "n_examples": key["n"]}
-        for m, v in rec.get("terms", {}).items()
+        for m, v in rec.terms.items()
     ]
     return rows
 
 
-def cell_items(rec: dict) -> tuple[dict, dict | None]:
+def cell_items(rec: CellRecord) -> tuple[dict, dict | None]:
     """The cell's identity (id and KEYS) and its per-item results (lists keyed by field: slice,
     token_error, exact_match, answer_correct, …), None when the record has none."""
-    return _identity(rec), rec.get("items")
+    return _identity(rec), rec.items or None
 
 
 # --- the tables ------------------------------------------------------------------------------

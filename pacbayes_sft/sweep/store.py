@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import SweepConfig, cell_hash, config_dict, config_hash, normalise_config
+from .record import CellRecord
 
 __all__ = [
     "FolderState",
@@ -39,13 +40,19 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_record(path: Path) -> dict | None:
-    """A cell file's record if it is a finished cell, else None (missing, unreadable, partial)."""
+def read_record(path: Path) -> CellRecord | None:
+    """A cell file's record if it is a finished cell, else None (missing, unreadable, partial,
+    or not a cell record at all)."""
     try:
-        rec = json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return rec if isinstance(rec, dict) and rec.get("status") == "done" else None
+    if not isinstance(raw, dict) or raw.get("status") != "done":
+        return None
+    try:
+        return CellRecord.from_dict(raw)
+    except ValueError:
+        return None
 
 
 class FolderState:
@@ -71,13 +78,12 @@ class FolderState:
     def expected(self, base: str) -> str | None:
         return self.cell_hashes.get(base)
 
-    def accepts(self, rec: dict) -> bool:
+    def accepts(self, rec: CellRecord) -> bool:
         """Whether a finished record is a result of the current config."""
-        base = (rec.get("cell") or {}).get("base")
-        want = self.cell_hashes.get(base)
+        want = self.cell_hashes.get(rec.base)
         if want is None:
             return False
-        have = rec.get("cell_hash") or self.history.get(rec.get("config_hash"), {}).get(base)
+        have = rec.cell_hash or self.history.get(rec.config_hash, {}).get(rec.base)
         return have == want
 
 
@@ -133,7 +139,7 @@ def folder_config(out: str | Path) -> tuple[SweepConfig, FolderState]:
     return normalise_config(state.config), state
 
 
-def _finished(out: Path) -> Iterator[dict]:
+def _finished(out: Path) -> Iterator[CellRecord]:
     """Every finished cell record of the folder, valid or not, in file-name order."""
     for f in sorted((out / "cells").glob("*.json")):
         rec = read_record(f)
@@ -141,7 +147,7 @@ def _finished(out: Path) -> Iterator[dict]:
             yield rec
 
 
-def valid_cells(out: str | Path, state: FolderState | None = None) -> Iterator[dict]:
+def valid_cells(out: str | Path, state: FolderState | None = None) -> Iterator[CellRecord]:
     """Every finished cell record valid under the folder's current config, in file-name order."""
     out = Path(out)
     state = state or folder_state(out)
