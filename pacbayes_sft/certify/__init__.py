@@ -1,34 +1,22 @@
-"""The certificate of one adapter: configs, losses, the sigma/prior engine, the TV term and the certify API."""
+"""The certificate of one adapter, one module per concept:
+
+- :mod:`.config`: :class:`BoundConfig`, :class:`TVConfig`, :class:`EvalConfig` (no torch);
+- :mod:`.certificate`: the typed :class:`Certificate` record (no torch);
+- :mod:`.losses`: the bounded losses on a list of examples;
+- :mod:`.engine`: the δ plan, the σ grid and :func:`certificate_core`;
+- :mod:`.stochastic`: the stochastic model's risk and the certificate of a learned posterior;
+- :mod:`.tv_term`: the classifier TV proxy as a TV term;
+- :mod:`.api`: :func:`certify` (load → losses → TV → core).
+
+The torch-free modules are imported here; the others on first use of one of their names
+(PEP 562), so ``pacbayes_sft.certify.config`` (read by the sweep's config layer) loads no torch.
+"""
 
 from __future__ import annotations
 
-from .api import (
-    DEFAULT_SIGMA_MULTIPLES,
-    DEFAULT_SIGMAS,
-    LOSSES,
-    SIGMA_RULES,
-    SPACES,
-    BoundConfig,
-    DeltaPlan,
-    Losses,
-    PosteriorFamily,
-    StochasticRisk,
-    TVConfig,
-    answer_losses,
-    capped,
-    certificate_core,
-    certify,
-    certify_learned_posterior,
-    choose_sigma,
-    classifier_tv_term,
-    example_losses,
-    family_sigma_table,
-    module_families,
-    plan_delta,
-    sigma_grid_table,
-    stochastic_risk,
-    teacher_forced_losses,
-)
+import importlib
+from typing import Any
+
 from .certificate import (
     SCHEMA_VERSION,
     Certificate,
@@ -40,9 +28,43 @@ from .certificate import (
     TVTerm,
     numbers,
 )
+from .config import DEFAULT_SIGMA_MULTIPLES, LOSSES, SIGMA_RULES, SPACES, BoundConfig, EvalConfig, TVConfig
+
+_LAZY = {
+    "api": ("DataPrior", "certify"),
+    "engine": (
+        "DeltaPlan",
+        "GridOptions",
+        "PosteriorFamily",
+        "certificate_core",
+        "choose_sigma",
+        "family_sigma_table",
+        "module_families",
+        "plan_delta",
+        "sigma_grid",
+        "sigma_grid_table",
+    ),
+    "losses": ("Losses", "answer_losses", "example_losses", "resolve_judge", "teacher_forced_losses"),
+    "stochastic": ("StochasticRisk", "certify_learned_posterior", "stochastic_risk"),
+    "tv_term": ("capped", "classifier_tv_term", "examples_tv_term"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))
+
 
 __all__ = [
-    "DEFAULT_SIGMAS",
     "DEFAULT_SIGMA_MULTIPLES",
     "LOSSES",
     "SCHEMA_VERSION",
@@ -50,10 +72,13 @@ __all__ = [
     "SPACES",
     "BoundConfig",
     "Certificate",
+    "DataPrior",
     "DeltaPlan",
     "DeltaSplit",
     "EmpiricalRisk",
+    "EvalConfig",
     "GenGap",
+    "GridOptions",
     "KLTerm",
     "Losses",
     "PosteriorFamily",
@@ -69,10 +94,13 @@ __all__ = [
     "choose_sigma",
     "classifier_tv_term",
     "example_losses",
+    "examples_tv_term",
     "family_sigma_table",
     "module_families",
     "numbers",
     "plan_delta",
+    "resolve_judge",
+    "sigma_grid",
     "sigma_grid_table",
     "stochastic_risk",
     "teacher_forced_losses",

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..bounds.two_gap import TwoGapBound
+from ..bounds.two_gap import TwoGapBound, certification_statement
 
 SCHEMA_VERSION = 1
 
@@ -172,8 +172,6 @@ class Certificate:
 
     def statement(self) -> str:
         """One sentence saying what the total is."""
-        from ..bounds.two_gap import certification_statement
-
         return certification_statement(self.two_gap)
 
     def to_dict(self) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..certify.api import BoundConfig, TVConfig
+from ..certify.config import BoundConfig, EvalConfig, TVConfig
 from ..config import from_dict, option, to_dict
 from ..training.sft import OBJECTIVES, SFTConfig
 
@@ -108,19 +108,6 @@ class TestConfig:
 
 
 @dataclass
-class EvalConfig:
-    """How each model is evaluated on the test slices."""
-
-    generate: bool = option(True, "Also decode greedily and verify the answer (answer_accuracy).")
-    max_new_tokens: int = option(256, "Longest generated answer, in tokens.")
-    batch_size: int = option(64, "Examples per forward pass.")
-
-
-def _sweep_tv() -> TVConfig:
-    return TVConfig(permutations=200, max_per_side=2000)
-
-
-@dataclass
 class SweepConfig:
     """The (base × objective × n × bucket × seed) grid and how each cell is trained and bounded."""
 
@@ -146,9 +133,9 @@ class SweepConfig:
     bound: BoundConfig = option(
         help="How each cell's certificate is computed; its loss (default answer_error) is the one loss of the "
         "bound, the measured test risk, the observed optimum and every table and plot.",
-        factory=lambda: BoundConfig(loss="answer_error"),
+        factory=BoundConfig,
     )
-    tv: TVConfig = option(help="The TV proxy.", factory=_sweep_tv)
+    tv: TVConfig = option(help="The TV proxy.", factory=TVConfig)
     eval: EvalConfig = option(help="Evaluation on the test slices.", factory=EvalConfig)
     threads: int = option(0, "torch threads (0 = torch's default; not part of the hash).")
 
@@ -206,7 +193,7 @@ def base_fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-LATER_FIELDS = (("sft", "precision", "fp32"), ("bound", "mc_examples", None))
+LATER_FIELDS = (("sft", "precision", "fp32"), ("bound", "mc_examples", None), ("bound", "catoni_c", 1.0))
 
 
 def _data_fingerprint(path: str) -> str:

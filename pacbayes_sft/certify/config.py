@@ -1,0 +1,146 @@
+"""What a certificate is computed with: the bound, the TV proxy and the evaluation settings.
+
+Plain dataclasses read by :func:`pacbayes_sft.config.from_dict` (YAML/JSON configs) and turned
+into command-line options by :func:`pacbayes_sft.config.add_options`. Every default that more
+than one place reads comes from :mod:`pacbayes_sft.defaults`. This module imports no torch: the
+sweep's config layer reads it without loading the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import defaults
+from ..bounds import MC_SCHEMES
+from ..config import option
+
+LOSSES = ("token_error", "sequence_error", "answer_error")
+# Relative grid: σ = multiple × RMS of the prior centre's parameters, log-spaced over two decades.
+DEFAULT_SIGMA_MULTIPLES = (0.02, 0.043, 0.093, 0.2, 0.43, 0.93, 2.0)
+SIGMA_RULES = ("best_bound", "sharpness")
+SPACES = ("delta", "lora")
+
+
+@dataclass
+class BoundConfig:
+    """How the certificate is computed: σ grid and rule, parameter space, δ split, MC draws, loss."""
+
+    sigmas: list[float] | None = option(
+        None, "Absolute sigma grid; null = the relative grid sigma_multiples x RMS of the prior centre."
+    )
+    sigma_multiples: list[float] = option(
+        help="Relative sigma grid: multiples of the RMS of the parameters the prior is centred at "
+        "(each grid point is charged delta_bound/K).",
+        factory=lambda: list(DEFAULT_SIGMA_MULTIPLES),
+    )
+    sigma_rule: str = option("best_bound", "How sigma is chosen from the grid.", choices=SIGMA_RULES)
+    sharpness_tol: float = option(0.05, "Sharpness rule: largest sigma with MC risk <= point risk + this.")
+    space: str = option(
+        "delta", "'delta': prior at the pretrained weights; 'lora': prior at the adapter init.", choices=SPACES
+    )
+    delta: float = option(defaults.DELTA, "Total failure probability, split in a ledger.")
+    mc_fraction: float = option(0.2, "Fraction of delta for the Monte-Carlo risk bounds.")
+    tv_fraction: float = option(0.2, "Fraction of delta for the TV lower bound.")
+    m: int | None = option(
+        None, "Posterior draws per sigma: per example (default 1) or shared by all examples (default 20)."
+    )
+    mc_scheme: str = option(
+        "per_example",
+        "per_example: each training example gets its own draws (n*m independent losses); "
+        "shared: m draws each score every example.",
+        choices=MC_SCHEMES,
+    )
+    loss: str = option(defaults.LOSS, "Bounded loss in [0, 1] for risks and bounds.", choices=LOSSES)
+    mc_examples: int | None = option(
+        None,
+        "per_example scheme: at most this many (example, draw) losses per sigma; when n*m exceeds it, "
+        "that many examples are drawn uniformly with replacement, each under its own draw (i.i.d. losses "
+        "with mean E_pi R_S: a valid, looser bound at a fraction of the cost). null = all n*m.",
+    )
+    per_module_sigma: bool = option(
+        False,
+        "One sigma grid per module family (q_proj, v_proj, ...; relative grid only), chosen by a coordinate "
+        "search after the isotropic grid; the union over every combination is paid in the ledger.",
+    )
+    catoni_c: float = option(
+        defaults.CATONI_C, "C of Catoni's bound in the sigma-grid table (reported only; never chooses sigma)."
+    )
+
+    def __post_init__(self) -> None:
+        if self.mc_scheme not in MC_SCHEMES:
+            raise ValueError(f"mc_scheme must be one of {MC_SCHEMES}, got {self.mc_scheme!r}")
+        if self.m is not None and not _is_count(self.m):
+            raise ValueError(f"m must be an integer >= 1, got {self.m!r}")
+        if self.mc_examples is not None and not _is_count(self.mc_examples):
+            raise ValueError(f"mc_examples must be an integer >= 1 or null, got {self.mc_examples!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.sigma_rule not in SIGMA_RULES:
+            raise ValueError(f"sigma_rule must be 'best_bound' or 'sharpness', got {self.sigma_rule!r}")
+        if self.space not in SPACES:
+            raise ValueError(f"space must be 'delta' or 'lora', got {self.space!r}")
+        f_mc, f_tv = self.mc_fraction, self.tv_fraction
+        if not (0 < f_mc < 1 and 0 < f_tv < 1 and f_mc + f_tv < 1):
+            raise ValueError("mc_fraction and tv_fraction must lie in (0, 1) and sum to less than 1")
+        if not (isinstance(self.catoni_c, (int, float)) and self.catoni_c > 0):
+            raise ValueError(f"catoni_c must be a positive number, got {self.catoni_c!r}")
+        if self.sigmas is not None:
+            self.sigmas = _positive_list(self.sigmas, "sigmas")
+            if self.per_module_sigma:
+                raise ValueError("per_module_sigma needs the relative grid (sigmas: null)")
+        self.sigma_multiples = _positive_list(self.sigma_multiples, "sigma_multiples")
+
+    @property
+    def grid_size(self) -> int:
+        """K, the number of σ grid points (each charged δ/K)."""
+        return len(self.sigmas if self.sigmas is not None else self.sigma_multiples)
+
+    @property
+    def draws(self) -> int:
+        """Posterior draws per σ (m, or the scheme's default)."""
+        return self.m if self.m is not None else (1 if self.mc_scheme == "per_example" else 20)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _positive_list(values: Any, name: str) -> list[float]:
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        out = []
+    if not out or any(not v > 0 for v in out):
+        raise ValueError(f"{name} must be a non-empty sequence of positive numbers, got {values!r}")
+    return out
+
+
+@dataclass
+class TVConfig:
+    """The classifier TV proxy between the training sample and the test set."""
+
+    features: str = option(
+        "auto",
+        "Features of the TV proxy: 'auto' (structure, TF-IDF or both, chosen by inner cross-validation), "
+        "'structure', 'tfidf' or 'structure+tfidf'.",
+        choices=("auto", "structure", "tfidf", "structure+tfidf"),
+    )
+    permutations: int = option(defaults.TV_PERMUTATIONS, "Permutations for the TV p-value.")
+    max_per_side: int | None = option(
+        defaults.TV_MAX_PER_SIDE, "Use at most this many texts per side, a stratified random sample (null = all)."
+    )
+
+
+@dataclass
+class EvalConfig:
+    """How a model is evaluated: greedy generation (answer_error) and batching."""
+
+    generate: bool = option(True, "Also decode greedily and verify the answer (answer_accuracy).")
+    max_new_tokens: int = option(defaults.MAX_NEW_TOKENS, "Longest generated answer, in tokens.")
+    batch_size: int = option(defaults.BATCH_SIZE, "Examples per forward pass.")
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "batch_size"):
+            if not _is_count(getattr(self, name)):
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")

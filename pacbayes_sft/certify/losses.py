@@ -1,0 +1,151 @@
+"""The bounded losses in [0, 1] a certificate is computed from, on a list of examples.
+
+- token_error: the mean over response tokens of 1 − [the teacher-forced argmax is the token];
+- sequence_error: 1 − [every response token is the teacher-forced argmax];
+- answer_error: 1 − judge(example, greedy generation), in {0, 1}; a judge is a
+  :data:`~pacbayes_sft.data.scorers.Judge` ``(example, text) -> bool``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import defaults
+from ..data.loaders import example_field
+from ..data.scorers import Judge, answer_judge
+from ..lm.scoring import generate_texts, teacher_forced_metrics
+from .config import EvalConfig
+
+
+@dataclass
+class Losses:
+    """A bounded loss on the n training examples: the mean risk of a model, one example's loss,
+    and (optionally) ``batch(model, [i_1, …, i_B])``: the losses of those examples from one batch
+    whose row r is example i_r, which lets per-row posterior draws score B examples per pass."""
+
+    n: int
+    risk: Callable[[torch.nn.Module], float]
+    example: Callable[[torch.nn.Module, int], float]
+    batch: Callable[[torch.nn.Module, list[int]], list[float]] | None = None
+    batch_size: int = defaults.BATCH_SIZE
+
+
+def prompts_and_responses(examples: Sequence[Any], what: str = "examples") -> tuple[list[str], list[str]]:
+    """The ``prompt`` and ``response`` strings of ``examples`` (dicts or objects); ValueError names ``what``."""
+    fields = []
+    for name in ("prompt", "response"):
+        vals = [example_field(e, name) for e in examples]
+        if not all(isinstance(v, str) for v in vals):
+            raise ValueError(f"{what} need a string {name!r}")
+        fields.append(vals)
+    return fields[0], fields[1]
+
+
+def _losses_from_batch(n: int, batch: Callable, batch_size: int) -> Losses:
+    """Losses whose risk and single-example loss both go through ``batch``."""
+
+    def risk(mdl: torch.nn.Module) -> float:
+        chunks = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+        return float(sum(sum(batch(mdl, c)) for c in chunks) / n)
+
+    return Losses(n=n, risk=risk, example=lambda mdl, i: batch(mdl, [i])[0], batch=batch, batch_size=batch_size)
+
+
+def teacher_forced_losses(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    loss: str,
+    *,
+    batch_size: int = defaults.BATCH_SIZE,
+    per_row_draws: bool = False,
+) -> Losses:
+    """Token error or sequence error (1 − teacher-forced exact match), both in [0, 1].
+    ``per_row_draws=True`` exposes the batched loss for per-row posterior draws (slower here)."""
+    if loss not in ("token_error", "sequence_error"):
+        raise ValueError(f"loss must be 'token_error' or 'sequence_error' for teacher forcing, got {loss!r}")
+
+    def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
+        ps, rs = [prompts[i] for i in idx], [responses[i] for i in idx]
+        tf = teacher_forced_metrics(mdl, tokenizer, ps, rs, batch_size=len(idx), keep_order=True)
+        return tf["token_error"] if loss == "token_error" else [1.0 - v for v in tf["exact_match"]]
+
+    # One teacher-forced pass per example is cheap: per-row draws only pay off with generation
+    # (benchmarks/bench_mc_draws.py: 0.8x here, 11x for answer_error), so MC stays one at a time.
+    losses = _losses_from_batch(len(prompts), batch, batch_size)
+    return losses if per_row_draws else dataclasses.replace(losses, batch=None)
+
+
+def answer_losses(
+    tokenizer: Any,
+    examples: Sequence[Any],
+    judge: Judge,
+    *,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+    batch_size: int = defaults.BATCH_SIZE,
+) -> Losses:
+    """answer_error: 1 − judge(example, greedy generation), in {0, 1}.
+
+    ``judge`` is a :data:`~pacbayes_sft.data.scorers.Judge` (a task's verifier, or
+    :func:`~pacbayes_sft.data.scorers.answer_judge` of a scorer). Under a posterior, each row of a
+    generation batch decodes under its own draw (``GaussianPosterior.sample_rows``), so the
+    per-example scheme stays affordable.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if not callable(judge):
+        raise ValueError(f"judge must be a callable (example, text) -> bool, got {judge!r}")
+    examples = list(examples)
+    prompts = [example_field(e, "prompt") for e in examples]
+
+    def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
+        ps = [prompts[i] for i in idx]
+        texts = generate_texts(mdl, tokenizer, ps, max_new_tokens=max_new_tokens, batch_size=len(idx), keep_order=True)
+        return [0.0 if judge(examples[i], t) else 1.0 for i, t in zip(idx, texts)]
+
+    return _losses_from_batch(len(prompts), batch, batch_size)
+
+
+def resolve_judge(judge: Judge | str | None, examples: Sequence[Any]) -> Judge:
+    """A judge as given, or the scorer of that name (default ``defaults.SCORER``) compared with each
+    example's ``answer`` (every example must then have one)."""
+    if callable(judge):
+        return judge
+    if judge is not None and not isinstance(judge, str):
+        raise ValueError(f"judge must be a callable (example, text) -> bool or a scorer name, got {judge!r}")
+    scored = answer_judge(judge or defaults.SCORER)
+    try:
+        for e in examples:
+            example_field(e, "answer")
+    except ValueError:
+        raise ValueError("loss='answer_error' needs an 'answer' on every example, or a verifier as judge") from None
+    return scored
+
+
+def example_losses(
+    tokenizer: Any,
+    examples: Sequence[Any],
+    loss: str,
+    *,
+    judge: Judge | str | None = None,
+    evaluation: EvalConfig | None = None,
+) -> Losses:
+    """The configured loss on ``examples`` (items with prompt, response and, for answer_error
+    with a scorer, answer). ``judge`` (answer_error only): a
+    :data:`~pacbayes_sft.data.scorers.Judge`, or a name / import path of a scorer in
+    :mod:`pacbayes_sft.data.scorers` compared with each example's ``answer`` (default
+    ``defaults.SCORER``). ``evaluation``: batch size and longest generated answer (default
+    :class:`EvalConfig`'s)."""
+    ev = evaluation if evaluation is not None else EvalConfig()
+    if not isinstance(ev, EvalConfig):
+        raise ValueError(f"evaluation must be an EvalConfig or None, got {type(ev).__name__}")
+    prompts, responses = prompts_and_responses(examples)
+    if loss != "answer_error":
+        return teacher_forced_losses(tokenizer, prompts, responses, loss, batch_size=ev.batch_size)
+    judge = resolve_judge(judge, examples)
+    return answer_losses(tokenizer, examples, judge, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
