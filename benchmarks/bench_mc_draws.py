@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from pacbayes_sft.certify import example_losses, teacher_forced_losses
+from pacbayes_sft.certify import EvalConfig, example_losses, teacher_forced_losses
 from pacbayes_sft.data.igsm import generate
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.estimators.posterior import GaussianPosterior, mc_stochastic_risk_per_example
@@ -51,9 +51,8 @@ def main() -> None:
             tok,
             ex,
             loss,
-            scorer=igsm_judge(7),
-            max_new_tokens=160,
-            batch_size=args.batch,
+            judge=igsm_judge(7),
+            evaluation=EvalConfig(max_new_tokens=160, batch_size=args.batch),
         )
         post = GaussianPosterior(model, 0.003, "delta", seed=1)
         if loss == "token_error":  # the sweep scores these one at a time; expose the batched form here

@@ -76,10 +76,11 @@ def _peft(path, trainable=False):
 
 
 def _losses(tok, examples):
-    from pacbayes_sft.certify import example_losses
+    from pacbayes_sft.certify import EvalConfig, example_losses
     from pacbayes_sft.sweep.tasks import igsm_judge
 
-    return example_losses(tok, examples, "answer_error", scorer=igsm_judge(7), max_new_tokens=160, batch_size=128)
+    evaluation = EvalConfig(max_new_tokens=160, batch_size=128)
+    return example_losses(tok, examples, "answer_error", judge=igsm_judge(7), evaluation=evaluation)
 
 
 def choose_prior_sigma(prior: Path, tok, prior_half: list, args) -> tuple[float, list[dict]]:
@@ -139,7 +140,7 @@ def _learned(out, tok, bound_half, tests, sigma_p, args, selection) -> dict:
 
 def _prior_as_posterior(out, tok, bound_half, tests, sigma_p) -> dict:
     """The posterior equal to the prior: KL = 0, the bound a held-out bound on the sampled prior."""
-    from pacbayes_sft.certify import BoundConfig, certificate_core, plan_delta
+    from pacbayes_sft.certify import BoundConfig, GridOptions, certificate_core, plan_delta
     from pacbayes_sft.certify.certificate import TVTerm
 
     model = _peft(out / "prior").eval()
@@ -148,7 +149,8 @@ def _prior_as_posterior(out, tok, bound_half, tests, sigma_p) -> dict:
     family = _zero_kl_family(model, sigma_p)
     cert = certificate_core(
         model, _losses(tok, bound_half), TVTerm.plain(0.0, len(bound_half), len(tests[0]), "not used"), cfg, plan,
-        seed=0, prior_info={"kind": "data-dependent", "centre": "SFT adapter on the first half of S"}, family=family,
+        seed=0, prior_info={"kind": "data-dependent", "centre": "SFT adapter on the first half of S"},
+        options=GridOptions(family=family),
     )  # fmt: skip
     (out / "certificate_prior_as_posterior.json").write_text(json.dumps(cert.to_dict(), indent=1))
     return _cert_row("posterior = prior (KL 0)", cert, model, tok, tests, sigma_p)

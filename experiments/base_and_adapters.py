@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pacbayes_sft.certify import certify
+from pacbayes_sft.certify import BoundConfig, TVConfig, certify
 from pacbayes_sft.data import generate, verify
 from pacbayes_sft.data.igsm import response_roles
 from pacbayes_sft.data.tokenizer import load_tokenizer
@@ -92,7 +92,8 @@ if __name__ == "__main__":
             f"{lg['tokens_per_s']:.0f} tokens/s ({lg['response_tokens_per_s']:.0f} response tokens/s)"
         )
     test = [p for op in range(1, 11) for p in slices[op]]
-    tg, doc = certify(args.base, str(out / "adapter_sft"), train, test, tv_permutations=500)
+    bound, tv = BoundConfig(loss="token_error"), TVConfig(permutations=500, max_per_side=None)
+    tg, doc = certify(args.base, str(out / "adapter_sft"), train, test, bound=bound, tv=tv)
     (out / "certificate.json").write_text(json.dumps(doc, indent=2))
     print("\n### Certificate of the SFT adapter (pacbayes-sft certify)\n")
     print(

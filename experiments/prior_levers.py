@@ -22,6 +22,7 @@ import pandas as pd
 
 from pacbayes_sft.certify import (
     BoundConfig,
+    DataPrior,
     TVConfig,
     certify,
     certify_learned_posterior,
@@ -55,15 +56,15 @@ def main() -> None:
     rows = []
     for space in () if args.only_learned else ("delta", "lora"):
         for kind in ("data-free", "data-dependent"):
-            extra = {"prior_adapter": str(out / "prior"), "n_prior": half} if kind == "data-dependent" else {}
+            prior = DataPrior(str(out / "prior"), half) if kind == "data-dependent" else None
             cert = certify(
                 str(SHIPPED_BASE),
                 str(out / "posterior"),
                 train,
                 test,
-                bound=BoundConfig(space=space, m=1),
+                bound=BoundConfig(space=space, m=1, loss="token_error"),
                 tv=TVConfig(permutations=0, max_per_side=320),
-                **extra,
+                prior=prior,
             )
             rows.append(
                 {
@@ -106,10 +107,10 @@ def _stoch_test(adapter, tok, test, sigma, space) -> float:
 
 def _losses(tok, examples, loss):
     """The loss on ``examples``: token error, or answer error judged by the iGSM verifier."""
-    from pacbayes_sft.certify import example_losses
+    from pacbayes_sft.certify import EvalConfig, example_losses
     from pacbayes_sft.sweep.tasks import igsm_judge
 
-    return example_losses(tok, examples, loss, scorer=igsm_judge(7), max_new_tokens=160)
+    return example_losses(tok, examples, loss, judge=igsm_judge(7), evaluation=EvalConfig(max_new_tokens=160))
 
 
 def _reference_rows(out, tok, test, loss="token_error") -> list[dict]:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from pacbayes_sft.certify import (
     BoundConfig,
+    GridOptions,
     PosteriorFamily,
     certificate_core,
     plan_delta,
@@ -54,7 +55,7 @@ def main() -> None:
     fam = PosteriorFamily(
         f"subspace (d={args.dim})", GRID, lambda s, seed: SubspacePosterior(sub, model, s, seed=seed), sub.kl
     )
-    cfg = BoundConfig(sigmas=GRID, m=1)
+    cfg = BoundConfig(sigmas=GRID, m=1, loss="token_error")
     losses = teacher_forced_losses(tok, [p.prompt for p in train], [p.response for p in train], cfg.loss)
     kind = "data-dependent" if args.data_dependent else "data-free"
     centre = "z trained on the first half of S" if args.data_dependent else "z = 0 (the adapter's init)"
@@ -64,7 +65,7 @@ def main() -> None:
         TVTerm.plain(0.0, len(train), len(test), "not used"),
         cfg,
         plan_delta(cfg, len(train), tv_interval=False, prior_note=f"subspace prior centred at {centre}"),
-        family=fam,
+        options=GridOptions(family=fam),
         prior_info={"kind": kind, "centre": centre} | ({"n_prior": 512 - len(train)} if args.data_dependent else {}),
     )
     out = Path(args.out)

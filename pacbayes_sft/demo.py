@@ -14,8 +14,11 @@ import json
 import time
 from pathlib import Path
 
-from .certify.api import BoundConfig, certificate_core, plan_delta, teacher_forced_losses
+from . import defaults
 from .certify.certificate import TVTerm
+from .certify.config import BoundConfig
+from .certify.engine import certificate_core, plan_delta
+from .certify.losses import teacher_forced_losses
 from .data.igsm import generate
 from .data.tokenizer import igsm_tokenizer
 from .estimators.histogram_tv import histogram_tv
@@ -34,7 +37,7 @@ def run_demo(
     seed: int = 0,
     m: int = 1,
     sigmas: tuple[float, ...] = DEMO_SIGMAS,
-    delta: float = 0.05,
+    delta: float = defaults.DELTA,
 ) -> dict:
     """Train the demo adapter, certify it, write ``report.json`` (the certificate plus the measured
     test risk); return that document."""
@@ -47,7 +50,7 @@ def run_demo(
     sft = SFTConfig(r=8, alpha=16.0, lr=3e-3, max_steps=steps, batch_size=32, seed=seed, progress=False)
     res = finetune(base, tok, [p.prompt for p in train], [p.response for p in train], sft, out / "adapter")
 
-    cfg = BoundConfig(sigmas=list(sigmas), delta=delta, m=m)
+    cfg = BoundConfig(sigmas=list(sigmas), delta=delta, m=m, loss="token_error")  # teacher forcing: no generation
     losses = teacher_forced_losses(tok, [p.prompt for p in train], [p.response for p in train], cfg.loss)
     tv = TVTerm.plain(
         histogram_tv([p.op for p in train], [p.op for p in test]),

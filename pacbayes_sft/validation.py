@@ -22,6 +22,7 @@ import numpy as np
 from scipy.special import ndtr
 from scipy.stats import binomtest
 
+from . import defaults
 from .bounds import (
     MC_SCHEMES,
     catoni_bound,
@@ -68,7 +69,7 @@ def threshold_problem_risks(
     return {"true": true, "emp": emp, "kl": kl, "w_hat": w_hat}
 
 
-def bound_coverage(n: int = 200, reps: int = 10_000, delta: float = 0.05, *, seed: int = 0, catoni_c: float = 2.0):
+def bound_coverage(n: int = 200, reps: int = 10_000, delta: float = defaults.DELTA, *, seed: int = 0, catoni_c: float = 2.0):
     """Violation rate (with a 95% interval) and mean slack of each bound on the threshold problem."""
     import pandas as pd
 
@@ -106,7 +107,7 @@ def mc_coverage(
     n: int = 200,
     m: int = 20,
     reps: int = 2000,
-    delta: float = 0.05,
+    delta: float = defaults.DELTA,
     *,
     seed: int = 1,
     s: float = 0.3,
@@ -150,7 +151,7 @@ def mc_coverage(
     }
 
 
-def ledger_demo(n: int = 100, k: int = 200, p: float = 0.3, reps: int = 10_000, delta: float = 0.05, *, seed: int = 2):
+def ledger_demo(n: int = 100, k: int = 200, p: float = 0.3, reps: int = 10_000, delta: float = defaults.DELTA, *, seed: int = 2):
     """Selecting the best of K candidates: violation rate with δ/K per candidate vs δ each."""
     rng = np.random.default_rng(seed)
     counts = rng.binomial(n, p, size=(reps, k))
@@ -166,7 +167,7 @@ def ledger_demo(n: int = 100, k: int = 200, p: float = 0.3, reps: int = 10_000, 
     return {"n": n, "K": k, "p": p, "reps": reps, "delta": delta, "results": out}
 
 
-def tv_coverage(settings=None, reps: int = 50, delta: float = 0.05, *, seed: int = 3, n_threads: int | None = 1):
+def tv_coverage(settings=None, reps: int = 50, delta: float = defaults.DELTA, *, seed: int = 3, n_threads: int | None = 1):
     """classifier_tv on Gaussian pairs with exact TV: how often .lower ≤ TV; bias/spread of .estimate."""
     import pandas as pd
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pacbayes_sft.bounds import BOUNDS
-from pacbayes_sft.certify import BoundConfig, TVConfig, certify
+from pacbayes_sft.certify import BoundConfig, EvalConfig, TVConfig, certify
 from pacbayes_sft.certify.certificate import Certificate, numbers
 
 FIX = Path(__file__).parent / "fixtures" / "certificate_v0"
@@ -18,11 +18,20 @@ def _rows(name):
     return [json.loads(line) for line in (FIX / name).read_text().splitlines() if line.strip()]
 
 
+def _configs(kw: dict) -> dict:
+    """certify()'s arguments from the stored pre-config keywords (bound fields, tv_*, seed), at the
+    settings that document was written with: token error and an uncapped TV sample."""
+    kw = dict(kw)
+    tv = TVConfig(features=kw.pop("tv_features"), permutations=kw.pop("tv_permutations"), max_per_side=None)
+    seed = kw.pop("seed")
+    return {"bound": BoundConfig(loss="token_error", **kw), "tv": tv, "seed": seed}
+
+
 @pytest.fixture(scope="module")
 def old_and_new():
     old = json.loads((FIX / "certificate.json").read_text())
     kw = json.loads((FIX / "certify_kwargs.json").read_text())
-    new = certify(str(SHIPPED), str(FIX / "adapter"), _rows("train.jsonl"), _rows("test.jsonl"), **kw)
+    new = certify(str(SHIPPED), str(FIX / "adapter"), _rows("train.jsonl"), _rows("test.jsonl"), **_configs(kw))
     return old, new, kw
 
 
@@ -49,18 +58,17 @@ def test_old_document_reads_back_as_a_certificate(old_and_new):
     assert cert.certified is False and cert.estimated_terms  # a classifier TV is a proxy
 
 
-def test_configs_and_legacy_keywords_give_the_same_certificate(old_and_new):
+def test_explicit_default_options_give_the_same_certificate(old_and_new):
     _, new, kw = old_and_new
-    tv = TVConfig(features=kw.pop("tv_features"), permutations=kw.pop("tv_permutations"))
-    seed = kw.pop("seed")
     cert = certify(
         str(SHIPPED),
         str(FIX / "adapter"),
         _rows("train.jsonl"),
         _rows("test.jsonl"),
-        bound=BoundConfig(**kw),
-        tv=tv,
-        seed=seed,
+        evaluation=EvalConfig(),
+        judge=None,
+        prior=None,
+        **_configs(kw),
     )
     assert numbers(cert.to_dict()) == numbers(new.to_dict())
     two_gap, doc = cert  # the pre-Certificate unpacking still works

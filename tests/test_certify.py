@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import pytest
 
 from pacbayes_sft.bounds import kl_inverse_upper
-from pacbayes_sft.certify import certify
+from pacbayes_sft.certify import BoundConfig, DataPrior, TVConfig, certify
 from pacbayes_sft.cli import main
 from pacbayes_sft.data import generate
 from pacbayes_sft.data.tokenizer import igsm_tokenizer
@@ -43,9 +43,8 @@ def run(tmp_path_factory):
 
 def test_certify_api(run):
     root, train, test = run
-    tg, doc = certify(
-        str(root / "base"), str(root / "adapter"), train, test, m=3, tv_permutations=50, sigmas=(1e-3, 1e-2)
-    )
+    bound, tv = _bound(m=3, sigmas=(1e-3, 1e-2)), TVConfig(permutations=50)
+    tg, doc = certify(str(root / "base"), str(root / "adapter"), train, test, bound=bound, tv=tv)
     assert doc["n"] == 40 and tg.n == 40
     # default scheme: every training example gets m = 3 draws of its own -> 120 independent losses
     assert doc["empirical_risk"]["mc_scheme"] == "per_example" and doc["empirical_risk"]["mc_losses"] == 120
@@ -63,21 +62,15 @@ def test_certify_api(run):
     assert doc["tv"]["lower"] <= doc["tv"]["estimate"] + 1e-12
     json.dumps(doc)
     # Same inputs and seed: a bit-identical document.
-    _, doc_again = certify(
-        str(root / "base"), str(root / "adapter"), train, test, m=3, tv_permutations=50, sigmas=(1e-3, 1e-2)
-    )
+    _, doc_again = certify(str(root / "base"), str(root / "adapter"), train, test, bound=bound, tv=tv)
     assert json.dumps(doc, sort_keys=True) == json.dumps(doc_again, sort_keys=True)
     _tg2, doc2 = certify(
         str(root / "base"),
         str(root / "adapter"),
         train,
         test,
-        m=3,
-        tv_permutations=50,
-        sigmas=(1e-3, 1e-2),
-        sigma_rule="sharpness",
-        space="lora",
-        mc_scheme="shared",
+        bound=_bound(m=3, sigmas=(1e-3, 1e-2), sigma_rule="sharpness", space="lora", mc_scheme="shared"),
+        tv=tv,
     )
     assert doc2["kl"]["space"] == "lora" and "sharpness" in doc2["sigma"]["rule"]
     assert doc2["empirical_risk"]["mc_losses"] == 3
@@ -86,9 +79,18 @@ def test_certify_api(run):
     for r in doc["grid"]:  # each grid row's bound rests on the 120 losses
         assert r["mc_risk_upper"] == pytest.approx(mc_risk_upper(r["mc_mean_risk"], 120, r["delta_mc"]))
     with pytest.raises(ValueError, match="mc_scheme"):
-        certify(str(root / "base"), str(root / "adapter"), train, test, mc_scheme="both")
+        _bound(mc_scheme="both")
     with pytest.raises(ValueError, match="m must"):
-        certify(str(root / "base"), str(root / "adapter"), train, test, m=0)
+        _bound(m=0)
+    with pytest.raises(ValueError, match="bound must be a BoundConfig"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, bound={"m": 3})
+    with pytest.raises(ValueError, match="evaluation must be an EvalConfig"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, evaluation=64)
+
+
+def _bound(**kw):
+    """The bound of these tests: token error (a tiny random model's generations are not worth scoring)."""
+    return BoundConfig(loss="token_error", **kw)
 
 
 def _kl_from_merged_weights(root, sigma):
@@ -105,7 +107,7 @@ def _kl_from_merged_weights(root, sigma):
 def test_certified_tv_makes_a_certified_certificate(run):
     """What is certified follows from the terms: the same engine with a certified TV gives a
     certified total; with a proxy TV it does not."""
-    from pacbayes_sft.certify import BoundConfig, certificate_core, plan_delta, teacher_forced_losses
+    from pacbayes_sft.certify import certificate_core, plan_delta, teacher_forced_losses
     from pacbayes_sft.certify.certificate import TVTerm
     from pacbayes_sft.data.tokenizer import load_tokenizer
     from pacbayes_sft.estimators import lora_kl
@@ -115,7 +117,7 @@ def test_certified_tv_makes_a_certified_certificate(run):
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(load_causal_lm(root / "base"), str(root / "adapter")).eval()
-    cfg = BoundConfig(sigmas=[1e-2, 3e-2], m=1)
+    cfg = _bound(sigmas=[1e-2, 3e-2], m=1)
     losses = teacher_forced_losses(
         load_tokenizer(root / "base"), [e["prompt"] for e in train], [e["response"] for e in train], cfg.loss
     )
@@ -149,6 +151,8 @@ def test_certify_cli(run, capsys):
         "20",
         "--sigmas",
         "0.001,0.01",
+        "--loss",
+        "token_error",
     ]
     assert main(argv) == 0
     text = capsys.readouterr().out
@@ -163,13 +167,18 @@ def test_certify_errors(run, tmp_path, capsys):
     other.save_pretrained(tmp_path / "other")
     tok.save_pretrained(tmp_path / "other")
     with pytest.raises(ValueError, match="does not fit base"):
-        certify(str(tmp_path / "other"), str(root / "adapter"), train, test, m=2)
+        certify(str(tmp_path / "other"), str(root / "adapter"), train, test, bound=_bound(m=2))
     with pytest.raises(ValueError, match="adapter_config"):
-        certify(str(root / "base"), str(tmp_path), train, test, m=2)
+        certify(str(root / "base"), str(tmp_path), train, test, bound=_bound(m=2))
     with pytest.raises(ValueError, match="loss"):
-        certify(str(root / "base"), str(root / "adapter"), train, test, loss="nll")
+        BoundConfig(loss="nll")
     with pytest.raises(ValueError, match="train_examples"):
         certify(str(root / "base"), str(root / "adapter"), [], test)
+    no_answer = [{"prompt": e["prompt"], "response": e["response"]} for e in train]
+    with pytest.raises(ValueError, match="needs an 'answer'"):  # answer_error (the default) with a scorer
+        certify(str(root / "base"), str(root / "adapter"), no_answer, test, judge="final_answer")
+    with pytest.raises(ValueError, match="judge must be"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, judge=3)
     capsys.readouterr()
     assert (
         main(
@@ -194,7 +203,7 @@ def test_certify_errors(run, tmp_path, capsys):
 def test_ties_in_the_bound_go_to_the_largest_sigma():
     import pandas as pd
 
-    from pacbayes_sft.certify import BoundConfig, choose_sigma
+    from pacbayes_sft.certify import choose_sigma
 
     cfg = BoundConfig(sigmas=[1e-3, 1e-2, 3e-2])
     saturated = pd.DataFrame({"sigma": cfg.sigmas, "seeger": [1.0, 1.0, 1.0], "mc_mean_risk": [0.1] * 3})
@@ -208,7 +217,7 @@ def test_relative_sigma_grid_is_a_multiple_of_the_adapted_weights_rms(run):
     import torch
     from peft import PeftModel
 
-    from pacbayes_sft.certify import BoundConfig
+    from pacbayes_sft.certify import sigma_grid
     from pacbayes_sft.training.models import load_causal_lm
 
     root, _, _ = run
@@ -217,10 +226,10 @@ def test_relative_sigma_grid_is_a_multiple_of_the_adapted_weights_rms(run):
     base = load_causal_lm(root / "base")
     ws = [m.weight.detach().double() for n, m in base.named_modules() if n.split(".")[-1] in targets]
     rms = float(torch.sqrt(sum((w**2).sum() for w in ws) / sum(w.numel() for w in ws)))  # brute force
-    grid, got = BoundConfig(sigma_multiples=[0.1, 1.0]).sigma_grid(model)
+    grid, got = sigma_grid(BoundConfig(sigma_multiples=[0.1, 1.0]), model)
     assert got == pytest.approx(rms, rel=1e-12) and grid == pytest.approx([0.1 * rms, rms])
-    assert BoundConfig(sigmas=[0.5]).sigma_grid(model) == ([0.5], None)  # an absolute grid is used as given
-    grid_lora, rms_lora = BoundConfig(space="lora").sigma_grid(str(root / "adapter"))
+    assert sigma_grid(BoundConfig(sigmas=[0.5]), model) == ([0.5], None)  # an absolute grid is used as given
+    grid_lora, rms_lora = sigma_grid(BoundConfig(space="lora"), str(root / "adapter"))
     assert rms_lora > 0 and len(grid_lora) == 7
 
 
@@ -252,14 +261,15 @@ def test_stochastic_risk_interval_covers_the_truth(monkeypatch):
     """Per-example losses that are Bernoulli(0.3) under the draws: the 90% interval covers 0.3."""
     import numpy as np
 
-    import pacbayes_sft.certify as cmod
+    import pacbayes_sft.certify.stochastic as smod
+    from pacbayes_sft.certify import Losses
 
-    monkeypatch.setattr(cmod, "GaussianPosterior", _NoNoise)
+    monkeypatch.setattr(smod, "GaussianPosterior", _NoNoise)
     misses = 0
     for rep in range(60):
         draws = np.random.default_rng(rep).random(400) < 0.3
-        losses = cmod.Losses(n=400, risk=lambda m: 0.3, example=lambda m, i, d=draws: float(d[i]))
-        st = cmod.stochastic_risk(object(), losses, 0.1, "delta", delta=0.1)
+        losses = Losses(n=400, risk=lambda m: 0.3, example=lambda m, i, d=draws: float(d[i]))
+        st = smod.stochastic_risk(object(), losses, 0.1, "delta", delta=0.1)
         assert st.lower <= st.mean <= st.upper and st.n == 400
         misses += not (st.lower <= 0.3 <= st.upper)
     assert misses <= 12  # 10% nominal over 60 repetitions, with binomial slack
@@ -282,11 +292,9 @@ def test_data_dependent_prior_certificate_and_ledger(run):
         str(root / "adapter"),
         train,
         test,
-        m=1,
-        tv_permutations=20,
-        sigmas=[1e-2, 3e-2],
-        prior_adapter=str(prior_dir),
-        n_prior=16,
+        bound=_bound(m=1, sigmas=[1e-2, 3e-2]),
+        tv=TVConfig(permutations=20),
+        prior=DataPrior(str(prior_dir), 16),
     )
     assert cert.n == 24 and cert.empirical_risk.mc_losses == 24  # the bound uses only the 24 unseen examples
     assert cert.prior["kind"] == "data-dependent" and cert.prior["n_prior"] == 16
@@ -296,13 +304,20 @@ def test_data_dependent_prior_certificate_and_ledger(run):
 
     assert cert.kl.value_nats == pytest.approx(lora_kl(str(root / "adapter"), cert.sigma.value, prior=str(prior_dir)))
     plain = certify(
-        str(root / "base"), str(root / "adapter"), train, test, m=1, tv_permutations=20, sigmas=[1e-2, 3e-2]
+        str(root / "base"),
+        str(root / "adapter"),
+        train,
+        test,
+        bound=_bound(m=1, sigmas=[1e-2, 3e-2]),
+        tv=TVConfig(permutations=20),
     )
     assert plain.prior["kind"] == "data-free" and plain.n == 40
     with pytest.raises(ValueError, match="data-dependent prior needs both"):
-        certify(str(root / "base"), str(root / "adapter"), train, test, prior_adapter=str(prior_dir))
+        DataPrior(str(prior_dir), 0)
     with pytest.raises(ValueError, match="n_prior"):
-        certify(str(root / "base"), str(root / "adapter"), train, test, prior_adapter=str(prior_dir), n_prior=40)
+        certify(str(root / "base"), str(root / "adapter"), train, test, prior=DataPrior(str(prior_dir), 40))
+    with pytest.raises(ValueError, match="prior must be a DataPrior"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, prior=str(prior_dir))
 
 
 def test_per_module_kl_against_a_brute_force_sum(run):
@@ -338,10 +353,8 @@ def test_per_module_sigma_search_and_its_ledger(run):
         str(root / "adapter"),
         train,
         test,
-        m=1,
-        tv_permutations=0,
-        sigma_multiples=[0.3, 1.0],
-        per_module_sigma=True,
+        bound=_bound(m=1, sigma_multiples=[0.3, 1.0], per_module_sigma=True),
+        tv=TVConfig(permutations=0),
     )
     families = 7  # q, k, v, o, gate, up, down
     pac = next(e for e in cert.delta.ledger["entries"] if e["term"].startswith("pac_bayes"))
@@ -354,4 +367,4 @@ def test_per_module_sigma_search_and_its_ledger(run):
     if cert.sigma.per_family is not None:
         assert len(cert.sigma.per_family) == families
     with pytest.raises(ValueError, match="relative grid"):
-        certify(str(root / "base"), str(root / "adapter"), train, test, sigmas=[0.1], per_module_sigma=True)
+        _bound(sigmas=[0.1], per_module_sigma=True)

@@ -47,7 +47,7 @@ def test_two_processes_train_an_adapter_certified_like_one(tmp_path):
     assert log2["world_size"] == 2 and log2["steps"] == 3
     assert main([*args, "--out", str(tmp_path / "a1")]) == 0
     assert json.loads((tmp_path / "a1" / "training.json").read_text())["world_size"] == 1
-    bound = BoundConfig(sigma_multiples=[0.1, 1.0], mc_examples=None)
+    bound = BoundConfig(sigma_multiples=[0.1, 1.0], mc_examples=None, loss="token_error")
     tv = TVConfig(permutations=10, features="structure")
     certs = [certify(base, tmp_path / a, train, train[:8], bound=bound, tv=tv) for a in ("a1", "a2")]
     for c in certs:

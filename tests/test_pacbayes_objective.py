@@ -139,7 +139,8 @@ def test_certificate_of_a_learned_posterior():
     kl = post.kl().item()
     losses = teacher_forced_losses(tok, prompts, responses, "token_error")
     info = {"kind": "data-free", "centre": "the adapter's initial factors"}
-    cert = certify_learned_posterior(model, post, losses, TVTerm.plain(0.1, 24, 24, "a proxy"), seed=3, prior_info=info)
+    tv = TVTerm.plain(0.1, 24, 24, "a proxy")
+    cert = certify_learned_posterior(model, post, losses, tv, loss="token_error", seed=3, prior_info=info)
     assert cert.prior["centre"] == "the adapter's initial factors" and cert.prior["sigma"] == 0.1
     assert cert.kl.value_nats == pytest.approx(kl) and cert.n == 24 and cert.empirical_risk.mc_losses == 24
     assert cert.empirical_risk.mc_upper >= cert.empirical_risk.mc_mean

@@ -81,7 +81,14 @@ def test_a_data_dependent_subspace_prior_is_centred_at_the_held_out_coordinates(
 
 
 def test_certificate_of_a_subspace_posterior():
-    from pacbayes_sft.certify import BoundConfig, PosteriorFamily, certificate_core, plan_delta, teacher_forced_losses
+    from pacbayes_sft.certify import (
+        BoundConfig,
+        GridOptions,
+        PosteriorFamily,
+        certificate_core,
+        plan_delta,
+        teacher_forced_losses,
+    )
     from pacbayes_sft.certify.certificate import TVTerm
 
     model, tok = _model()
@@ -90,13 +97,19 @@ def test_certificate_of_a_subspace_posterior():
     sub, _ = train_subspace(model, tok, prompts, responses, dim=16, steps=5, lr=0.5, batch_size=16)
     grid = [0.1, 1.0]
     fam = PosteriorFamily("subspace (d=16)", grid, lambda s, seed: SubspacePosterior(sub, model, s, seed=seed), sub.kl)
-    cfg = BoundConfig(sigmas=grid, m=1)
+    cfg = BoundConfig(sigmas=grid, m=1, loss="token_error")
     losses = teacher_forced_losses(tok, prompts, responses, cfg.loss)
     cert = certificate_core(
-        model, losses, TVTerm.plain(0.0, 16, 16, "none"), cfg, plan_delta(cfg, 16, tv_interval=False), family=fam
+        model,
+        losses,
+        TVTerm.plain(0.0, 16, 16, "none"),
+        cfg,
+        plan_delta(cfg, 16, tv_interval=False),
+        options=GridOptions(family=fam),
     )
     assert cert.kl.space == "subspace (d=16)" and cert.kl.value_nats == pytest.approx(sub.kl(cert.sigma.value))
     assert cert.empirical_risk.mc_losses == 16 and len(cert.grid) == 2
     with pytest.raises(ValueError, match="posterior family"):
-        bad = BoundConfig(sigmas=[0.1, 1.0, 2.0], m=1)
-        certificate_core(model, losses, TVTerm.plain(0.0, 16, 16, "none"), bad, plan_delta(bad, 16), family=fam)
+        bad = BoundConfig(sigmas=[0.1, 1.0, 2.0], m=1, loss="token_error")
+        none = TVTerm.plain(0.0, 16, 16, "none")
+        certificate_core(model, losses, none, bad, plan_delta(bad, 16), options=GridOptions(family=fam))
