@@ -3,4 +3,4 @@
 from .igsm import IGSMConfig, Problem, generate, generate_problem, iter_problems, test_slices, vocabulary
 from .igsm_verify import Verdict, verify
 
-__all__ = ["IGSMConfig", "Problem", "generate", "generate_problem", "iter_problems", "test_slices", "Verdict", "verify", "vocabulary"]
+__all__ = ["IGSMConfig", "Problem", "Verdict", "generate", "generate_problem", "iter_problems", "test_slices", "verify", "vocabulary"]

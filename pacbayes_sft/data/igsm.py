@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -304,6 +303,19 @@ def recall_drill(problem: Problem, seed: int, k: tuple[int, int] = (2, 5)) -> tu
     names = [st.split()[0].rstrip(":") for st in picked]
     prompt = problem.prompt.rsplit(" ?", 1)[0] + " ? " + " ".join(names)
     return prompt, " , ".join(picked) + " ."
+
+
+def parse_statements(prompt: str) -> tuple[dict[str, int], dict[str, tuple[str, str, str]]]:
+    """The problem's leaf values ``{name: value}`` and definitions ``{name: (a, op, b)}``."""
+    values: dict[str, int] = {}
+    defs: dict[str, tuple[str, str, str]] = {}
+    for stmt in prompt.split(" ."):
+        toks = stmt.split()
+        if len(toks) == 2 and toks[0].endswith(":"):
+            values[toks[0][:-1]] = int(toks[1])
+        elif len(toks) == 5 and toks[1] == "=":
+            defs[toks[0]] = (toks[2], toks[3], toks[4])
+    return values, defs
 
 
 STEP_ROLES = (

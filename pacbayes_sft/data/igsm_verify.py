@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .igsm import apply_op
-
+from .igsm import apply_op, parse_statements
 
 _STEP = re.compile(r"(\w) = (\w) ([-+*]) (\w) , (\w): (\d+) , (\w): (\d+) , (\w): (\d+) \.")
 
@@ -23,19 +22,6 @@ class Verdict:
     @property
     def step_accuracy(self) -> float:
         return self.steps_correct / self.steps_expected if self.steps_expected else 1.0
-
-
-def parse_statements(prompt: str) -> tuple[dict[str, int], dict[str, tuple[str, str, str]]]:
-    """The problem's leaf values ``{name: value}`` and definitions ``{name: (a, op, b)}``."""
-    values: dict[str, int] = {}
-    defs: dict[str, tuple[str, str, str]] = {}
-    for stmt in prompt.split(" ."):
-        toks = stmt.split()
-        if len(toks) == 2 and toks[0].endswith(":"):
-            values[toks[0][:-1]] = int(toks[1])
-        elif len(toks) == 5 and toks[1] == "=":
-            defs[toks[0]] = (toks[2], toks[3], toks[4])
-    return values, defs
 
 
 def verify(prompt: str, output: str, modulus: int = 7) -> Verdict:

@@ -19,14 +19,15 @@ from typing import Any
 
 from ..certify.config import BoundConfig, EvalConfig, TVConfig
 from ..config import from_dict, option, to_dict
-from ..training.sft import OBJECTIVES, SFTConfig
+from ..training.config import OBJECTIVES, SFTConfig
+from .difficulty import MEASURES
 
-SHIPPED_BASE = Path(__file__).resolve().parent / "assets" / "base_igsm"
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+SHIPPED_BASE = Path(__file__).resolve().parent.parent / "assets" / "base_igsm"
+CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "experiments" / "configs"
 
 
 TASKS = ("igsm", "dataset")
-DIFFICULTIES = ("column", "cot_length", "base_nll", "base_pass_rate", "irt")
+DIFFICULTIES = tuple(MEASURES)  # the registry of sweep/difficulty.py
 
 
 @dataclass
