@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from .. import defaults
 from ._validate import as_float_array, check_delta, check_loss_range, check_n, check_nonnegative
 from .pacbayes import BOUNDS, pac_bayes_bound
 
@@ -59,7 +60,7 @@ def two_gap_bound(
     kl: float,
     n: float,
     tv: float,
-    delta: float = 0.05,
+    delta: float = defaults.DELTA,
     method: str = "seeger",
     loss_range: tuple[float, float] = (0.0, 1.0),
     eps: float = 0.0,

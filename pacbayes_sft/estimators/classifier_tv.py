@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta
 
+from .. import defaults
 from .features import as_feature_matrix
 
 
@@ -197,7 +198,7 @@ def classifier_tv(
     features: str | Callable | list | None = "auto",
     classifier: str | Any = "auto",
     n_splits: int = 5,
-    delta: float = 0.05,
+    delta: float = defaults.DELTA,
     n_permutations: int = 1000,
     random_state: int = 0,
     n_threads: int | None = None,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import defaults
 from ..data.loaders import example_field as _field
 from ..data.scorers import Judge
 from ..lm.scoring import generate_texts, teacher_forced_metrics
@@ -44,7 +45,7 @@ def cot_length(examples: Sequence[Any], tokenizer=None) -> np.ndarray:
     return np.asarray([len(x) for x in ids], dtype=float)
 
 
-def base_nll(model, tokenizer, examples: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
+def base_nll(model, tokenizer, examples: Sequence[Any], *, batch_size: int = defaults.BATCH_SIZE) -> np.ndarray:
     """Base model's mean per-token NLL (nats) of each reference response, teacher-forced."""
     prompts = [_field(e, "prompt") for e in examples]
     responses = [_field(e, "response") for e in examples]
@@ -59,9 +60,9 @@ def base_pass_rate(
     *,
     k: int = 4,
     temperature: float = 1.0,
-    max_new_tokens: int = 256,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = defaults.BATCH_SIZE,
 ) -> np.ndarray:
     """Fraction of k temperature samples per example that ``judge(example, output)`` accepts."""
     import torch

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import defaults
 from ..bounds import mc_risk_upper
 
 _MIX = 0x9E3779B97F4A7C15
@@ -286,7 +287,7 @@ def mc_stochastic_risk_per_example(
     *,
     progress: bool = False,
     batch_loss_fn: Callable[[torch.nn.Module, list[int]], Sequence[float]] | None = None,
-    batch_size: int = 64,
+    batch_size: int = defaults.BATCH_SIZE,
     examples: Sequence[int] | None = None,
 ) -> MCRisk:
     """Give each of the n examples ``draws`` posterior samples of its own and bound the mean loss.

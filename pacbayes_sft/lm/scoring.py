@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .. import defaults
 from .encoding import collate, collate_prompts_left, encode
 from .teacher_forcing import teacher_forced_stats
 
@@ -31,7 +32,7 @@ def teacher_forced_metrics(
     prompts: Sequence[str],
     responses: Sequence[str],
     *,
-    batch_size: int = 64,
+    batch_size: int = defaults.BATCH_SIZE,
     alpha: float = 0.01,
     keep_order: bool = False,
 ) -> dict[str, list[float]]:
@@ -67,7 +68,7 @@ def teacher_forced_role_errors(
     responses: Sequence[str],
     roles: Sequence[Sequence[str]],
     *,
-    batch_size: int = 64,
+    batch_size: int = defaults.BATCH_SIZE,
 ) -> dict[str, tuple[int, int]]:
     """Teacher-forced argmax errors grouped by the role of each response token.
 
@@ -108,8 +109,8 @@ def generate_texts(
     tokenizer,
     prompts: Sequence[str],
     *,
-    max_new_tokens: int = 256,
-    batch_size: int = 64,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+    batch_size: int = defaults.BATCH_SIZE,
     temperature: float | None = None,
     keep_order: bool = False,
 ) -> list[str]:
@@ -147,7 +148,7 @@ def generate_texts(
 
 
 def greedy_generate(
-    model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 256, batch_size: int = 64
+    model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = defaults.MAX_NEW_TOKENS, batch_size: int = defaults.BATCH_SIZE
 ) -> list[str]:
     """Greedy continuations of ``<bos> prompt`` (left-padded batches, KV cache), decoded to text."""
     return generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import defaults
 from ..data.loaders import read_rows as read_file
 
 
@@ -34,7 +35,7 @@ class SplitData:
     source: str
     model: Any = None
     tokenizer: Any = None
-    max_new_tokens: int = 256
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
 
 
 def read_rows(path: str | Path, columns: list[str]) -> list[dict]:

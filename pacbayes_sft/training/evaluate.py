@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .. import defaults
 from ..data.loaders import example_field
 from ..data.scorers import Judge
 from ..lm.scoring import greedy_generate, teacher_forced_metrics, teacher_forced_role_errors
@@ -30,9 +31,9 @@ def evaluate_items(
     *,
     judge: Judge | None = None,
     generate: bool = True,
-    batch_size: int = 64,
+    batch_size: int = defaults.BATCH_SIZE,
     alpha: float = 0.01,
-    max_new_tokens: int = 256,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
 ) -> dict[str, list]:
     """Per-item results, as columns: ``slice`` and one list per metric (``answer_correct`` is
     0/1 and present only with a judge and ``generate``). Items keep their order within slices."""
@@ -77,9 +78,9 @@ def evaluate_slices(
     model_name: str = "model",
     judge: Judge | None = None,
     generate: bool = True,
-    batch_size: int = 64,
+    batch_size: int = defaults.BATCH_SIZE,
     alpha: float = 0.01,
-    max_new_tokens: int = 256,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
 ) -> list[dict]:
     """Tidy rows of every metric for each slice.
 
