@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import defaults
 from .tv_reference import exact_gaussian_tv  # noqa: F401  (kept importable from here)
 
 
@@ -36,7 +37,7 @@ class HiddenStateFeatures:
         batch_size: texts per forward pass.
     """
 
-    def __init__(self, model, tokenizer, *, layer: int = -1, batch_size: int = 64) -> None:
+    def __init__(self, model, tokenizer, *, layer: int = -1, batch_size: int = defaults.BATCH_SIZE) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.layer = layer
