@@ -20,6 +20,5 @@ def run(args: argparse.Namespace, **overrides) -> dict:
     from pacbayes_sft.sweep import load_config, run_sweep
 
     cfg = dataclasses.replace(load_config(args.config), **overrides)
-    i, n = (int(x) for x in args.shard.split("/"))
-    run_sweep(cfg, args.out, shard=(i, n))
+    run_sweep(cfg, args.out, shard=args.shard)
     return build_report(args.out)

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pacbayes_sft.data import generate
+from pacbayes_sft.adapters import attach_adapter
+from pacbayes_sft.data import generate, test_set
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.sweep.config import SHIPPED_BASE
+from pacbayes_sft.training.models import load_causal_lm
 from pacbayes_sft.training.sft import SFTConfig, finetune
 
 
@@ -48,7 +50,7 @@ def main() -> None:
     tok = load_tokenizer(SHIPPED_BASE)
     ops = [int(x) for x in args.ops.split(",")]
     train = generate(args.n, ops, split="train", seed=7)
-    test = [p for op in range(1, 9) for p in generate(args.test_per_op, op, split="test", seed=12345 + op)]
+    test = test_set(range(1, 9), args.test_per_op, seed=12345)
     half = args.n // 2
     for name, data in (("sft", train), ("prior", train[:half])):
         if not (out / name / "adapter_config.json").is_file():
@@ -68,11 +70,7 @@ def main() -> None:
 
 
 def _peft(path, trainable=False):
-    from peft import PeftModel
-
-    from pacbayes_sft.training.models import load_causal_lm
-
-    return PeftModel.from_pretrained(load_causal_lm(SHIPPED_BASE), str(path), is_trainable=trainable)
+    return attach_adapter(load_causal_lm(SHIPPED_BASE), path, trainable=trainable)
 
 
 def _losses(tok, examples):
@@ -185,7 +183,6 @@ def _cert_row(name, cert, model, tok, tests, sigma) -> dict:
 
 
 def _points(out, tok, test, ops) -> list[dict]:
-    from pacbayes_sft.training.models import load_causal_lm
 
     hard = [p for p in test if p.op in ops]
     rows = []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from pacbayes_sft.certify import BoundConfig, TVConfig, certify
-from pacbayes_sft.data import generate, verify
+from pacbayes_sft.data import generate, test_slices, verify
 from pacbayes_sft.data.igsm import response_roles
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.training.evaluate import evaluate_slices, teacher_forced_role_errors
@@ -34,7 +34,7 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
     tok = load_tokenizer(args.base)
     meta = json.loads((Path(args.base) / "pretrain.json").read_text())
-    slices = {op: generate(args.test_n, op, split="test", seed=2024 + op) for op in range(1, 11)}
+    slices = test_slices(range(1, 11), args.test_n, seed=2024)
 
     def ev(model, name):
         return evaluate_slices(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pacbayes_sft.adapters import attach_adapter
 from pacbayes_sft.certify import (
     BoundConfig,
     DataPrior,
@@ -28,9 +29,10 @@ from pacbayes_sft.certify import (
     certify_learned_posterior,
     stochastic_risk,
 )
-from pacbayes_sft.data import generate
+from pacbayes_sft.data import generate, test_set
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.sweep.config import SHIPPED_BASE
+from pacbayes_sft.training.models import load_causal_lm
 from pacbayes_sft.training.sft import SFTConfig, finetune
 
 
@@ -47,7 +49,7 @@ def main() -> None:
     tok = load_tokenizer(SHIPPED_BASE)
     ops = [int(x) for x in args.ops.split(",")]
     train = generate(args.n, ops, split="train", seed=7)
-    test = [p for op in range(1, 9) for p in generate(40, op, split="test", seed=12345 + op)]  # 40 per op
+    test = test_set(range(1, 9), 40, seed=12345)  # 40 per op
     half = args.n // 2
     cfg = SFTConfig(progress=False)
     for name, data in (("posterior", train), ("prior", train[:half])):
@@ -94,11 +96,7 @@ def main() -> None:
 
 
 def _peft(path, trainable=False):
-    from peft import PeftModel
-
-    from pacbayes_sft.training.models import load_causal_lm
-
-    return PeftModel.from_pretrained(load_causal_lm(SHIPPED_BASE), str(path), is_trainable=trainable)
+    return attach_adapter(load_causal_lm(SHIPPED_BASE), path, trainable=trainable)
 
 
 def _stoch_test(adapter, tok, test, sigma, space) -> float:
@@ -115,8 +113,6 @@ def _losses(tok, examples, loss):
 
 def _reference_rows(out, tok, test, loss="token_error") -> list[dict]:
     """Test risk of the base and of the SFT adapter (point models) on all ops and on op 5-6."""
-    from pacbayes_sft.training.models import load_causal_lm
-
     hard = [p for p in test if p.op in (5, 6)]
     rows = []
     for name, model in (

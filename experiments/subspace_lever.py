@@ -30,7 +30,7 @@ from pacbayes_sft.certify import (
     teacher_forced_losses,
 )
 from pacbayes_sft.certify.certificate import TVTerm
-from pacbayes_sft.data import generate
+from pacbayes_sft.data import generate, test_set
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.sweep.config import SHIPPED_BASE
 from pacbayes_sft.training.models import attach_lora, load_causal_lm
@@ -49,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     tok = load_tokenizer(SHIPPED_BASE)
     train = generate(512, [5, 6], split="train", seed=7)
-    test = [p for op in range(1, 9) for p in generate(40, op, split="test", seed=12345 + op)]  # 40 per op
+    test = test_set(range(1, 9), 40, seed=12345)  # 40 per op
     model = attach_lora(load_causal_lm(SHIPPED_BASE), r=8, alpha=16.0, seed=0)
     sub, train = _train(model, tok, train, args)
     fam = PosteriorFamily(

@@ -217,7 +217,9 @@ def save_init_state(state: Mapping[str, torch.Tensor], out_dir: str | Path) -> P
     return path
 
 
-def attach_adapter(base_model: torch.nn.Module, adapter_dir: str | Path, *, trainable: bool = False) -> torch.nn.Module:
+def attach_adapter(
+    base_model: torch.nn.Module, adapter_dir: str | Path, *, trainable: bool = False, base_name: str | None = None
+) -> torch.nn.Module:
     """A saved LoRA adapter loaded onto ``base_model`` (a peft model; in eval mode unless
     ``trainable``). ValueError when the folder holds no adapter or the adapter was trained on a
     base of another shape, so a user sees which adapter and why rather than a tensor-size trace."""
@@ -229,5 +231,6 @@ def attach_adapter(base_model: torch.nn.Module, adapter_dir: str | Path, *, trai
     try:
         model = PeftModel.from_pretrained(base_model, str(adir), is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise ValueError(f"adapter {str(adir)!r} does not fit this base model: {str(exc).splitlines()[0]}") from None
+        base = f"base model {base_name!r}" if base_name else "this base model"
+        raise ValueError(f"adapter {str(adir)!r} does not fit {base}: {str(exc).splitlines()[0]}") from None
     return model if trainable else model.eval()

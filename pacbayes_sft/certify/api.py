@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from ..adapters import INIT_FILE
+from ..adapters import INIT_FILE, attach_adapter
 from ..data.scorers import Judge
 from ..data.tokenizer import load_tokenizer
+from ..training.models import load_causal_lm
 from .certificate import Certificate
 from .config import BoundConfig, EvalConfig, TVConfig
 from .engine import GridOptions, certificate_core, module_families, plan_delta
@@ -47,11 +48,6 @@ class DataPrior:
 
 
 def _load(base: Any, adapter: Any, tokenizer: Any):
-    # Deferred: peft and transformers take seconds to import, and only loading needs them.
-    from peft import PeftModel
-
-    from ..training.models import load_causal_lm
-
     if tokenizer is None:
         if not isinstance(base, (str, Path)):
             raise ValueError("tokenizer is required when base is not a checkpoint directory")
@@ -59,16 +55,7 @@ def _load(base: Any, adapter: Any, tokenizer: Any):
     if isinstance(adapter, torch.nn.Module):
         return adapter.eval(), tokenizer
     base_model = load_causal_lm(base) if isinstance(base, (str, Path)) else base
-    adir = Path(adapter)
-    if not (adir / "adapter_config.json").is_file():
-        raise ValueError(f"adapter directory {str(adir)!r} has no adapter_config.json")
-    try:
-        model = PeftModel.from_pretrained(base_model, str(adir))
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise ValueError(
-            f"adapter {str(adir)!r} does not fit base model {str(base)!r}: {str(exc).splitlines()[0]}"
-        ) from None
-    return model.eval(), tokenizer
+    return attach_adapter(base_model, adapter, base_name=str(base)), tokenizer
 
 
 def _typed(value: Any, cls: type, name: str) -> Any:

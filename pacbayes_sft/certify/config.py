@@ -8,14 +8,31 @@ sweep's config layer reads it without loading the engine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .. import defaults
 from ..bounds import MC_SCHEMES
 from ..config import option
 
 LOSSES = ("token_error", "sequence_error", "answer_error")
+LOSS_METRICS: dict[str, tuple[str, bool]] = {
+    "token_error": ("token_error", False),
+    "sequence_error": ("exact_match", True),
+    "answer_error": ("answer_correct", True),
+}
+"""Each loss → (the per-item metric it is read from, whether the loss is 1 − that metric). The
+one place that maps a loss to its column: the losses, the sweep's items and the report read it."""
+
+
+def item_losses(loss: str, metrics: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """The loss of every item, in [0, 1], from its per-item metrics (a mapping of columns)."""
+    name, complement = LOSS_METRICS[loss]
+    values = np.asarray(metrics[name], dtype=float)
+    return 1.0 - values if complement else values
 # Relative grid: σ = multiple × RMS of the prior centre's parameters, log-spaced over two decades.
 DEFAULT_SIGMA_MULTIPLES = (0.02, 0.043, 0.093, 0.2, 0.43, 0.93, 2.0)
 SIGMA_RULES = ("best_bound", "sharpness")

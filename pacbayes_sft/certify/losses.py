@@ -19,7 +19,7 @@ from .. import defaults
 from ..data.loaders import example_field
 from ..data.scorers import Judge, answer_judge
 from ..lm.scoring import generate_texts, teacher_forced_metrics
-from .config import EvalConfig
+from .config import EvalConfig, item_losses
 
 
 @dataclass
@@ -73,7 +73,7 @@ def teacher_forced_losses(
     def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
         ps, rs = [prompts[i] for i in idx], [responses[i] for i in idx]
         tf = teacher_forced_metrics(mdl, tokenizer, ps, rs, batch_size=len(idx), keep_order=True)
-        return tf["token_error"] if loss == "token_error" else [1.0 - v for v in tf["exact_match"]]
+        return item_losses(loss, tf).tolist()
 
     # One teacher-forced pass per example is cheap: per-row draws only pay off with generation
     # (benchmarks/bench_mc_draws.py: 0.8x here, 11x for answer_error), so MC stays one at a time.

@@ -283,6 +283,14 @@ def test_slices(
     return {op: generate(n_per_op, op, split="test", seed=seed + op, config=config) for op in ops}
 
 
+def test_set(
+    ops: list[int] | tuple[int, ...], n_per_op: int, *, seed: int, config: IGSMConfig | None = None
+) -> list[Problem]:
+    """:func:`test_slices` as one list, slice after slice in the order of ``ops``."""
+    slices = test_slices(ops, n_per_op, seed=seed, config=config)
+    return [p for op in ops for p in slices[op]]
+
+
 def recall_drill(problem: Problem, seed: int, k: tuple[int, int] = (2, 5)) -> tuple[str, str]:
     """A retrieval drill on ``problem``'s statements: ``(prompt, response)``.
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .igsm import vocabulary
+
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
 
@@ -32,7 +34,6 @@ def build_word_tokenizer(words: list[str]):
 
 def igsm_tokenizer(modulus: int = 7):
     """The tokenizer for :mod:`pacbayes_sft.data.igsm` problems with the given modulus."""
-    from .igsm import vocabulary
 
     return build_word_tokenizer(vocabulary(modulus))
 

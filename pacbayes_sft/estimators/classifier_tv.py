@@ -30,7 +30,7 @@ import numpy as np
 from scipy.stats import beta
 
 from .. import defaults
-from .features import as_feature_matrix
+from .features import _is_text_list, as_feature_matrix, text_feature_sets
 
 
 @dataclass
@@ -236,8 +236,6 @@ def classifier_tv(
 def _feature_sets(p_samples: Any, q_samples: Any, features: Any) -> tuple[dict, int, int]:
     """Candidate feature matrices (P rows, then Q rows) by name, and the two sample sizes."""
     from scipy import sparse
-
-    from .features import _is_text_list, text_feature_sets
 
     multi = features == "auto" or isinstance(features, (list, tuple))
     if multi and _is_text_list(p_samples) and _is_text_list(q_samples):

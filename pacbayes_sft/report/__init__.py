@@ -15,7 +15,6 @@ from __future__ import annotations
 from .build import build_report
 from .optimum import bootstrap_optimum, calibrated_predictions, optimum_table, summary
 from .table import (
-    ITEM_LOSSES,
     KEYS,
     RISK_COLUMNS,
     base_losses,
@@ -29,7 +28,6 @@ from .table import (
 )
 
 __all__ = [
-    "ITEM_LOSSES",
     "KEYS",
     "RISK_COLUMNS",
     "base_losses",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .table import ITEM_LOSSES
+from ..certify.config import item_losses
 from .uncertainty import bootstrap_best, spearman
 
 
@@ -25,7 +25,7 @@ def bootstrap_optimum(items: dict[tuple, dict], loss: str, *, n_boot: int = 2000
     for (base, obj, n, bucket, s), it in items.items():
         if loss == "answer_error" and "answer_correct" not in it:
             return pd.DataFrame()
-        groups.setdefault((base, obj, n), {}).setdefault(bucket, {})[s] = ITEM_LOSSES[loss](it)
+        groups.setdefault((base, obj, n), {}).setdefault(bucket, {})[s] = item_losses(loss, it)
     rows = []
     for (base, obj, n), by_bucket in sorted(groups.items()):
         seeds = sorted(set.intersection(*(set(v) for v in by_bucket.values())))

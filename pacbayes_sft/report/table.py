@@ -15,17 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..certify.config import LOSS_METRICS
 from ..sweep.config import SweepConfig
 from ..sweep.record import CellRecord
 from ..sweep.store import FolderState, folder_config, valid_cells
+from ..training.evaluate import SLICE_METRIC_NAMES
 
 KEYS = ["base", "objective", "n", "bucket", "seed"]
-RISK_COLUMNS = {"token_error": "token_error", "sequence_error": "exact_match", "answer_error": "answer_accuracy"}
-ITEM_LOSSES = {
-    "token_error": lambda it: np.asarray(it["token_error"], dtype=float),
-    "sequence_error": lambda it: 1.0 - np.asarray(it["exact_match"], dtype=float),
-    "answer_error": lambda it: 1.0 - np.asarray(it["answer_correct"], dtype=float),
-}
+# each loss's column in the per-slice rows (training.evaluate names a per-item metric per slice)
+RISK_COLUMNS = {loss: SLICE_METRIC_NAMES.get(metric, metric) for loss, (metric, _) in LOSS_METRICS.items()}
 
 
 # --- cell records: the one place that knows their layout -------------------------------------
@@ -98,7 +96,7 @@ def cell_table(df: pd.DataFrame, loss: str) -> pd.DataFrame:
     col = RISK_COLUMNS[loss]
     if col not in t:
         raise ValueError(f"the cells hold no {col!r} results, which loss {loss!r} needs")
-    t["test_risk"] = t[col] if loss == "token_error" else 1.0 - t[col]
+    t["test_risk"] = 1.0 - t[col] if LOSS_METRICS[loss][1] else t[col]
     t["n"] = t["n"].astype(int)
     return t
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .. import defaults
 from ..data.loaders import read_rows as read_file
+from ..data.scorers import answer_judge
 
 
 @dataclass
@@ -83,7 +84,6 @@ def base_nll(split: SplitData) -> list[float]:
 
 def base_pass_rate(split: SplitData) -> list[float]:
     """1 − the base model's pass rate over 4 samples at temperature 1 (judged by the task's scorer)."""
-    from ..data.scorers import answer_judge
     from ..estimators.difficulty import base_pass_rate as rate  # deferred: torch, only when the base is scored
 
     judge = answer_judge(split.task.scorer)

@@ -26,7 +26,7 @@ from typing import Any
 
 from transformers import AutoConfig
 
-from ..data.igsm import IGSMConfig, generate, test_slices
+from ..data.igsm import IGSMConfig, generate, test_set
 from ..data.igsm_verify import verify
 from ..data.scorers import Judge, answer_judge
 from ..data.tokenizer import igsm_tokenizer
@@ -89,8 +89,7 @@ class IGSMTask(Task):
 
     def prepare(self, bases: Bases, out: Path) -> None:
         t = self.cfg.test
-        by_op = test_slices(t.ops, t.n_per_op, seed=t.seed, config=self._config)
-        self.test_set = [p for op in t.ops for p in by_op[op]]
+        self.test_set = test_set(t.ops, t.n_per_op, seed=t.seed, config=self._config)
 
     def train_examples(self, cell: Cell) -> list:
         # The same (bucket, seed) draws nested samples across budgets: the first n of one stream.

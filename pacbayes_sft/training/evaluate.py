@@ -54,6 +54,10 @@ def evaluate_items(
     return cols
 
 
+SLICE_METRIC_NAMES = {"answer_correct": "answer_accuracy"}
+"""A per-item metric's name in the per-slice rows, where it differs (a 0/1 success → an accuracy)."""
+
+
 def slice_rows(items: Mapping[str, list], model_name: str = "model") -> list[dict]:
     """Tidy rows (model, slice, metric, value, n_examples) averaging :func:`evaluate_items` per slice;
     ``answer_correct`` is reported as ``answer_accuracy``."""
@@ -64,7 +68,7 @@ def slice_rows(items: Mapping[str, list], model_name: str = "model") -> list[dic
         for metric, vals in items.items():
             if metric == "slice":
                 continue
-            name = "answer_accuracy" if metric == "answer_correct" else metric
+            name = SLICE_METRIC_NAMES.get(metric, metric)
             value = sum(vals[i] for i in idx) / len(idx)
             rows.append({"model": model_name, "slice": label, "metric": name, "value": value, "n_examples": len(idx)})
     return rows

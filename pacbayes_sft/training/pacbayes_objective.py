@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..adapters import _strip
 from ..config import option
 from ..lm.encoding import collate, encode
 from ..lm.teacher_forcing import token_logprobs
@@ -97,8 +98,6 @@ class LearnedGaussianLoRA(torch.nn.Module):
         which is valid only while they are still at their initialisation (a fresh adapter)."""
         from peft.tuners.lora import LoraLayer
         from torch.nn.utils import parametrize
-
-        from ..adapters import _strip
 
         super().__init__()
         if not (isinstance(centre, str) and centre == "current") and not hasattr(centre, "keys"):

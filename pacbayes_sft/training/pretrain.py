@@ -24,6 +24,7 @@ from ..data.igsm import IGSMConfig, iter_problems, recall_drill
 from ..data.tokenizer import igsm_tokenizer
 from ..lm.encoding import collate, encode
 from ..versions import library_versions
+from .models import load_causal_lm, tiny_config
 
 ARCHS = ("llama", "gpt2")
 
@@ -73,7 +74,6 @@ class PretrainConfig:
 
 def base_config(cfg: PretrainConfig, vocab_size: int, pad: int, bos: int, eos: int):
     """The base's transformers config: full key/value heads, no dropout, 2048 positions."""
-    from .models import tiny_config
 
     return tiny_config(
         cfg.arch,
@@ -125,7 +125,6 @@ def _initial_model(cfg: PretrainConfig, tok):
         return AutoModelForCausalLM.from_config(
             base_config(cfg, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
         )
-    from .models import load_causal_lm
 
     model = load_causal_lm(cfg.init_from)
     if model.config.vocab_size != len(tok):

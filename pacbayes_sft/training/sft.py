@@ -31,7 +31,7 @@ from ..lm.encoding import Encoded, collate, encode
 from ..lm.teacher_forcing import token_logprobs
 from ..versions import library_versions
 from .config import OBJECTIVES, SFTConfig
-from .models import attach_lora
+from .models import attach_lora, load_causal_lm
 
 
 def response_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,8 +189,6 @@ def finetune(
     ``lora_init.safetensors`` and ``training.json``. Returns the trained peft model too.
     """
     from transformers import set_seed
-
-    from .models import load_causal_lm
 
     out = Path(out_dir)
     model = load_causal_lm(base) if isinstance(base, (str, Path)) else base
