@@ -61,7 +61,8 @@ def _fake_cells(out: Path, cfg, *, legacy: bool) -> None:
     (out / "cells").mkdir(parents=True, exist_ok=True)
     for base in ("a", "b"):
         for n in (8, 16):
-            rec = {"cell": {"id": f"{base}__sft__n{n}", "base": base, "n": n}, "status": "done"}
+            cell = {"id": f"{base}__sft__n{n}", "base": base, "objective": "sft", "n": n}
+            rec = {"cell": cell, "status": "done", "rows": [], "items": {}}
             rec["config_hash"] = config_hash(cfg)
             if not legacy:
                 rec["cell_hash"] = cell_hash(cfg, base)
@@ -118,3 +119,21 @@ def test_adding_a_budget_reruns_only_the_new_cells(tmp_path, capsys):
     assert main(argv) == 2
     assert main([*argv, "--update"]) == 0
     assert "0 cells run, 2 already finished" in capsys.readouterr().out
+
+
+def test_cell_records_round_trip_and_old_files_still_load():
+    """Every committed cell file (schema 1) loads as a CellRecord and writes back unchanged but for
+    the schema key; a file that is not a record is refused, not half-read."""
+    from pacbayes_sft.sweep.record import SCHEMA_VERSION, CellRecord
+
+    files = sorted(Path(__file__).resolve().parent.parent.glob("docs/results/*/cells/*.json"))
+    assert len(files) > 100
+    for f in files:
+        raw = json.loads(f.read_text())
+        rec = CellRecord.from_dict(raw)
+        assert rec.to_dict() == raw | {"schema": SCHEMA_VERSION}, f.name
+        assert CellRecord.from_dict(rec.to_dict()) == rec
+    with pytest.raises(ValueError, match="rows"):
+        CellRecord.from_dict({"cell": {"id": "x", "base": "b", "objective": "sft"}, "status": "done"})
+    with pytest.raises(ValueError, match="newer"):
+        CellRecord.from_dict({"schema": SCHEMA_VERSION + 1})
