@@ -178,10 +178,17 @@ def _cli_type(tp: Any):
 
 
 def add_options(
-    parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (), prefix: str = "", **defaults: Any
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    exclude: Iterable[str] = (),
+    prefix: str = "",
+    unset_help: str = "",
+    **defaults: Any,
 ) -> None:
     """One ``--{prefix}field-name`` option per field of dataclass ``cls`` (type, default and help
-    from the field); ``defaults`` override field defaults for this command."""
+    from the field); ``defaults`` override field defaults for this command, and ``unset_help``
+    says what an option left at None means (e.g. "the config's value")."""
     hints = typing.get_type_hints(cls)
     skip = set(exclude)
     for f in dataclasses.fields(cls):
@@ -198,6 +205,8 @@ def add_options(
             parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=help_text)
             continue
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        if default is None and unset_help:
+            shown = unset_help
         parser.add_argument(
             flag,
             dest=dest,

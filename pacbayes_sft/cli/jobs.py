@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -11,13 +13,15 @@ import pandas as pd
 from .. import console
 from ..bounds import BOUNDS, describe_certification
 from ..certify import Certificate
+from ..config import add_options
 from ..demo import run_demo
 from ..report import bucket_order, build_report
 from ..report.forecast import forecast
 from ..report.item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
 from ..report.pages import summary_lines
 from ..sweep import load_config, parse_only, run_sweep
-from ..sweep.config import CONFIG_DIR
+from ..sweep.config import CONFIG_DIR, Resources
+from ..sweep.launch import LAUNCHERS, launch_sweep
 from ..sweep.store import folder_config
 
 # The closing table of ``report``: the columns a reader needs, named for what they mean.
@@ -61,23 +65,47 @@ def _cmd_adapter_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resources(cfg, args: argparse.Namespace):
+    """The config's resources with the ones given on the command line put over them."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Resources) if getattr(args, f.name, None) is not None}
+    return dataclasses.replace(cfg, resources=dataclasses.replace(cfg.resources, **given))
+
+
+def _launch(cfg, args: argparse.Namespace) -> int:
+    if args.shard != "0/1":
+        raise ValueError("--shard splits a sweep by hand; with --launcher the launcher assigns cells itself")
+    cfg = _resources(cfg, args)
+    summary = launch_sweep(cfg, args.out, launcher=args.launcher, only=parse_only(args.only), update=args.update)
+    print(
+        f"sweep {cfg.name} on {args.launcher}: {summary['ran']} cells run, {summary['skipped']} already finished "
+        f"of {summary['cells']}; results in {args.out}"
+    )
+    for cell, error in summary["failed"].items():
+        print(f"cell {cell} FAILED after {cfg.resources.max_retries + 1} attempts: {error}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    summary = run_sweep(
-        cfg,
-        args.out,
-        shard=args.shard,
-        only=parse_only(getattr(args, "only", None)),
-        update=bool(getattr(args, "update", False)),
-        progress=console.show_progress(),
-    )
-    print(
-        f"sweep {cfg.name}: {summary['ran']} cells run, {summary['skipped']} already finished, "
-        f"{summary['in_shard']} in shard {args.shard} of {summary['cells']}; results in {args.out}"
-    )
-    if args.report:
+    if getattr(args, "launcher", "none") != "none":
+        rc = _launch(cfg, args)
+    else:
+        summary = run_sweep(
+            cfg,
+            args.out,
+            shard=args.shard,
+            only=parse_only(getattr(args, "only", None)),
+            update=bool(getattr(args, "update", False)),
+            progress=console.show_progress(),
+        )
+        print(
+            f"sweep {cfg.name}: {summary['ran']} cells run, {summary['skipped']} already finished, "
+            f"{summary['in_shard']} in shard {args.shard} of {summary['cells']}; results in {args.out}"
+        )
+        rc = 0
+    if args.report and rc == 0:
         return _cmd_report(argparse.Namespace(dir=args.out))
-    return 0
+    return rc
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -158,6 +186,15 @@ def _add_sweep(sub) -> None:
         "buckets, test set and settings) did not change are kept, the rest are rerun",
     )
     sw.add_argument("--report", action="store_true", help="build the report when done")
+    sw.add_argument(
+        "--launcher",
+        choices=("none", *LAUNCHERS),
+        default="none",
+        help="none: run the cells in this process; local: each cell a task in its own process (submitit); "
+        "slurm: each cell a Slurm job (submitit), with the resources below or the config's 'resources'",
+    )
+    unset = dict.fromkeys((f.name for f in dataclasses.fields(Resources)), None)
+    add_options(sw, Resources, unset_help="the config's resources", **unset)
     sw.set_defaults(func=_cmd_sweep)
 
 

@@ -109,6 +109,30 @@ class TestConfig:
 
 
 @dataclass
+class Resources:
+    """What one cell asks of a cluster when the sweep runs under a launcher (``--launcher``):
+    each cell is one task. Not part of the hash: where a cell runs does not change its result."""
+
+    gpus_per_task: int = option(0, "GPUs per cell task.")
+    cpus_per_task: int = option(2, "CPU cores per cell task (also its torch threads).")
+    mem_gb: float = option(16.0, "Memory per cell task, in GB.")
+    timeout_min: int = option(120, "Time limit per cell task, in minutes.")
+    partition: str = option("", "Slurm partition (empty: the cluster's default).")
+    max_parallel: int = option(4, "Cell tasks in flight at once; a free slot takes the next unfinished cell.")
+    max_retries: int = option(2, "Times a failed or preempted cell task is resubmitted before it is reported as failed.")
+
+    def __post_init__(self) -> None:
+        for key in ("gpus_per_task", "max_retries"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                raise ValueError(f"resources.{key} must be an integer >= 0, got {getattr(self, key)!r}")
+        for key in ("cpus_per_task", "timeout_min", "max_parallel"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ValueError(f"resources.{key} must be an integer >= 1, got {getattr(self, key)!r}")
+        if not self.mem_gb > 0:
+            raise ValueError(f"resources.mem_gb must be > 0, got {self.mem_gb!r}")
+
+
+@dataclass
 class SweepConfig:
     """The (base × objective × n × bucket × seed) grid and how each cell is trained and bounded."""
 
@@ -139,6 +163,7 @@ class SweepConfig:
     tv: TVConfig = option(help="The TV proxy.", factory=TVConfig)
     eval: EvalConfig = option(help="Evaluation on the test slices.", factory=EvalConfig)
     threads: int = option(0, "torch threads (0 = torch's default; not part of the hash).")
+    resources: Resources = option(help="What each cell asks of a cluster under a launcher (not part of the hash).", factory=Resources)
 
     def __post_init__(self) -> None:
         _check_sweep(self)
@@ -212,7 +237,7 @@ def _data_fingerprint(path: str) -> str:
 def _hashed_dict(cfg: SweepConfig) -> dict:
     """The config as hashed: results-relevant fields only, bases and data files by content."""
     d = config_dict(cfg)
-    for key in ("name", "threads"):
+    for key in ("name", "threads", "resources"):
         d.pop(key)
     d["sft"].pop("progress")
     # Fields added after a run began, at the default that reproduces the old behaviour, stay out of
@@ -236,7 +261,7 @@ def _digest(d: dict) -> str:
 
 
 def config_hash(cfg: SweepConfig) -> str:
-    """Hash of everything that determines the results (name, threads and progress display excluded).
+    """Hash of everything that determines the results (name, threads, resources and progress display excluded).
     A base checkpoint enters by :func:`base_fingerprint`, not by its path, so a run folder resumes
     on another machine or checkout."""
     return _digest(_hashed_dict(cfg))

@@ -36,7 +36,7 @@ from ..training.sft import finetune
 from .cells import Cell, cells_of, find_cell, parse_shard, select_cells
 from .config import BaseSpec, SweepConfig, normalise_config
 from .record import CellRecord, cell_terms
-from .store import FolderState, atomic_write, claim_folder, folder_config, read_record
+from .store import FolderState, atomic_write, claim_folder, clear_failure, folder_config, read_record
 from .tasks import Task, make_task
 
 log = logging.getLogger("pacbayes_sft.sweep")
@@ -180,8 +180,10 @@ def base_record(ctx: SweepContext, name: str) -> CellRecord:
     return CellRecord.for_base(name, rows, items)
 
 
-def _write(path: Path, rec: CellRecord) -> None:
-    atomic_write(path, json.dumps(rec.to_dict()))
+def write_record(out: Path, rec: CellRecord) -> None:
+    """Write a finished record as ``out/cells/<id>.json`` (atomically) and forget any failure of it."""
+    atomic_write(out / "cells" / f"{rec.id}.json", json.dumps(rec.to_dict()))
+    clear_failure(out, rec.id)
 
 
 def _write_base_cells(ctx: SweepContext, state: FolderState) -> None:
@@ -189,7 +191,7 @@ def _write_base_cells(ctx: SweepContext, state: FolderState) -> None:
     for b in ctx.cfg.bases:
         bpath = ctx.out / "cells" / f"{b.name}__base.json"
         if read_cell(bpath, state) is None:
-            _write(bpath, base_record(ctx, b.name).stamped(state.stamp(b.name)))
+            write_record(ctx.out, base_record(ctx, b.name).stamped(state.stamp(b.name)))
 
 
 def cell_summary(rec: CellRecord) -> str:
@@ -241,7 +243,7 @@ def run_sweep(
     for cell in bar:
         bar.set_postfix_str(cell.id, refresh=True)
         rec = run_cell(ctx, cell, progress=progress).stamped(state.stamp(cell.base))
-        _write(out / "cells" / f"{cell.id}.json", rec)
+        write_record(out, rec)
         summary["ran"] += 1
         log.info(cell_summary(rec))
         if on_cell is not None:

@@ -26,10 +26,13 @@ __all__ = [
     "FolderState",
     "atomic_write",
     "claim_folder",
+    "clear_failure",
+    "failures",
     "folder_config",
     "folder_state",
     "read_record",
     "valid_cells",
+    "write_failure",
 ]
 
 
@@ -152,6 +155,28 @@ def valid_cells(out: str | Path, state: FolderState | None = None) -> Iterator[C
     out = Path(out)
     state = state or folder_state(out)
     return (rec for rec in _finished(out) if state.accepts(rec))
+
+
+def write_failure(out: Path, cell_id: str, *, attempts: int, error: str) -> None:
+    """Record that a cell failed every attempt (``failed/<cell id>.json``), so it is reported."""
+    (out / "failed").mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "failed" / f"{cell_id}.json", json.dumps({"id": cell_id, "attempts": attempts, "error": error}))
+
+
+def clear_failure(out: Path, cell_id: str) -> None:
+    """Forget a failure once its cell has finished."""
+    (out / "failed" / f"{cell_id}.json").unlink(missing_ok=True)
+
+
+def failures(out: str | Path) -> dict[str, dict]:
+    """The failure records of a run folder ({cell id: {id, attempts, error}}) whose cell has not
+    finished since."""
+    out = Path(out)
+    return {
+        f.stem: json.loads(f.read_text())
+        for f in sorted((out / "failed").glob("*.json"))
+        if read_record(out / "cells" / f.name) is None
+    }
 
 
 def claim_folder(out: Path, cfg: SweepConfig, *, update: bool = False) -> FolderState:

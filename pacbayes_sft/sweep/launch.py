@@ -1,0 +1,159 @@
+"""Sweeps that outgrow one process: every cell is one task of submitit, on Slurm or as local processes.
+
+The launcher keeps at most ``resources.max_parallel`` tasks in flight and gives a free slot the
+next unfinished cell, so long cells do not hold up a fixed shard. Each task asks for the
+resources of :class:`~pacbayes_sft.sweep.config.Resources` (GPUs, CPU cores, memory, a time
+limit, a Slurm partition). A task that fails, is killed or is preempted is resubmitted up to
+``resources.max_retries`` times; after that its cell is written to ``failed/<cell id>.json``
+with the error and reported, never silently skipped.
+
+The run folder's finished-cell records stay the one source of truth: a task runs its cell with
+the same code as :func:`~pacbayes_sft.sweep.runner.run_sweep` and writes the same record, so a
+folder started under one launcher resumes under another, or with no launcher at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import submitit
+import torch
+from submitit.core.utils import UncompletedJobError
+
+from .cells import cells_of, find_cell, select_cells
+from .config import Resources, SweepConfig, normalise_config
+from .runner import base_record, cell_summary, read_cell, run_cell, sweep_context, write_record
+from .store import claim_folder, folder_config, write_failure
+
+log = logging.getLogger("pacbayes_sft.sweep")
+
+LAUNCHERS = ("local", "slurm")
+
+
+def run_task(out_dir: str, task_id: str, threads: int) -> str:
+    """One task of a launched sweep, in this process: a base model's evaluation
+    (``<base>__base``) or one cell, read from the run folder's config and written as a record."""
+    out = Path(out_dir)
+    cfg, state = folder_config(out)
+    torch.set_num_threads(threads)
+    ctx = sweep_context(cfg, out)
+    if task_id.endswith("__base"):
+        base = task_id.removesuffix("__base")
+        rec = base_record(ctx, base).stamped(state.stamp(base))
+    else:
+        cell = find_cell(cfg, task_id, str(out))
+        rec = run_cell(ctx, cell, progress=False).stamped(state.stamp(cell.base))
+        log.info(cell_summary(rec))
+    write_record(out, rec)
+    return task_id
+
+
+def executor(launcher: str, folder: Path, resources: Resources) -> submitit.AutoExecutor:
+    """A submitit executor for ``launcher`` whose every task asks for ``resources``."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher)
+    params: dict[str, Any] = {
+        "name": "pacbayes-sft",
+        "timeout_min": resources.timeout_min,
+        "cpus_per_task": resources.cpus_per_task,
+        "mem_gb": resources.mem_gb,
+        "gpus_per_node": resources.gpus_per_task,
+    }
+    if launcher == "slurm" and resources.partition:
+        params["slurm_partition"] = resources.partition
+    ex.update_parameters(**params)
+    return ex
+
+
+def task_error(job: Any) -> str | None:
+    """None when the job finished, else its error in one line (the last line of a traceback)."""
+    try:
+        job.result()
+    except Exception as exc:  # a failed, killed or preempted task; its kind is in the message
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or ["no message"]
+        # a task that died says so on its first line; a task that raised ends with its exception
+        return f"{type(exc).__name__}: {lines[0] if isinstance(exc, UncompletedJobError) else lines[-1]}"
+    return None
+
+
+def schedule(
+    submit: Callable[[str], Any],
+    tasks: Iterable[str],
+    resources: Resources,
+    *,
+    poll_s: float = 1.0,
+    on_submit: Callable[[str, Any], None] | None = None,
+) -> tuple[list[str], dict[str, tuple[int, str]]]:
+    """Run ``tasks`` with at most ``max_parallel`` in flight, resubmitting a failed one (first in
+    line) up to ``max_retries`` times. Returns (finished task ids, {failed id: (attempts, error)})."""
+    pending, attempts = deque(tasks), Counter()
+    running: dict[Any, str] = {}
+    done: list[str] = []
+    failed: dict[str, tuple[int, str]] = {}
+    while pending or running:
+        while pending and len(running) < resources.max_parallel:
+            task = pending.popleft()
+            attempts[task] += 1
+            job = submit(task)
+            running[job] = task
+            if on_submit is not None:
+                on_submit(task, job)
+        for job in [j for j in running if j.done()]:
+            task, error = running.pop(job), task_error(job)
+            if error is None:
+                done.append(task)
+            elif attempts[task] <= resources.max_retries:
+                log.warning("task %s failed (attempt %d), resubmitting: %s", task, attempts[task], error)
+                pending.appendleft(task)
+            else:
+                failed[task] = (attempts[task], error)
+        if running:
+            time.sleep(poll_s)
+    return done, failed
+
+
+def launch_sweep(
+    cfg: SweepConfig | dict,
+    out_dir: str | Path,
+    *,
+    launcher: str = "local",
+    only: Mapping[str, Iterable[object]] | None = None,
+    update: bool = False,
+    poll_s: float = 1.0,
+    on_submit: Callable[[str, Any], None] | None = None,
+) -> dict:
+    """Run (or resume) the sweep into ``out_dir`` with every unfinished cell a submitit task of
+    ``launcher`` (``local`` processes, or ``slurm``). Returns what ran, what was skipped, and the
+    cells that failed after every retry with their errors (also in ``failed/<id>.json``)."""
+    cfg = normalise_config(cfg)
+    out = Path(out_dir)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    state = claim_folder(out, cfg, update=update)
+    sweep_context(cfg, out)  # builds any tiny base once, before the tasks would race for it
+    selected = select_cells(cells_of(cfg), only)
+    bases = [f"{b.name}__base" for b in cfg.bases]
+    todo = [t for t in bases + [c.id for c in selected] if read_cell(out / "cells" / f"{t}.json", state) is None]
+    ex = executor(launcher, out / "launcher", cfg.resources)
+    threads = cfg.resources.cpus_per_task
+
+    def submit(task: str) -> Any:
+        return ex.submit(run_task, str(out), task, threads)
+
+    done, failed = schedule(submit, todo, cfg.resources, poll_s=poll_s, on_submit=on_submit)
+    for task, (n, error) in failed.items():
+        write_failure(out, task, attempts=n, error=error)
+    ran = [t for t in done if not t.endswith("__base")]
+    return {
+        "cells": len(cells_of(cfg)),
+        "selected": len(selected),
+        "ran": len(ran),
+        "skipped": len(selected) - sum(not t.endswith("__base") for t in todo),
+        "failed": {t: e for t, (_, e) in failed.items()},
+        "launcher": launcher,
+    }
