@@ -39,7 +39,7 @@ class FigureInputs:
 
 
 TERM_PANELS = [
-    ("g_gen", "G_gen (Seeger gap)", ".2f"),
+    ("g_gen", "G_gen (Seeger gap; grey: bound vacuous)", ".2f"),
     ("g_ext", "G_ext = TV proxy", ".2f"),
     ("kl", "KL (nats)", ".2g"),
     ("mc_risk_upper", "MC training risk (upper)", ".2f"),
@@ -77,14 +77,24 @@ def score_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
     return out
 
 
+def _vacuous_share(cells: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Per (n, bucket): the share of seeds whose certified bound U_MC + G_gen is 1 (vacuous). Their
+    G_gen is then 1 − U_MC, a small number that says nothing: the panel shows "vacuous" instead."""
+    vac = (cells["mc_risk_upper"] + cells["g_gen"] >= 1.0 - 1e-9).astype(float)
+    share = cells.assign(vacuous=vac).groupby(["n", "bucket"])["vacuous"].mean().reset_index()
+    return share.pivot(index="n", columns="bucket", values="vacuous").reindex(columns=order)
+
+
 def term_maps(ct: pd.DataFrame, order: list[str]) -> list:
     """Per (base, objective): every bound term over (n, bucket), in a 2 × 3 grid."""
     plt, out = pyplot(), []
     for (base, obj), mean in _cell_means(ct).items():
         fig, axes = plt.subplots(2, 3, figsize=size(MAX_WIDTH_IN, 2.2 + 1.0 * mean["n"].nunique()))
+        vacuous = _vacuous_share(ct[(ct["base"] == base) & (ct["objective"] == obj)], order)
         for ax, (col, title, fmt) in zip(axes.ravel(), TERM_PANELS):
             piv = mean.pivot(index="n", columns="bucket", values=col).reindex(columns=order)
-            heatmap(ax, piv, title, fmt=fmt, cmap="magma", xlabel="bucket", ylabel="n")
+            hide = vacuous > 0 if col == "g_gen" else None
+            heatmap(ax, piv, title, fmt=fmt, cmap="magma", xlabel="bucket", ylabel="n", hide=hide, hide_text="vacuous")
         out.append((f"terms_{base}_{obj}.png", fig))
     return out
 

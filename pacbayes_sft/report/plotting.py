@@ -40,18 +40,30 @@ def heatmap(
     xlabel="",
     ylabel="",
     center: float | None = None,
+    hide: pd.DataFrame | None = None,
+    hide_text: str = "",
 ):
     """Annotated heatmap; ``mark`` maps a row label to the column label to box in red. A map of
-    differences passes ``center=0`` so that its diverging colours put zero at the neutral colour."""
+    differences passes ``center=0`` so that its diverging colours put zero at the neutral colour.
+    ``hide`` (booleans shaped like ``piv``) leaves those cells uncoloured and writes ``hide_text``
+    in them instead of a number that would be misread (e.g. a vacuous bound's gap)."""
     import seaborn as sns
     from matplotlib.patches import Rectangle
     from matplotlib.ticker import FormatStrFormatter
 
     # a plain colour-bar format: no "1e-5 + 9.999e-1" offset text over the panel's title
     cbar = {"format": FormatStrFormatter("%.3g")}
+    mask = None if hide is None else hide.reindex_like(piv).fillna(False).astype(bool).to_numpy()
+    every = mask is not None and mask.all()  # nothing to colour: no colour bar, no empty scale
     sns.heatmap(
-        piv, annot=True, fmt=fmt, cmap=cmap, center=center, ax=ax, cbar=True, annot_kws={"fontsize": 8}, cbar_kws=cbar
+        piv.fillna(0.0) if every else piv, annot=True, fmt=fmt, cmap=cmap, center=center, ax=ax, cbar=not every,
+        annot_kws={"fontsize": 8}, cbar_kws=cbar if not every else None, mask=mask, vmin=0 if every else None,
+        vmax=1 if every else None,
     )
+    if mask is not None:
+        ax.set_facecolor("#dddddd")
+        for i, j in zip(*mask.nonzero()):
+            ax.text(j + 0.5, i + 0.5, hide_text, ha="center", va="center", fontsize=7, color="#333333")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
