@@ -31,9 +31,10 @@ OPTIMUM_COLUMNS = {
     "n": "n",
     "observed": "measured best",
     "p_best": "P(best) by bucket",
+    "determined": "decided at 95%",
     "seed_bests": "best per seed",
     "raw_bound": "bound's pick",
-    "calibrated": "calibrated pick",
+    "calibrated": "fitted predictor's pick",
 }
 
 
@@ -98,9 +99,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             update=bool(getattr(args, "update", False)),
             progress=console.show_progress(),
         )
+        part = "" if args.shard == "0/1" else f" (shard {args.shard}: {summary['in_shard']} of them)"
         print(
-            f"sweep {cfg.name}: {summary['ran']} cells run, {summary['skipped']} already finished, "
-            f"{summary['in_shard']} in shard {args.shard} of {summary['cells']}; results in {args.out}"
+            f"sweep {cfg.name}: {summary['cells']} cells{part}, {summary['ran']} run now, "
+            f"{summary['skipped']} already finished; results in {args.out}"
         )
         rc = 0
     if args.report and rc == 0:
@@ -112,7 +114,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     rep = build_report(args.dir)
     opt = rep["optimum"]
     cols = [c for c in OPTIMUM_COLUMNS if c in opt]
-    print(opt[cols].rename(columns=OPTIMUM_COLUMNS).to_string(index=False))
+    table = opt[cols].copy()
+    if "determined" in table:
+        table["determined"] = table["determined"].map({True: "yes", False: "no"})
+    print(table.rename(columns=OPTIMUM_COLUMNS).to_string(index=False))
     for line in summary_lines(rep["summary"], len(opt)):
         print(line)
     print(describe_certification(("emp_risk", "g_gen"), ("g_ext",)))

@@ -87,28 +87,38 @@ def _fmt(v) -> str:
 
 
 def summary_lines(summ: dict, n_budgets: int) -> list[str]:
-    """The summary in words, numbers rounded to what one sweep supports."""
+    """The summary in words a first-time reader can take at face value, numbers rounded to what
+    one sweep supports."""
 
     def agree(col: str) -> str:
         exact = round(summ[f"{col}_exact_agreement"] * n_budgets)
         within = round(summ[f"{col}_within_one"] * n_budgets)
-        return f"exact in {exact}/{n_budgets} budgets, within one bucket in {within}/{n_budgets}"
+        return f"picks the measured best bucket in {exact} of {n_budgets} budgets (within one bucket in {within})"
 
     det = summ.get("n_determined", 0)
     on_det = (
-        f"; on the {det} budget(s) whose optimum is determined at 95%: raw bound exact "
-        f"{_fmt(summ['raw_exact_agreement_determined'])}, calibrated {_fmt(summ['calibrated_exact_agreement_determined'])}"
+        f"; of the {det} budget(s) whose best bucket is decided at 95%, the bound picks it in "
+        f"{_fmt(summ['raw_exact_agreement_determined'])} and the fitted predictor in "
+        f"{_fmt(summ['calibrated_exact_agreement_determined'])}"
         if det
-        else "; no budget's optimum is determined at 95% (bootstrap over test items and seeds)"
+        else "; no budget's best bucket is decided at 95% (bootstrap over test items and seeds): more test items or seeds are needed"
     )
-    return [
-        f"raw bound: {agree('raw')}{on_det}",
-        f"calibrated two-gap predictor (leave-one-n-out): {agree('calibrated')}",
-        f"Spearman(two-gap total, measured test risk) = {_fmt(summ['spearman_total_vs_test_risk'])}; "
-        f"Spearman(calibrated prediction, measured test risk) = {_fmt(summ['spearman_calibrated_vs_test_risk'])}",
-        f"observed optimum moves to harder data as n grows (per base/objective): "
+    lines = [
+        f"the bound (smallest two-gap total) {agree('raw')}{on_det}",
+        f"the fitted two-gap predictor (weights fitted on the other budgets) {agree('calibrated')}",
+        f"rank correlation with the measured test risk over all cells: two-gap total "
+        f"{_fmt(summ['spearman_total_vs_test_risk'])}, fitted predictor {_fmt(summ['spearman_calibrated_vs_test_risk'])} "
+        "(1 = same order, 0 = unrelated)",
+        f"does the measured best bucket move to harder data as n grows (per base and objective)? "
         f"{', '.join('yes' if m else 'no' for m in summ['observed_optimum_moves_harder_with_n']) or 'one budget only'}",
     ]
+    vac, cells = summ.get("n_vacuous", 0), summ.get("n_cells", 0)
+    if vac:
+        lines.append(
+            f"G_gen: the certified bound is vacuous (MC training risk + G_gen = 1) in {vac} of {cells} cells; "
+            "there it says nothing, and G_gen = 1 - MC risk is not a small gap"
+        )
+    return lines
 
 
 CERTIFIED = (
