@@ -86,7 +86,7 @@ def main() -> None:
     for name, ex in (("stoch. test risk", test), ("stoch. op 5-6 risk", hard)):
         tl = teacher_forced_losses(tok, [p.prompt for p in ex], [p.response for p in ex], "token_error")
         post = SubspacePosterior(sub, model, cert.sigma.value, seed=99)
-        from pacbayes_sft.estimators.posterior import mc_stochastic_risk_per_example
+        from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk_per_example
 
         row[name] = mc_stochastic_risk_per_example(post, tl.example, tl.n, 1, 0.05).mean
         row[name.replace("stoch.", "point")] = tl.risk(model)

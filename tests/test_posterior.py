@@ -5,7 +5,8 @@ import copy
 import pytest
 import torch
 
-from pacbayes_sft.estimators.posterior import GaussianPosterior, _lora_layers, _seed, mc_stochastic_risk
+from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk
+from pacbayes_sft.estimators.posterior import GaussianPosterior, _lora_layers, _seed
 from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
 
 
@@ -97,7 +98,7 @@ def test_posterior_bad_inputs():
 
 
 def test_per_example_draws_are_distinct_samples_and_reproducible():
-    from pacbayes_sft.estimators.posterior import mc_stochastic_risk_per_example
+    from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk_per_example
 
     model = _model()
     post = GaussianPosterior(model, 0.05, "lora", seed=2)
@@ -126,7 +127,7 @@ def test_per_example_draws_are_distinct_samples_and_reproducible():
 
 
 def test_per_example_and_shared_schemes_estimate_the_same_gibbs_risk():
-    from pacbayes_sft.estimators.posterior import mc_stochastic_risk_per_example
+    from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk_per_example
 
     model = _model()
     sigma = 0.3
@@ -168,7 +169,7 @@ def test_sample_rows_gives_each_row_its_own_sample(space, arch):
 
 
 def test_batched_per_example_draws_equal_the_sequential_ones():
-    from pacbayes_sft.estimators.posterior import mc_stochastic_risk_per_example
+    from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk_per_example
 
     model = _model()
     post = GaussianPosterior(model, 0.2, "delta", seed=4)

@@ -28,12 +28,8 @@ import torch
 from ..adapters import lora_factors
 from ..bounds import BOUNDS, DeltaLedger, finite_grid_delta, pac_bayes_bound, two_gap_bound
 from ..estimators.lora import lora_kl, module_family, prior_centre_rms
-from ..estimators.posterior import (
-    GaussianPosterior,
-    mc_stochastic_risk,
-    mc_stochastic_risk_per_example,
-    subsample_examples,
-)
+from ..estimators.mc_risk import mc_stochastic_risk, mc_stochastic_risk_per_example, subsample_examples
+from ..estimators.posterior import GaussianPosterior
 from ..versions import library_versions
 from .certificate import Certificate, DeltaSplit, EmpiricalRisk, GenGap, KLTerm, SigmaChoice, TVTerm
 from .config import BoundConfig

@@ -11,7 +11,8 @@ import torch
 
 from .. import defaults
 from ..bounds import kl_inverse_lower, kl_inverse_upper
-from ..estimators.posterior import GaussianPosterior, mc_stochastic_risk_per_example
+from ..estimators.mc_risk import mc_stochastic_risk_per_example
+from ..estimators.posterior import GaussianPosterior
 from .certificate import Certificate, TVTerm
 from .config import BoundConfig
 from .engine import GridOptions, PosteriorFamily, certificate_core, plan_delta
