@@ -118,7 +118,7 @@ def test_adding_a_budget_reruns_only_the_new_cells(tmp_path, capsys):
     argv = ["sweep", "--config", str(cfg_path), "--out", str(tmp_path), "--quiet"]
     assert main(argv) == 2
     assert main([*argv, "--update"]) == 0
-    assert "0 cells run, 2 already finished" in capsys.readouterr().out
+    assert "0 run now, 2 already finished" in capsys.readouterr().out
 
 
 def test_cell_records_round_trip_and_old_files_still_load():
