@@ -129,3 +129,18 @@ def test_inverse_attains_budget(q, c):
             assert _kl_mp(q, p + 4 * ulp) >= c
     # Pinsker: p − q ≤ sqrt(c/2).
     assert p - q <= math.sqrt(c / 2) + 1e-12
+
+
+@pytest.mark.parametrize("c", [1e-6, 0.05, math.log(2), 1.0, math.log(10), math.log(100), 20.0])
+def test_kl_inverse_at_zero_risk_is_one_minus_exp(c):
+    # kl(0 ‖ p) = −ln(1 − p), so kl⁻¹(0, c) = 1 − e^{−c}: ½ at c = ln 2, not vacuous (docs/THEORY.md §3)
+    assert kl_inverse_upper(0.0, c) == pytest.approx(-math.expm1(-c), rel=1e-12)
+
+
+def test_seeger_bound_at_zero_risk_is_one_half_at_b_equal_n_ln2():
+    from pacbayes_sft.bounds import seeger_bound
+
+    for n in (100, 1000):
+        comp = math.log(2 * math.sqrt(n) / 0.05)  # B = KL + ln(2√n/δ)
+        for target, b_over_n in ((0.5, math.log(2)), (0.9, math.log(10)), (0.99, math.log(100))):
+            assert float(seeger_bound(0.0, n * b_over_n - comp, n, 0.05)) == pytest.approx(target, rel=1e-12)

@@ -80,7 +80,15 @@ class GenGap:
 
 @dataclass(frozen=True)
 class TVTerm:
-    """The TV(D_test, D_train) value used in G_ext, and what kind of value it is."""
+    """The TV(D_test, D_train) value used in G_ext, and what kind of value it is.
+
+    ``estimate`` is the value in G_ext; it lies in [0, 1], as a TV must. From a classifier
+    (:meth:`from_result`) it is max(0, held-out 2·BA − 1): never further from the true TV than
+    the unclipped value, but biased *up* near TV = 0, so it is not a lower bound in expectation.
+    The unclipped held-out value, whose expectation is at most the true TV (a lower bound in
+    expectation), is kept as ``details["raw_estimate"]`` (:attr:`raw_estimate`); ``lower`` is a
+    (1 − δ) lower confidence bound. None of them is an upper bound, so G_ext built on them is an estimate.
+    """
 
     estimate: float
     lower: float | None
@@ -106,6 +114,12 @@ class TVTerm:
     def from_dict(cls, d: dict) -> TVTerm:
         names = {f.name for f in fields(cls)} - {"details"}
         return cls(**{k: d[k] for k in names if k in d}, details={k: v for k, v in d.items() if k not in names})
+
+    @property
+    def raw_estimate(self) -> float:
+        """The unclipped held-out TPR − FPR (may be negative; a lower bound on TV in expectation)
+        when the term came from a classifier, else ``estimate``."""
+        return float(self.details.get("raw_estimate", self.estimate))
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("details", "certified")}

@@ -3,8 +3,15 @@
 For any classifier h and event A = {h says "Q"}: TPR − FPR = Q(A) − P(A) ≤ TV(P, Q). With
 cross-fitted (held-out) predictions,
 
-- ``estimate`` = 2·BA − 1 = TPR − FPR, BA the balanced accuracy: a lower bound on TV in
-  expectation (clipped at 0; ``raw_estimate`` keeps the sign);
+- ``raw_estimate`` = 2·BA − 1 = TPR − FPR on the held-out predictions, BA the balanced accuracy.
+  Each fold's classifier h_f is fixed given its training part, and its held-out samples are
+  fresh draws, so E[TPR_f − FPR_f] = Q(h_f) − P(h_f) ≤ TV: ``raw_estimate`` is a **lower bound on
+  TV in expectation** (up to the rounding of fold sizes: exactly when every fold holds the same
+  share of both sides). It can be negative.
+- ``estimate`` = max(0, ``raw_estimate``), the value a TV term uses (a TV lies in [0, 1]).
+  Clipping never moves it further from the true TV than ``raw_estimate`` (TV ≥ 0), but it moves
+  the mean up: at TV = 0 it averages about +0.02 with 320 examples per side, so it is **not** a
+  lower bound in expectation. Far from 0 (raw rarely negative) the two agree.
 - ``lower`` = a one-sided (1 − δ) lower confidence bound, valid fold by fold: in each of the K
   folds, the Clopper–Pearson lower bound on TPR minus the upper bound on FPR at δ/(2K) each,
   and the largest of the K (:func:`per_fold_lower_bound`; pooling the folds would not be
@@ -14,10 +21,16 @@ cross-fitted (held-out) predictions,
 - ``p_value`` for H0: P = Q, by permuting labels within each fold against the fixed held-out
   scores (under H0 held-out labels are exchangeable given the scores), with the +1 correction.
 
+Every fitted part of the pipeline — the TF-IDF vocabulary and idf, the scaling of structure
+counts, the classifier, the choice among candidates — is fitted on the training part of each
+outer fold only, so a held-out prediction never saw its own text; this is what the argument
+for ``raw_estimate`` and ``lower`` needs.
+
 Features can only lose information (data processing: TV(φ#P, φ#Q) ≤ TV(P, Q)), and a finite
-classifier may miss part of the difference, so every number here is a *proxy* — a lower bound
-on the true TV — never a certified upper bound. Class weights are balanced so unequal sample
-sizes do not bias the result.
+classifier may miss part of the difference, so these numbers are *proxies*, never certified
+upper bounds: ``raw_estimate`` is low in expectation, ``lower`` is low with probability ≥ 1 − δ,
+while ``estimate`` (near TV = 0) and ``plug_in`` can read high. Class weights are balanced so
+unequal sample sizes do not bias the result.
 """
 
 from __future__ import annotations
@@ -30,12 +43,15 @@ import numpy as np
 from scipy.stats import beta
 
 from .. import defaults
-from .features import _is_text_list, as_feature_matrix, text_feature_sets
+from .features import FeatureSet, _is_text_list, as_feature_matrix, text_feature_sets
 
 
 @dataclass
 class ClassifierTV:
-    """Result of :func:`classifier_tv`; every value is a proxy (lower bound) of the true TV."""
+    """Result of :func:`classifier_tv` (see the module docstring for what each number is):
+    ``raw_estimate`` is a lower bound on TV in expectation, ``lower`` a (1 − δ) lower
+    confidence bound, and ``estimate`` = max(0, ``raw_estimate``) the clipped value a TV term
+    uses, biased upward near TV = 0."""
 
     estimate: float
     raw_estimate: float
@@ -49,7 +65,10 @@ class ClassifierTV:
     tpr: float
     fpr: float
     fold_classifiers: list[str] = field(default_factory=list)
-    kind: str = "proxy (lower bound on TV in expectation); not certified"
+    kind: str = (
+        "proxy: max(0, held-out 2·BA − 1), biased up near TV = 0 (raw_estimate, unclipped, is the lower bound "
+        "in expectation); not certified"
+    )
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -97,13 +116,15 @@ def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
 
 def _fit_predict(est, X_tr, y_tr, X_te) -> np.ndarray:
     from sklearn.base import clone
+    from sklearn.pipeline import Pipeline
 
-    model = clone(est)
+    model = clone(est)  # feature steps included: fitted on the training rows only
     try:
         model.fit(X_tr, y_tr)
     except TypeError:  # estimators without class_weight: weight samples instead
         w = np.where(y_tr == 1, 0.5 / y_tr.mean(), 0.5 / (1 - y_tr.mean()))
-        model.fit(X_tr, y_tr, sample_weight=w)
+        key = f"{model.steps[-1][0]}__sample_weight" if isinstance(model, Pipeline) else "sample_weight"
+        model.fit(X_tr, y_tr, **{key: w})
     return model.predict_proba(X_te)[:, 1]
 
 
@@ -131,8 +152,10 @@ def _cross_fitted_scores(Xs: dict, y: np.ndarray, pool: dict, n_splits: int, ran
     each fold — by inner validation on that fold's training part only, so the choice never sees
     the samples it is scored on (choosing the best estimate on the scored folds would bias it up).
 
-    ``Xs`` maps a feature-set name to its matrix; ``pool`` maps a candidate name to
-    (feature-set name, estimator), simplest first."""
+    ``Xs`` maps a feature-set name to its rows (a feature matrix, or texts); ``pool`` maps a
+    candidate name to (feature-set name, estimator), simplest first. An estimator may be a
+    pipeline whose first step builds features (TF-IDF, scaled structure counts): it is cloned and
+    fitted on the training rows of each fit, so a held-out row never shapes its own features."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     scores = np.empty(len(y))
@@ -211,7 +234,8 @@ def classifier_tv(
             with the classifier by inner validation inside each outer fold), "tfidf",
             "structure", "structure+tfidf", a callable mapping a list of texts to an (n × d) array
             (e.g. :class:`~pacbayes_sft.estimators.features.HiddenStateFeatures`), or a list of
-            these to choose from. Ignored for numeric arrays.
+            these to choose from. Fitted steps (TF-IDF, the scaling in "structure+tfidf") are
+            fitted on each outer fold's training texts only. Ignored for numeric arrays.
         classifier: "auto" (logistic vs gradient boosting, chosen by inner validation inside
             each outer fold), "logistic", "boosting", or a scikit-learn classifier with
             predict_proba.
@@ -233,18 +257,17 @@ def classifier_tv(
         return _classifier_tv(p_samples, q_samples, features, classifier, n_splits, delta, n_permutations, random_state)
 
 
-def _feature_sets(p_samples: Any, q_samples: Any, features: Any) -> tuple[dict, int, int]:
-    """Candidate feature matrices (P rows, then Q rows) by name, and the two sample sizes."""
+def _feature_sets(p_samples: Any, q_samples: Any, features: Any) -> tuple[dict[str, FeatureSet], int, int]:
+    """Candidate feature sets (P rows, then Q rows) by name, and the two sample sizes. Texts get
+    their steps unfitted (:class:`~pacbayes_sft.estimators.features.FeatureSet`); numeric arrays
+    are their own features."""
     from scipy import sparse
 
-    multi = features == "auto" or isinstance(features, (list, tuple))
-    if multi and _is_text_list(p_samples) and _is_text_list(q_samples):
+    if _is_text_list(p_samples) and _is_text_list(q_samples):
         return text_feature_sets(p_samples, q_samples, features), len(p_samples), len(q_samples)
-    if multi:
-        features = None  # numeric arrays are their own features
-    Xp, Xq = as_feature_matrix(p_samples, q_samples, features=features)
+    Xp, Xq = as_feature_matrix(p_samples, q_samples)  # numeric (``features`` ignored) or a clear error
     X = sparse.vstack([Xp, Xq]).tocsr() if sparse.issparse(Xp) else np.vstack([Xp, Xq])
-    return {"features": X}, Xp.shape[0], Xq.shape[0]
+    return {"features": FeatureSet(X, sparse=sparse.issparse(X))}, Xp.shape[0], Xq.shape[0]
 
 
 def _classifier_tv(p_samples, q_samples, features, classifier, n_splits, delta, n_permutations, random_state):
@@ -254,16 +277,17 @@ def _classifier_tv(p_samples, q_samples, features, classifier, n_splits, delta, 
         raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
     if not isinstance(n_permutations, int) or n_permutations < 0:
         raise ValueError(f"n_permutations must be an integer >= 0, got {n_permutations!r}")
-    Xs, n_p, n_q = _feature_sets(p_samples, q_samples, features)
+    sets, n_p, n_q = _feature_sets(p_samples, q_samples, features)
     if min(n_p, n_q) < n_splits:
         raise ValueError(f"p_samples and q_samples need at least n_splits={n_splits} samples each, got {n_p} and {n_q}")
-    from scipy import sparse
+    from sklearn.pipeline import make_pipeline
 
     y = np.r_[np.zeros(n_p, dtype=int), np.ones(n_q, dtype=int)]
+    Xs = {feat: fs.data for feat, fs in sets.items()}
     pool = {
-        (f"{feat}/{name}" if len(Xs) > 1 else name): (feat, est)
-        for feat, X in Xs.items()
-        for name, est in _classifier_pool(classifier, random_state, sparse.issparse(X)).items()
+        (f"{feat}/{name}" if len(sets) > 1 else name): (feat, est if fs.step is None else make_pipeline(fs.step, est))
+        for feat, fs in sets.items()
+        for name, est in _classifier_pool(classifier, random_state, fs.sparse).items()
     }
     scores, fold_of, chosen = _cross_fitted_scores(Xs, y, pool, n_splits, random_state)
     pred = scores >= 0.5
@@ -277,8 +301,8 @@ def _classifier_tv(p_samples, q_samples, features, classifier, n_splits, delta, 
     p_value = _permutation_p_value(pred, y, fold_of, n_splits, raw, n_permutations, random_state)
     name = chosen[0] if len(set(chosen)) == 1 else "mixed"
     return ClassifierTV(
-        estimate=max(0.0, raw),
-        raw_estimate=raw,
+        estimate=max(0.0, raw),  # a TV lies in [0, 1]; clipping biases the mean up near TV = 0
+        raw_estimate=raw,  # E[raw] ≤ TV: the lower bound in expectation
         plug_in=float(plug),
         lower=lower,
         p_value=float(p_value),

@@ -6,6 +6,7 @@ Any feature map φ can only lose information: TV(φ#P, φ#Q) ≤ TV(P, Q).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,11 +84,9 @@ def as_feature_matrix(p_samples: Any, q_samples: Any, *, features: str | Callabl
             raise ValueError("p_samples and q_samples must both be texts or both be numeric arrays")
         feat = features or "tfidf"
         if feat == "tfidf":
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
-            # Fitting the vocabulary on both samples uses no labels, so held-out folds stay honest.
-            vec = TfidfVectorizer(token_pattern=r"\S+", ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-            mat = vec.fit_transform(list(p_samples) + list(q_samples))
+            # Fitted on both samples: fine for looking at features, but a classifier scored on
+            # held-out folds of these rows has seen their texts (classifier_tv fits it per fold).
+            mat = tfidf_vectorizer().fit_transform(list(p_samples) + list(q_samples))
             return mat[: len(p_samples)], mat[len(p_samples) :]
         if feat == "structure":
             return structure_features(p_samples), structure_features(q_samples)
@@ -110,23 +109,53 @@ def as_feature_matrix(p_samples: Any, q_samples: Any, *, features: str | Callabl
 AUTO_FEATURES = ("structure", "tfidf", "structure+tfidf")
 
 
-def _tfidf(texts: list[str]):
+def tfidf_vectorizer():
+    """An unfitted TF-IDF step (word uni- and bigrams, min_df = 2, sublinear tf)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    # Fitting the vocabulary on both samples uses no labels, so held-out folds stay honest.
-    vec = TfidfVectorizer(token_pattern=r"\S+", ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    return vec.fit_transform(texts)
+    return TfidfVectorizer(token_pattern=r"\S+", ngram_range=(1, 2), min_df=2, sublinear_tf=True)
 
 
-def text_feature_sets(p_texts: Sequence[str], q_texts: Sequence[str], features: Any) -> dict[str, Any]:
-    """Candidate feature matrices (P rows first, then Q) by name, for the classifier's inner selection.
+def _structure_step():
+    from sklearn.preprocessing import FunctionTransformer
+
+    return FunctionTransformer(structure_features)
+
+
+def _union_step():
+    """Standardised structure counts next to TF-IDF; both fitted when the step is fitted."""
+    from sklearn.pipeline import FeatureUnion, make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return FeatureUnion(
+        [("structure", make_pipeline(_structure_step(), StandardScaler())), ("tfidf", tfidf_vectorizer())]
+    )
+
+
+@dataclass
+class FeatureSet:
+    """One candidate feature set for the classifier: ``data`` (n rows: P first, then Q) and an
+    unfitted sklearn ``step`` that maps rows of ``data`` to features, or None when ``data`` is
+    already the feature matrix. A step with fitted state (TF-IDF vocabulary and idf, the scaling
+    of structure counts) is fitted inside each fold on that fold's training rows only, so
+    held-out rows never shape their own features. Fixed maps (structure counts, a callable such
+    as :class:`HiddenStateFeatures`) learn nothing from the sample and are applied once."""
+
+    data: Any
+    step: Any = None
+    sparse: bool = False
+
+
+def text_feature_sets(p_texts: Sequence[str], q_texts: Sequence[str], features: Any) -> dict[str, FeatureSet]:
+    """Candidate feature sets (P rows first, then Q) by name, for the classifier's inner selection.
 
     ``features``: "auto" (structure, TF-IDF and their union), one name ("tfidf", "structure",
     "structure+tfidf"), a callable (e.g. :class:`HiddenStateFeatures`), or a list of these.
+    TF-IDF and the union are returned as texts with an unfitted step (see :class:`FeatureSet`).
     """
-    from scipy import sparse
-
     texts = list(p_texts) + list(q_texts)
+    raw = np.empty(len(texts), dtype=object)
+    raw[:] = texts
     wanted = (
         list(AUTO_FEATURES)
         if features == "auto"
@@ -134,25 +163,17 @@ def text_feature_sets(p_texts: Sequence[str], q_texts: Sequence[str], features: 
         if isinstance(features, (list, tuple))
         else [features]
     )
-    out: dict[str, Any] = {}
-    cache: dict[str, Any] = {}
-
-    def get(name: str):
-        if name not in cache:
-            cache[name] = structure_features(texts) if name == "structure" else _tfidf(texts)
-        return cache[name]
-
+    out: dict[str, FeatureSet] = {}
     for k, f in enumerate(wanted):
         if callable(f):
-            out[getattr(f, "name", type(f).__name__ if not hasattr(f, "__name__") else f.__name__) + f"#{k}"] = (
-                _check_numeric(f(texts), "features(texts)")
-            )
-        elif f in ("structure", "tfidf"):
-            out[f] = get(f)
+            name = getattr(f, "name", type(f).__name__ if not hasattr(f, "__name__") else f.__name__) + f"#{k}"
+            out[name] = FeatureSet(_check_numeric(f(texts), "features(texts)"))
+        elif f == "structure":
+            out[f] = FeatureSet(structure_features(texts))  # per-text counts: nothing to fit
+        elif f == "tfidf":
+            out[f] = FeatureSet(raw, tfidf_vectorizer(), sparse=True)
         elif f == "structure+tfidf":
-            dense = get("structure")
-            scaled = (dense - dense.mean(0)) / np.maximum(dense.std(0), 1e-12)  # label-free scaling
-            out[f] = sparse.hstack([sparse.csr_matrix(scaled), get("tfidf")]).tocsr()
+            out[f] = FeatureSet(raw, _union_step(), sparse=True)
         else:
             raise ValueError(
                 f"features must be 'auto', 'tfidf', 'structure', 'structure+tfidf', a callable or a list, got {f!r}"
