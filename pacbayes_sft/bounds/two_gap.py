@@ -8,7 +8,8 @@
 - ε = whatever slack the caller adds (Monte-Carlo slack on E_π R̂_S, TV-estimate slack).
 
 The sum is a certified bound only when every term is: a TV from a classifier two-sample test
-is a *proxy* (a lower bound on the true TV in expectation), so a total built on it is an
+is a *proxy* (its unclipped held-out value is a lower bound on the true TV in expectation; the
+clipped value G_ext uses is biased up near TV = 0), so a total built on it is an
 estimate. :class:`TwoGapBound` carries which terms are certified.
 """
 

@@ -6,7 +6,8 @@
 - G_gen = PAC-Bayes bound(U_MC, KL, n) − U_MC (certified: i.i.d. training data, prior fixed
   before training, union over the σ grid);
 - G_ext = (b − a)·TV: certified only when the TV is a certified upper bound — a classifier
-  two-sample TV is a *proxy* (a lower bound in expectation), so a total built on it is an
+  two-sample TV is a *proxy* (clipped at 0 and biased up near TV = 0; its unclipped
+  ``raw_estimate`` is the lower bound in expectation), so a total built on it is an
   estimate.
 
 Which terms are certified is computed from what each term is (:meth:`Certificate.certified_terms`),

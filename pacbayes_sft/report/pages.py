@@ -33,7 +33,8 @@ HOW_TO_READ = [
     (
         "TV",
         "total variation between the training and test distributions; here a classifier two-sample proxy "
-        "(2·balanced accuracy − 1 on held-out folds), a lower bound on the true TV in expectation.",
+        "(2·balanced accuracy − 1 on held-out folds, clipped at 0): unclipped, a lower bound on the true TV in "
+        "expectation; clipped, biased up near TV = 0.",
     ),
     ("G_ext", "(b − a)·TV for a loss in [a, b]: how much the test distribution can differ from the training one."),
     (
@@ -126,7 +127,8 @@ CERTIFIED = (
     "bound on the stochastic training risk and G_gen (Seeger bound, union over the σ grid, δ in a ledger)."
 )
 ESTIMATED = (
-    "Estimated: G_ext uses a classifier two-sample TV proxy, a lower bound on the true TV in expectation. "
+    "Estimated: G_ext uses a classifier two-sample TV proxy (held-out 2·BA − 1 clipped at 0; unclipped it is a "
+    "lower bound on the true TV in expectation, clipped it is biased up near TV = 0). "
     "The two-gap totals are therefore estimates, not certified bounds. The calibrated predictor is a fitted model."
 )
 
