@@ -27,6 +27,7 @@ one of two Monte-Carlo schemes, both through :func:`pacbayes_sft.bounds.mc_risk_
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,15 +35,28 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-_MIX = 0x9E3779B97F4A7C15
+LAYER_SLOTS = 256
+"""Adapted layers one posterior can seed apart (a draw's rows may number up to 2^32 / 256)."""
 
 
-def _seed(*parts: int) -> int:
-    """Deterministic 63-bit seed from integers (splitmix-style mixing)."""
-    h = 0
-    for p in parts:
-        h = (h ^ (int(p) + _MIX + (h << 6) + (h >> 2))) & ((1 << 64) - 1)
-    return h & ((1 << 63) - 1)
+@functools.lru_cache(maxsize=1024)
+def _seed_words(seed: int) -> tuple[int, int]:
+    hi, lo = np.random.SeedSequence(seed).generate_state(2)
+    return int(hi), int(lo)
+
+
+def _seed(seed: int, row: int = 0, layer: int = 0) -> int:
+    """The generator seed of posterior draw ``row`` in adapted layer ``layer``, for a posterior
+    seeded ``seed``: 63 bits whose low 32 bits (all that torch's CPU generator keys on) are the
+    posterior's own offset plus row·256 + layer. So within one posterior no two (row, layer) pairs
+    share a generator state, and every per-row draw is independent of every other, as the kl⁻¹
+    Monte-Carlo bound assumes. The offset and the high bits come from ``numpy.random.SeedSequence``."""
+    if not (isinstance(seed, int) and seed >= 0):
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if not (0 <= layer < LAYER_SLOTS and 0 <= row < 2**32 // LAYER_SLOTS):
+        raise ValueError(f"draw {row} of layer {layer} is beyond {2**32 // LAYER_SLOTS} draws x {LAYER_SLOTS} layers")
+    hi, lo = _seed_words(seed)
+    return ((hi & 0x7FFFFFFF) << 32) | ((lo + row * LAYER_SLOTS + layer) % 2**32)
 
 
 def _check_sigma(sigma) -> float:
