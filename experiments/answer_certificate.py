@@ -75,7 +75,7 @@ def _peft(path, trainable=False):
 
 def _losses(tok, examples):
     from pacbayes_sft.certify import EvalConfig, example_losses
-    from pacbayes_sft.sweep.tasks import igsm_judge
+    from pacbayes_sft.data.igsm_verify import igsm_judge
 
     evaluation = EvalConfig(max_new_tokens=160, batch_size=128)
     return example_losses(tok, examples, "answer_error", judge=igsm_judge(7), evaluation=evaluation)

@@ -106,7 +106,7 @@ def _stoch_test(adapter, tok, test, sigma, space) -> float:
 def _losses(tok, examples, loss):
     """The loss on ``examples``: token error, or answer error judged by the iGSM verifier."""
     from pacbayes_sft.certify import EvalConfig, example_losses
-    from pacbayes_sft.sweep.tasks import igsm_judge
+    from pacbayes_sft.data.igsm_verify import igsm_judge
 
     return example_losses(tok, examples, loss, judge=igsm_judge(7), evaluation=EvalConfig(max_new_tokens=160))
 

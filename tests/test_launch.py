@@ -125,6 +125,21 @@ def test_schedule_keeps_at_most_max_parallel_in_flight_and_retries_first_in_line
     assert order[:2] == ["a", "b"] and order.count("a") == 3 and order.count("b") == 2
 
 
+def test_a_job_the_scheduler_refuses_is_a_failed_attempt():
+    res = dataclasses.replace(_four_cells().resources, max_retries=1)
+    calls = []
+
+    def submit(task):
+        calls.append(task)
+        if task == "bad":
+            raise RuntimeError("sbatch: error: invalid partition specified: nope")
+        return _FakeJob("ok")
+
+    done, failed = schedule(submit, ["bad", "good"], res, poll_s=0)
+    assert done == ["good"] and calls.count("bad") == 2
+    assert failed["bad"][0] == 2 and "invalid partition" in failed["bad"][1]
+
+
 def test_launcher_and_resources_are_checked(tmp_path, capsys):
     cfg = _four_cells()
     with pytest.raises(ValueError, match="launcher must be one of"):

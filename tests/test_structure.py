@@ -179,8 +179,12 @@ def test_training_and_estimators_do_not_import_each_other(package, forbidden):
     assert not [m for m in loaded if m == forbidden or m.startswith(forbidden + ".")]
 
 
-def test_bounds_imports_no_torch():
-    code = "import sys, pacbayes_sft.bounds; print('torch' in sys.modules)"
+@pytest.mark.parametrize(
+    "module", ["pacbayes_sft.bounds", "pacbayes_sft.sweep.config", "pacbayes_sft.sweep.store", "pacbayes_sft.certify.config"]
+)
+def test_pure_layers_and_configs_import_no_torch(module):
+    """bounds/ is numpy/scipy only, and reading a config or a run folder loads no model code."""
+    code = f"import sys, {module}; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

@@ -137,3 +137,12 @@ def test_cell_records_round_trip_and_old_files_still_load():
         CellRecord.from_dict({"cell": {"id": "x", "base": "b", "objective": "sft"}, "status": "done"})
     with pytest.raises(ValueError, match="newer"):
         CellRecord.from_dict({"schema": SCHEMA_VERSION + 1})
+
+
+def test_a_record_from_a_newer_toolkit_is_refused_not_overwritten(tmp_path):
+    from pacbayes_sft.sweep.store import read_record
+
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"cell": {"id": "x", "base": "b", "objective": "sft"}, "status": "done", "schema": 99}))
+    with pytest.raises(ValueError, match="newer pacbayes_sft"):
+        read_record(path)

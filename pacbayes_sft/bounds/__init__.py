@@ -17,7 +17,7 @@ from .pacbayes import (
     quad_bound,
     seeger_bound,
 )
-from .two_gap import TwoGapBound, certification_statement, describe_certification, two_gap_bound
+from .two_gap import TwoGapBound, certification_statement, describe_certification, is_vacuous, two_gap_bound
 
 __all__ = [
     "BOUNDS",
@@ -30,6 +30,7 @@ __all__ = [
     "dziugaite_roy_delta",
     "dziugaite_roy_grid",
     "finite_grid_delta",
+    "is_vacuous",
     "kl_bernoulli",
     "kl_inverse_lower",
     "kl_inverse_upper",

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from .. import defaults
 from ._validate import as_float_array, check_delta, check_loss_range, check_n, check_nonnegative
 from .pacbayes import BOUNDS, pac_bayes_bound
@@ -124,6 +126,12 @@ def two_gap_bound(
 
 
 _TERM_NAMES = {"emp_risk": "empirical risk", "g_gen": "G_gen", "g_ext": "G_ext", "eps": "eps"}
+
+
+def is_vacuous(emp_risk_upper, g_gen, top: float = 1.0):
+    """Whether a certified bound U + G_gen has reached the top of the loss range (it then says
+    nothing, and G_gen = top − U is not a small gap). Scalars or arrays (elementwise)."""
+    return np.asarray(emp_risk_upper) + np.asarray(g_gen) >= top - 1e-9
 
 
 def describe_certification(certified_terms: Sequence[str], estimated_terms: Sequence[str]) -> str:

@@ -22,7 +22,7 @@ from ..report.pages import summary_lines
 from ..sweep import load_config, parse_only, run_sweep
 from ..sweep.config import CONFIG_DIR, Resources
 from ..sweep.launch import LAUNCHERS, launch_sweep
-from ..sweep.store import folder_config
+from ..sweep.store import failures, folder_config
 
 # The closing table of ``report``: the columns a reader needs, named for what they mean.
 OPTIMUM_COLUMNS = {
@@ -121,6 +121,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for line in summary_lines(rep["summary"], len(opt)):
         print(line)
     print(describe_certification(("emp_risk", "g_gen"), ("g_ext",)))
+    for cell, rec in failures(args.dir).items():
+        print(f"cell {cell} FAILED after {rec['attempts']} attempts (not in the tables): {rec['error']}")
     print(f"report: {rep['report_md']} (and {rep['report_html']})")
     return 0
 

@@ -10,10 +10,11 @@ import pandas as pd
 
 from .. import console
 from ..adapters import attach_adapter
+from ..bounds import is_vacuous
 from ..certify import BoundConfig, DataPrior, EvalConfig, TVConfig, certify
 from ..config import add_options, options_from_args
 from ..data.igsm import IGSMConfig, test_slices
-from ..data.igsm_verify import verify
+from ..data.igsm_verify import igsm_judge
 from ..data.loaders import load_examples
 from ..data.tokenizer import load_tokenizer
 from ..sweep import certify_cell
@@ -58,7 +59,7 @@ def _write_certificate(cert, path: str) -> int:
 
 def _print_certificate(cert) -> None:
     tv = cert.tv
-    vacuous = cert.empirical_risk.mc_upper + cert.g_gen.seeger >= 1.0 - 1e-9
+    vacuous = is_vacuous(cert.empirical_risk.mc_upper, cert.g_gen.seeger)
     rows = [
         ("n", f"{cert.n}"),
         ("empirical risk (point)", f"{cert.empirical_risk.point:.4f}"),
@@ -124,7 +125,7 @@ def _evaluation_slices(args: argparse.Namespace):
     ops = [int(x) for x in args.ops.split(",")]
     mod = args.modulus
     slices = test_slices(ops, args.n, seed=args.seed, config=IGSMConfig(modulus=mod))
-    return slices, lambda problem, text: verify(problem.prompt, text, mod).answer_correct
+    return slices, igsm_judge(mod)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

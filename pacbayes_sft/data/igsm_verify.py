@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from .igsm import apply_op, parse_statements
+from .scorers import Judge
 
 _STEP = re.compile(r"(\w) = (\w) ([-+*]) (\w) , (\w): (\d+) , (\w): (\d+) , (\w): (\d+) \.")
 
@@ -75,3 +76,8 @@ def verify(prompt: str, output: str, modulus: int = 7) -> Verdict:
         steps_expected=len(needed),
         predicted_answer=pred,
     )
+
+
+def igsm_judge(modulus: int = 7) -> Judge:
+    """The verifier's verdict on a generated solution's final answer, as a :data:`Judge`."""
+    return lambda problem, text: verify(problem.prompt, text, modulus).answer_correct

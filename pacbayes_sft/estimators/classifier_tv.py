@@ -222,7 +222,7 @@ def classifier_tv(
     classifier: str | Any = "auto",
     n_splits: int = 5,
     delta: float = defaults.DELTA,
-    n_permutations: int = 1000,
+    n_permutations: int = defaults.TV_PERMUTATIONS,
     random_state: int = 0,
     n_threads: int | None = None,
 ) -> ClassifierTV:

@@ -1,4 +1,4 @@
-"""Isotropic Gaussian posteriors around a LoRA-adapted model, and Monte-Carlo stochastic risk.
+"""Isotropic Gaussian posteriors around a LoRA-adapted model (their Monte-Carlo risk: :mod:`.mc_risk`).
 
 Two parameter spaces (see :mod:`pacbayes_sft.estimators.lora`):
 
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 LAYER_SLOTS = 256
-"""Adapted layers one posterior can seed apart (a draw's rows may number up to 2^32 / 256)."""
+"""Adapted layers a posterior seeds apart at least (more when the model has more LoRA layers)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -45,18 +45,22 @@ def _seed_words(seed: int) -> tuple[int, int]:
     return int(hi), int(lo)
 
 
-def _seed(seed: int, row: int = 0, layer: int = 0) -> int:
+def _seed(seed: int, row: int = 0, layer: int = 0, slots: int = LAYER_SLOTS) -> int:
     """The generator seed of posterior draw ``row`` in adapted layer ``layer``, for a posterior
-    seeded ``seed``: 63 bits whose low 32 bits (all that torch's CPU generator keys on) are the
-    posterior's own offset plus row·256 + layer. So within one posterior no two (row, layer) pairs
-    share a generator state, and every per-row draw is independent of every other, as the kl⁻¹
-    Monte-Carlo bound assumes. The offset and the high bits come from ``numpy.random.SeedSequence``."""
+    seeded ``seed`` whose model has at most ``slots`` adapted layers: 63 bits whose low 32 bits
+    (all that torch's CPU generator keys on) are the posterior's own offset plus row·slots + layer.
+    So within one posterior no two (row, layer) pairs share a generator state, and every per-row
+    draw is independent of every other, as the kl⁻¹ Monte-Carlo bound assumes. The offset and the
+    high bits come from ``numpy.random.SeedSequence``."""
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    if not (0 <= layer < LAYER_SLOTS and 0 <= row < 2**32 // LAYER_SLOTS):
-        raise ValueError(f"draw {row} of layer {layer} is beyond {2**32 // LAYER_SLOTS} draws x {LAYER_SLOTS} layers")
+    if not (0 <= layer < slots and 0 <= row < 2**32 // slots):
+        raise ValueError(
+            f"posterior draw {row} of layer {layer}: one posterior seeds at most {2**32 // slots} draws apart "
+            f"over {slots} layers; use fewer (example, draw) losses per sigma (bound.mc_examples)"
+        )
     hi, lo = _seed_words(seed)
-    return ((hi & 0x7FFFFFFF) << 32) | ((lo + row * LAYER_SLOTS + layer) % 2**32)
+    return ((hi & 0x7FFFFFFF) << 32) | ((lo + row * slots + layer) % 2**32)
 
 
 def _check_sigma(sigma) -> float:
@@ -105,6 +109,7 @@ class GaussianPosterior:
         self.space = space
         self.seed = int(seed)
         self._layers = _lora_layers(model)
+        self._slots = max(LAYER_SLOTS, len(self._layers))  # (row, layer) -> row * slots + layer
 
     def _lora_params(self) -> list[tuple[torch.nn.Parameter, float]]:
         """(factor, its posterior scale) for every LoRA factor."""
@@ -156,7 +161,7 @@ class GaussianPosterior:
                     f"space='delta' supports linear (and Conv1D) LoRA layers only, got {type(base).__name__}"
                 )
             fan_in_fan_out = bool(getattr(layer, "fan_in_fan_out", False))
-            layer_seed = _seed(self.seed, index, li)
+            layer_seed = _seed(self.seed, index, li, self._slots)
             layer_sigma = self._scale(name)
 
             def hook(module, inputs, output, _w=weight, _fifo=fan_in_fan_out, _s=layer_seed, sigma=layer_sigma):
@@ -206,7 +211,7 @@ class GaussianPosterior:
         weight = getattr(layer.get_base_layer(), "weight", None)
         if weight is None or weight.ndim != 2:
             raise ValueError("space='delta' supports linear (and Conv1D) LoRA layers only")
-        gens = [torch.Generator(device=weight.device).manual_seed(_seed(self.seed, k, li)) for k in idx]
+        gens = [torch.Generator(device=weight.device).manual_seed(_seed(self.seed, k, li, self._slots)) for k in idx]
         noise = torch.stack(
             [torch.randn(weight.shape, generator=g, device=weight.device, dtype=weight.dtype) for g in gens]
         )

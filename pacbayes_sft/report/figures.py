@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..bounds import is_vacuous
 from .plotting import BUCKET_LABEL, MAX_WIDTH_IN, N_LABEL, budget_axis, heatmap, pyplot, size
 from .table import RISK_COLUMNS
 
@@ -80,7 +81,7 @@ def score_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
 def _vacuous_share(cells: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """Per (n, bucket): the share of seeds whose certified bound U_MC + G_gen is 1 (vacuous). Their
     G_gen is then 1 − U_MC, a small number that says nothing: the panel shows "vacuous" instead."""
-    vac = (cells["mc_risk_upper"] + cells["g_gen"] >= 1.0 - 1e-9).astype(float)
+    vac = is_vacuous(cells["mc_risk_upper"], cells["g_gen"]).astype(float)
     share = cells.assign(vacuous=vac).groupby(["n", "bucket"])["vacuous"].mean().reset_index()
     return share.pivot(index="n", columns="bucket", values="vacuous").reindex(columns=order)
 

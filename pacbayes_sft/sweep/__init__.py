@@ -1,33 +1,63 @@
 """The (base × objective × n × bucket × seed) grid: config, tasks, cells and their records, the
-run folder's store, and the runner."""
+run folder's store, the runner and the launcher.
+
+The torch-free modules (config, cells, record, store, difficulty) are imported here; the runner,
+the tasks and the launcher on first use of one of their names (PEP 562), so reading a config or a
+run folder's records loads no model code.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from .cells import Cell, cells_of, find_cell, parse_only, parse_shard, select_cells
-from .config import SweepConfig, cell_hash, config_hash, load_config, normalise_config, resolve_base_path
+from .config import Resources, SweepConfig, cell_hash, config_hash, load_config, normalise_config, resolve_base_path
 from .record import SCHEMA_VERSION, TERM_KEYS, CellRecord, cell_terms
-from .runner import (
-    ITEM_METRICS,
-    SweepContext,
-    base_record,
-    cell_summary,
-    certify_cell,
-    evaluate_test_items,
-    read_cell,
-    run_cell,
-    run_sweep,
-    sweep_context,
-)
-from .tasks import DatasetTask, IGSMTask, Task, make_task
+
+_LAZY = {
+    "runner": (
+        "ITEM_METRICS",
+        "SweepContext",
+        "base_record",
+        "cell_summary",
+        "certify_cell",
+        "evaluate_test_items",
+        "read_cell",
+        "run_cell",
+        "run_sweep",
+        "sweep_context",
+        "write_record",
+    ),
+    "tasks": ("DatasetTask", "IGSMTask", "Task", "make_task"),
+    "launch": ("LAUNCHERS", "launch_sweep"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))
+
 
 __all__ = [
     "ITEM_METRICS",
+    "LAUNCHERS",
     "SCHEMA_VERSION",
     "TERM_KEYS",
     "Cell",
     "CellRecord",
     "DatasetTask",
     "IGSMTask",
+    "Resources",
     "SweepConfig",
     "SweepContext",
     "Task",
@@ -40,6 +70,7 @@ __all__ = [
     "config_hash",
     "evaluate_test_items",
     "find_cell",
+    "launch_sweep",
     "load_config",
     "make_task",
     "normalise_config",
@@ -51,4 +82,5 @@ __all__ = [
     "run_sweep",
     "select_cells",
     "sweep_context",
+    "write_record",
 ]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import defaults
 from ..certify.config import BoundConfig, EvalConfig, TVConfig
 from ..config import from_dict, option, to_dict
 from ..training.config import OBJECTIVES, SFTConfig
@@ -62,7 +63,7 @@ class TaskConfig:
     bins: int = option(4, "dataset: number of quantile bins of the difficulty (ignored with edges).")
     edges: list[float] | None = option(None, "dataset: fixed increasing bin edges instead of quantiles.")
     scorer: str = option(
-        "final_answer", "dataset: how a generated answer is judged: final_answer, exact_match or module:function."
+        defaults.SCORER, "dataset: how a generated answer is judged: final_answer, exact_match or module:function."
     )
     chat_template: bool = option(False, "dataset: wrap each prompt in the tokenizer's chat template.")
 

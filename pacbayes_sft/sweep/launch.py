@@ -27,7 +27,7 @@ from submitit.core.utils import UncompletedJobError
 
 from .cells import cells_of, find_cell, select_cells
 from .config import Resources, SweepConfig, normalise_config
-from .runner import base_record, cell_summary, read_cell, run_cell, sweep_context, write_record
+from .runner import base_record, cell_summary, prepare_bases, read_cell, run_cell, sweep_context, write_record
 from .store import claim_folder, folder_config, write_failure
 
 log = logging.getLogger("pacbayes_sft.sweep")
@@ -40,6 +40,8 @@ def run_task(out_dir: str, task_id: str, threads: int) -> str:
     (``<base>__base``) or one cell, read from the run folder's config and written as a record."""
     out = Path(out_dir)
     cfg, state = folder_config(out)
+    if read_cell(out / "cells" / f"{task_id}.json", state) is not None:
+        return task_id  # a retry of a task whose record was written before it died
     torch.set_num_threads(threads)
     ctx = sweep_context(cfg, out)
     if task_id.endswith("__base"):
@@ -63,8 +65,9 @@ def executor(launcher: str, folder: Path, resources: Resources) -> submitit.Auto
         "timeout_min": resources.timeout_min,
         "cpus_per_task": resources.cpus_per_task,
         "mem_gb": resources.mem_gb,
-        "gpus_per_node": resources.gpus_per_task,
     }
+    if resources.gpus_per_task:
+        params["gpus_per_node"] = resources.gpus_per_task
     if launcher == "slurm" and resources.partition:
         params["slurm_partition"] = resources.partition
     ex.update_parameters(**params)
@@ -80,6 +83,15 @@ def task_error(job: Any) -> str | None:
         # a task that died says so on its first line; a task that raised ends with its exception
         return f"{type(exc).__name__}: {lines[0] if isinstance(exc, UncompletedJobError) else lines[-1]}"
     return None
+
+
+def _retry_or_fail(task: str, error: str, attempts: Counter, resources: Resources, pending: deque, failed: dict) -> None:
+    """Put a failed task first in line again while it has retries left, else record its failure."""
+    if attempts[task] <= resources.max_retries:
+        log.warning("task %s failed (attempt %d), resubmitting: %s", task, attempts[task], error)
+        pending.appendleft(task)
+    else:
+        failed[task] = (attempts[task], error)
 
 
 def schedule(
@@ -100,7 +112,11 @@ def schedule(
         while pending and len(running) < resources.max_parallel:
             task = pending.popleft()
             attempts[task] += 1
-            job = submit(task)
+            try:
+                job = submit(task)
+            except Exception as exc:  # the scheduler refused the job (a bad partition, say): a failed attempt
+                _retry_or_fail(task, f"{type(exc).__name__} at submission: {exc}", attempts, resources, pending, failed)
+                continue
             running[job] = task
             if on_submit is not None:
                 on_submit(task, job)
@@ -108,11 +124,8 @@ def schedule(
             task, error = running.pop(job), task_error(job)
             if error is None:
                 done.append(task)
-            elif attempts[task] <= resources.max_retries:
-                log.warning("task %s failed (attempt %d), resubmitting: %s", task, attempts[task], error)
-                pending.appendleft(task)
             else:
-                failed[task] = (attempts[task], error)
+                _retry_or_fail(task, error, attempts, resources, pending, failed)
         if running:
             time.sleep(poll_s)
     return done, failed
@@ -135,7 +148,7 @@ def launch_sweep(
     out = Path(out_dir)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     state = claim_folder(out, cfg, update=update)
-    sweep_context(cfg, out)  # builds any tiny base once, before the tasks would race for it
+    prepare_bases(cfg, out)  # builds any tiny base once, before the tasks would race for it
     selected = select_cells(cells_of(cfg), only)
     bases = [f"{b.name}__base" for b in cfg.bases]
     todo = [t for t in bases + [c.id for c in selected] if read_cell(out / "cells" / f"{t}.json", state) is None]

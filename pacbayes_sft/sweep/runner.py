@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..adapters import INIT_FILE
+from ..bounds import is_vacuous
 from ..certify import certify, example_losses, stochastic_risk
 from ..data.tokenizer import load_tokenizer
 from ..training.evaluate import evaluate_items, slice_rows
@@ -70,11 +71,16 @@ def _prepare_base(spec: BaseSpec, out: Path, task: Task) -> tuple[Path, object]:
     return target, tok
 
 
+def prepare_bases(cfg: SweepConfig, out: Path, task: Task | None = None) -> dict:
+    """Every base of the config: name -> (checkpoint directory, tokenizer); tiny ones built once."""
+    task = task or make_task(cfg)
+    return {b.name: _prepare_base(b, out, task) for b in cfg.bases}
+
+
 def sweep_context(cfg: SweepConfig, out: Path) -> SweepContext:
     """The bases (built or loaded) and the task's data, for the runs of one folder."""
     ctx = SweepContext(cfg=cfg, out=out, task=make_task(cfg))
-    for b in cfg.bases:
-        ctx.bases[b.name] = _prepare_base(b, out, ctx.task)
+    ctx.bases = prepare_bases(cfg, out, ctx.task)
     ctx.task.prepare(ctx.bases, out)
     return ctx
 
@@ -198,7 +204,7 @@ def cell_summary(rec: CellRecord) -> str:
     """The one line a finished cell prints. A vacuous bound (U_MC + G_gen ≥ 1: the certificate
     says nothing) is named as such rather than printed as a small G_gen."""
     t = rec.terms
-    vacuous = t["mc_risk_upper"] + t["g_gen"] >= 1.0 - 1e-9
+    vacuous = is_vacuous(t["mc_risk_upper"], t["g_gen"])
     g_gen = "G_gen vacuous (bound = 1)" if vacuous else f"G_gen {t['g_gen']:.3f}"
     return (
         f"cell {rec.id}: point train risk {t['point_train_risk']:.3f}, KL {t['kl']:.3g} nats, {g_gen}, "

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import SweepConfig, cell_hash, config_dict, config_hash, normalise_config
-from .record import CellRecord
+from .record import SCHEMA_VERSION, CellRecord
 
 __all__ = [
     "FolderState",
@@ -52,6 +52,8 @@ def read_record(path: Path) -> CellRecord | None:
         return None
     if not isinstance(raw, dict) or raw.get("status") != "done":
         return None
+    if raw.get("schema", 1) > SCHEMA_VERSION:  # never overwrite what a newer toolkit wrote
+        raise ValueError(f"{str(path)!r} was written by a newer pacbayes_sft (schema {raw['schema']}); upgrade to read it")
     try:
         return CellRecord.from_dict(raw)
     except ValueError:
@@ -158,7 +160,8 @@ def valid_cells(out: str | Path, state: FolderState | None = None) -> Iterator[C
 
 
 def write_failure(out: Path, cell_id: str, *, attempts: int, error: str) -> None:
-    """Record that a cell failed every attempt (``failed/<cell id>.json``), so it is reported."""
+    """Record that a cell failed every attempt (``failed/<cell id>.json``): ``pacbayes-sft sweep``
+    and ``pacbayes-sft report`` list it with its error until a later run finishes the cell."""
     (out / "failed").mkdir(parents=True, exist_ok=True)
     atomic_write(out / "failed" / f"{cell_id}.json", json.dumps({"id": cell_id, "attempts": attempts, "error": error}))
 

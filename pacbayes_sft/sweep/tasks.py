@@ -27,7 +27,7 @@ from typing import Any
 from transformers import AutoConfig
 
 from ..data.igsm import IGSMConfig, generate, test_set
-from ..data.igsm_verify import verify
+from ..data.igsm_verify import igsm_judge
 from ..data.scorers import Judge, answer_judge
 from ..data.tokenizer import igsm_tokenizer
 from ..training.models import load_causal_lm
@@ -38,11 +38,6 @@ from .difficulty import NEEDS_BASE
 from .store import atomic_write
 
 Bases = dict[str, tuple[Path, Any]]  # base name -> (checkpoint directory, tokenizer)
-
-
-def igsm_judge(modulus: int = 7) -> Judge:
-    """The iGSM verifier's verdict on a generated solution's final answer, as a Judge."""
-    return lambda problem, text: verify(problem.prompt, text, modulus).answer_correct
 
 
 class Task(ABC):
