@@ -14,9 +14,7 @@ The torch-free modules are imported here; the others on first use of one of thei
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..lazy import lazy_exports
 from .certificate import (
     SCHEMA_VERSION,
     Certificate,
@@ -48,21 +46,7 @@ _LAZY = {
     "stochastic": ("StochasticRisk", "certify_learned_posterior", "stochastic_risk"),
     "tv_term": ("capped", "classifier_tv_term", "examples_tv_term"),
 }
-_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_MODULE_OF))
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "DEFAULT_SIGMA_MULTIPLES",

@@ -8,9 +8,7 @@ run folder's records loads no model code.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..lazy import lazy_exports
 from .cells import Cell, cells_of, find_cell, parse_only, parse_shard, select_cells
 from .config import Resources, SweepConfig, cell_hash, config_hash, load_config, normalise_config, resolve_base_path
 from .record import SCHEMA_VERSION, TERM_KEYS, CellRecord, cell_terms
@@ -32,21 +30,7 @@ _LAZY = {
     "tasks": ("DatasetTask", "IGSMTask", "Task", "make_task"),
     "launch": ("LAUNCHERS", "launch_sweep"),
 }
-_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_MODULE_OF))
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "ITEM_METRICS",
