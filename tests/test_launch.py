@@ -144,6 +144,7 @@ def test_launcher_and_resources_are_checked(tmp_path, capsys):
     cfg = _four_cells()
     with pytest.raises(ValueError, match="launcher must be one of"):
         launch_sweep(cfg, tmp_path / "x", launcher="ray")
+    assert not (tmp_path / "x").exists()  # refused before anything was written
     assert main(["sweep", "--config", "quick", "--out", str(tmp_path / "y"), "--launcher", "local",
                  "--max-parallel", "0"]) == 2
     assert "resources.max_parallel must be an integer >= 1" in capsys.readouterr().err

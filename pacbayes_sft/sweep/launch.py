@@ -145,6 +145,8 @@ def launch_sweep(
     ``launcher`` (``local`` processes, or ``slurm``). Returns what ran, what was skipped, and the
     cells that failed after every retry with their errors (also in ``failed/<id>.json``)."""
     cfg = normalise_config(cfg)
+    if launcher not in LAUNCHERS:  # before anything is written
+        raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     out = Path(out_dir)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     state = claim_folder(out, cfg, update=update)
