@@ -202,13 +202,14 @@ def _write_base_cells(ctx: SweepContext, state: FolderState) -> None:
 
 def cell_summary(rec: CellRecord) -> str:
     """The one line a finished cell prints. A vacuous bound (U_MC + G_gen ≥ 1: the certificate
-    says nothing) is named as such rather than printed as a small G_gen."""
+    says nothing) is named as such rather than printed as a small G_gen, and so is a total above 1."""
     t = rec.terms
-    vacuous = is_vacuous(t["mc_risk_upper"], t["g_gen"])
-    g_gen = "G_gen vacuous (bound = 1)" if vacuous else f"G_gen {t['g_gen']:.3f}"
+    g_gen = "G_gen vacuous (bound = 1)" if is_vacuous(t["mc_risk_upper"], t["g_gen"]) else f"G_gen {t['g_gen']:.3f}"
+    total = f"two-gap total {t['total']:.3f} (an estimate" + ("; above 1, it says nothing)" if t["total"] > 1 else ")")
     return (
-        f"cell {rec.id}: point train risk {t['point_train_risk']:.3f}, KL {t['kl']:.3g} nats, {g_gen}, "
-        f"TV proxy {t['tv']:.3f}, two-gap total {t['total']:.3f} (an estimate) ({rec.seconds:.0f} s)"
+        f"cell {rec.id}: train risk {t['point_train_risk']:.3f} (fine-tuned model), {t['mc_risk_upper']:.3f} "
+        f"(posterior, MC upper bound), KL {t['kl']:.3g} nats, {g_gen}, TV proxy {t['tv']:.3f}, {total} "
+        f"({rec.seconds:.0f} s)"
     )
 
 
