@@ -30,3 +30,19 @@ def test_quiet_prints_only_the_final_summary_and_verbose_shows_trainer_logs(tmp_
     assert len(quiet.splitlines()) == 1
     loud = _run(tmp_path / "v", "--verbose")
     assert "train_runtime" in loud and len(loud.splitlines()) > 12
+
+
+def test_a_cell_line_names_a_vacuous_bound_and_an_uninformative_total():
+    from pacbayes_sft.sweep.record import CellRecord
+    from pacbayes_sft.sweep.runner import cell_summary
+
+    def line(upper, g_gen, tv):
+        terms = {"point_train_risk": 0.0, "mc_risk_upper": upper, "g_gen": g_gen, "kl": 250.0, "tv": tv,
+                 "total": upper + g_gen + tv}
+        return cell_summary(CellRecord(id="c", base="b", objective="sft", rows=[], items={}, terms=terms, seconds=3.0))
+
+    vacuous = line(0.993, 0.007, 0.72)
+    assert "G_gen vacuous (bound = 1)" in vacuous and "G_gen 0.007" not in vacuous
+    assert "0.993 (posterior, MC upper bound)" in vacuous and "above 1, it says nothing" in vacuous
+    informative = line(0.10, 0.25, 0.30)
+    assert "G_gen 0.250" in informative and "says nothing" not in informative
