@@ -151,7 +151,8 @@ def launch_sweep(
     (out / "cells").mkdir(parents=True, exist_ok=True)
     state = claim_folder(out, cfg, update=update)
     prepare_bases(cfg, out)  # builds any tiny base once, before the tasks would race for it
-    selected = select_cells(cells_of(cfg), only)
+    grid = cells_of(cfg)
+    selected = select_cells(grid, only)
     bases = [f"{b.name}__base" for b in cfg.bases]
     todo = [t for t in bases + [c.id for c in selected] if read_cell(out / "cells" / f"{t}.json", state) is None]
     ex = executor(launcher, out / "launcher", cfg.resources)
@@ -165,7 +166,7 @@ def launch_sweep(
         write_failure(out, task, attempts=n, error=error)
     ran = [t for t in done if not t.endswith("__base")]
     return {
-        "cells": len(cells_of(cfg)),
+        "cells": len(grid),
         "selected": len(selected),
         "ran": len(ran),
         "skipped": len(selected) - sum(not t.endswith("__base") for t in todo),
