@@ -50,7 +50,8 @@ def test_byo_chain_through_the_cli(byo, capsys):
     cert_path = d / "cert.json"
     assert main(["certify", "--run", str(out), "--cell", "model__sft__n8__long__s0", "--out", str(cert_path)]) == 0
     doc = json.loads(cert_path.read_text())
-    assert doc["n"] == 8 and doc["loss"] == "answer_error"
+    # the data-dependent prior trained on the first half: the bound rests on the other 4
+    assert doc["n"] == 4 and doc["loss"] == "answer_error" and doc["prior"]["n_prior"] == 4
     rec = json.loads((out / "cells" / "model__sft__n8__long__s0.json").read_text())
     assert rec["terms"]["kl"] == pytest.approx(doc["kl"]["value_nats"], rel=1e-6)  # the same cell, recomputed
 

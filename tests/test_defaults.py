@@ -7,6 +7,7 @@ import pytest
 
 from pacbayes_sft import defaults
 from pacbayes_sft.certify import BoundConfig, EvalConfig, TVConfig
+from pacbayes_sft.certify.config import PriorConfig
 from pacbayes_sft.cli import build_parser, main
 from pacbayes_sft.config import options_from_args
 from pacbayes_sft.sweep import SweepConfig, load_config, run_sweep
@@ -47,7 +48,8 @@ def test_certify_cell_and_the_sweep_call_certify_with_the_same_settings(tmp_path
 
     monkeypatch.setattr(sweep_runner, "certify", recording)
     cfg = dataclasses.replace(load_config(QUICK), objectives=["sft"], budgets=[8], seeds=[0])
-    cfg = dataclasses.replace(cfg, buckets={"easy": cfg.buckets["easy"]})
+    # the data-free recipe calls certify(); a two-stage cell is recomputed in tests/test_two_stage.py
+    cfg = dataclasses.replace(cfg, buckets={"easy": cfg.buckets["easy"]}, prior=PriorConfig(kind="pretrained"))
     run_sweep(cfg, tmp_path, progress=False)
     (cell_id,) = [p.stem for p in (tmp_path / "cells").glob("*.json") if "__base" not in p.stem]
     assert main(["certify", "--run", str(tmp_path), "--cell", cell_id, "--out", str(tmp_path / "c.json"), "--quiet"]) == 0

@@ -254,6 +254,7 @@ def test_answer_error_config_uses_no_token_error_anywhere(tmp_path):
     cfg = yaml.safe_load(QUICK.read_text())
     cfg.update(objectives=["sft"], budgets=[8])
     cfg["bound"] |= {"loss": "answer_error", "mc_examples": 6}
+    cfg["prior"] = {"kind": "pretrained"}  # the sigma grid, each point subsampled to 6 losses
     path = tmp_path / "ans.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"

@@ -52,25 +52,33 @@ def _two_buckets(n_items, rng, p_best=0.40, p_second=0.45):
 
 
 # independent Bernoulli(0.40) and Bernoulli(0.45) losses: the paired gap d has mean 0.05 and
-# variance 0.40·0.60 + 0.45·0.55 = 0.4875, so (1.96 · sd / gap)² = 1.96² · 0.4875 / 0.05² ≈ 749
-NEEDED = 1.959964**2 * 0.4875 / 0.05**2
+# variance 0.40·0.60 + 0.45·0.55 = 0.4875, so a two-sided 5% test has 80% power at
+# ((1.96 + 0.8416) · sd / gap)² = 2.8016² · 0.4875 / 0.05² ≈ 1531 items (at 50% power, 1.96² · … ≈ 749)
+NEEDED = (1.959964 + 0.841621) ** 2 * 0.4875 / 0.05**2
+NEEDED_HALF = 1.959964**2 * 0.4875 / 0.05**2
 
 
 def test_items_needed_matches_the_closed_form():
+    from pacbayes_sft.report.uncertainty import items_needed
+
     res = bootstrap_best(_two_buckets(200_000, np.random.default_rng(0)), n_boot=100)
     assert res.items_needed == pytest.approx(NEEDED, rel=0.06)
+    table = np.stack([np.atleast_2d(v) for v in _two_buckets(200_000, np.random.default_rng(1)).values()])
+    assert items_needed(table, 0, power=0.5) == pytest.approx(NEEDED_HALF, rel=0.06)
     tie = bootstrap_best({"a": np.array([0.0, 1.0, 1.0]), "b": np.array([1.0, 0.0, 1.0])}, n_boot=100)
     assert tie.items_needed == np.inf
     assert np.isnan(bootstrap_best({"a": np.zeros(4)}, n_boot=100).items_needed)
+    with pytest.raises(ValueError, match="power"):
+        items_needed(table, 0, power=1.0)
 
 
-def test_items_needed_is_where_the_bootstrap_starts_to_determine_the_best():
-    """Simulated with known truth: at the predicted item count the gap is 1.96 standard errors on
-    average, so about half of the repetitions are determined; at a quarter of it about 16%, at
-    four times it about 97.5% (normal approximation)."""
+def test_items_needed_is_where_the_bootstrap_determines_the_best_with_80_percent_power():
+    """Simulated with known truth: at the predicted item count the gap reaches 1.96 standard errors
+    in 80% of repetitions, so about 80% of them are determined; at a quarter of it
+    Φ(2.80/2 − 1.96) ≈ 29%, at four times it Φ(2·2.80 − 1.96) ≈ 100% (normal approximation)."""
     rates = {}
     for factor in (0.25, 1.0, 4.0):
         n = round(factor * NEEDED)
         runs = [bootstrap_best(_two_buckets(n, np.random.default_rng(r)), n_boot=400, seed=r) for r in range(40)]
         rates[factor] = np.mean([r.observed == "best" and r.determined for r in runs])
-    assert rates[0.25] <= 0.4 and 0.25 <= rates[1.0] <= 0.75 and rates[4.0] >= 0.85
+    assert rates[0.25] <= 0.5 and 0.6 <= rates[1.0] <= 0.95 and rates[4.0] >= 0.95, rates

@@ -3,6 +3,14 @@
 Pure numpy/scipy: this package imports no torch.
 """
 
+from .domain_adaptation import (
+    LabelFreeEstimate,
+    PosteriorDraws,
+    disagreement_form_2013,
+    half_disagreement_lower,
+    joint_error_form_2016,
+    proportion_interval,
+)
 from .kl import kl_bernoulli, kl_inverse_lower, kl_inverse_upper
 from .ledger import DeltaLedger, dziugaite_roy_delta, dziugaite_roy_grid, finite_grid_delta
 from .mc import MC_SCHEMES, mc_risk_upper, mc_risk_upper_from_samples, mean_over_samples
@@ -23,14 +31,19 @@ __all__ = [
     "BOUNDS",
     "MC_SCHEMES",
     "DeltaLedger",
+    "LabelFreeEstimate",
+    "PosteriorDraws",
     "TwoGapBound",
     "catoni_bound",
     "certification_statement",
     "describe_certification",
+    "disagreement_form_2013",
     "dziugaite_roy_delta",
     "dziugaite_roy_grid",
     "finite_grid_delta",
+    "half_disagreement_lower",
     "is_vacuous",
+    "joint_error_form_2016",
     "kl_bernoulli",
     "kl_inverse_lower",
     "kl_inverse_upper",
@@ -42,6 +55,7 @@ __all__ = [
     "mean_over_samples",
     "optimal_lambda",
     "pac_bayes_bound",
+    "proportion_interval",
     "quad_bound",
     "seeger_bound",
     "two_gap_bound",

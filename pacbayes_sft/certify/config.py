@@ -161,3 +161,51 @@ class EvalConfig:
         for name in ("max_new_tokens", "batch_size"):
             if not _is_count(getattr(self, name)):
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+
+
+PRIOR_KINDS = ("data", "pretrained")
+
+
+@dataclass
+class PriorConfig:
+    """Where a sweep cell's prior is centred, and how the certified model is trained around it.
+
+    ``data`` (two stages): an SFT adapter P on the first ``fraction`` of S is the prior's centre;
+    σ_p is chosen on that part only (so it costs no δ); the posterior N(Q, diag s²) over the LoRA
+    factors starts at (P, σ_p) and is refined on the rest of S by the PAC-Bayes objective; the
+    bound uses only the rest. Q, the posterior mean, is the model the cell reports.
+    ``pretrained``: the data-free prior (at the pretrained weights or the adapter's init), the
+    adapter trained on all of S, σ from the ``bound`` grid (each point paid by a union bound).
+    """
+
+    kind: str = option("data", "Prior: data (two-stage, data-dependent) or pretrained (data-free).", choices=PRIOR_KINDS)
+    fraction: float = option(0.5, "data: share of S that trains the prior's centre (the rest carries the bound).")
+    sigma_multiples: list[float] = option(
+        help="data: candidate sigma_p, as multiples of the RMS of the adapter's initial A factors, tried in "
+        "increasing order; the largest before the first that loses more than `tolerance` is kept.",
+        factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+    )
+    tolerance: float = option(0.02, "data: loss the sampled prior may add to the point prior on its own part.")
+    select: int = option(128, "data: examples of the prior's part that sigma_p is chosen on.")
+    epochs: float = option(1.0, "data: passes of the PAC-Bayes objective over the bound's part (stage 2).")
+    batch_size: int = option(32, "data: examples per step of stage 2.")
+
+    def __post_init__(self) -> None:
+        if self.kind not in PRIOR_KINDS:
+            raise ValueError(f"prior.kind must be one of {PRIOR_KINDS}, got {self.kind!r}")
+        if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction < 1):
+            raise ValueError(f"prior.fraction must lie in (0, 1), got {self.fraction!r}")
+        self.sigma_multiples = sorted(_positive_list(self.sigma_multiples, "prior.sigma_multiples"))
+        if not (isinstance(self.tolerance, (int, float)) and 0 <= self.tolerance < 1):
+            raise ValueError(f"prior.tolerance must lie in [0, 1), got {self.tolerance!r}")
+        for name in ("select", "batch_size"):
+            if not _is_count(getattr(self, name)):
+                raise ValueError(f"prior.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
+            raise ValueError(f"prior.epochs must be > 0, got {self.epochs!r}")
+
+    def split(self, n: int) -> int:
+        """n_prior: how many of the n examples train the prior (at least 1, and 1 left for the bound)."""
+        if n < 2:
+            raise ValueError(f"a data-dependent prior needs n >= 2 training examples, got {n}")
+        return min(n - 1, max(1, round(self.fraction * n)))

@@ -237,7 +237,7 @@ def certificate_core(
     family = opts.family
     if family is not None and (cfg.per_module_sigma or plan.settings != len(family.grid)):
         raise ValueError("a posterior family needs a plan over exactly its grid, without per_module_sigma")
-    point = losses.risk(model)
+    point = losses.point(model)
     grid, rms = (list(family.grid), None) if family is not None else sigma_grid(cfg, model, opts.init)
     table = sigma_grid_table(model, losses, cfg, plan, grid, seed=seed, options=opts)
     if cfg.per_module_sigma:

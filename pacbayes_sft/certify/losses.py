@@ -18,7 +18,8 @@ import torch
 from .. import defaults
 from ..data.loaders import example_field
 from ..data.scorers import Judge, answer_judge
-from ..lm.scoring import generate_texts, teacher_forced_metrics
+from ..lm.decoding import greedy_continue, greedy_verified
+from ..lm.scoring import generate_token_ids, prompt_token_ids, teacher_forced_metrics
 from .config import EvalConfig, item_losses
 
 
@@ -33,6 +34,14 @@ class Losses:
     example: Callable[[torch.nn.Module, int], float]
     batch: Callable[[torch.nn.Module, list[int]], list[float]] | None = None
     batch_size: int = defaults.BATCH_SIZE
+    point_risk: Callable[[torch.nn.Module], float] | None = None
+    outputs: dict[int, list[int]] | None = None  # answer_error: the mean's greedy tokens per example, once point() ran
+    stats: dict = dataclasses.field(default_factory=dict)
+
+    def point(self, model: torch.nn.Module) -> float:
+        """The risk of the posterior mean ``model``; losses that can reuse its outputs under nearby
+        posterior draws (answer_error: its greedy generations) keep them."""
+        return (self.point_risk or self.risk)(model)
 
 
 def prompts_and_responses(examples: Sequence[Any], what: str = "examples") -> tuple[list[str], list[str]]:
@@ -95,6 +104,12 @@ def answer_losses(
     :func:`~pacbayes_sft.data.scorers.answer_judge` of a scorer). Under a posterior, each row of a
     generation batch decodes under its own draw (``GaussianPosterior.sample_rows``), so the
     per-example scheme stays affordable.
+
+    Once :meth:`Losses.point` has run on the posterior mean, its greedy tokens are kept and a
+    batch under any model is decoded by :func:`~pacbayes_sft.lm.decoding.greedy_verified`: one
+    teacher-forced pass checks the mean's answer, and only rows whose argmax departs from it are
+    decoded on from the first departure. The losses are those of plain greedy decoding.
+    ``stats`` counts the rows scored and those that needed decoding.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
@@ -102,13 +117,36 @@ def answer_losses(
         raise ValueError(f"judge must be a callable (example, text) -> bool, got {judge!r}")
     examples = list(examples)
     prompts = [example_field(e, "prompt") for e in examples]
+    prompt_ids = prompt_token_ids(tokenizer, prompts) if prompts else []
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    reference: dict[int, list[int]] = {}  # the posterior mean's greedy tokens, once point() ran
+    stats = {"rows": 0, "rows_decoded": 0}
 
-    def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
-        ps = [prompts[i] for i in idx]
-        texts = generate_texts(mdl, tokenizer, ps, max_new_tokens=max_new_tokens, batch_size=len(idx), keep_order=True)
+    def score(idx: list[int], tokens: list[list[int]]) -> list[float]:
+        texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
         return [0.0 if judge(examples[i], t) else 1.0 for i, t in zip(idx, texts)]
 
-    return _losses_from_batch(len(prompts), batch, batch_size)
+    def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
+        ps = [prompt_ids[i] for i in idx]
+        if all(i in reference for i in idx):  # exact: the check only skips tokens it has proved
+            tokens, decoded = greedy_verified(
+                mdl, ps, [reference[i] for i in idx], max_new_tokens, eos_token_id=eos, pad_token_id=pad
+            )
+        else:
+            tokens = greedy_continue(mdl, ps, [max_new_tokens] * len(idx), eos_token_id=eos, pad_token_id=pad)
+            decoded = len(idx)
+        stats["rows"] += len(idx)
+        stats["rows_decoded"] += decoded
+        return score(idx, tokens)
+
+    def point_risk(mdl: torch.nn.Module) -> float:
+        tokens = generate_token_ids(mdl, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        reference.clear()
+        reference.update(enumerate(tokens))
+        return float(sum(score(list(range(len(prompts))), tokens)) / len(prompts))
+
+    losses = _losses_from_batch(len(prompts), batch, batch_size)
+    return dataclasses.replace(losses, point_risk=point_risk, outputs=reference, stats=stats)
 
 
 def resolve_judge(judge: Judge | str | None, examples: Sequence[Any]) -> Judge:

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from .. import console
-from . import jobs, models, numbers
+from . import estimate, jobs, models, numbers, race
 from .models import pretrain_config_from_args
 
 __all__ = ["CLIError", "build_parser", "main", "pretrain_config_from_args"]
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     numbers.add_commands(sub)
     jobs.add_commands(sub)
     models.add_commands(sub)
+    race.add_commands(sub)
+    estimate.add_commands(sub)
     for command in sub.choices.values():
         loud = command.add_mutually_exclusive_group()
         loud.add_argument("--quiet", action="store_true", help="print only results and errors (no progress bars)")

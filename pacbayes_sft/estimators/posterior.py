@@ -35,6 +35,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from ..lm.rows import row_listener
+
 LAYER_SLOTS = 256
 """Adapted layers a posterior seeds apart at least (more when the model has more LoRA layers)."""
 
@@ -185,7 +187,8 @@ class GaussianPosterior:
         Row r computes exactly what :meth:`sample` (``indices[r]``) computes for that row alone (the
         same noise, up to float rounding), so one batched forward pass — or one batched generation
         with a KV cache — scores each example under its own independent draw. Every batch must
-        have ``len(indices)`` rows. The noise of every row is drawn once on entry and cached
+        have ``len(indices)`` rows, or the rows a decoder announced with
+        :func:`~pacbayes_sft.lm.rows.select_rows` (a batch narrowed to rows still decoding). The noise of every row is drawn once on entry and cached
         (``len(indices)`` × the adapted weights in "delta", × the LoRA factors in "lora").
         """
         idx = [int(i) for i in indices]
@@ -196,12 +199,16 @@ class GaussianPosterior:
             return
         make = self._delta_row_hook if self.space == "delta" else self._lora_row_hook
         noise = None if self.space == "delta" else self._lora_row_noise(idx)
-        handles = [
-            layer.register_forward_hook(make(li, name, layer, idx, noise))
-            for li, (name, layer) in enumerate(self._layers)
-        ]
+        made = [make(li, name, layer, idx, noise) for li, (name, layer) in enumerate(self._layers)]
+        handles = [layer.register_forward_hook(hook) for (_, layer), (hook, _) in zip(self._layers, made)]
+
+        def follow(rows: torch.Tensor | None) -> None:  # a decoder narrowed its batch to these rows
+            for _, narrow in made:
+                narrow(rows)
+
         try:
-            yield self.model
+            with row_listener(self.model, follow):
+                yield self.model
         finally:
             for h in handles:
                 h.remove()
@@ -218,13 +225,17 @@ class GaussianPosterior:
         # Conv1D stores (in, out); Linear stores (out, in).
         spec = "b...i,bio->b...o" if getattr(layer, "fan_in_fan_out", False) else "b...i,boi->b...o"
         sigma = self._scale(name)
+        state = {"noise": noise}
+
+        def narrow(rows: torch.Tensor | None) -> None:
+            state["noise"] = noise if rows is None else noise[rows.to(noise.device)]
 
         def hook(module, inputs, output):
             x = inputs[0].to(weight.dtype)
-            _check_rows(x, len(idx))
-            return output + sigma * torch.einsum(spec, x, noise).to(output.dtype)
+            _check_rows(x, state["noise"].shape[0])
+            return output + sigma * torch.einsum(spec, x, state["noise"]).to(output.dtype)
 
-        return hook
+        return hook, narrow
 
     def _lora_row_noise(self, idx: list[int]) -> dict[int, torch.Tensor]:
         """Per factor (keyed by ``id`` of its parameter), the stacked noise of every row's sample,
@@ -244,17 +255,22 @@ class GaussianPosterior:
             a_w, b_w = layer.lora_A[ad].weight, layer.lora_B[ad].weight
             ea, eb = (noise[id(w)].to(device=w.device, dtype=w.dtype) for w in (a_w, b_w))
             terms.append((a_w, b_w, a_w + sigma * ea, b_w + sigma * eb, layer.scaling[ad]))
+        state = {"terms": terms, "rows": len(idx)}
+
+        def narrow(rows: torch.Tensor | None) -> None:
+            state["rows"] = len(idx) if rows is None else len(rows)
+            state["terms"] = terms if rows is None else [(a, b, ar[rows], br[rows], c) for a, b, ar, br, c in terms]
 
         def hook(module, inputs, output):
             x = inputs[0]
-            _check_rows(x, len(idx))
-            for a_w, b_w, a_r, b_r, scale in terms:
+            _check_rows(x, state["rows"])
+            for a_w, b_w, a_r, b_r, scale in state["terms"]:
                 xs = x.to(a_w.dtype)
                 noisy = torch.einsum("b...r,bor->b...o", torch.einsum("b...i,bri->b...r", xs, a_r), b_r)
                 output = output + (scale * (noisy - (xs @ a_w.T) @ b_w.T)).to(output.dtype)
             return output
 
-        return hook
+        return hook, narrow
 
 
 def _check_rows(x: torch.Tensor, rows: int) -> None:

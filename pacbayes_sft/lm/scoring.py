@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import defaults
+from .decoding import greedy_continue
 from .encoding import collate, collate_prompts_left, encode
 from .teacher_forcing import teacher_forced_stats
 
@@ -103,6 +104,47 @@ def teacher_forced_role_errors(
     return {k: (v[0], v[1]) for k, v in counts.items()}
 
 
+def _prompt_order(enc, keep_order: bool) -> list[int]:
+    return list(range(len(enc))) if keep_order else sorted(range(len(enc)), key=lambda i: enc[i].prompt_len)
+
+
+@torch.no_grad()
+def generate_token_ids(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+    batch_size: int = defaults.BATCH_SIZE,
+    keep_order: bool = False,
+) -> list[list[int]]:
+    """Greedy continuations of ``<bos> prompt`` as token ids, ``<eos>`` kept when emitted
+    (:func:`~pacbayes_sft.lm.decoding.greedy_continue`: KV cache, finished rows leave the batch).
+    Prompts are batched by length unless ``keep_order=True`` (then row r of a batch is prompt r)."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    enc = encode(tokenizer, prompts, ["x"] * len(prompts)) if prompts else []
+    order = _prompt_order(enc, keep_order)
+    out: list[list[int]] = [[] for _ in enc]
+    for sl in _batches(len(order), batch_size):
+        idx = order[sl]
+        gen = greedy_continue(
+            model,
+            [enc[i].ids[: enc[i].prompt_len] for i in idx],
+            [max_new_tokens] * len(idx),
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        for i, g in zip(idx, gen):
+            out[i] = g
+    return out
+
+
+def prompt_token_ids(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """``<bos> prompt`` as token ids, as every decoder here feeds it."""
+    return [e.ids[: e.prompt_len] for e in encode(tokenizer, prompts, ["x"] * len(prompts))]
+
+
 @torch.no_grad()
 def generate_texts(
     model,
@@ -114,21 +156,24 @@ def generate_texts(
     temperature: float | None = None,
     keep_order: bool = False,
 ) -> list[str]:
-    """Continuations of ``<bos> prompt`` (left-padded batches, KV cache), decoded to text.
+    """Continuations of ``<bos> prompt``, decoded to text.
 
-    ``temperature=None`` decodes greedily; a positive temperature samples from the full softmax
-    (top_k = 0) under torch's global generator, which the caller seeds. Prompts are batched by
-    length unless ``keep_order=True`` (then row r of a batch is prompt r).
+    ``temperature=None`` decodes greedily (:func:`generate_token_ids`); a positive temperature
+    samples from the full softmax (top_k = 0, ``model.generate`` with a KV cache) under torch's
+    global generator, which the caller seeds. Prompts are batched by length unless
+    ``keep_order=True`` (then row r of a batch is prompt r).
     """
-    if temperature is not None and not temperature > 0:
+    if temperature is None:
+        ids = generate_token_ids(
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, keep_order=keep_order
+        )
+        return [tokenizer.decode(g, skip_special_tokens=True) for g in ids]
+    if not temperature > 0:
         raise ValueError(f"temperature must be > 0 (or None for greedy decoding), got {temperature!r}")
     enc = encode(tokenizer, prompts, ["x"] * len(prompts)) if prompts else []
-    order = list(range(len(enc))) if keep_order else sorted(range(len(enc)), key=lambda i: enc[i].prompt_len)
+    order = _prompt_order(enc, keep_order)
     texts = [""] * len(enc)
     device = next(model.parameters()).device
-    sampling = (
-        {"do_sample": False} if temperature is None else {"do_sample": True, "temperature": temperature, "top_k": 0}
-    )
     for sl in _batches(len(order), batch_size):
         idx = order[sl]
         b = collate_prompts_left([enc[i] for i in idx], tokenizer.pad_token_id)
@@ -139,7 +184,9 @@ def generate_texts(
             use_cache=True,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            **sampling,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
         )
         new = gen[:, b["input_ids"].shape[1] :]
         for j, i in enumerate(idx):

@@ -6,7 +6,10 @@
 - calibrated two-gap predictor: test risk ≈ R̂ + a·sqrt(KL/n) + b·TV with a, b ≥ 0 fitted by
   non-negative least squares on the cells of the *other* budgets (leave-one-n-out), then the
   bucket minimising the prediction;
-- the bootstrap over test items and seeds of the observed best (:mod:`.uncertainty`).
+- the bootstrap over test items and seeds of the observed best (:mod:`.uncertainty`);
+- where ``pacbayes-sft race`` ran (``<run>/race/*.json``, :mod:`pacbayes_sft.sweep.race`), the
+  race's answer on fresh test items, its ε, the test items and training seeds it used and its
+  compute seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import pandas as pd
 
 from ..bounds import is_vacuous
 from ..certify.config import item_losses
+from ..sweep.race import race_summaries
 from .uncertainty import bootstrap_best, spearman
+
+RACE_COLS = ["race", "race_eps", "race_items", "race_seeds", "race_seconds"]
 
 
 def bootstrap_optimum(items: dict[tuple, dict], loss: str, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -46,6 +52,38 @@ def bootstrap_optimum(items: dict[tuple, dict], loss: str, *, n_boot: int = 2000
             }
         )
     return pd.DataFrame(rows)
+
+
+def race_table(out_dir) -> pd.DataFrame:
+    """Per raced (base, objective, n): the race's answer ("op7-8" best at its level; "tie: a, b"
+    any within race_eps of the best; "open: a, b" the cap came first and the best is among them),
+    race_eps, race_items (distinct test items, the sweep's own included), race_seeds (the training
+    seeds averaged per item) and race_seconds (compute). Empty when no race has finished."""
+    rows = []
+    for doc in race_summaries(out_dir):
+        res, g = doc["result"], doc["group"]
+        prefix = {"best": "", "epsilon_tie": "tie: ", "cap": "open: "}[res.reason]
+        rows.append(
+            {
+                "base": g["base"],
+                "objective": g["objective"],
+                "n": int(g["n"]),
+                "race": prefix + ", ".join(res.answer),
+                "race_eps": res.epsilon,
+                "race_items": res.n_items,
+                "race_seeds": len(doc["cell_seeds"]),
+                "race_seconds": float(doc["seconds"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["base", "objective", "n", *RACE_COLS])
+
+
+def with_races(opt: pd.DataFrame, out_dir) -> pd.DataFrame:
+    """The optimum table with :func:`race_table`'s columns beside it, where races exist."""
+    races = race_table(out_dir)
+    if races.empty or opt.empty or "race" in opt:
+        return opt
+    return opt.merge(races, on=["base", "objective", "n"], how="left")
 
 
 def calibrated_predictions(ct: pd.DataFrame) -> pd.Series:

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from .optimum import RACE_COLS, with_races
+
 OPT_COLS = ["base", "objective", "n", "observed", "raw_bound", "calibrated", "seed_bests"]
 BOOT_COLS = ["p_best", "indistinguishable", "determined", "items_needed"]
+ITEMS_NEEDED_LABEL = "items_needed (80% power)"
+RACE_FORMATS = {"race_eps": "{:g}", "race_items": "{:,.0f}", "race_seeds": "{:.0f}", "race_seconds": "{:,.0f}"}
 
 HOW_TO_READ = [
     (
@@ -53,13 +57,26 @@ HOW_TO_READ = [
         "two-gap total; the bucket with the lowest fitted R̂ + a·√(KL/n) + b·TV (a, b fitted on the other budgets).",
     ),
     (
-        "p_best / indistinguishable / determined / items_needed",
+        f"p_best / indistinguishable / determined / {ITEMS_NEEDED_LABEL}",
         "from a paired bootstrap over test items and seeds: how often each bucket is best; the buckets "
         "whose gap to the best is not significant at 95%; whether that set is the best alone; and the "
-        "test items at which the runner-up's gap would reach 1.96 standard errors (a lower estimate of "
+        "test items at which a paired test at 95% would detect the runner-up's gap to the best with 80% "
+        "power, ((1.96 + 0.84) · sd / gap)² at the measured gap and per-item spread (a lower estimate of "
         "what determining the optimum takes, against the items used).",
     ),
 ]
+RACE_TERM = (
+    "race / race_eps / race_items / race_seeds / race_seconds",
+    "from `pacbayes-sft race` on fresh test items (blank where no race ran), at its level (95% unless set): the "
+    "best bucket; 'tie: …', any of these is within race_eps of the best; or 'open: …', the item cap came first "
+    "and the best is among them. Then the distinct test items the race used (the sweep's own included), the "
+    "training seeds averaged per item, and its compute seconds.",
+)
+
+
+def _how_to_read(opt: pd.DataFrame) -> list[tuple[str, str]]:
+    return [*HOW_TO_READ, RACE_TERM] if "race" in opt else HOW_TO_READ
+
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1180px; margin: 0 auto;
@@ -137,15 +154,20 @@ def _cols(opt: pd.DataFrame) -> list[str]:
     """The optimum table's columns; the range of the per-seed bests only when there are several seeds."""
     one_seed = "n_seeds" in opt and (opt["n_seeds"] <= 1).all()
     cols = [c for c in OPT_COLS if not (one_seed and c == "seed_bests")]
-    return cols + [c for c in BOOT_COLS if c in opt]
+    return cols + [c for c in BOOT_COLS + RACE_COLS if c in opt]
 
 
 def _opt_table(opt: pd.DataFrame) -> pd.DataFrame:
-    """The optimum table as shown: items_needed as a whole number ('inf' for an exact tie)."""
+    """The optimum table as shown: items_needed as a whole number ('inf' for an exact tie), labelled
+    with its power; a group the races did not reach blank in their columns."""
     t = opt[_cols(opt)].copy()
     if "items_needed" in t:
         t["items_needed"] = [f"{v:,.0f}" if math.isfinite(v) else ("inf" if v > 0 else "–") for v in t["items_needed"]]
-    return t
+    if "race" in t:
+        for col, fmt in RACE_FORMATS.items():
+            t[col] = [fmt.format(v) if pd.notna(v) else "" for v in t[col]]
+        t["race"] = t["race"].fillna("")
+    return t.rename(columns={"items_needed": ITEMS_NEEDED_LABEL})
 
 
 PREDICTORS_NOTE = (
@@ -171,6 +193,7 @@ def _scores_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
 def write_markdown(
     path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], plots: list[str], scores=None
 ) -> None:
+    opt = with_races(opt, path.parent)  # the races of the run folder the page is written to
     table = _opt_table(opt).to_markdown(index=False)
     body = [f"# {title}", "", intro, "", "## Best difficulty per budget", "", table, ""]
     body += [f"- {x}" for x in lines]
@@ -179,7 +202,7 @@ def write_markdown(
         body += ["", "## Predictors against baselines (held-out budgets)", "", st.to_markdown(index=False), ""]
         body += [PREDICTORS_NOTE]
     body += ["", "## What is certified", "", f"- {CERTIFIED}", f"- {ESTIMATED} **Totals are not certified.**", ""]
-    body += ["## How to read this", ""] + [f"- `{k}`: {v}" for k, v in HOW_TO_READ]
+    body += ["## How to read this", ""] + [f"- `{k}`: {v}" for k, v in _how_to_read(opt)]
     body += ["", "## Figures", ""] + [f"![{p}](report/{p})" for p in plots]
     path.write_text("\n".join(body) + "\n")
 
@@ -193,6 +216,7 @@ def write_html(
     path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], figures: list[Path], scores=None
 ) -> None:
     """A self-contained page: inline CSS, embedded images, the certified/estimated legend."""
+    opt = with_races(opt, path.parent)  # the races of the run folder the page is written to
     st = _scores_table(scores)
     predictors = (
         ""
@@ -205,7 +229,7 @@ def write_html(
         f"<div class='legend'><span class='tag certified'>{html.escape(CERTIFIED)}</span>"
         f"<span class='tag estimated'>{html.escape(ESTIMATED)}</span></div>"
     )
-    terms = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in HOW_TO_READ)
+    terms = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in _how_to_read(opt))
     figs = "".join(f"<h3>{html.escape(f.stem.replace('_', ' '))}</h3>{_img(f)}" for f in figures)
     page = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import defaults
-from ..certify.config import BoundConfig, EvalConfig, TVConfig
+from ..certify.config import BoundConfig, EvalConfig, PriorConfig, TVConfig
 from ..config import from_dict, option, to_dict
 from ..training.config import OBJECTIVES, SFTConfig
 from .difficulty import MEASURES
@@ -110,6 +110,22 @@ class TestConfig:
 
 
 @dataclass
+class LabelFreeConfig:
+    """What each cell collects for the label-free estimates of its test risk (answers and
+    confidences; no test answer is read): the point model and ``draws`` posterior draws on every
+    test prompt and on ``source`` held-out problems of the cell's own training distribution."""
+
+    source: int = option(200, "Held-out training-distribution problems per cell (0 = collect nothing).")
+    draws: int = option(2, "Posterior draws per prompt (pairs of draws give the disagreement).")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, int) or isinstance(self.source, bool) or self.source < 0:
+            raise ValueError(f"label_free.source must be an integer >= 0, got {self.source!r}")
+        if not isinstance(self.draws, int) or isinstance(self.draws, bool) or self.draws < 2:
+            raise ValueError(f"label_free.draws must be an integer >= 2, got {self.draws!r}")
+
+
+@dataclass
 class Resources:
     """What one cell asks of a cluster when the sweep runs under a launcher (``--launcher``):
     each cell is one task. Not part of the hash: where a cell runs does not change its result."""
@@ -161,7 +177,16 @@ class SweepConfig:
         "bound, the measured test risk, the observed optimum and every table and plot.",
         factory=BoundConfig,
     )
+    prior: PriorConfig = option(
+        help="Where each cell's prior is centred: data (default: two stages, the bound on the part of S the "
+        "prior never saw) or pretrained (data-free; the adapter trained on all of S, sigma from the bound grid).",
+        factory=PriorConfig,
+    )
     tv: TVConfig = option(help="The TV proxy.", factory=TVConfig)
+    label_free: LabelFreeConfig = option(
+        help="Answers and confidences each cell collects for the label-free test-risk estimates.",
+        factory=LabelFreeConfig,
+    )
     eval: EvalConfig = option(help="Evaluation on the test slices.", factory=EvalConfig)
     threads: int = option(0, "torch threads (0 = torch's default; not part of the hash).")
     resources: Resources = option(help="What each cell asks of a cluster under a launcher (not part of the hash).", factory=Resources)
@@ -243,6 +268,10 @@ def _hashed_dict(cfg: SweepConfig) -> dict:
     d["sft"].pop("progress")
     # Fields added after a run began, at the default that reproduces the old behaviour, stay out of
     # the hash, so committed run folders keep resuming.
+    if d["prior"]["kind"] == "pretrained":  # the recipe of every run before the section existed
+        d.pop("prior")
+    if d["label_free"]["source"] == 0:  # nothing collected: as before the section existed
+        d.pop("label_free")
     for section, key, default in LATER_FIELDS:
         if d[section].get(key) == default:
             d[section].pop(key)

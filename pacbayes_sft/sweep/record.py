@@ -5,8 +5,10 @@ with its bound terms) and a base model's own evaluation (``objective == "base"``
 of per-slice changes; no budget, bucket, seed or terms).
 
 On disk a record is the JSON of :meth:`CellRecord.to_dict`. :data:`SCHEMA_VERSION` 2 adds the
-``schema`` key; version-1 files (no ``schema``; some without ``loss`` or ``cell_hash``) still
-load with :meth:`CellRecord.from_dict`, and write back unchanged but for that key.
+``schema`` key; version 3 adds ``label_free`` (per-item answers and confidences for the label-free
+estimators, when the sweep collects them). Older files (version 1: no ``schema``; some without
+``loss`` or ``cell_hash``) still load with :meth:`CellRecord.from_dict`, and write back unchanged
+but for that key.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from .cells import Cell
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TERM_KEYS = (
     "point_train_risk",
@@ -66,6 +68,7 @@ class CellRecord:
     seconds: float | None = None
     config_hash: str | None = None
     cell_hash: str | None = None
+    label_free: dict = field(default_factory=dict)  # {"test": columns, "source": columns}
     status: str = "done"
     schema: int = SCHEMA_VERSION
 
@@ -106,20 +109,23 @@ class CellRecord:
             d |= {"terms": self.terms, "sigma_grid": self.sigma_grid, "ledger": self.ledger,
                   "training": self.training, "seconds": self.seconds}
         d |= {k: v for k, v in (("config_hash", self.config_hash), ("cell_hash", self.cell_hash)) if v is not None}
+        if self.label_free:
+            d["label_free"] = self.label_free
         return d | {"schema": self.schema}
 
     @classmethod
     def from_dict(cls, d: dict) -> CellRecord:
-        """A record from a cell file's JSON (schema 1 or 2). ValueError if it is not one."""
+        """A record from a cell file's JSON (schema 1 to 3). ValueError if it is not one."""
         schema = d.get("schema", 1)
-        if schema not in (1, SCHEMA_VERSION):
+        if schema not in range(1, SCHEMA_VERSION + 1):
             raise ValueError(f"cell record schema {schema!r} is newer than this toolkit reads ({SCHEMA_VERSION})")
         cell = d.get("cell")
         if not isinstance(cell, dict) or not {"id", "base", "objective"} <= set(cell):
             raise ValueError("a cell record needs 'cell' with id, base and objective")
         if not isinstance(d.get("rows"), list) or not isinstance(d.get("items"), dict):
             raise ValueError(f"cell record {cell['id']!r} needs 'rows' (a list) and 'items' (a mapping)")
-        optional = ("loss", "terms", "sigma_grid", "ledger", "training", "seconds", "config_hash", "cell_hash")
+        optional = ("loss", "terms", "sigma_grid", "ledger", "training", "seconds", "config_hash", "cell_hash",
+                    "label_free")  # fmt: skip
         return cls(
             id=cell["id"], base=cell["base"], objective=cell["objective"], n=cell.get("n"),
             bucket=cell.get("bucket"), seed=cell.get("seed"), rows=d["rows"], items=d["items"],

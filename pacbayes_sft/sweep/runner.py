@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,15 +28,17 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..adapters import INIT_FILE
+from ..adapters import INIT_FILE, attach_adapter
 from ..bounds import is_vacuous
 from ..certify import certify, example_losses, stochastic_risk
+from ..certify.two_stage import certify_two_stage, load_posterior_state, recertify_two_stage, save_posterior_state
 from ..data.tokenizer import load_tokenizer
 from ..training.evaluate import evaluate_items, slice_rows
 from ..training.models import build_model, load_causal_lm, tiny_config
 from ..training.sft import finetune
 from .cells import Cell, cells_of, find_cell, parse_shard, select_cells
 from .config import BaseSpec, SweepConfig, normalise_config
+from .label_free import collect_cell
 from .record import CellRecord, cell_terms
 from .store import FolderState, atomic_write, claim_folder, clear_failure, folder_config, read_record
 from .tasks import Task, make_task
@@ -103,10 +106,20 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> CellRe
     train = ctx.task.train_examples(cell)
     sft_cfg = dataclasses.replace(cfg.sft, objective=cell.objective, seed=cell.seed, progress=progress)
     prompts, responses = [p.prompt for p in train], [p.response for p in train]
-    res = finetune(load_causal_lm(base_dir), tok, prompts, responses, sft_cfg, ctx.out / "adapters" / cell.id)
-    rows, items = evaluate_test_items(ctx, res.model, tok, cell.id)
-    cert = _cell_certificate(ctx, cell, res.model, train)
-    stoch = _stochastic_test_risk(ctx, res.model, tok, cert, cell.seed)
+    adapter = ctx.out / "adapters" / cell.id
+    if cfg.prior.kind == "data":
+        n_p = cfg.prior.split(len(train))
+        res = finetune(load_causal_lm(base_dir), tok, prompts[:n_p], responses[:n_p], sft_cfg, adapter / "prior")
+        cert, state = _two_stage(ctx, cell, res.model, train, adapter)
+        sigma, space = state["scales"], "lora"
+    else:
+        res = finetune(load_causal_lm(base_dir), tok, prompts, responses, sft_cfg, adapter)
+        cert = _cell_certificate(ctx, cell, res.model, train)
+        sigma, space = cert.sigma.value, cfg.bound.space
+    test_losses = example_losses(tok, ctx.task.test_set, cfg.bound.loss, judge=ctx.task.judge, evaluation=cfg.eval)
+    rows, items = evaluate_test_items(ctx, res.model, tok, cell.id, test_losses)
+    stoch = stochastic_risk(res.model, test_losses, sigma, space, seed=10_007 + cell.seed)
+    label_free = collect_cell(ctx, cell, res.model, tok, sigma, space) if cfg.label_free.source else {}
     return CellRecord.for_cell(
         cell,
         loss=cert.loss,  # the one loss of the bound, the stochastic test risk and the report
@@ -117,7 +130,23 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> CellRe
         ledger=cert.delta.ledger,
         training=res.log,
         seconds=time.perf_counter() - t0,
+        label_free=label_free,
     )
+
+
+def _two_stage(ctx: SweepContext, cell: Cell, model, train: list, adapter: Path):
+    """Stages 2–4 of the data-dependent prior on ``model`` (P, trained on the prior's part); saves
+    the posterior mean Q as the cell's adapter with its scales, σ_p and KL beside it."""
+    cfg = ctx.cfg
+    _, tok = ctx.bases[cell.base]
+    cert, state = certify_two_stage(
+        model, tok, train, ctx.task.test_set, prior=cfg.prior, bound=cfg.bound, tv=cfg.tv, evaluation=cfg.eval,
+        judge=ctx.task.judge, init=adapter / "prior" / INIT_FILE, seed=cell.seed,
+    )  # fmt: skip
+    model.save_pretrained(adapter)
+    shutil.copy(adapter / "prior" / INIT_FILE, adapter / INIT_FILE)
+    save_posterior_state(state, adapter)
+    return cert, state
 
 
 def certify_cell(run_dir: str | Path, cell_id: str, *, progress: bool = False):
@@ -130,7 +159,15 @@ def certify_cell(run_dir: str | Path, cell_id: str, *, progress: bool = False):
     if not (adapter / "adapter_config.json").is_file():
         raise ValueError(f"cell {cell_id!r} has no saved adapter under {str(adapter)!r}; run the sweep first")
     ctx = sweep_context(cfg, out)
-    return _cell_certificate(ctx, cell, adapter, ctx.task.train_examples(cell), progress=progress)
+    train = ctx.task.train_examples(cell)
+    if cfg.prior.kind != "data":
+        return _cell_certificate(ctx, cell, adapter, train, progress=progress)
+    base_dir, tok = ctx.bases[cell.base]
+    model = attach_adapter(load_causal_lm(base_dir), adapter, base_name=str(base_dir))
+    return recertify_two_stage(
+        model, adapter / "prior", tok, train, ctx.task.test_set, bound=cfg.bound, tv=cfg.tv, evaluation=cfg.eval,
+        judge=ctx.task.judge, state=load_posterior_state(adapter), seed=cell.seed,
+    )  # fmt: skip
 
 
 def _cell_certificate(ctx: SweepContext, cell: Cell, adapter, train: list, *, progress: bool = False):
@@ -155,17 +192,19 @@ def _cell_certificate(ctx: SweepContext, cell: Cell, adapter, train: list, *, pr
     )
 
 
-def _stochastic_test_risk(ctx: SweepContext, model, tok, cert, seed: int):
-    """E_π R_test at the certificate's σ — the quantity the bound is about — on the whole test set."""
-    cfg = ctx.cfg
-    losses = example_losses(tok, ctx.task.test_set, cfg.bound.loss, judge=ctx.task.judge, evaluation=cfg.eval)
-    return stochastic_risk(model, losses, cert.sigma.value, cfg.bound.space, seed=10_007 + seed)
-
-
-def evaluate_test_items(ctx: SweepContext, model, tok, model_name: str) -> tuple[list[dict], dict[str, list]]:
+def evaluate_test_items(
+    ctx: SweepContext, model, tok, model_name: str, losses=None
+) -> tuple[list[dict], dict[str, list]]:
     """Tidy per-slice rows of ``model`` on every test op slice, and its per-item results (slice,
-    token_error, exact_match, answer_correct) for the bootstrap and IRT."""
+    token_error, exact_match, answer_correct) for the bootstrap and IRT. With the test set's
+    answer_error ``losses``, the model's generations are computed there once and kept, so its
+    posterior draws are verified against them."""
     e = ctx.cfg.eval
+    outputs = None
+    if losses is not None and e.generate and losses.outputs is not None:
+        losses.point(model)
+        text = {id(ex): tok.decode(losses.outputs[i], skip_special_tokens=True) for i, ex in enumerate(ctx.task.test_set)}
+        outputs = [text[id(ex)] for exs in ctx.task.test_slices.values() for ex in exs]
     items = evaluate_items(
         model,
         tok,
@@ -174,6 +213,7 @@ def evaluate_test_items(ctx: SweepContext, model, tok, model_name: str) -> tuple
         judge=ctx.task.judge,
         batch_size=e.batch_size,
         max_new_tokens=e.max_new_tokens,
+        outputs=outputs,
     )
     compact = {"slice": items["slice"]} | {k: [round(v, 6) for v in items[k]] for k in ITEM_METRICS if k in items}
     return slice_rows(items, model_name), compact

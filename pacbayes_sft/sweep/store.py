@@ -112,7 +112,7 @@ def _legacy_hashes(meta: dict) -> dict[str, str]:
     if "cell_hashes" in meta:
         return meta["cell_hashes"]
     try:
-        cfg = normalise_config(meta["config"])
+        cfg = normalise_config(stored_config(meta["config"]))
     except (KeyError, ValueError, OSError):
         return {}
     return _hashes(cfg) if config_hash(cfg) == meta.get("config_hash") else {}
@@ -141,7 +141,15 @@ def folder_config(out: str | Path) -> tuple[SweepConfig, FolderState]:
     state = folder_state(out)
     if state.config is None:
         raise ValueError(f"{str(out)!r} is not a sweep directory (its sweep.json holds no config)")
-    return normalise_config(state.config), state
+    return normalise_config(stored_config(state.config)), state
+
+
+def stored_config(config: dict) -> dict:
+    """A config as a run folder stored it. Folders from before the ``prior`` section ran with the
+    data-free prior and collected no label-free answers, which is what they read as (the new
+    defaults are the data-dependent prior and collecting)."""
+    old = {"prior": {"kind": "pretrained"}, "label_free": {"source": 0}}
+    return {k: v for k, v in old.items() if k not in config} | config
 
 
 def _finished(out: Path) -> Iterator[CellRecord]:

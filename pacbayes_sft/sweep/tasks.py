@@ -19,6 +19,7 @@ Two tasks:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -70,6 +71,15 @@ class Task(ABC):
     @abstractmethod
     def judge(self) -> Judge:
         """The task's :data:`~pacbayes_sft.data.scorers.Judge`."""
+
+    def held_out_examples(self, cell: Cell, m: int) -> list:
+        """``m`` examples of the cell's training distribution that it did not train on: the next m
+        of its (bucket, seed) stream. ValueError when the task's streams are not nested."""
+        longer = self.train_examples(dataclasses.replace(cell, n=cell.n + m))
+        own = self.train_examples(cell)
+        if [e.prompt for e in longer[: cell.n]] != [e.prompt for e in own]:
+            raise ValueError(f"task {self.cfg.task.kind!r}: a longer draw does not extend the cell's own sample")
+        return longer[cell.n :]
 
 
 class IGSMTask(Task):
@@ -145,6 +155,15 @@ class DatasetTask(Task):
 
     def train_examples(self, cell: Cell) -> list:
         return draw_train(self.pool, self.cfg.buckets[cell.bucket], cell.n, cell.seed, cell.bucket)
+
+    def held_out_examples(self, cell: Cell, m: int) -> list:
+        """Up to ``m`` pool examples of the cell's bucket after its own n (fewer when the pool ends)."""
+        bins = self.cfg.buckets[cell.bucket]
+        available = sum(e.op in set(bins) for e in self.pool)
+        rest = draw_train(self.pool, bins, available, cell.seed, cell.bucket)[cell.n : cell.n + m]
+        if not rest:
+            raise ValueError(f"bucket {cell.bucket!r} has no pool example left beyond the cell's n = {cell.n}")
+        return rest
 
     @property
     def judge(self) -> Judge:

@@ -34,11 +34,18 @@ def evaluate_items(
     batch_size: int = defaults.BATCH_SIZE,
     alpha: float = 0.01,
     max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+    outputs: Sequence[str] | None = None,
 ) -> dict[str, list]:
     """Per-item results, as columns: ``slice`` and one list per metric (``answer_correct`` is
-    0/1 and present only with a judge and ``generate``). Items keep their order within slices."""
+    0/1 and present only with a judge and ``generate``). Items keep their order within slices.
+    ``outputs``: the model's greedy generations already computed, one per item in slice order
+    (they are judged instead of generated again)."""
     cols: dict[str, list] = {"slice": []}
     model.eval()
+    total = sum(len(v) for v in slices.values())
+    if outputs is not None and len(outputs) != total:
+        raise ValueError(f"outputs must hold one generation per item ({total}), got {len(outputs)}")
+    done = 0
     for label, examples in slices.items():
         if not examples:
             raise ValueError(f"slice {label!r} has no examples")
@@ -46,8 +53,13 @@ def evaluate_items(
         responses = [example_field(e, "response") for e in examples]
         tf = teacher_forced_metrics(model, tokenizer, prompts, responses, batch_size=batch_size, alpha=alpha)
         if generate and judge is not None:
-            outs = greedy_generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens)
+            outs = (
+                greedy_generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens)
+                if outputs is None
+                else outputs[done : done + len(prompts)]
+            )
             tf["answer_correct"] = [float(bool(judge(e, o))) for e, o in zip(examples, outs)]
+        done += len(prompts)
         cols["slice"] += [label] * len(prompts)
         for metric, vals in tf.items():
             cols.setdefault(metric, []).extend(vals)

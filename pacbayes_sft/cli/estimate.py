@@ -1,0 +1,223 @@
+"""``estimate-risk``: how will this adapter do on my benchmark? Label-free estimates of its test
+risk from the benchmark's prompts (never its answers), one row per estimator."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import defaults
+from ..certify import EvalConfig, TVConfig, estimate_test_risk
+from ..config import add_options, options_from_args
+from ..data.loaders import read_rows
+from ..estimators.answers import igsm_extractor
+from ..estimators.label_free import ESTIMATORS
+from ..sweep import find_cell, sweep_context
+from ..sweep.store import folder_config, read_record
+from .common import positive_float
+
+
+def read_prompts(path: str, column: str) -> list[str]:
+    """The non-empty strings of ``column`` in a .jsonl/.csv/.parquet file; ValueError naming
+    ``--prompts`` when the file is empty or lacks the column."""
+    try:
+        rows = read_rows(path)
+    except ValueError as exc:
+        raise ValueError(f"--prompts: {exc}") from None
+    if not rows:
+        raise ValueError(f"--prompts: {path!r} holds no rows")
+    missing = [i for i, r in enumerate(rows) if column not in r]
+    if missing:
+        raise ValueError(
+            f"--prompts: {path!r} has no column {column!r} (row {missing[0]}; columns: {sorted(rows[missing[0]])}); "
+            "name it with --prompt-column"
+        )
+    prompts = [r[column] for r in rows]
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
+    if bad:
+        raise ValueError(f"--prompts: row {bad[0]} of {path!r} has no prompt text in column {column!r}")
+    return prompts
+
+
+def read_source(path: str, column: str) -> list[dict]:
+    """Labelled source examples: every row needs a prompt (in ``column``) and an ``answer``;
+    ValueError naming ``--source`` otherwise."""
+    try:
+        rows = read_rows(path)
+    except ValueError as exc:
+        raise ValueError(f"--source: {exc}") from None
+    if not rows:
+        raise ValueError(f"--source: {path!r} holds no rows")
+    out = []
+    for i, r in enumerate(rows):
+        prompt, answer = r.get(column), r.get("answer")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"--source: row {i} of {path!r} has no prompt text in column {column!r}")
+        if answer is None or (isinstance(answer, float) and math.isnan(answer)):
+            raise ValueError(f"--source: row {i} of {path!r} has no 'answer' to score the adapter's answer with")
+        out.append({"prompt": prompt, "answer": str(answer)})
+    return out
+
+
+def _held_out_source(ctx: Any, cell: Any, size: int) -> list:
+    """``size`` training-distribution examples the cell did not train on: the next ones of the
+    cell's own (bucket, seed) stream, whose first n are its training set (fewer if the pool ends)."""
+    try:
+        stream = ctx.task.train_examples(dataclasses.replace(cell, n=cell.n + size))
+    except ValueError:  # a dataset pool with fewer examples in the bucket
+        bins = set(ctx.cfg.buckets[cell.bucket])
+        have = sum(e.op in bins for e in getattr(ctx.task, "pool", []))
+        if have <= cell.n:
+            raise ValueError(
+                f"--run: bucket {cell.bucket!r} holds no examples beyond the {cell.n} trained on"
+            ) from None
+        stream = ctx.task.train_examples(dataclasses.replace(cell, n=have))
+    return stream[cell.n :]
+
+
+def _cell_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything :func:`estimate_test_risk` needs for a sweep's cell."""
+    run = Path(args.run)
+    cfg, _ = folder_config(run)
+    cell = find_cell(cfg, args.cell, str(run))
+    adapter = run / "adapters" / cell.id
+    if not (adapter / "adapter_config.json").is_file():
+        raise ValueError(f"cell {cell.id!r} has no saved adapter under {str(adapter)!r}; run the sweep first")
+    record = read_record(run / "cells" / f"{cell.id}.json")
+    ctx = sweep_context(cfg, run)
+    prompts = read_prompts(args.prompts, args.prompt_column) if args.prompts else [e.prompt for e in ctx.task.test_set]
+    source = (
+        read_source(args.source, args.source_prompt_column)
+        if args.source
+        else _held_out_source(ctx, cell, args.n_source)
+    )
+    sigma = args.sigma if args.sigma is not None else (record.terms.get("sigma") if record else None)
+    return {
+        "base": ctx.bases[cell.base][0],
+        "adapter": adapter,
+        "prompts": prompts,
+        "source": source,
+        "judge": args.scorer if args.source else ctx.task.judge,
+        "extract": igsm_extractor(cfg.task.modulus) if cfg.task.kind == "igsm" and not args.source else None,
+        "sigma": sigma,
+        "space": cfg.bound.space,
+        "evaluation": cfg.eval,
+    }
+
+
+def _file_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    missing = [f"--{k}" for k in ("base", "adapter", "prompts") if not getattr(args, k)]
+    if missing:
+        raise ValueError(f"estimate-risk needs {', '.join(missing)} (or --run DIR --cell ID for a sweep's cell)")
+    return {
+        "base": args.base,
+        "adapter": args.adapter,
+        "prompts": read_prompts(args.prompts, args.prompt_column),
+        "source": read_source(args.source, args.source_prompt_column) if args.source else None,
+        "judge": args.scorer,
+        "sigma": args.sigma,
+        "space": args.space,
+        "evaluation": options_from_args(EvalConfig, args, prefix="eval_", generate=True),
+    }
+
+
+def _print_table(df: pd.DataFrame, quiet: bool) -> None:
+    shown = pd.DataFrame(
+        {
+            "estimator": df["estimator"],
+            "estimate": df["estimate"].map("{:.4f}".format),
+            f"interval ({df['level'].iloc[0]:.0%})": [
+                f"[{lo:.4f}, {hi:.4f}]" for lo, hi in zip(df["lower"], df["upper"])
+            ],
+            "certified": df["certified"].map({True: "yes", False: "no (estimate)"}),
+            "risk of": df["risk_of"],
+        }
+    )
+    print(shown.to_string(index=False))
+    if not quiet:
+        print("\nwhat each row assumes:")
+        for name, text in zip(df["estimator"], df["assumptions"]):
+            print(f"  {name}: {text}")
+
+
+def _write_atomic(df: pd.DataFrame, path: str) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    if args.n_source < 1:
+        raise ValueError(f"--n-source must be an integer >= 1, got {args.n_source}")
+    if args.run or args.cell:
+        if not (args.run and args.cell):
+            raise ValueError("--run and --cell go together: a sweep directory and one of its cell ids")
+        inputs = _cell_inputs(args)
+    else:
+        inputs = _file_inputs(args)
+    estimators = [e.strip() for e in args.estimators.split(",") if e.strip()] if args.estimators else None
+    df = estimate_test_risk(
+        **inputs,
+        estimators=estimators,
+        draws=args.draws,
+        seeds_adapters=args.seed_adapters,
+        delta=args.delta,
+        beta=args.beta,
+        q=args.q,
+        tv=options_from_args(TVConfig, args, prefix="tv_"),
+        n_boot=args.n_boot,
+        seed=args.seed,
+    )
+    n_src = len(inputs["source"]) if inputs["source"] is not None else 0
+    print(f"estimated test risk (answer error) on {len(inputs['prompts'])} prompts; labelled source items: {n_src}")
+    _print_table(df, args.quiet)
+    if args.out:
+        _write_atomic(df, args.out)
+        print(f"table: {args.out}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    e = sub.add_parser(
+        "estimate-risk", help="label-free estimates of an adapter's test risk from the test prompts (no answers)"
+    )
+    e.add_argument("--run", default="", help="a sweep's output directory: estimate one of its cells (with --cell)")
+    e.add_argument("--cell", default="", help="the cell id, e.g. base__sft__n128__hard__s0 (with --run)")
+    e.add_argument("--base", default="", help="base model directory")
+    e.add_argument("--adapter", default="", help="LoRA adapter directory trained on --base")
+    e.add_argument("--prompts", default="", help="the benchmark's prompts (.jsonl/.csv/.parquet); answers unused")
+    e.add_argument("--prompt-column", default="prompt", help="the column of --prompts holding the prompt text")
+    e.add_argument(
+        "--source",
+        default="",
+        help="labelled training-distribution examples the adapter did not train on (prompt and answer "
+        "columns); "
+        "with --run: default the next --n-source examples of the cell's training stream",
+    )
+    e.add_argument("--source-prompt-column", default="prompt", help="the column of --source holding the prompt text")
+    e.add_argument("--n-source", type=int, default=200, help="with --run: held-out source examples to draw")
+    e.add_argument("--scorer", default=defaults.SCORER, help="scorer of --source answers (name or module:function)")
+    e.add_argument("--estimators", default="", help=f"comma-separated subset of: {', '.join(ESTIMATORS)}")
+    e.add_argument(
+        "--sigma", type=positive_float, default=None, help="posterior scale for the disagreement estimators (absolute)"
+    )
+    e.add_argument("--space", default="delta", choices=("delta", "lora"), help="posterior space")
+    e.add_argument("--draws", type=int, default=2, help="independent posterior draws per prompt")
+    e.add_argument("--seed-adapters", nargs="*", default=[], help="adapters trained like --adapter with other seeds")
+    e.add_argument("--delta", type=positive_float, default=defaults.DELTA, help="each interval is at level 1 - delta")
+    e.add_argument("--beta", type=positive_float, default=1.0, help="da_2016: assumed density-ratio moment beta_q")
+    e.add_argument("--q", type=positive_float, default=math.inf, help="da_2016: the moment's order q > 1 (inf)")
+    e.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (seed, ATC, DoC)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the posterior draws, TV folds and bootstrap")
+    e.add_argument("--out", default="", help="CSV file for the table (written only when every row is done)")
+    add_options(e, TVConfig, prefix="tv_")
+    add_options(e, EvalConfig, prefix="eval_", exclude=("generate",))
+    e.set_defaults(func=_cmd_estimate)

@@ -1,0 +1,75 @@
+"""``race``: spend fresh test items on the groups whose best bucket is still open
+(:mod:`pacbayes_sft.sweep.race`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import console
+from ..sweep.allocation import RaceResult
+from ..sweep.race import parse_group, race_group, race_groups
+from .common import positive_float
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return v
+
+
+def _cmd_race(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    if not run.is_dir():
+        raise ValueError(f"--run: {args.run!r} is not a folder (expected a sweep's output directory)")
+    groups = [parse_group(args.group)] if args.group else race_groups(run)
+    if not groups:
+        raise ValueError(f"--run: {args.run!r} has no group with a finished cell in every bucket; run the sweep first")
+    for g in groups:
+        doc = race_group(
+            run,
+            g.base,
+            g.objective,
+            g.n,
+            epsilon=args.epsilon,
+            level=args.level,
+            round_items=args.round_items,
+            max_items=args.max_items,
+            progress=console.show_progress(),
+        )
+        res = RaceResult.from_dict(doc["result"])
+        print(
+            f"{g}: {res.statement()} ({res.n_items} test items, {res.evaluations} bucket-item evaluations, "
+            f"seeds {', '.join(map(str, doc['cell_seeds']))}, {doc['seconds']:.0f} s)"
+        )
+    print(f"races: {run / 'race'}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    rc = sub.add_parser(
+        "race",
+        help="race a sweep's buckets on fresh test items until one is best at the level or all are within epsilon",
+    )
+    rc.add_argument("--run", required=True, help="the sweep's output directory (races go to RUN/race/)")
+    rc.add_argument(
+        "--group", default="", help="one group BASE/OBJECTIVE/N (e.g. strong/dft/4096); default: every group"
+    )
+    rc.add_argument(
+        "--epsilon", type=positive_float, default=0.02, help="tolerance of a tie, in loss units (default %(default)s)"
+    )
+    rc.add_argument(
+        "--level", type=positive_float, default=0.95, help="probability that the answer is right (default %(default)s)"
+    )
+    rc.add_argument("--round-items", type=_count, default=200, help="fresh test items per round (default %(default)s)")
+    rc.add_argument(
+        "--max-items",
+        type=_count,
+        default=4000,
+        help="cap on test items, the sweep's own included (default %(default)s)",
+    )
+    rc.set_defaults(func=_cmd_race)

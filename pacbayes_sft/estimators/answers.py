@@ -1,0 +1,216 @@
+"""A model's final answers on prompts, with its confidence in each, under the point model, a
+posterior draw per item, or several seeds: the per-item arrays :mod:`.label_free` and
+:mod:`pacbayes_sft.bounds.domain_adaptation` take.
+
+For prompt x the model greedily generates a continuation y = (y_1, …, y_m) (its final ``<eos>``
+included when it stopped on one). Its confidence is the probability the model gives its own
+continuation,
+
+    conf(x) = p(y | x) = exp( Σ_t ln p(y_t | x, y_<t) )      (log-probabilities in nats),
+
+computed by one teacher-forced forward pass over ``<bos> x y`` under the same weights (the same
+posterior draw per row) that generated y. The final answer is extracted from the text and put in
+a canonical form (:func:`canonical_answer`), so two draws agree exactly when their answers are
+equal as the judge compares them.
+
+The generated text is re-encoded for the teacher-forced pass; for tokenizers whose decode/encode
+round trip is exact (the iGSM word-level tokenizer; byte-level BPE nearly always) these are the
+generated tokens. A continuation of ``max_new_tokens`` tokens is taken to have stopped at the
+length limit, not on ``<eos>``, and is scored without it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import defaults
+from ..data.igsm_verify import verify
+from ..data.loaders import example_field
+from ..data.scorers import Judge, extract_final_answer, parse_number
+from ..lm.encoding import Encoded, collate
+from ..lm.scoring import generate_texts
+from ..lm.teacher_forcing import token_logprobs
+
+Extractor = Callable[[str, str], Any]
+"""``(prompt, generated_text) -> final answer`` (a string, an int, or None for no answer)."""
+
+
+def canonical_answer(answer: Any) -> str | None:
+    """The form in which two final answers are compared: None for no answer (None or blank); a
+    number as its exact reduced value (``"1,234"`` → ``"1234"``, ``"0.50"`` and ``"1/2"`` → ``"1/2"``);
+    other text with whitespace collapsed, a trailing period dropped and lower case — the
+    normalisation :func:`~pacbayes_sft.data.scorers.answers_match` compares with."""
+    if answer is None:
+        return None
+    text = str(answer).strip()
+    if not text:
+        return None
+    number = parse_number(text)
+    if number is not None:
+        return str(number)
+    return re.sub(r"\s+", " ", text.rstrip(".")).lower()
+
+
+def final_answer_extractor(prompt: str, text: str) -> str | None:
+    """The default :data:`Extractor`: :func:`~pacbayes_sft.data.scorers.extract_final_answer` of the text."""
+    return extract_final_answer(text)
+
+
+def igsm_extractor(modulus: int = 7) -> Extractor:
+    """The iGSM verifier's reading of a solution's final answer (its first ``answer N``), so that the
+    extracted answers agree with :func:`~pacbayes_sft.data.igsm_verify.igsm_judge`."""
+    return lambda prompt, text: verify(prompt, text, modulus).predicted_answer
+
+
+@dataclass(frozen=True)
+class GeneratedAnswers:
+    """Per item, in input order: the generated ``texts``, the canonical final ``answers`` (None: no
+    answer), ``confidences`` p(y | x) ∈ [0, 1] and their logs ``log_confidences`` (nats), whether
+    each answer was judged ``correct`` (0/1; None without a judge), and the posterior ``draws`` each
+    item used (None: the model as it is)."""
+
+    texts: list[str]
+    answers: list[str | None]
+    confidences: list[float]
+    log_confidences: list[float]
+    correct: list[int] | None = None
+    draws: list[int] | None = None
+
+    def to_dict(self) -> dict[str, list | None]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _check_int(value: Any, name: str, low: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], texts: Sequence[str], *, max_new_tokens: int
+) -> np.ndarray:
+    """Σ_t ln p(y_t | x, y_<t) in nats for each (prompt, continuation) pair, from ONE teacher-forced
+    forward pass over the batch ``<bos> x y [<eos>]`` (row r is pair r, so per-row posterior draws
+    apply); ``<eos>`` is scored unless the continuation has ``max_new_tokens`` tokens (cut off)."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is None or eos is None:
+        raise ValueError("tokenizer must define bos_token and eos_token")
+    p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    enc = [
+        Encoded([bos, *p, *r, *([eos] if len(r) < max_new_tokens else [])], 1 + len(p)) for p, r in zip(p_ids, r_ids)
+    ]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    batch = collate(enc, pad)
+    device = next(model.parameters()).device
+    ids = batch["input_ids"].to(device)
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits
+    logp = token_logprobs(logits, ids).double().cpu()
+    mask = batch["response_mask"][:, 1:].bool()
+    return (logp * mask).sum(dim=1).numpy()
+
+
+def _items(items: Sequence[Any]) -> tuple[list[Any], list[str]]:
+    items = list(items)
+    if not items:
+        raise ValueError("items must hold at least one prompt (a string) or example (with a 'prompt')")
+    prompts = [x if isinstance(x, str) else example_field(x, "prompt") for x in items]
+    if not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ValueError("items must be non-empty prompt strings or examples with a non-empty 'prompt'")
+    return items, prompts
+
+
+def collect_answers(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    items: Sequence[Any],
+    *,
+    judge: Judge | None = None,
+    extract: Extractor | None = None,
+    posterior: Any = None,
+    draw_indices: Sequence[int] | None = None,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+    batch_size: int = defaults.BATCH_SIZE,
+) -> GeneratedAnswers:
+    """Generate, extract and score every item once (greedy decoding), with its confidence.
+
+    Args:
+        items: prompt strings, or examples with a ``prompt`` (and whatever ``judge`` reads).
+        judge: a :data:`~pacbayes_sft.data.scorers.Judge` ``(item, text) -> bool`` for a labelled
+            sample; None for test prompts (no correctness is computed).
+        extract: an :data:`Extractor` (default :func:`final_answer_extractor`; for iGSM,
+            :func:`igsm_extractor`, which reads answers as the verifier does).
+        posterior: a :class:`~pacbayes_sft.estimators.posterior.GaussianPosterior` on ``model``;
+            item i then generates and is scored under draw ``draw_indices[i]`` (per-row draws).
+    """
+    items, prompts = _items(items)
+    _check_int(max_new_tokens, "max_new_tokens")
+    _check_int(batch_size, "batch_size")
+    if judge is not None and not callable(judge):
+        raise ValueError(f"judge must be a callable (item, text) -> bool, got {judge!r}")
+    if (posterior is None) != (draw_indices is None):
+        raise ValueError("posterior and draw_indices go together: one draw index per item")
+    draws = None if draw_indices is None else [int(k) for k in draw_indices]
+    if draws is not None and len(draws) != len(items):
+        raise ValueError(f"draw_indices must have one index per item ({len(items)}), got {len(draws)}")
+    extract = extract or final_answer_extractor
+    texts: list[str] = []
+    logps: list[float] = []
+    for s in range(0, len(items), batch_size):
+        rows = range(s, min(len(items), s + batch_size))
+        ps = [prompts[i] for i in rows]
+        ctx = nullcontext(model) if draws is None else posterior.sample_rows([draws[i] for i in rows])
+        with ctx as mdl:
+            out = generate_texts(mdl, tokenizer, ps, max_new_tokens=max_new_tokens, batch_size=len(ps), keep_order=True)
+            logps += continuation_logprobs(mdl, tokenizer, ps, out, max_new_tokens=max_new_tokens).tolist()
+        texts += out
+    correct = None if judge is None else [int(bool(judge(x, t))) for x, t in zip(items, texts)]
+    return GeneratedAnswers(
+        texts=texts,
+        answers=[canonical_answer(extract(p, t)) for p, t in zip(prompts, texts)],
+        confidences=[float(np.exp(v)) for v in logps],
+        log_confidences=[float(v) for v in logps],
+        correct=correct,
+        draws=draws,
+    )
+
+
+def collect_draws(
+    posterior: Any,
+    tokenizer: Any,
+    items: Sequence[Any],
+    *,
+    draws: int = 2,
+    first_draw: int = 0,
+    **kwargs: Any,
+) -> list[GeneratedAnswers]:
+    """``draws`` independent posterior draws per item: answers of draw j on item i come from
+    posterior sample ``first_draw + j·n + i`` (no two (item, draw) pairs share a sample, so every
+    item's draws are independent of every other's). Returns one :class:`GeneratedAnswers` per draw:
+    ``[g.answers for g in result]`` is the (k, n) input of
+    :class:`~pacbayes_sft.bounds.domain_adaptation.PosteriorDraws`. Other keywords go to
+    :func:`collect_answers`. Give disjoint ``first_draw`` ranges to samples that must be independent
+    (e.g. source at 0, target at ``draws`` × the number of source items)."""
+    _check_int(draws, "draws", 2)
+    _check_int(first_draw, "first_draw", 0)
+    items = list(items)
+    n = len(items)
+    return [
+        collect_answers(
+            posterior.model,
+            tokenizer,
+            items,
+            posterior=posterior,
+            draw_indices=[first_draw + j * n + i for i in range(n)],
+            **kwargs,
+        )
+        for j in range(draws)
+    ]

@@ -1,0 +1,347 @@
+"""Racing the buckets of one group: the best bucket, or the buckets within ε of the best, at a
+stated level, spending test items only while the answer is open. Pure numpy; no model code.
+
+Setting. K buckets with unknown mean losses μ_b ∈ [0, 1] on the test distribution. Test items
+come in rounds, and every bucket still in the race (a *contender*) is evaluated on the same items
+of a round, so for two buckets a, b the per-item differences
+
+    d_i = ℓ_a(x_i) − ℓ_b(x_i) ∈ [−1, 1],   E d_i = θ_ab = μ_a − μ_b,
+
+are paired (an item's difficulty cancels). An eliminated bucket gets no later items; two buckets
+are compared only on the items both were evaluated on.
+
+Confidence: empirical Bernstein with a union bound over looks. After round r (look r + 1; round 0
+is the first look), on the N items a pair shares,
+
+    θ_ab ∈ [d̄ − w, d̄ + w],   w = sqrt(2 V ln(2/δ_t) / N) + 14 ln(2/δ_t) / (3 (N − 1)),
+    δ_t = δ / ((K − 1) · t (t + 1))   at look t = r + 1,   δ = 1 − level,
+
+with d̄ and V the mean and sample variance (ddof 1) of the d_i. For one pair and one look this is
+Maurer & Pontil's (2009, Thm 4) one-sided bound for [0, 1] variables, applied to (d + 1)/2 (hence
+the factor 2 on the range) at δ_t on each side. Its proof needs independent items whose means
+average to μ, not identically distributed ones: it covers i.i.d. fresh items and a committed test
+set stratified by slice alike (there the sample variance overstates the average variance, which
+only widens w).
+
+Why it is valid under optional stopping. Fix a best bucket b*. Look t uses the first N_t items of
+a schedule fixed before the race (the first round's items, then ``round_items`` per round), so the
+event "the bound of (a, b*) fails at look t" is a property of the items alone, whether or not the
+race reaches look t. Σ_t Σ_{a ≠ b*} δ / ((K − 1) t (t + 1)) = δ, so with probability at least
+``level`` no bound involving b* fails at any look: whenever the race stops, whatever it
+eliminated, and also when a race stopped at the cap is continued. Only pairs with b* matter, hence
+K − 1 and not K(K − 1)/2. (A schedule chosen from the losses as they come would break this.)
+
+Decisions after each look, among the contenders S:
+
+- b is eliminated when some a ∈ S is better at the level: d̄_ba − w_ba > 0;
+- ``best``: one contender is left: the best bucket;
+- ``epsilon_tie``: every pair of S is within ε at the level, |d̄_ab| + w_ab ≤ ε: any of S is within
+  ε of the best (the guarantee of LUCB-ε, Kalyanakrishnan et al. 2012, for the whole set);
+- ``cap``: neither, and another round would take the items past ``max_items``; the best is in S.
+
+On the event above b* is never eliminated (that needs d̄_{a b*} + w < 0 ≤ θ_{a b*}), and every a of
+an ε-tie has μ_a − μ_{b*} ≤ d̄_{a b*} + w ≤ ε; so each answer is right with probability ≥ ``level``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+STOP_REASONS = ("best", "epsilon_tie", "cap")
+
+
+def _check_unit(value: float, name: str) -> float:
+    if not (isinstance(value, (int, float)) and 0 < value < 1):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_count(value: int, name: str, least: int) -> int:
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least):
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
+def look_delta(level: float, look: int, n_buckets: int) -> float:
+    """δ_t = (1 − level) / ((K − 1) · t (t + 1)): one pair's share of the failure probability at
+    look t = 1, 2, … among K buckets (summing to 1 − level over all looks and the K − 1 pairs with
+    the best)."""
+    level = _check_unit(level, "level")
+    look = _check_count(look, "look", 1)
+    n_buckets = _check_count(n_buckets, "n_buckets", 2)
+    return (1 - level) / ((n_buckets - 1) * look * (look + 1))
+
+
+def bernstein_half_width(variance: float, n: int, delta: float) -> float:
+    """w = sqrt(2 V ln(2/δ) / n) + 14 ln(2/δ) / (3 (n − 1)): the empirical-Bernstein half-width of
+    the mean of n differences in [−1, 1] with sample variance V (Maurer & Pontil 2009, Thm 4, on
+    (d + 1)/2), one-sided at δ on each side; inf below two items."""
+    delta = _check_unit(delta, "delta")
+    if not (math.isfinite(variance) and variance >= 0):
+        raise ValueError(f"variance must be a finite number >= 0, got {variance!r}")
+    if n < 2:
+        return math.inf
+    log_term = math.log(2 / delta)
+    return math.sqrt(2 * variance * log_term / n) + 14 * log_term / (3 * (n - 1))
+
+
+def paired_interval(d: np.ndarray, delta: float) -> tuple[float, float, float]:
+    """(mean, lower, upper) of the paired differences ``d`` (in [−1, 1]) at δ on each side,
+    by :func:`bernstein_half_width`."""
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 1 or not np.isfinite(d).all() or (np.abs(d) > 1).any():
+        raise ValueError("d must be a one-dimensional array of finite differences in [-1, 1]")
+    if d.size == 0:
+        return math.nan, -math.inf, math.inf
+    mean = float(d.mean())
+    w = bernstein_half_width(float(d.var(ddof=1)) if d.size > 1 else 0.0, d.size, delta)
+    return mean, mean - w, mean + w
+
+
+@dataclass(frozen=True)
+class RoundDecision:
+    """What one look decided: the round's index and size, who was eliminated, who is left, and the
+    stop reason (None while the race goes on)."""
+
+    round: int
+    n_items: int
+    eliminated: tuple[str, ...]
+    contenders: tuple[str, ...]
+    stop: str | None = None
+
+
+@dataclass(frozen=True)
+class RaceResult:
+    """The answer of a race.
+
+    answer: the best bucket alone (``reason == "best"``), the ε-tie set (``"epsilon_tie"``: any of
+    them is within ε of the best) or the contenders left at the cap (``"cap"``: the best is among
+    them), lowest mean loss first; items_used: the items each bucket was evaluated on; rounds: the
+    looks taken (the first round included); means: each bucket's mean loss on its own items;
+    eliminated: the round each eliminated bucket went out in.
+    """
+
+    answer: tuple[str, ...]
+    reason: str
+    epsilon: float
+    level: float
+    items_used: dict[str, int]
+    rounds: int
+    means: dict[str, float] = field(default_factory=dict)
+    eliminated: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def decided(self) -> bool:
+        """Whether the race ended with a best bucket or an ε-tie (not at the cap)."""
+        return self.reason != "cap"
+
+    @property
+    def n_items(self) -> int:
+        """Distinct test items the race used (those of the buckets that stayed longest)."""
+        return max(self.items_used.values())
+
+    @property
+    def evaluations(self) -> int:
+        """(bucket, item) evaluations, Σ_b items_used[b]."""
+        return sum(self.items_used.values())
+
+    def statement(self) -> str:
+        """The answer in one sentence."""
+        pct = f"{self.level:.0%}"
+        if self.reason == "best":
+            return f"{self.answer[0]} is the best bucket at {pct}"
+        if self.reason == "epsilon_tie":
+            return f"any of {', '.join(self.answer)} is within {self.epsilon:g} of the best at {pct}"
+        return f"not decided within {self.n_items} items: the best is one of {', '.join(self.answer)} at {pct}"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"answer": list(self.answer)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> RaceResult:
+        """A result from :meth:`to_dict`'s JSON; ValueError naming what is missing or wrong."""
+        need = {"answer", "reason", "epsilon", "level", "items_used", "rounds"}
+        if not isinstance(d, Mapping) or not need <= set(d):
+            raise ValueError(f"a race result needs the keys {sorted(need)}")
+        if d["reason"] not in STOP_REASONS:
+            raise ValueError(f"a race result's reason must be one of {STOP_REASONS}, got {d['reason']!r}")
+        return cls(
+            answer=tuple(d["answer"]),
+            reason=d["reason"],
+            epsilon=float(d["epsilon"]),
+            level=float(d["level"]),
+            items_used={k: int(v) for k, v in d["items_used"].items()},
+            rounds=int(d["rounds"]),
+            means={k: float(v) for k, v in d.get("means", {}).items()},
+            eliminated={k: int(v) for k, v in d.get("eliminated", {}).items()},
+        )
+
+
+class PairedRace:
+    """Sequential elimination over buckets with paired per-item losses (see the module docstring).
+
+    Parameters: ``epsilon`` the tolerance of an ε-tie (loss units, in (0, 1)); ``level`` the
+    probability that the answer is right; ``round_items`` the items of every round after the
+    first (the first round may have any size ≥ 2, e.g. a committed test set); ``max_items`` the
+    cap on distinct items.
+
+    Feed rounds with :meth:`partial_fit` (one mapping bucket → losses per round, contenders only)
+    until ``done_``; then ``result_`` holds the answer. Attributes after the first round:
+    ``buckets_``, ``contenders_``, ``eliminated_`` (bucket → round), ``history_`` (one
+    :class:`RoundDecision` per round), ``n_items_`` (distinct items so far), ``done_``, ``result_``.
+    """
+
+    def __init__(self, epsilon: float = 0.02, level: float = 0.95, round_items: int = 200, max_items: int = 4000):
+        self.epsilon = _check_unit(epsilon, "epsilon")
+        self.level = _check_unit(level, "level")
+        self.round_items = _check_count(round_items, "round_items", 1)
+        self.max_items = _check_count(max_items, "max_items", 2)
+        self.buckets_: list[str] = []
+        self.contenders_: list[str] = []
+        self.eliminated_: dict[str, int] = {}
+        self.history_: list[RoundDecision] = []
+        self.n_items_ = 0
+        self.done_ = False
+        self.result_: RaceResult | None = None
+        self._rounds: dict[str, list[np.ndarray]] = {}
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def losses_(self) -> np.ndarray:
+        """buckets × items matrix of the losses so far (rows in ``buckets_`` order), NaN where a
+        bucket was not evaluated (the items after its elimination)."""
+        out = np.full((len(self.buckets_), self.n_items_), np.nan)
+        for k, b in enumerate(self.buckets_):
+            seen = np.concatenate(self._rounds[b]) if self._rounds[b] else np.empty(0)
+            out[k, : seen.size] = seen
+        return out
+
+    def _shared(self, a: str, b: str) -> np.ndarray:
+        """d_i = ℓ_a − ℓ_b on the items both were evaluated on (the rounds both took part in)."""
+        k = min(len(self._rounds[a]), len(self._rounds[b]))
+        return np.concatenate([x - y for x, y in zip(self._rounds[a][:k], self._rounds[b][:k])])
+
+    def interval(self, a: str, b: str) -> tuple[float, float, float]:
+        """(mean, lower, upper) of μ_a − μ_b on their shared items at the level of the last look."""
+        for name, v in (("a", a), ("b", b)):
+            if v not in self._rounds:
+                raise ValueError(f"{name} must be one of the race's buckets {self.buckets_}, got {v!r}")
+        look = max(len(self.history_), 1)
+        return paired_interval(self._shared(a, b), look_delta(self.level, look, len(self.buckets_)))
+
+    # --- one round ----------------------------------------------------------------------------
+
+    def _check_round(self, losses: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
+        if self.done_:
+            raise ValueError(f"losses: the race has stopped ({self.result_.reason}); start a new PairedRace")
+        if not isinstance(losses, Mapping) or not losses:
+            raise ValueError("losses must be a non-empty mapping bucket -> per-item losses")
+        first = not self.buckets_
+        if first and len(losses) < 2:
+            raise ValueError(f"losses must hold at least two buckets to race, got {list(losses)}")
+        want = list(losses) if first else self.contenders_
+        if set(losses) != set(want):
+            out = sorted(set(losses) & set(self.eliminated_))
+            why = f"{out} were eliminated and get no more items; " if out else ""
+            raise ValueError(f"losses: {why}give losses for exactly the contenders {want}, got {list(losses)}")
+        arrays = {b: np.array(losses[b], dtype=float) for b in want}  # a copy: the race keeps it
+        sizes = {a.shape for a in arrays.values()}
+        if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+            raise ValueError(f"losses must be one-dimensional arrays of one length, got shapes {sorted(sizes)}")
+        n = next(iter(sizes))[0]
+        if first and n < 2:
+            raise ValueError(f"losses: the first round needs at least 2 items, got {n}")
+        if not first and n != self.round_items:
+            raise ValueError(f"losses: every round after the first has round_items = {self.round_items} items, got {n}")
+        for b, a in arrays.items():
+            if not np.isfinite(a).all() or (a < 0).any() or (a > 1).any():
+                raise ValueError(f"losses of {b!r} must be finite and in [0, 1]")
+        return arrays
+
+    def partial_fit(self, losses: Mapping[str, Sequence[float]]) -> PairedRace:
+        """Add one round (bucket → losses on the round's items, in the same item order for every
+        contender), eliminate, and decide whether to stop. Returns self."""
+        arrays = self._check_round(losses)
+        if not self.buckets_:
+            self.buckets_, self.contenders_ = list(arrays), list(arrays)
+            self._rounds = {b: [] for b in arrays}
+        rnd = len(self.history_)
+        for b, a in arrays.items():
+            self._rounds[b].append(a)
+        self.n_items_ += next(iter(arrays.values())).size
+        delta = look_delta(self.level, rnd + 1, len(self.buckets_))
+        bounds = {
+            (a, b): paired_interval(self._shared(a, b), delta)
+            for a in self.contenders_
+            for b in self.contenders_
+            if a != b
+        }
+        out = [b for b in self.contenders_ if any(bounds[(b, a)][1] > 0 for a in self.contenders_ if a != b)]
+        self.contenders_ = [b for b in self.contenders_ if b not in out]
+        self.eliminated_ |= dict.fromkeys(out, rnd)
+        stop = self._stop(bounds)
+        self.history_.append(
+            RoundDecision(rnd, arrays[next(iter(arrays))].size, tuple(out), tuple(self.contenders_), stop)
+        )
+        if stop is not None:
+            self.done_, self.result_ = True, self._result(stop)
+        return self
+
+    def _stop(self, bounds: Mapping[tuple[str, str], tuple[float, float, float]]) -> str | None:
+        left = self.contenders_
+        if len(left) == 1:
+            return "best"
+        if all(bounds[(a, b)][2] <= self.epsilon for a in left for b in left if a != b):
+            return "epsilon_tie"
+        if self.n_items_ + self.round_items > self.max_items:
+            return "cap"
+        return None
+
+    def _result(self, reason: str) -> RaceResult:
+        means = {b: float(np.concatenate(r).mean()) for b, r in self._rounds.items()}
+        return RaceResult(
+            answer=tuple(sorted(self.contenders_, key=lambda b: (means[b], b))),
+            reason=reason,
+            epsilon=self.epsilon,
+            level=self.level,
+            items_used={b: int(sum(x.size for x in r)) for b, r in self._rounds.items()},
+            rounds=len(self.history_),
+            means=means,
+            eliminated=dict(self.eliminated_),
+        )
+
+    def fit(self, rounds: Iterable[Mapping[str, Sequence[float]]]) -> PairedRace:
+        """:meth:`partial_fit` on each round until the race stops (later rounds are not read)."""
+        for losses in rounds:
+            self.partial_fit(losses)
+            if self.done_:
+                break
+        return self
+
+
+def run_race(
+    draw: Callable[[list[str], int, int], Mapping[str, Sequence[float]]],
+    buckets: Sequence[str],
+    *,
+    first_items: int = 200,
+    epsilon: float = 0.02,
+    level: float = 0.95,
+    round_items: int = 200,
+    max_items: int = 4000,
+) -> RaceResult:
+    """Run a race to its stop: ``draw(contenders, round, n_items)`` returns the losses of a fresh
+    round (the first has ``first_items`` items, every later one ``round_items``) for exactly the
+    contenders, on shared items."""
+    first_items = _check_count(first_items, "first_items", 2)
+    if len(set(buckets)) != len(buckets) or len(buckets) < 2:
+        raise ValueError(f"buckets must be at least two distinct names, got {list(buckets)!r}")
+    race = PairedRace(epsilon=epsilon, level=level, round_items=round_items, max_items=max_items)
+    race.partial_fit(draw(list(buckets), 0, first_items))
+    while not race.done_:
+        race.partial_fit(draw(list(race.contenders_), len(race.history_), round_items))
+    return race.result_

@@ -1,0 +1,150 @@
+"""Exact faster greedy decoding: finished rows leave the batch, and a draw is verified against a
+reference generation. Every output is checked against plain generation, one row at a time."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+from pacbayes_sft.estimators.posterior import GaussianPosterior
+from pacbayes_sft.lm.decoding import greedy_continue, greedy_verified
+from pacbayes_sft.lm.rows import has_row_listeners
+from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
+
+PAD = 0
+PROMPTS = [[1, 5, 9], [1, 7], [1, 3, 4, 12, 30, 6], [1, 22, 40, 2], [1, 8, 8, 8, 8]]
+CAP = 24
+
+
+def _plain(model, prefix, limit, eos):
+    """Greedy decoding of one unpadded row by ``model.generate``: the reference."""
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=torch.tensor([prefix]),
+            attention_mask=torch.ones(1, len(prefix), dtype=torch.long),
+            max_new_tokens=limit,
+            do_sample=False,
+            pad_token_id=PAD,
+            eos_token_id=eos,
+        )[0, len(prefix) :].tolist()
+    return out[: out.index(eos) + 1] if eos in out else out
+
+
+def _model(arch, lora=True):
+    m = tiny_causal_lm(arch, seed=3)
+    if lora:
+        m = attach_lora(m, r=4, alpha=8.0, seed=4)
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.2)
+    return m.eval()
+
+
+def _frequent_eos(model):
+    """The token greedy decoding emits most often, so rows end at different steps."""
+    outs = [_plain(model, p, CAP, eos=10_000) for p in PROMPTS]
+    counts = Counter(t for o in outs for t in o[1:])
+    return counts.most_common(1)[0][0]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_dropping_finished_rows_equals_plain_generation(arch):
+    model = _model(arch)
+    eos = _frequent_eos(model)
+    limits = [CAP, 5, CAP, 1, 13]
+    got = greedy_continue(model, PROMPTS, limits, eos_token_id=eos, pad_token_id=PAD)
+    want = [_plain(model, p, m, eos) for p, m in zip(PROMPTS, limits)]
+    assert got == want
+    assert len({len(g) for g in got}) > 2  # rows really ended at different steps
+
+
+@pytest.mark.parametrize("space", ["delta", "lora"])
+def test_per_row_draws_follow_a_narrowing_batch(space):
+    """Row r under sample_rows decodes exactly what draw ks[r] alone decodes, while rows leave."""
+    model = _model("llama")
+    eos = _frequent_eos(model)
+    post = GaussianPosterior(model, 0.3, space, seed=2)
+    ks = [4, 0, 9, 2, 7]
+    with post.sample_rows(ks) as mdl:
+        got = greedy_continue(mdl, PROMPTS, [CAP] * 5, eos_token_id=eos, pad_token_id=PAD)
+        assert has_row_listeners(mdl)
+    assert not has_row_listeners(model)
+    want = []
+    for p, k in zip(PROMPTS, ks):
+        with post.sample(k) as mdl:
+            want.append(_plain(mdl, p, CAP, eos))
+    assert got == want
+    assert len({len(g) for g in got}) > 1
+
+
+@pytest.mark.parametrize("space", ["delta", "lora"])
+@pytest.mark.parametrize("sigma", [0.0, 0.02, 0.5])
+def test_verified_decoding_equals_plain_decoding(space, sigma):
+    """Against the mean's own output: identical at σ = 0 with no row decoded, and equal to plain
+    decoding of every draw whatever σ (near draws mostly verified, far draws decoded on)."""
+    model = _model("llama")
+    eos = _frequent_eos(model)
+    reference = greedy_continue(model, PROMPTS, [CAP] * 5, eos_token_id=eos, pad_token_id=PAD)
+    post = GaussianPosterior(model, sigma, space, seed=8)
+    ks = [3, 1, 4, 1, 5]
+    with post.sample_rows(ks) as mdl:
+        got, decoded = greedy_verified(mdl, PROMPTS, reference, CAP, eos_token_id=eos, pad_token_id=PAD)
+    with post.sample_rows(ks) as mdl:
+        plain = greedy_continue(mdl, PROMPTS, [CAP] * 5, eos_token_id=eos, pad_token_id=PAD)
+    assert got == plain
+    if sigma == 0.0:
+        assert got == reference and decoded == 0
+
+
+def test_verification_with_a_wrong_reference_still_decodes_greedily():
+    """References of other lengths, capped ones and garbage: the output is the model's own."""
+    model = _model("gpt2")
+    eos = _frequent_eos(model)
+    own = greedy_continue(model, PROMPTS, [CAP] * 5, eos_token_id=eos, pad_token_id=PAD)
+    refs = [[eos], [7] * CAP, [*own[2][:3], eos], own[3], [5, 6, eos]]
+    got, decoded = greedy_verified(model, PROMPTS, refs, CAP, eos_token_id=eos, pad_token_id=PAD)
+    assert got == own
+    assert decoded >= 1
+
+
+def test_decoding_bad_inputs():
+    model = _model("llama", lora=False)
+    with pytest.raises(ValueError, match="limits"):
+        greedy_continue(model, PROMPTS, [3], eos_token_id=2, pad_token_id=PAD)
+    with pytest.raises(ValueError, match="limit"):
+        greedy_continue(model, PROMPTS[:1], [0], eos_token_id=2, pad_token_id=PAD)
+    with pytest.raises(ValueError, match="reference"):
+        greedy_verified(model, PROMPTS[:1], [[5, 6]], 8, eos_token_id=2, pad_token_id=PAD)  # neither ended nor capped
+    with pytest.raises(ValueError, match="reference"):
+        greedy_verified(model, PROMPTS[:1], [[5, 2, 6, 2]], 8, eos_token_id=2, pad_token_id=PAD)  # <eos> inside
+
+
+@pytest.mark.parametrize("space", ["delta", "lora"])
+def test_answer_error_under_draws_is_the_same_with_and_without_the_reference(space):
+    """The answer_error losses of per-row draws, loss by loss, whether or not the mean's answers
+    were kept (shipped iGSM base with an adapter, draws near and far from the mean)."""
+    from pacbayes_sft.certify.losses import answer_losses
+    from pacbayes_sft.data import generate
+    from pacbayes_sft.data.igsm_verify import igsm_judge
+    from pacbayes_sft.data.tokenizer import load_tokenizer
+    from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk_per_example
+    from pacbayes_sft.sweep.config import SHIPPED_BASE
+    from pacbayes_sft.training.models import load_causal_lm
+
+    tok = load_tokenizer(SHIPPED_BASE)
+    model = attach_lora(load_causal_lm(SHIPPED_BASE), r=4, alpha=8.0, seed=1).eval()
+    examples = generate(12, [2, 5], split="train", seed=3)
+    for sigma in (0.002, 0.05):
+        post = GaussianPosterior(model, sigma, space, seed=6)
+        runs = []
+        for keep_reference in (False, True):
+            losses = answer_losses(tok, examples, igsm_judge(7), max_new_tokens=60, batch_size=5)
+            if keep_reference:
+                losses.point(model)
+            mc = mc_stochastic_risk_per_example(
+                post, None, losses.n, 2, 0.05, batch_loss_fn=losses.batch, batch_size=losses.batch_size
+            )
+            runs.append((mc.per_sample, losses.stats["rows_decoded"]))
+        assert runs[0][0] == runs[1][0]
+        assert runs[1][1] <= runs[0][1] == 24

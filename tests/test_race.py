@@ -1,0 +1,149 @@
+"""The race on a run folder (sweep.race) and its verb, end to end on a tiny two-bucket sweep."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pacbayes_sft.certify.config import item_losses
+from pacbayes_sft.cli import main
+from pacbayes_sft.data import igsm
+from pacbayes_sft.report import build_report
+from pacbayes_sft.sweep import SweepConfig, load_config, run_sweep
+from pacbayes_sft.sweep.race import SEED_OFFSET, fresh_items, item_seed, parse_group, race_group, race_groups
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ROOT / "experiments" / "configs" / "quick.yaml"
+RACE = {"epsilon": 0.001, "round_items": 24, "max_items": 72}  # ε small: this tiny race ends at the cap
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("race")
+    raw = yaml.safe_load(QUICK.read_text())
+    raw |= {"objectives": ["sft"], "budgets": [8], "buckets": {"easy": [1], "hard": [3]}}
+    raw["eval"]["generate"] = False  # the loss is token_error: no generation, seconds not minutes
+    raw["threads"] = 1  # tiny matrices: more threads only contend with other processes
+    if "prior" in {f.name for f in dataclasses.fields(SweepConfig)}:
+        raw["prior"] = {"kind": "pretrained"}  # the data-free recipe: an adapter is its seed's SFT run
+    out = tmp / "run"
+    run_sweep(raw, out, progress=False)
+    return out
+
+
+def _record_losses(out: Path, cell_id: str) -> np.ndarray:
+    rec = json.loads((out / "cells" / f"{cell_id}.json").read_text())
+    return item_losses(rec["loss"], rec["items"])
+
+
+def test_fresh_rounds_draw_new_test_problems_from_the_test_mixture(run):
+    cfg = load_config(QUICK)
+    committed = {p.seed for p in igsm.test_set(cfg.test.ops, cfg.test.n_per_op, seed=cfg.test.seed)}
+    items = fresh_items(cfg, 1, 300)
+    assert item_seed(cfg, 1) == cfg.test.seed + SEED_OFFSET + 1
+    assert all(p.split == "test" for p in items) and not committed & {p.seed for p in items}
+    assert not {p.seed for p in items} & {p.seed for p in fresh_items(cfg, 2, 300)}
+    ops = np.array([p.op for p in items])
+    assert set(ops) == set(cfg.test.ops)
+    assert all(abs((ops == o).mean() - 1 / 3) < 0.1 for o in cfg.test.ops)  # uniform over the test ops
+
+
+def test_a_race_spends_fresh_rounds_resumes_and_reports(run, capsys):
+    doc = race_group(run, "tiny", "sft", 8, **RACE)
+    path = run / "race" / "tiny__sft__n8.json"
+    assert json.loads(path.read_text()) == doc and doc["status"] == "done"
+    res = doc["result"]
+    assert res["reason"] == "cap" and res["items_used"] == {"easy": 72, "hard": 72} and res["rounds"] == 3
+    assert [r["n_items"] for r in doc["rounds"]] == [24, 24, 24] and doc["cell_seeds"] == [0]
+    assert doc["item_seeds"] == [item_seed(load_config(QUICK), 1), item_seed(load_config(QUICK), 2)]
+    # round 0 is the cells' own per-item losses
+    r0 = json.loads((run / "race" / "tiny__sft__n8" / "round_000.json").read_text())
+    for b in ("easy", "hard"):
+        assert np.allclose(r0["losses"][b], _record_losses(run, f"tiny__sft__n8__{b}__s0"))
+    # a fresh round is the adapter's loss on the fresh problems, recomputed here independently
+    from pacbayes_sft.adapters import attach_adapter
+    from pacbayes_sft.data.igsm_verify import igsm_judge
+    from pacbayes_sft.data.tokenizer import load_tokenizer
+    from pacbayes_sft.training.evaluate import evaluate_items
+    from pacbayes_sft.training.models import load_causal_lm
+
+    r2 = json.loads((run / "race" / "tiny__sft__n8" / "round_002.json").read_text())
+    model = attach_adapter(load_causal_lm(run / "bases" / "tiny"), run / "adapters" / "tiny__sft__n8__hard__s0")
+    problems = fresh_items(load_config(QUICK), 2, 24)
+    slices = {op: [p for p in problems if p.op == op] for op in dict.fromkeys(p.op for p in problems)}  # test-set order
+    items = evaluate_items(model, load_tokenizer(run / "bases" / "tiny"), slices, judge=igsm_judge(7), generate=False)
+    assert np.allclose(r2["losses"]["hard"], items["token_error"], atol=1e-6)
+    # a rerun recomputes nothing; more items continue the race where it stopped
+    mtime = (run / "race" / "tiny__sft__n8" / "round_001.json").stat().st_mtime
+    assert race_group(run, "tiny", "sft", 8, **RACE) == doc
+    more = race_group(run, "tiny", "sft", 8, **(RACE | {"max_items": 96}))
+    assert more["result"]["items_used"]["easy"] == 96 and len(more["rounds"]) == 4
+    assert (run / "race" / "tiny__sft__n8" / "round_001.json").stat().st_mtime == mtime
+    assert more["rounds"][:3] == [r | {"stop": None} if r["stop"] == "cap" else r for r in doc["rounds"]]
+    with pytest.raises(ValueError, match="epsilon"):
+        race_group(run, "tiny", "sft", 8, **(RACE | {"epsilon": 0.05}))
+    # the report shows the race beside the bootstrap
+    build_report(run)
+    md = (run / "report.md").read_text()
+    assert "race_items" in md and "open: " in md and "items_needed (80% power)" in md
+    # the verb prints the finished race without recomputing it
+    assert main(["race", "--run", str(run), "--quiet", *_flags(RACE | {"max_items": 96})]) == 0
+    assert "tiny/sft/8: not decided within 96 items" in capsys.readouterr().out
+
+
+def _flags(kw: dict) -> list[str]:
+    return [x for k, v in kw.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def test_a_missing_adapter_is_retrained_from_its_seed(run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("race"))
+    shutil.rmtree(out / "adapters" / "tiny__sft__n8__easy__s0")
+    doc = race_group(out, "tiny", "sft", 8, **(RACE | {"max_items": 48}))
+    assert (out / "adapters" / "tiny__sft__n8__easy__s0" / "adapter_config.json").is_file()
+    # training is deterministic given the seed: the retrained adapter scores round 0 as recorded
+    assert doc["retrained"] == {"tiny__sft__n8__easy__s0": 0}
+
+
+def test_a_missing_two_stage_adapter_is_named_not_retrained(run, tmp_path, monkeypatch):
+    import pacbayes_sft.sweep.race as race
+
+    out = tmp_path / "copy"
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("race"))
+    shutil.rmtree(out / "adapters" / "tiny__sft__n8__hard__s0")
+    monkeypatch.setattr(race, "_retrainable", lambda cfg: False)  # as under the data-dependent prior
+    with pytest.raises(ValueError, match="tiny__sft__n8__hard__s0 have no adapter"):
+        race_group(out, "tiny", "sft", 8, **RACE)
+    assert not (out / "race" / "tiny__sft__n8" / "round_000.json").exists()
+
+
+def test_bad_input(run, tmp_path, capsys):
+    assert race_groups(run) == [parse_group("tiny/sft/8")]
+    with pytest.raises(ValueError, match="not in the sweep"):
+        race_group(run, "tiny", "dft", 8)
+    with pytest.raises(ValueError, match="round_items"):
+        race_group(run, "tiny", "sft", 8, round_items=0)
+    with pytest.raises(ValueError, match="BASE/OBJECTIVE/N"):
+        parse_group("tiny/sft")
+    meta = json.loads((run / "sweep.json").read_text())
+    byo = yaml.safe_load((ROOT / "experiments" / "configs" / "byo_example.yaml").read_text())
+    meta["config"]["task"] = byo["task"] | {
+        "train_path": str(ROOT / byo["task"]["train_path"]),
+        "test_path": str(ROOT / byo["task"]["test_path"]),
+    }
+    (tmp_path / "sweep.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="task kind 'dataset'"):
+        race_group(tmp_path, "tiny", "sft", 8)
+    for argv, needle in (
+        (["race", "--run", str(tmp_path / "missing")], "is not a folder"),
+        (["race", "--run", str(run), "--group", "tiny/sft/999"], "not in the sweep"),
+        (["race", "--run", str(run), "--group", "tiny"], "BASE/OBJECTIVE/N"),
+        (["race", "--run", str(run), "--epsilon", "-1"], "epsilon"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err

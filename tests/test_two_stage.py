@@ -1,0 +1,154 @@
+"""The two-stage certificate with a data-dependent prior: σ_p rule, closed-form KL, and the sweep
+cell it produces (bound on the part the prior never saw; the reported model is the posterior mean)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pacbayes_sft.certify.config import PriorConfig
+from pacbayes_sft.certify.two_stage import choose_prior_sigma, learned_kl
+from pacbayes_sft.sweep import load_config, normalise_config, run_sweep
+from pacbayes_sft.sweep.runner import certify_cell
+from pacbayes_sft.sweep.store import folder_config
+from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
+from pacbayes_sft.training.pacbayes_objective import LearnedGaussianLoRA
+
+QUICK = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "quick.yaml"
+
+
+class _FakeLosses:
+    """Losses whose MC risk at σ is a known step function: what the rule must read."""
+
+    n = 10
+
+    def __init__(self, risk_at):
+        self.risk_at = risk_at
+
+    def point(self, model):
+        return 0.1
+
+
+def test_prior_sigma_is_the_largest_candidate_before_the_first_failure(monkeypatch):
+    import pacbayes_sft.certify.two_stage as ts
+
+    calls = []
+
+    def fake_stochastic(model, losses, sigma, space, seed):
+        calls.append(sigma)
+        return type("R", (), {"mean": losses.risk_at(sigma)})()
+
+    monkeypatch.setattr(ts, "stochastic_risk", fake_stochastic)
+    prior = PriorConfig(sigma_multiples=[0.5, 0.01, 0.1, 1.0, 0.2], tolerance=0.02)
+    # risk rises past the tolerance at 0.2 and falls again at 1.0: the rule stops at the first failure
+    risks = {0.01: 0.1, 0.1: 0.11, 0.2: 0.5, 0.5: 0.1, 1.0: 0.1}
+    got = choose_prior_sigma(None, _FakeLosses(lambda s: risks[round(s / 2, 6)]), prior, 2.0)
+    assert got.multiple == 0.1 and got.sigma == pytest.approx(0.2)
+    assert [round(c / 2, 6) for c in calls] == [0.01, 0.1, 0.2]  # larger σ are never evaluated
+    none_pass = choose_prior_sigma(None, _FakeLosses(lambda s: 0.9), prior, 2.0)
+    assert none_pass.multiple == 0.01 and "none did" in none_pass.rule
+
+
+def test_prior_config_bad_inputs():
+    for kw, name in (({"fraction": 1.0}, "fraction"), ({"kind": "x"}, "kind"), ({"select": 0}, "select"),
+                     ({"sigma_multiples": []}, "sigma_multiples"), ({"epochs": 0}, "epochs")):  # fmt: skip
+        with pytest.raises(ValueError, match=name):
+            PriorConfig(**kw)
+    assert PriorConfig().split(2) == 1 and PriorConfig(fraction=0.9).split(10) == 9
+    with pytest.raises(ValueError, match="n >= 2"):
+        PriorConfig().split(1)
+
+
+def test_learned_kl_equals_the_trained_objective_kl():
+    """The KL rebuilt from two adapters and the scales equals the differentiable KL the objective
+    trained (independent code paths), and the brute-force per-coordinate sum."""
+    prior = attach_lora(tiny_causal_lm("gpt2", seed=1), r=2, alpha=4.0, seed=2)
+    post_model = attach_lora(tiny_causal_lm("gpt2", seed=1), r=2, alpha=4.0, seed=2)
+    centre = {k: v.detach().clone() for k, v in _factor_state(prior).items()}
+    post = LearnedGaussianLoRA(post_model, prior_sigma=0.03, init_scale=0.7, centre=centre)
+    with torch.no_grad():
+        for i, mu in enumerate(post.means()):
+            mu.add_(0.01 * (i + 1))
+        for j, rho in enumerate(post.rho.values()):
+            rho.add_(0.1 * j)
+    want = float(post.kl().detach())
+    scales = post.module_scales()
+    post.remove()
+    got = learned_kl(post_model, prior, scales, 0.03)
+    assert got == pytest.approx(want, rel=1e-6)  # the objective sums in float32 where this sums in float64
+    brute = 0.0
+    q = {n: p for n, p in post_model.named_parameters() if "lora_" in n}
+    p0 = {n: p for n, p in prior.named_parameters() if "lora_" in n}
+    for name, w in q.items():
+        s = next(v for k, v in scales.items() if name.startswith(k + "."))
+        for a, b in zip(w.detach().double().flatten().tolist(), p0[name].detach().double().flatten().tolist()):
+            brute += math.log(0.03 / s) + (s**2 + (a - b) ** 2) / (2 * 0.03**2) - 0.5
+    assert got == pytest.approx(brute, rel=1e-10)
+
+
+def _factor_state(model):
+    from pacbayes_sft.adapters import init_state_from_factors, lora_factors
+
+    return init_state_from_factors(lora_factors(model))
+
+
+@pytest.fixture(scope="module")
+def two_stage_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two_stage")
+    cfg = yaml.safe_load(QUICK.read_text())
+    cfg |= {"budgets": [16], "buckets": {"easy": [1], "hard": [3]}, "objectives": ["sft"]}
+    cfg["prior"] = {"sigma_multiples": [0.01, 0.1, 1.0], "select": 6}
+    run_sweep(normalise_config(cfg), out, progress=False)
+    return out
+
+
+def test_a_two_stage_cell_bounds_on_the_rest_and_reports_the_posterior_mean(two_stage_run):
+    out = two_stage_run
+    rec = json.loads((out / "cells" / "tiny__sft__n16__easy__s0.json").read_text())
+    adapter = out / "adapters" / "tiny__sft__n16__easy__s0"
+    state = json.loads((adapter / "posterior.json").read_text())
+    assert (adapter / "prior" / "adapter_config.json").is_file() and state["n_prior"] == 8
+    assert state["sigma_p"] == pytest.approx(state["sigma_choice"]["sigma"])
+    terms = rec["terms"]
+    assert terms["kl"] == pytest.approx(state["kl"]) and terms["kl"] >= 0
+    assert rec["sigma_grid"][0]["mc_losses"] == 8  # one draw for each of the 8 examples the prior never saw
+    assert "data-dependent prior" in json.dumps(rec["ledger"])
+    # the saved adapter is the posterior mean: recomputing its certificate gives the record's terms
+    cert = certify_cell(out, "tiny__sft__n16__easy__s0")
+    assert cert.n == 8 and cert.prior["kind"] == "data-dependent"
+    assert cert.kl.value_nats == pytest.approx(terms["kl"], rel=1e-6)
+    assert cert.empirical_risk.point == pytest.approx(terms["point_train_risk"])
+    assert cert.two_gap.total == pytest.approx(terms["total"], rel=1e-6)
+
+
+def test_folders_from_before_the_prior_section_read_as_data_free(two_stage_run, tmp_path):
+    meta = json.loads((two_stage_run / "sweep.json").read_text())
+    meta["config"].pop("prior")
+    (tmp_path / "sweep.json").write_text(json.dumps(meta))
+    cfg, _ = folder_config(tmp_path)
+    assert cfg.prior.kind == "pretrained"
+    assert load_config(QUICK).prior.kind == "data"  # while a config file without it gets the new default
+
+
+def test_a_cell_stores_what_the_label_free_estimates_need(two_stage_run):
+    """Per test item the point answer, confidence and two draws' answers; per held-out source item
+    the same with correctness; every estimator then runs from the record alone, on any subset."""
+    from pacbayes_sft.sweep.label_free import cell_estimates, measured_risk
+    from pacbayes_sft.sweep.store import read_record
+
+    rec = read_record(two_stage_run / "cells" / "tiny__sft__n16__easy__s0.json")
+    test, source = rec.label_free["test"], rec.label_free["source"]
+    assert len(test["answer"]) == len(rec.items["answer_correct"]) == len(test["answer_1"])
+    assert len(source["correct"]) == 12 and all(0 <= c <= 1 for c in test["confidence"])
+    rows = {r["name"]: r for r in cell_estimates(rec, [rec, rec])}
+    assert {"no_shift", "two_gap_tv", "atc", "doc", "da_2013", "da_2016", "seed_disagreement"} <= set(rows)
+    assert rows["seed_disagreement"]["estimate"] == 0.0  # one run twice never disagrees with itself
+    for r in rows.values():
+        assert 0.0 <= r["lower"] <= r["estimate"] <= r["upper"] <= 1.0, r["name"]
+    assert rows["half_disagreement"]["certified"] and not rows["atc"]["certified"]
+    sub = {r["name"]: r for r in cell_estimates(rec, items=[0, 1, 2])}
+    assert sub["no_shift"]["estimate"] == rows["no_shift"]["estimate"]  # the source does not change
+    assert measured_risk(rec, [0, 1, 2]) == pytest.approx(1 - sum(rec.items["answer_correct"][:3]) / 3)
