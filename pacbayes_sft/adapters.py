@@ -233,4 +233,12 @@ def attach_adapter(
     except (RuntimeError, ValueError, KeyError) as exc:
         base = f"base model {base_name!r}" if base_name else "this base model"
         raise ValueError(f"adapter {str(adir)!r} does not fit {base}: {str(exc).splitlines()[0]}") from None
+    # peft only warns when the file's modules and the base's adapted modules differ (another base
+    # whose shapes happen to fit): refuse, so the model never runs with a partly loaded adapter
+    saved, loaded = {f.name for f in lora_factors(adir)}, {f.name for f in lora_factors(model)}
+    if saved != loaded:
+        base = f"base model {base_name!r}" if base_name else "this base model"
+        odd = sorted(saved - loaded) or sorted(loaded - saved)
+        what = "modules not in the base" if saved - loaded else "base modules without adapter weights"
+        raise ValueError(f"adapter {str(adir)!r} does not fit {base}: {what}: {odd[:3]}")
     return model if trainable else model.eval()

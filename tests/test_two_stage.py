@@ -152,3 +152,22 @@ def test_a_cell_stores_what_the_label_free_estimates_need(two_stage_run):
     sub = {r["name"]: r for r in cell_estimates(rec, items=[0, 1, 2])}
     assert sub["no_shift"]["estimate"] == rows["no_shift"]["estimate"]  # the source does not change
     assert measured_risk(rec, [0, 1, 2]) == pytest.approx(1 - sum(rec.items["answer_correct"][:3]) / 3)
+
+
+def test_label_free_scores_of_a_run(two_stage_run):
+    """Every estimator is scored against the measured risk on both test mixtures."""
+    from pacbayes_sft.report.label_free import estimates_table, mixture_items, score_table
+
+    assert mixture_items([1, 1, 1, 1, 5, 5, 6, 1], "skewed") == [0, 4, 5, 6]  # a quarter of op 1, all of ops 5-6
+    with pytest.raises(ValueError, match="mixture"):
+        mixture_items([1], "hard")
+    table = estimates_table(two_stage_run, n_boot=100)
+    assert set(table["mixture"]) == {"uniform", "skewed"} and {"atc", "total:tv", "total:atc"} <= set(table["name"])
+    assert table["measured"].between(0, 1).all() and table["estimate"].between(0, 1).all()
+    scores = score_table(two_stage_run, table)
+    assert set(scores["mixture"]) == {"uniform", "skewed"}
+    assert scores["mae"].between(0, 1).all() and scores["pick_in_set"].between(0, 1).all()
+    one = table[(table["mixture"] == "uniform") & (table["name"] == "no_shift")]
+    assert scores.set_index(["mixture", "estimator"]).loc[("uniform", "no_shift"), "mae"] == pytest.approx(
+        (one["estimate"] - one["measured"]).abs().mean()
+    )

@@ -183,7 +183,7 @@ class PriorConfig:
     sigma_multiples: list[float] = option(
         help="data: candidate sigma_p, as multiples of the RMS of the adapter's initial A factors, tried in "
         "increasing order; the largest before the first that loses more than `tolerance` is kept.",
-        factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+        factory=lambda: [0.01, 0.02, 0.05, 0.1],
     )
     tolerance: float = option(0.02, "data: loss the sampled prior may add to the point prior on its own part.")
     select: int = option(128, "data: examples of the prior's part that sigma_p is chosen on.")

@@ -224,10 +224,11 @@ def collect_label_free_inputs(
     model, tok = load_checked(base, adapter)
     gen = {"extract": extract, "max_new_tokens": ev.max_new_tokens, "batch_size": ev.batch_size}
     got: dict[str, Any] = {}
-    if fields & {"target_conf", "seed_answers"}:
+    point_t = point_s = None  # the point model's generations, which the draws are verified against
+    if fields & {"target_conf", "seed_answers", "target_draws"}:
         point_t = collect_answers(model, tok, prompts, **gen)
         got["target_conf"] = point_t.confidences
-    if fields & {"source_conf", "source_correct"}:
+    if fields & {"source_conf", "source_correct", "source_draws"}:
         point_s = collect_answers(model, tok, source, judge=judge_fn, **gen)
         got["source_conf"], got["source_correct"] = point_s.confidences, point_s.correct
     if "tv" in fields:
@@ -238,11 +239,15 @@ def collect_label_free_inputs(
         post = GaussianPosterior(model, float(sigma), space, seed=seed)
         n_src = len(source) if "source_draws" in fields else 0
         if n_src:  # source draws 0 .. k·n_src − 1, test draws after them: no draw is shared
-            on_src = collect_draws(post, tok, source, draws=draws, judge=judge_fn, **gen)
+            on_src = collect_draws(
+                post, tok, source, draws=draws, judge=judge_fn, reference=point_s.tokens, confidence=False, **gen
+            )
             got["source_draws"] = PosteriorDraws(
                 [g.answers for g in on_src], [g.correct for g in on_src], name="source_draws"
             )
-        on_test = collect_draws(post, tok, prompts, draws=draws, first_draw=draws * n_src, **gen)
+        on_test = collect_draws(
+            post, tok, prompts, draws=draws, first_draw=draws * n_src, reference=point_t.tokens, confidence=False, **gen
+        )
         got["target_draws"] = PosteriorDraws([g.answers for g in on_test], name="target_draws")
     if "seed_answers" in fields:
         runs = [point_t.answers]

@@ -127,7 +127,9 @@ def posterior_certificate(
         kl=lambda _sigma: state["kl"],
     )
     info = {k: v for k, v in state.items() if k != "scales"} | {"kind": "data-dependent", "posterior_scales": scales}
-    return certificate_core(model, losses, tv, cfg, plan, seed=seed, options=GridOptions(family=family), prior_info=info)
+    return certificate_core(
+        model, losses, tv, cfg, plan, seed=seed, options=GridOptions(family=family), prior_info=info
+    )
 
 
 def certify_two_stage(
@@ -161,7 +163,12 @@ def certify_two_stage(
         "centre": f"SFT adapter on the first {n_p} of the {len(train_examples)} training examples",
         "sigma_p": chosen.sigma,
         "sigma_choice": asdict(chosen),
-        "stage2": {"objective": "f-quad, sequence surrogate", "steps": len(history), "first": history[0], "last": history[-1]},
+        "stage2": {
+            "objective": "f-quad, sequence surrogate",
+            "steps": len(history),
+            "first": history[0],
+            "last": history[-1],
+        },
         "kl": kl,
         "scales": scales,
     }
@@ -182,6 +189,7 @@ def learned_kl(posterior_mean: Any, prior_centre: Any, scales: dict[str, float],
     missing = [k for k in q if k not in short]
     if missing:
         raise ValueError(f"scales has no entry for module {missing[0]!r}")
+
     def f64(f):
         return [f.A.double(), f.B.double()]
 

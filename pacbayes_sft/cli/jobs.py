@@ -32,6 +32,7 @@ OPTIMUM_COLUMNS = {
     "observed": "measured best",
     "p_best": "P(best) by bucket",
     "determined": "decided at 95%",
+    "race": "race (fresh items)",
     "seed_bests": "best per seed",
     "raw_bound": "bound's pick",
     "calibrated": "fitted predictor's pick",

@@ -13,10 +13,9 @@ posterior draw per row) that generated y. The final answer is extracted from the
 a canonical form (:func:`canonical_answer`), so two draws agree exactly when their answers are
 equal as the judge compares them.
 
-The generated text is re-encoded for the teacher-forced pass; for tokenizers whose decode/encode
-round trip is exact (the iGSM word-level tokenizer; byte-level BPE nearly always) these are the
-generated tokens. A continuation of ``max_new_tokens`` tokens is taken to have stopped at the
-length limit, not on ``<eos>``, and is scored without it.
+The teacher-forced pass scores the exact generated token ids, ``<eos>`` included when the model
+emitted it (a continuation cut at ``max_new_tokens`` has none). :func:`continuation_logprobs`
+scores given texts instead (re-encoded).
 """
 
 from __future__ import annotations
@@ -34,8 +33,9 @@ from .. import defaults
 from ..data.igsm_verify import verify
 from ..data.loaders import example_field
 from ..data.scorers import Judge, extract_final_answer, parse_number
+from ..lm.decoding import greedy_continue, greedy_verified
 from ..lm.encoding import Encoded, collate
-from ..lm.scoring import generate_texts
+from ..lm.scoring import prompt_token_ids
 from ..lm.teacher_forcing import token_logprobs
 
 Extractor = Callable[[str, str], Any]
@@ -82,9 +82,10 @@ class GeneratedAnswers:
     log_confidences: list[float]
     correct: list[int] | None = None
     draws: list[int] | None = None
+    tokens: list[list[int]] | None = None  # the generated token ids (``<eos>`` kept when emitted)
 
     def to_dict(self) -> dict[str, list | None]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "tokens"}
 
 
 def _check_int(value: Any, name: str, low: int = 1) -> int:
@@ -128,6 +129,36 @@ def _items(items: Sequence[Any]) -> tuple[list[Any], list[str]]:
     return items, prompts
 
 
+@torch.no_grad()
+def token_logprob_sums(
+    model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], pad_id: int
+) -> np.ndarray:
+    """Σ_t ln p(y_t | x, y_<t) in nats of each continuation's exact token ids (its ``<eos>`` among
+    them when it stopped on one), from one teacher-forced pass over the batch ``x y`` (``x`` the
+    prompt ids, ``<bos>`` included; row r is pair r, so per-row posterior draws apply)."""
+    enc = [Encoded([*p, *y], len(p)) for p, y in zip(prompt_ids, continuations)]
+    batch = collate(enc, pad_id)
+    device = next(model.parameters()).device
+    ids = batch["input_ids"].to(device)
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits
+    logp = token_logprobs(logits, ids).double().cpu()
+    mask = batch["response_mask"][:, 1:].bool()
+    return (logp * mask).sum(dim=1).numpy()
+
+
+def _decode_rows(mdl, rows, prompt_ids, tokens, reference, tokenizer, max_new_tokens: int) -> list[list[int]]:
+    """The greedy continuations of ``rows``: given (``tokens``), verified against ``reference``, or decoded."""
+    if tokens is not None:
+        return [list(tokens[i]) for i in rows]
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    ps = [prompt_ids[i] for i in rows]
+    if reference is not None:
+        return greedy_verified(
+            mdl, ps, [reference[i] for i in rows], max_new_tokens, eos_token_id=eos, pad_token_id=pad
+        )[0]
+    return greedy_continue(mdl, ps, [max_new_tokens] * len(ps), eos_token_id=eos, pad_token_id=pad)
+
+
 def collect_answers(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -137,6 +168,9 @@ def collect_answers(
     extract: Extractor | None = None,
     posterior: Any = None,
     draw_indices: Sequence[int] | None = None,
+    reference: Sequence[Sequence[int]] | None = None,
+    tokens: Sequence[Sequence[int]] | None = None,
+    confidence: bool = True,
     max_new_tokens: int = defaults.MAX_NEW_TOKENS,
     batch_size: int = defaults.BATCH_SIZE,
 ) -> GeneratedAnswers:
@@ -150,6 +184,13 @@ def collect_answers(
             :func:`igsm_extractor`, which reads answers as the verifier does).
         posterior: a :class:`~pacbayes_sft.estimators.posterior.GaussianPosterior` on ``model``;
             item i then generates and is scored under draw ``draw_indices[i]`` (per-row draws).
+        reference: greedy token ids of each item under another model (e.g. the posterior mean's
+            ``tokens``): each continuation is verified against it and decoded only from where it
+            departs (:func:`~pacbayes_sft.lm.decoding.greedy_verified`; the same output, faster).
+        tokens: the model's own greedy token ids, already computed: only extracted and scored.
+        confidence: compute each confidence (one teacher-forced pass per batch); False leaves
+            ``confidences`` and ``log_confidences`` NaN (e.g. posterior draws, whose answers alone
+            the disagreement estimators read).
     """
     items, prompts = _items(items)
     _check_int(max_new_tokens, "max_new_tokens")
@@ -161,17 +202,25 @@ def collect_answers(
     draws = None if draw_indices is None else [int(k) for k in draw_indices]
     if draws is not None and len(draws) != len(items):
         raise ValueError(f"draw_indices must have one index per item ({len(items)}), got {len(draws)}")
+    for name, given in (("reference", reference), ("tokens", tokens)):
+        if given is not None and len(given) != len(items):
+            raise ValueError(f"{name} must hold one token list per item ({len(items)}), got {len(given)}")
     extract = extract or final_answer_extractor
-    texts: list[str] = []
+    prompt_ids = prompt_token_ids(tokenizer, prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[list[int]] = []
     logps: list[float] = []
     for s in range(0, len(items), batch_size):
-        rows = range(s, min(len(items), s + batch_size))
-        ps = [prompts[i] for i in rows]
+        rows = list(range(s, min(len(items), s + batch_size)))
         ctx = nullcontext(model) if draws is None else posterior.sample_rows([draws[i] for i in rows])
         with ctx as mdl:
-            out = generate_texts(mdl, tokenizer, ps, max_new_tokens=max_new_tokens, batch_size=len(ps), keep_order=True)
-            logps += continuation_logprobs(mdl, tokenizer, ps, out, max_new_tokens=max_new_tokens).tolist()
-        texts += out
+            gen = _decode_rows(mdl, rows, prompt_ids, tokens, reference, tokenizer, max_new_tokens)
+            if confidence:
+                logps += token_logprob_sums(mdl, [prompt_ids[i] for i in rows], gen, pad).tolist()
+            else:
+                logps += [float("nan")] * len(rows)
+        out += gen
+    texts = [tokenizer.decode(t, skip_special_tokens=True) for t in out]
     correct = None if judge is None else [int(bool(judge(x, t))) for x, t in zip(items, texts)]
     return GeneratedAnswers(
         texts=texts,
@@ -180,6 +229,7 @@ def collect_answers(
         log_confidences=[float(v) for v in logps],
         correct=correct,
         draws=draws,
+        tokens=out,
     )
 
 

@@ -72,7 +72,9 @@ def greedy_continue(
     ``<eos>`` (kept in its output) or after ``limits[i]`` ≥ 1 new tokens. ``rows``: the original
     row index of each prefix for per-row hooks (default 0..B−1)."""
     if len(prefixes) != len(limits) or not prefixes:
-        raise ValueError(f"prefixes and limits must be non-empty and of equal length, got {len(prefixes)} and {len(limits)}")
+        raise ValueError(
+            f"prefixes and limits must be non-empty and of equal length, got {len(prefixes)} and {len(limits)}"
+        )
     if any(int(m) < 1 for m in limits) or any(len(p) == 0 for p in prefixes):
         raise ValueError("every prefix needs a token and every limit must be >= 1")
     device = next(model.parameters()).device
@@ -155,7 +157,12 @@ def greedy_verified(
     if len(prompts) != len(references) or not prompts:
         raise ValueError("prompts and references must be non-empty and of equal length")
     for r in references:
-        if not r or len(r) > max_new_tokens or eos_token_id in r[:-1] or (r[-1] != eos_token_id and len(r) != max_new_tokens):
+        if (
+            not r
+            or len(r) > max_new_tokens
+            or eos_token_id in r[:-1]
+            or (r[-1] != eos_token_id and len(r) != max_new_tokens)
+        ):
             raise ValueError(
                 "each reference must be a complete greedy continuation: <eos> only at its end, or max_new_tokens long"
             )

@@ -20,7 +20,8 @@ from ..sweep.config import SweepConfig
 from .figures import FIGURES, HELD_OUT_MARKS, FigureInputs
 from .forecast import held_cases, held_out_predictions, score_predictors
 from .item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
-from .optimum import bootstrap_optimum, calibrated_predictions, optimum_table, summary
+from .label_free import estimates_table, score_table
+from .optimum import bootstrap_optimum, calibrated_predictions, optimum_table, summary, with_races
 from .pages import summary_lines, write_html, write_markdown
 from .plotting import pyplot
 from .table import base_losses, bucket_order, cell_table, collect, collect_items, complete_budgets
@@ -34,7 +35,7 @@ def _optimum(out: Path, ct: pd.DataFrame, order: list[str], loss: str) -> pd.Dat
     boot = bootstrap_optimum(items, loss)
     if not boot.empty:
         opt = opt.merge(boot, on=["base", "objective", "n"], how="left")
-    return opt
+    return with_races(opt, out)  # sequential races on fresh items, where `pacbayes-sft race` ran
 
 
 def _predictor_scores(df, ct, opt, cfg, order) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -86,6 +87,18 @@ def _intro(cfg: SweepConfig, ct: pd.DataFrame, order: list[str], partial: list[s
     return intro
 
 
+def _label_free(out: Path) -> pd.DataFrame | None:
+    """Every label-free estimator scored against the measured risk on the sweep's test set, when
+    the cells collected their columns (``label_free_scores.csv``); None otherwise."""
+    try:
+        table = estimates_table(out, mixtures=("uniform",))
+    except ValueError:  # no cell collected label-free columns
+        return None
+    scores = score_table(out, table)
+    scores.to_csv(out / "label_free_scores.csv", index=False)
+    return scores
+
+
 def build_report(out_dir: str | Path) -> dict:
     """Write results.{parquet,csv}, figures, summary.csv, report.md and report.html; return paths and summary."""
     out = Path(out_dir)
@@ -109,8 +122,9 @@ def build_report(out_dir: str | Path) -> dict:
     # one family at a time: each is saved and closed before the next is drawn
     plots = _save_figures((spec.draw(inputs) for spec in FIGURES), out / "report")
     title, intro, lines = f"Sweep report: {cfg.name}", _intro(cfg, ct, order, partial), summary_lines(summ, len(opt))
-    write_markdown(out / "report.md", title, intro, opt, lines, plots, scores)
-    write_html(out / "report.html", title, intro, opt, lines, [out / "report" / p for p in plots], scores)
+    extra = {"prior": cfg.prior.kind, "label_free": _label_free(out)}
+    write_markdown(out / "report.md", title, intro, opt, lines, plots, scores, **extra)
+    write_html(out / "report.html", title, intro, opt, lines, [out / "report" / p for p in plots], scores, **extra)
     return {
         "summary": summ,
         "optimum": opt,

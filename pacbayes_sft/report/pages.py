@@ -74,8 +74,30 @@ RACE_TERM = (
 )
 
 
-def _how_to_read(opt: pd.DataFrame) -> list[tuple[str, str]]:
-    return [*HOW_TO_READ, RACE_TERM] if "race" in opt else HOW_TO_READ
+TWO_STAGE_TERMS = {
+    "E_π R̂_S, U_MC": "training risk of the posterior π = N(Q, diag s²) (a random model around the cell's model Q), "
+    "on the half of S the prior never saw, estimated by Monte Carlo; U_MC is its certified upper bound, "
+    "kl⁻¹(R̂_MC, ln(2/δ_MC)/m).",
+    "KL(π ‖ π_pre)": "divergence in nats between the posterior N(Q, diag s_m²) over the LoRA factors and the prior "
+    "N(P, σ_p²I), P an SFT adapter on the first half of S and σ_p chosen on that half (closed form).",
+    "δ": "the failure probability, split in a ledger between the MC bound, the TV interval and the PAC-Bayes bound "
+    "(one prior: σ_p was chosen on the prior's half, so no grid is paid for).",
+}
+CERTIFIED_TWO_STAGE = (
+    "Certified (given i.i.d. training data; the prior is an adapter trained on the first half of S, its scale "
+    "chosen on that half): the Monte-Carlo upper bound on the stochastic training risk on the other half and G_gen "
+    "(Seeger bound, δ in a ledger). The bound is about the cell's own model: the posterior mean is the reported model."
+)
+
+
+def _how_to_read(opt: pd.DataFrame, prior: str = "pretrained") -> list[tuple[str, str]]:
+    terms = HOW_TO_READ if prior != "data" else [(k, TWO_STAGE_TERMS.get(k, v)) for k, v in HOW_TO_READ]
+    return [*terms, RACE_TERM] if "race" in opt else terms
+
+
+def certified_text(prior: str = "pretrained") -> str:
+    """What is certified, for the sweep's prior (``data``: the two-stage certificate)."""
+    return CERTIFIED_TWO_STAGE if prior == "data" else CERTIFIED
 
 
 CSS = """
@@ -190,9 +212,27 @@ def _scores_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
     return scores.round(2).astype(object).where(scores.notna(), "–")
 
 
+LABEL_FREE_NOTE = (
+    "Each cell's test answer error estimated from the test prompts alone (no test answer read), scored against "
+    "the measured error: mae over cells; spearman, the mean rank correlation across buckets within a budget (groups "
+    "whose buckets span >= 0.05 of measured risk); pick_in_set, the share of budgets whose bucket with the smallest "
+    "estimate is in the observed 95% set; exact, the share of decided budgets picked exactly. total:X is U_MC + "
+    "G_gen + G_ext with G_ext the TV proxy (total:tv) or X's estimate above the source error. Only "
+    "half_disagreement is certified (a lower bound); see docs/THEORY.md for what each assumes."
+)
+
+
+def _label_free_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
+    if scores is None or scores.empty:
+        return None
+    cols = ["estimator", "mae", "spearman", "groups_ranked", "pick_in_set", "exact", "determined"]
+    return scores[cols].round(3).astype(object).where(scores[cols].notna(), "–")
+
+
 def write_markdown(
-    path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], plots: list[str], scores=None
-) -> None:
+    path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], plots: list[str], scores=None,
+    prior: str = "pretrained", label_free: pd.DataFrame | None = None,
+) -> None:  # fmt: skip
     opt = with_races(opt, path.parent)  # the races of the run folder the page is written to
     table = _opt_table(opt).to_markdown(index=False)
     body = [f"# {title}", "", intro, "", "## Best difficulty per budget", "", table, ""]
@@ -201,8 +241,11 @@ def write_markdown(
     if st is not None:
         body += ["", "## Predictors against baselines (held-out budgets)", "", st.to_markdown(index=False), ""]
         body += [PREDICTORS_NOTE]
-    body += ["", "## What is certified", "", f"- {CERTIFIED}", f"- {ESTIMATED} **Totals are not certified.**", ""]
-    body += ["## How to read this", ""] + [f"- `{k}`: {v}" for k, v in _how_to_read(opt)]
+    lf = _label_free_table(label_free)
+    if lf is not None:
+        body += ["", "## Label-free estimates of the test risk", "", lf.to_markdown(index=False), "", LABEL_FREE_NOTE]
+    body += ["", "## What is certified", "", f"- {certified_text(prior)}", f"- {ESTIMATED} **Totals are not certified.**", ""]
+    body += ["## How to read this", ""] + [f"- `{k}`: {v}" for k, v in _how_to_read(opt, prior)]
     body += ["", "## Figures", ""] + [f"![{p}](report/{p})" for p in plots]
     path.write_text("\n".join(body) + "\n")
 
@@ -213,8 +256,9 @@ def _img(path: Path) -> str:
 
 
 def write_html(
-    path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], figures: list[Path], scores=None
-) -> None:
+    path: Path, title: str, intro: str, opt: pd.DataFrame, lines: list[str], figures: list[Path], scores=None,
+    prior: str = "pretrained", label_free: pd.DataFrame | None = None,
+) -> None:  # fmt: skip
     """A self-contained page: inline CSS, embedded images, the certified/estimated legend."""
     opt = with_races(opt, path.parent)  # the races of the run folder the page is written to
     st = _scores_table(scores)
@@ -225,11 +269,15 @@ def write_html(
         + st.to_html(index=False, border=0)
         + f"<p class='meta'>{html.escape(PREDICTORS_NOTE)}</p>"
     )
+    lf = _label_free_table(label_free)
+    if lf is not None:
+        predictors += "<h2>Label-free estimates of the test risk</h2>" + lf.to_html(index=False, border=0)
+        predictors += f"<p class='meta'>{html.escape(LABEL_FREE_NOTE)}</p>"
     legend = (
-        f"<div class='legend'><span class='tag certified'>{html.escape(CERTIFIED)}</span>"
+        f"<div class='legend'><span class='tag certified'>{html.escape(certified_text(prior))}</span>"
         f"<span class='tag estimated'>{html.escape(ESTIMATED)}</span></div>"
     )
-    terms = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in _how_to_read(opt))
+    terms = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in _how_to_read(opt, prior))
     figs = "".join(f"<h3>{html.escape(f.stem.replace('_', ' '))}</h3>{_img(f)}" for f in figures)
     page = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",

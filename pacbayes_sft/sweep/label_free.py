@@ -32,19 +32,28 @@ DRAW_SEED = 20_011
 """Offset of the label-free posterior draws' seed (apart from the bound's and the test risk's)."""
 
 
-def collect_cell(ctx: Any, cell: Cell, model: Any, tok: Any, sigma: Any, space: str) -> dict[str, dict[str, list]]:
-    """The ``label_free`` columns of a cell record (see the module docstring)."""
+def collect_cell(
+    ctx: Any, cell: Cell, model: Any, tok: Any, sigma: Any, space: str, test_tokens: list | None = None
+) -> dict[str, dict[str, list]]:
+    """The ``label_free`` columns of a cell record (see the module docstring). ``test_tokens``: the
+    point model's greedy token ids on the test set, when already computed. Every posterior draw is
+    verified against the point model's generation (exact; decoded on only where it departs)."""
     cfg = ctx.cfg
     lf = cfg.label_free
     extract = igsm_extractor(cfg.task.modulus) if cfg.task.kind == "igsm" else None
     gen = {"extract": extract, "max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size}
     test, source = ctx.task.test_set, ctx.task.held_out_examples(cell, lf.source)
     judge = ctx.task.judge
-    point_t = collect_answers(model, tok, test, **gen)
+    point_t = collect_answers(model, tok, test, tokens=test_tokens, **gen)
     point_s = collect_answers(model, tok, source, judge=judge, **gen)
     post = GaussianPosterior(model, sigma, space, seed=DRAW_SEED + cell.seed)
-    draws_s = collect_draws(post, tok, source, draws=lf.draws, judge=judge, **gen)
-    draws_t = collect_draws(post, tok, test, draws=lf.draws, first_draw=lf.draws * len(source), **gen)
+    draws_s = collect_draws(
+        post, tok, source, draws=lf.draws, judge=judge, reference=point_s.tokens, confidence=False, **gen
+    )
+    first = lf.draws * len(source)  # test draws after the source's: no sample is shared
+    draws_t = collect_draws(
+        post, tok, test, draws=lf.draws, first_draw=first, reference=point_t.tokens, confidence=False, **gen
+    )
     rnd = _rounded
     return {
         "test": {"answer": point_t.answers, "confidence": rnd(point_t.confidences)}
@@ -60,12 +69,17 @@ def _rounded(values: Sequence[float]) -> list[float]:
 
 
 def _draw_columns(cols: dict[str, list], prefix: str) -> list[list]:
-    keys = sorted((k for k in cols if k.startswith(prefix) and k[len(prefix) :].isdigit()), key=lambda k: int(k[len(prefix) :]))
+    keys = sorted(
+        (k for k in cols if k.startswith(prefix) and k[len(prefix) :].isdigit()), key=lambda k: int(k[len(prefix) :])
+    )
     return [cols[k] for k in keys]
 
 
 def cell_inputs(
-    rec: CellRecord, seed_records: Sequence[CellRecord] = (), items: Sequence[int] | None = None, tv: tuple | None = None
+    rec: CellRecord,
+    seed_records: Sequence[CellRecord] = (),
+    items: Sequence[int] | None = None,
+    tv: tuple | None = None,
 ) -> LabelFreeInputs:
     """The :class:`LabelFreeInputs` of a record with ``label_free`` columns, on the test items
     ``items`` (default all), with the answers of ``seed_records`` (the other seeds of its group,

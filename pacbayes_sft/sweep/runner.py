@@ -107,19 +107,29 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> CellRe
     sft_cfg = dataclasses.replace(cfg.sft, objective=cell.objective, seed=cell.seed, progress=progress)
     prompts, responses = [p.prompt for p in train], [p.response for p in train]
     adapter = ctx.out / "adapters" / cell.id
+    clock = _Stages()
     if cfg.prior.kind == "data":
         n_p = cfg.prior.split(len(train))
         res = finetune(load_causal_lm(base_dir), tok, prompts[:n_p], responses[:n_p], sft_cfg, adapter / "prior")
+        clock.lap("training")
         cert, state = _two_stage(ctx, cell, res.model, train, adapter)
         sigma, space = state["scales"], "lora"
     else:
         res = finetune(load_causal_lm(base_dir), tok, prompts, responses, sft_cfg, adapter)
+        clock.lap("training")
         cert = _cell_certificate(ctx, cell, res.model, train)
         sigma, space = cert.sigma.value, cfg.bound.space
+    clock.lap("certificate")
     test_losses = example_losses(tok, ctx.task.test_set, cfg.bound.loss, judge=ctx.task.judge, evaluation=cfg.eval)
     rows, items = evaluate_test_items(ctx, res.model, tok, cell.id, test_losses)
+    clock.lap("test_evaluation")
     stoch = stochastic_risk(res.model, test_losses, sigma, space, seed=10_007 + cell.seed)
-    label_free = collect_cell(ctx, cell, res.model, tok, sigma, space) if cfg.label_free.source else {}
+    clock.lap("stochastic_test_risk")
+    label_free = {}
+    if cfg.label_free.source:
+        tokens = [test_losses.outputs[i] for i in range(test_losses.n)] if test_losses.outputs else None
+        label_free = collect_cell(ctx, cell, res.model, tok, sigma, space, tokens)
+        clock.lap("label_free")
     return CellRecord.for_cell(
         cell,
         loss=cert.loss,  # the one loss of the bound, the stochastic test risk and the report
@@ -128,10 +138,23 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> CellRe
         terms=cell_terms(cert, stoch),
         sigma_grid=cert.grid,
         ledger=cert.delta.ledger,
-        training=res.log,
+        training=res.log | {"stage_seconds": clock.seconds},
         seconds=time.perf_counter() - t0,
         label_free=label_free,
     )
+
+
+class _Stages:
+    """Wall seconds of each stage of a cell, in order (the record's ``training.stage_seconds``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._t, 3)
+        self._t = now
 
 
 def _two_stage(ctx: SweepContext, cell: Cell, model, train: list, adapter: Path):

@@ -1,0 +1,121 @@
+"""The certificate of one sweep cell, three ways, on the same trained adapters:
+
+    .venv/bin/python benchmarks/bench_certificate.py [--cell base__sft__n512__medium__s0]
+
+- ``grid, generate``: the data-free recipe (the demo's 3-point σ grid, one draw per example,
+  ``mc_examples`` losses per σ) with decoding by ``model.generate`` — the baseline;
+- ``grid, fast decoding``: the same certificate with the toolkit's exact decoders (finished rows
+  leave the batch; draws verified against the mean's answers): equal numbers, less time;
+- ``two-stage``: the sweep's default certificate (prior on the first half, σ_p chosen there, the
+  posterior refined on the other half, one σ evaluated), its stages 2–4 timed.
+
+Each also computes the stochastic test risk at its σ (the quantity the bound is about). Training
+is timed apart: SFT on all of S for the grid recipe, on the first half for the two-stage one.
+Run it on quiet cores: the ratios are against the baseline measured beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+import pacbayes_sft.certify.losses as losses_mod
+import pacbayes_sft.lm.scoring as scoring_mod
+from pacbayes_sft.certify import certify, example_losses, stochastic_risk
+from pacbayes_sft.certify.two_stage import certify_two_stage
+from pacbayes_sft.lm.encoding import collate_prompts_left
+from pacbayes_sft.sweep import load_config
+from pacbayes_sft.sweep.cells import find_cell
+from pacbayes_sft.sweep.runner import sweep_context
+from pacbayes_sft.training.models import load_causal_lm
+from pacbayes_sft.training.sft import finetune
+
+
+def _generate(mdl, prefixes, limits, *, eos_token_id, pad_token_id, rows=None):
+    """``model.generate`` on the batch, cut at each row's <eos>: the baseline decoder."""
+    width = max(len(p) for p in prefixes)
+    ids = torch.full((len(prefixes), width), pad_token_id)
+    att = torch.zeros_like(ids)
+    for i, p in enumerate(prefixes):
+        ids[i, width - len(p) :], att[i, width - len(p) :] = torch.tensor(p), 1
+    with torch.no_grad():
+        gen = mdl.generate(input_ids=ids, attention_mask=att, max_new_tokens=max(limits), do_sample=False,
+                           pad_token_id=pad_token_id, eos_token_id=eos_token_id)[:, width:].tolist()  # fmt: skip
+    return [g[: g.index(eos_token_id) + 1] if eos_token_id in g else g for g in gen]
+
+
+@contextmanager
+def baseline_decoding():
+    """Every greedy generation by ``model.generate``, no verification: the decoding before this change."""
+    saved = losses_mod.greedy_continue, losses_mod.greedy_verified, scoring_mod.greedy_continue
+    losses_mod.greedy_continue = scoring_mod.greedy_continue = _generate
+    losses_mod.greedy_verified = lambda m, ps, refs, cap, **kw: (_generate(m, ps, [cap] * len(ps), **kw), len(ps))
+    try:
+        yield
+    finally:
+        losses_mod.greedy_continue, losses_mod.greedy_verified, scoring_mod.greedy_continue = saved
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cell", default="base__sft__n512__medium__s0")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    assert collate_prompts_left  # the baseline pads as the toolkit's generation batches do
+    cfg = load_config("demo")
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = sweep_context(cfg, Path(tmp))
+        cell = find_cell(cfg, args.cell, "demo")
+        base_dir, tok = ctx.bases[cell.base]
+        train, test = ctx.task.train_examples(cell), ctx.task.test_set
+        sft = dataclasses.replace(cfg.sft, objective=cell.objective, seed=cell.seed, progress=False)
+        p, r = [e.prompt for e in train], [e.response for e in train]
+        full, t_full = timed(lambda: finetune(load_causal_lm(base_dir), tok, p, r, sft, Path(tmp) / "full"))
+        n_p = cfg.prior.split(len(train))
+        half, t_half = timed(lambda: finetune(load_causal_lm(base_dir), tok, p[:n_p], r[:n_p], sft, Path(tmp) / "half"))
+        bound = dataclasses.replace(cfg.bound)
+        kw = {"bound": bound, "tv": cfg.tv, "evaluation": cfg.eval, "judge": ctx.task.judge, "tokenizer": tok,
+              "seed": cell.seed}  # fmt: skip
+
+        def grid():
+            cert = certify(base_dir, full.model, train, test, **kw)
+            test_losses = example_losses(tok, test, bound.loss, judge=ctx.task.judge, evaluation=cfg.eval)
+            return cert, stochastic_risk(full.model, test_losses, cert.sigma.value, bound.space, seed=1)
+
+        def two_stage():
+            cert, state = certify_two_stage(
+                half.model, tok, train, test, prior=cfg.prior, bound=bound, tv=cfg.tv, evaluation=cfg.eval,
+                judge=ctx.task.judge, init=Path(tmp) / "half" / "lora_init.safetensors", seed=cell.seed,
+            )  # fmt: skip
+            test_losses = example_losses(tok, test, bound.loss, judge=ctx.task.judge, evaluation=cfg.eval)
+            test_losses.point(half.model)  # the cell's test evaluation computes these anyway
+            return cert, stochastic_risk(half.model, test_losses, state["scales"], "lora", seed=1)
+
+        with baseline_decoding():
+            (c0, s0), t0 = timed(grid)
+        (c1, s1), t1 = timed(grid)
+        (c2, s2), t2 = timed(two_stage)
+    same = (c0.empirical_risk.mc_mean, c0.total, s0.mean) == (c1.empirical_risk.mc_mean, c1.total, s1.mean)
+    print(f"cell {args.cell}; training: {t_full:.1f} s on all {len(train)} examples, {t_half:.1f} s on the first {n_p}")
+    print(f"{'certificate':<24} {'seconds':>8} {'x baseline':>10} {'U_MC+G_gen':>10} {'stoch. test':>11}")
+    for name, t, c, s in (("grid, generate", t0, c0, s0), ("grid, fast decoding", t1, c1, s1), ("two-stage", t2, c2, s2)):
+        print(f"{name:<24} {t:>8.1f} {t0 / t:>10.2f} {c.empirical_risk.mc_upper + c.g_gen.seeger:>10.3f} {s.mean:>11.3f}")
+    print(f"grid numbers identical under both decoders: {same}")
+    print(f"whole cell (training + certificate): grid + generate {t_full + t0:.1f} s, two-stage {t_half + t2:.1f} s "
+          f"({(t_full + t0) / (t_half + t2):.2f}x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Label-free estimates of every cell's test risk, scored against the measured risk.
+
+For each cell that collected ``label_free`` columns and each test mixture (the uniform test set,
+and a mixture skewed to the hard slices, drawn from the same items), every estimator of
+:mod:`pacbayes_sft.estimators.label_free` is computed from the record alone (plus the TV proxy
+between the cell's training prompts and the mixture's test prompts), beside the measured answer
+error of the cell's point model on the same items. Two-gap totals are added as estimators too:
+U_MC + G_gen + G_ext with G_ext the TV proxy (the paper's) or an estimator's shift above the
+source error, max(0, estimate − source error).
+
+The scores, per (mixture, estimator):
+
+- ``mae``: mean |estimate − measured| over cells;
+- ``spearman``: mean over (base, objective, n) groups whose buckets span ≥ ``span`` of measured
+  risk (seed-averaged) of Spearman(estimate, measured) across the buckets;
+- ``pick_in_set``: share of groups whose bucket with the smallest estimate is in the observed 95%
+  set of the paired bootstrap (:func:`~pacbayes_sft.report.uncertainty.bootstrap_best`);
+- ``exact``: share of the determined groups whose pick is the observed best.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..certify.tv_term import classifier_tv_term
+from ..sweep.cells import find_cell
+from ..sweep.label_free import cell_estimates, measured_risk
+from ..sweep.record import CellRecord
+from ..sweep.runner import sweep_context
+from ..sweep.store import folder_config, valid_cells
+from .uncertainty import bootstrap_best, spearman
+
+MIXTURES = ("uniform", "skewed")
+HARD_FROM = 5
+"""The skewed mixture keeps every item of the slices ≥ this op count and a quarter of the others."""
+
+
+def mixture_items(slices: Sequence, mixture: str) -> list[int]:
+    """Indices of the test items in ``mixture``: all (``uniform``), or every item of the hard
+    slices with the first quarter of each easy slice (``skewed``: 4:1 towards the hard ops)."""
+    if mixture == "uniform":
+        return list(range(len(slices)))
+    if mixture != "skewed":
+        raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
+    sizes: dict = defaultdict(int)
+    for s in slices:
+        sizes[s] += 1
+    seen: dict = defaultdict(int)
+    keep = []
+    for i, s in enumerate(slices):
+        seen[s] += 1
+        if int(s) >= HARD_FROM or seen[s] <= max(1, sizes[s] // 4):
+            keep.append(i)
+    return keep
+
+
+def _groups(recs: list[CellRecord]) -> dict[tuple, list[CellRecord]]:
+    by: dict[tuple, list[CellRecord]] = defaultdict(list)
+    for r in recs:
+        by[(r.base, r.objective, r.n, r.bucket)].append(r)
+    return by
+
+
+def _tv(ctx, rec: CellRecord, items: list[int], cache: dict) -> tuple[float, float]:
+    """TV proxy (estimate, lower at δ_TV = 0.01) between the cell's training prompts and the items'."""
+    key = (rec.id, tuple(items))
+    if key not in cache:
+        cell = find_cell(ctx.cfg, rec.id, str(ctx.out))
+        train = [e.prompt for e in ctx.task.train_examples(cell)]
+        test = [ctx.task.test_set[i].prompt for i in items]
+        term = classifier_tv_term(train, test, ctx.cfg.tv, 0.01, int(rec.seed or 0))
+        cache[key] = (term.estimate, term.lower if term.lower is not None else 0.0)
+    return cache[key]
+
+
+def estimates_table(out: str | Path, *, mixtures: Sequence[str] = MIXTURES, n_boot: int = 300) -> pd.DataFrame:
+    """One row per (cell, mixture, estimator): the estimate with its interval and the measured
+    answer error of the cell's point model on the mixture's items (see the module docstring)."""
+    out = Path(out)
+    cfg, state = folder_config(out)
+    recs = [r for r in valid_cells(out, state) if not r.is_base and r.label_free]
+    if not recs:
+        raise ValueError(f"{str(out)!r} holds no cell with label_free columns (sweep with label_free.source > 0)")
+    ctx, cache, rows = sweep_context(cfg, out), {}, []
+    groups = _groups(recs)
+    for rec in recs:
+        seeds = groups[(rec.base, rec.objective, rec.n, rec.bucket)]
+        for mix in mixtures:
+            items = mixture_items(rec.items["slice"], mix)
+            tv = None if mix == "uniform" else _tv(ctx, rec, items, cache)
+            est = cell_estimates(rec, seeds, items, tv, n_boot=n_boot)
+            measured = measured_risk(rec, items)
+            key = {"base": rec.base, "objective": rec.objective, "n": rec.n, "bucket": rec.bucket, "seed": rec.seed,
+                   "mixture": mix, "measured": measured}  # fmt: skip
+            rows += [key | r for r in est] + [key | r for r in _totals(rec, est, tv)]
+    return pd.DataFrame(rows)
+
+
+def _totals(rec: CellRecord, est: list[dict], tv) -> list[dict]:
+    """The two-gap totals U_MC + G_gen + G_ext: G_ext the TV proxy, or each estimator's shift."""
+    t = rec.terms
+    certified_part = t["mc_risk_upper"] + t["g_gen"]
+    source = next(r["estimate"] for r in est if r["name"] == "no_shift")
+    tv_est = t["tv"] if tv is None else tv[0]
+    rows = [{"name": "total:tv", "estimate": min(1.0, certified_part + tv_est), "certified": False}]
+    for r in est:
+        if r["name"] in ("no_shift", "two_gap_tv", "half_disagreement"):
+            continue
+        shift = max(0.0, r["estimate"] - source)
+        rows.append({"name": f"total:{r['name']}", "estimate": min(1.0, certified_part + shift), "certified": False})
+    return [r | {"lower": np.nan, "upper": np.nan, "assumptions": "U_MC + G_gen + G_ext"} for r in rows]
+
+
+def _observed_sets(out: Path, mixtures: Sequence[str]) -> dict[tuple, object]:
+    """The paired bootstrap's best bucket per (base, objective, n, mixture), on the mixture's items."""
+    _, state = folder_config(out)
+    recs = [r for r in valid_cells(out, state) if not r.is_base]
+    by: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in recs:
+        by[(r.base, r.objective, r.n)][r.bucket].append(r)
+    sets = {}
+    for (base, obj, n), buckets in by.items():
+        seeds = set.intersection(*({r.seed for r in v} for v in buckets.values()))
+        for mix in mixtures:
+            losses = {}
+            for b, rs in buckets.items():
+                rows = [r for r in sorted(rs, key=lambda r: r.seed) if r.seed in seeds]
+                items = mixture_items(rows[0].items["slice"], mix)
+                losses[b] = np.array([[1.0 - r.items["answer_correct"][i] for i in items] for r in rows])
+            sets[(base, obj, n, mix)] = bootstrap_best(losses, n_boot=1000, seed=0)
+    return sets
+
+
+def score_table(out: str | Path, table: pd.DataFrame, *, span: float = 0.05) -> pd.DataFrame:
+    """Per (mixture, estimator): MAE, mean within-budget Spearman, pick-in-95%-set and exact rates."""
+    sets = _observed_sets(Path(out), sorted(table["mixture"].unique()))
+    rows = []
+    for (mix, name), t in table.groupby(["mixture", "name"]):
+        mae = float((t["estimate"] - t["measured"]).abs().mean())
+        rhos, picks, exact = [], [], []
+        for (base, obj, n), g in t.groupby(["base", "objective", "n"]):
+            per = g.groupby("bucket")[["estimate", "measured"]].mean()
+            best = sets[(base, obj, n, mix)]
+            pick = per["estimate"].idxmin()
+            picks.append(pick in best.indistinguishable)
+            if best.determined:
+                exact.append(pick == best.observed)
+            if np.ptp(per["measured"]) >= span and len(per) >= 3:
+                rho = spearman(per["estimate"], per["measured"])
+                rhos.append(0.0 if np.isnan(rho) else rho)  # a constant estimate ranks nothing
+        rows.append({"mixture": mix, "estimator": name, "mae": mae, "spearman": float(np.mean(rhos)) if rhos else np.nan,
+                     "groups_ranked": len(rhos), "pick_in_set": float(np.mean(picks)), "groups": len(picks),
+                     "exact": float(np.mean(exact)) if exact else np.nan, "determined": len(exact)})  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["mixture", "mae"]).reset_index(drop=True)
