@@ -1,5 +1,6 @@
 """Where one sweep cell's time goes: training, test generation, the certificate's parts (point
-risk, TV proxy, Monte-Carlo draws per σ), the stochastic test risk and writing the record.
+risk, σ_p choice, stage 2, TV proxy, Monte-Carlo draws), the stochastic test risk, the
+label-free answers and writing the record.
 
     .venv/bin/python benchmarks/profile_cell.py [--config demo] [--cell base__sft__n512__medium__s0]
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from pacbayes_sft.certify import api as certify_api
-from pacbayes_sft.certify import engine
+from pacbayes_sft.certify import engine, two_stage
 from pacbayes_sft.sweep import load_config, runner
 from pacbayes_sft.sweep.cells import find_cell
 
@@ -46,34 +47,37 @@ def timed(module, name: str, label: str) -> None:
 
 
 def instrument() -> None:
-    timed(runner, "finetune", "training (LoRA SFT/DFT)")
+    timed(runner, "finetune", "training (LoRA SFT/DFT; the prior's half for the two-stage recipe)")
     timed(runner, "evaluate_test_items", "test set: teacher forcing + greedy generation")
-    timed(runner, "_stochastic_test_risk", "stochastic test risk (one draw per test item)")
+    timed(runner, "stochastic_risk", "stochastic test risk (one draw per test item)")
+    timed(runner, "collect_cell", "label-free answers and confidences")
     timed(runner, "write_record", "writing the record")
-    timed(certify_api, "examples_tv_term", "certificate: TV proxy")
-    timed(engine, "mc_stochastic_risk_per_example", "certificate: MC draws (all sigmas)")
+    timed(runner, "certify", "certificate (data-free recipe, all of it)")
+    timed(runner, "_two_stage", "certificate (two-stage recipe, all of it)")
+    timed(two_stage, "choose_prior_sigma", "certificate: sigma_p chosen on the prior's half")
+    timed(two_stage, "refine_posterior", "certificate: stage 2, the PAC-Bayes objective")
+    for mod in (certify_api, two_stage):
+        timed(mod, "examples_tv_term", "certificate: TV proxy")
+    timed(engine, "mc_stochastic_risk_per_example", "certificate: MC draws (every sigma)")
     timed(engine, "lora_kl", "certificate: KL")
-    timed(runner, "certify", "certificate (all of it)")
 
 
 @contextlib.contextmanager
 def point_risk_timer():
-    """The certificate's point-model risk on the training set: the first call of losses.risk."""
+    """The certificate's point-model risk on the training set: the first call of losses.point."""
     real = engine.certificate_core
 
     def core(model, losses, *args, **kw):
         t0 = time.perf_counter()
-        risk = losses.risk(model)
+        losses.point(model)
         SPENT["certificate: point model's training risk"] += time.perf_counter() - t0
-        losses_once = type(losses)(**{**losses.__dict__, "risk": lambda _m, r=risk: r})
-        return real(model, losses_once, *args, **kw)
+        return real(model, losses, *args, **kw)  # point() again reads the kept generations: verified, fast
 
-    engine.certificate_core = core
-    certify_api.certificate_core = core
+    engine.certificate_core = certify_api.certificate_core = two_stage.certificate_core = core
     try:
         yield
     finally:
-        engine.certificate_core = certify_api.certificate_core = real
+        engine.certificate_core = certify_api.certificate_core = two_stage.certificate_core = real
 
 
 def main() -> None:

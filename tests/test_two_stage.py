@@ -171,3 +171,14 @@ def test_label_free_scores_of_a_run(two_stage_run):
     assert scores.set_index(["mixture", "estimator"]).loc[("uniform", "no_shift"), "mae"] == pytest.approx(
         (one["estimate"] - one["measured"]).abs().mean()
     )
+
+
+def test_the_report_of_a_two_stage_run_says_what_it_certifies(two_stage_run):
+    from pacbayes_sft.report import build_report
+
+    build_report(two_stage_run)
+    md = (two_stage_run / "report.md").read_text()
+    assert "the prior is an adapter trained on the first half of S" in md
+    assert "pretrained weights as prior" not in md
+    assert "## Label-free estimates of the test risk" in md and "total:tv" in md
+    assert (two_stage_run / "label_free_scores.csv").is_file()

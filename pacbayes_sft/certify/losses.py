@@ -126,21 +126,26 @@ def answer_losses(
         texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
         return [0.0 if judge(examples[i], t) else 1.0 for i, t in zip(idx, texts)]
 
-    def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
+    def decode(mdl: torch.nn.Module, idx: list[int]) -> tuple[list[list[int]], int]:
+        """Greedy tokens of the rows ``idx`` (row r is example idx[r]) and how many needed decoding."""
         ps = [prompt_ids[i] for i in idx]
         if all(i in reference for i in idx):  # exact: the check only skips tokens it has proved
-            tokens, decoded = greedy_verified(
-                mdl, ps, [reference[i] for i in idx], max_new_tokens, eos_token_id=eos, pad_token_id=pad
-            )
-        else:
-            tokens = greedy_continue(mdl, ps, [max_new_tokens] * len(idx), eos_token_id=eos, pad_token_id=pad)
-            decoded = len(idx)
+            refs = [reference[i] for i in idx]
+            return greedy_verified(mdl, ps, refs, max_new_tokens, eos_token_id=eos, pad_token_id=pad)
+        return greedy_continue(mdl, ps, [max_new_tokens] * len(idx), eos_token_id=eos, pad_token_id=pad), len(idx)
+
+    def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
+        tokens, decoded = decode(mdl, idx)
         stats["rows"] += len(idx)
         stats["rows_decoded"] += decoded
         return score(idx, tokens)
 
     def point_risk(mdl: torch.nn.Module) -> float:
-        tokens = generate_token_ids(mdl, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        if len(reference) == len(prompts):  # kept from an earlier call: verified (the same tokens, if the same model)
+            chunks = [list(range(s, min(len(prompts), s + batch_size))) for s in range(0, len(prompts), batch_size)]
+            tokens = [t for c in chunks for t in decode(mdl, c)[0]]
+        else:
+            tokens = generate_token_ids(mdl, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         reference.clear()
         reference.update(enumerate(tokens))
         return float(sum(score(list(range(len(prompts))), tokens)) / len(prompts))

@@ -106,17 +106,9 @@ def continuation_logprobs(
         raise ValueError("tokenizer must define bos_token and eos_token")
     p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     r_ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
-    enc = [
-        Encoded([bos, *p, *r, *([eos] if len(r) < max_new_tokens else [])], 1 + len(p)) for p, r in zip(p_ids, r_ids)
-    ]
+    conts = [[*r, *([eos] if len(r) < max_new_tokens else [])] for r in r_ids]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    batch = collate(enc, pad)
-    device = next(model.parameters()).device
-    ids = batch["input_ids"].to(device)
-    logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits
-    logp = token_logprobs(logits, ids).double().cpu()
-    mask = batch["response_mask"][:, 1:].bool()
-    return (logp * mask).sum(dim=1).numpy()
+    return token_logprob_sums(model, [[bos, *p] for p in p_ids], conts, pad)
 
 
 def _items(items: Sequence[Any]) -> tuple[list[Any], list[str]]:

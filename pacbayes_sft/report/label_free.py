@@ -83,9 +83,12 @@ def estimates_table(out: str | Path, *, mixtures: Sequence[str] = MIXTURES, n_bo
     answer error of the cell's point model on the mixture's items (see the module docstring)."""
     out = Path(out)
     cfg, state = folder_config(out)
-    recs = [r for r in valid_cells(out, state) if not r.is_base and r.label_free]
+    recs = [r for r in valid_cells(out, state) if not r.is_base and r.label_free and "answer_correct" in r.items]
     if not recs:
-        raise ValueError(f"{str(out)!r} holds no cell with label_free columns (sweep with label_free.source > 0)")
+        raise ValueError(
+            f"{str(out)!r} holds no cell with label_free columns and generated test answers "
+            "(sweep with label_free.source > 0 and eval.generate)"
+        )
     ctx, cache, rows = sweep_context(cfg, out), {}, []
     groups = _groups(recs)
     for rec in recs:

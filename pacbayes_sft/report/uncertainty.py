@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -136,3 +137,46 @@ def spearman(a, b) -> float:
     if len(a) < 3 or any(np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())) for x in (a, b)):
         return float("nan")
     return float(spearmanr(a, b)[0])
+
+
+@dataclass(frozen=True)
+class GainKept:
+    """The share of a reference model's gain over a base that a model keeps, with a paired
+    bootstrap percentile interval: (e_base − e_model) / (e_base − e_ref) from per-item losses."""
+
+    estimate: float
+    lower: float
+    upper: float
+    level: float
+    n_items: int
+
+
+def gain_kept(
+    base: Any, reference: Any, model: Any, *, n_boot: int = 5000, level: float = 0.95, seed: int = 0
+) -> GainKept:
+    """Paired bootstrap of the gain kept, (ē_base − ē_model)/(ē_base − ē_ref), resampling the items
+    (the same items for all three models, so their losses are paired and their errors correlate).
+    Replicates whose reference gain is ≤ 0 count as keeping nothing of an undefined gain: they are
+    dropped, and their share is reported through ValueError when it exceeds 1 − level."""
+    if not (isinstance(n_boot, int) and n_boot >= 100):
+        raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    arrays = [np.asarray(x, dtype=float) for x in (base, reference, model)]
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1 or arrays[0].size < 2:
+        raise ValueError("base, reference and model must be per-item losses on the same items (1-D, >= 2 items)")
+    losses = np.stack(arrays)
+    gain = losses[0].mean() - losses[1].mean()
+    if not gain > 0:
+        raise ValueError(f"the reference does not improve on the base (gain {gain:.4g}): nothing to keep")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, losses.shape[1], size=(n_boot, losses.shape[1]))
+    means = losses[:, idx].mean(axis=2)  # models × replicates
+    den = means[0] - means[1]
+    ok = den > 0
+    if ok.mean() < level:
+        raise ValueError(f"the reference's gain is not positive in {1 - ok.mean():.0%} of replicates")
+    share = (means[0][ok] - means[2][ok]) / den[ok]
+    lo, hi = np.quantile(share, [(1 - level) / 2, (1 + level) / 2])
+    est = (losses[0].mean() - losses[2].mean()) / gain
+    return GainKept(float(est), float(lo), float(hi), level, int(losses.shape[1]))

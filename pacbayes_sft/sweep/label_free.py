@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import defaults
 from ..bounds.domain_adaptation import PosteriorDraws
 from ..estimators.answers import collect_answers, collect_draws, igsm_extractor
 from ..estimators.label_free import LabelFreeInputs, label_free_estimates
@@ -111,7 +112,7 @@ def cell_estimates(
     items: Sequence[int] | None = None,
     tv: tuple | None = None,
     *,
-    delta: float = 0.05,
+    delta: float = defaults.DELTA,
     n_boot: int = 500,
 ) -> list[dict]:
     """One row per label-free estimator of the cell's test risk (on ``items``): name, estimate,
