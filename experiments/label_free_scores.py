@@ -4,7 +4,7 @@
 
 Reads a run folder whose cells collected ``label_free`` columns (e.g. the ``label_free_study``
 config), writes ``label_free_estimates.csv`` (one row per cell, test mixture and estimator) and
-``label_free_scores.csv`` (per mixture and estimator: MAE, mean within-budget Spearman over the
+``label_free_scores_by_mixture.csv`` (per mixture and estimator: MAE, mean within-budget Spearman over the
 groups whose buckets span >= 0.05 of measured risk, share of groups whose pick is in the observed
 95% set, and share of determined groups picked exactly) and ``certificates.csv`` (per cell: the
 certified U_MC + G_gen against the point model's error on the 200 fresh training-distribution
@@ -51,7 +51,7 @@ def main() -> None:
     table = estimates_table(args.run, n_boot=args.n_boot)
     table.to_csv(args.run / "label_free_estimates.csv", index=False)
     scores = score_table(args.run, table)
-    scores.to_csv(args.run / "label_free_scores.csv", index=False)
+    scores.to_csv(args.run / "label_free_scores_by_mixture.csv", index=False)
     cells = table[["base", "objective", "n", "bucket", "seed"]].drop_duplicates()
     print(f"{len(cells)} cells, {table['mixture'].nunique()} test mixtures")
     print(scores.to_markdown(index=False, floatfmt=".3f"))
