@@ -17,24 +17,18 @@ Run it on quiet cores: the ratios are against the baseline measured beside them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from _demo_cell import demo_cell, train_adapter
 
 import pacbayes_sft.certify.losses as losses_mod
 import pacbayes_sft.lm.scoring as scoring_mod
 from pacbayes_sft.certify import certify, example_losses, stochastic_risk
 from pacbayes_sft.certify.two_stage import certify_two_stage
-from pacbayes_sft.lm.encoding import collate_prompts_left
-from pacbayes_sft.sweep import load_config
-from pacbayes_sft.sweep.cells import find_cell
-from pacbayes_sft.sweep.runner import sweep_context
-from pacbayes_sft.training.models import load_causal_lm
-from pacbayes_sft.training.sft import finetune
 
 
 def _generate(mdl, prefixes, limits, *, eos_token_id, pad_token_id, rows=None):
@@ -73,19 +67,12 @@ def main() -> None:
     ap.add_argument("--cell", default="base__sft__n512__medium__s0")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    assert collate_prompts_left  # the baseline pads as the toolkit's generation batches do
-    cfg = load_config("demo")
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = sweep_context(cfg, Path(tmp))
-        cell = find_cell(cfg, args.cell, "demo")
-        base_dir, tok = ctx.bases[cell.base]
-        train, test = ctx.task.train_examples(cell), ctx.task.test_set
-        sft = dataclasses.replace(cfg.sft, objective=cell.objective, seed=cell.seed, progress=False)
-        p, r = [e.prompt for e in train], [e.response for e in train]
-        full, t_full = timed(lambda: finetune(load_causal_lm(base_dir), tok, p, r, sft, Path(tmp) / "full"))
+        cfg, ctx, cell, tok, train = demo_cell(args.cell, Path(tmp))
+        base_dir, test, bound = ctx.bases[cell.base][0], ctx.task.test_set, cfg.bound
+        full, t_full = timed(lambda: train_adapter(ctx, cell, train, Path(tmp) / "full"))
         n_p = cfg.prior.split(len(train))
-        half, t_half = timed(lambda: finetune(load_causal_lm(base_dir), tok, p[:n_p], r[:n_p], sft, Path(tmp) / "half"))
-        bound = dataclasses.replace(cfg.bound)
+        half, t_half = timed(lambda: train_adapter(ctx, cell, train[:n_p], Path(tmp) / "half"))
         kw = {"bound": bound, "tv": cfg.tv, "evaluation": cfg.eval, "judge": ctx.task.judge, "tokenizer": tok,
               "seed": cell.seed}  # fmt: skip
 

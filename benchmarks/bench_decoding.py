@@ -18,23 +18,18 @@ Run it on quiet cores: the ratios are against the baseline measured beside them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _demo_cell import demo_cell, train_adapter
 
 from pacbayes_sft.certify.losses import answer_losses
 from pacbayes_sft.estimators.lora import prior_centre_rms
 from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk_per_example
 from pacbayes_sft.estimators.posterior import GaussianPosterior
 from pacbayes_sft.lm.encoding import collate_prompts_left, encode
-from pacbayes_sft.sweep import load_config
-from pacbayes_sft.sweep.cells import find_cell
-from pacbayes_sft.sweep.runner import sweep_context
-from pacbayes_sft.training.models import load_causal_lm
-from pacbayes_sft.training.sft import finetune
 
 
 def generate_losses(tok, examples, judge, max_new_tokens: int):
@@ -67,15 +62,9 @@ def main() -> None:
     ap.add_argument("--multiples", default="0.02,0.05,0.2,0.8")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    cfg = load_config("demo")
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = sweep_context(cfg, Path(tmp))
-        cell = find_cell(cfg, args.cell, "demo")
-        base_dir, tok = ctx.bases[cell.base]
-        train = ctx.task.train_examples(cell)
-        sft = dataclasses.replace(cfg.sft, objective=cell.objective, seed=cell.seed, progress=False)
-        model = finetune(load_causal_lm(base_dir), tok, [p.prompt for p in train], [p.response for p in train],
-                         sft, Path(tmp) / "adapter").model.eval()  # fmt: skip
+        cfg, ctx, cell, tok, train = demo_cell(args.cell, Path(tmp))
+        model = train_adapter(ctx, cell, train, Path(tmp) / "adapter").model
         examples = train[: args.examples]
         rms = prior_centre_rms(model, "delta")
         cap, bs = cfg.eval.max_new_tokens, cfg.eval.batch_size

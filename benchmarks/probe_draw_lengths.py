@@ -11,20 +11,15 @@ A batch generates until its longest row ends, so long garbage rows set the cost 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 from pathlib import Path
 
 import torch
+from _demo_cell import demo_cell, train_adapter
 
 from pacbayes_sft.estimators.lora import prior_centre_rms
 from pacbayes_sft.estimators.posterior import GaussianPosterior
 from pacbayes_sft.lm.scoring import generate_texts
-from pacbayes_sft.sweep import load_config
-from pacbayes_sft.sweep.cells import find_cell
-from pacbayes_sft.sweep.runner import sweep_context
-from pacbayes_sft.training.models import load_causal_lm
-from pacbayes_sft.training.sft import finetune
 
 
 def answer_position(text: str) -> int | None:
@@ -40,15 +35,9 @@ def main() -> None:
     ap.add_argument("--multiples", default="0,0.05,0.2,0.8")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    cfg = load_config("demo")
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = sweep_context(cfg, Path(tmp))
-        cell = find_cell(cfg, args.cell, "demo")
-        base_dir, tok = ctx.bases[cell.base]
-        train = ctx.task.train_examples(cell)
-        sft = dataclasses.replace(cfg.sft, objective=cell.objective, seed=cell.seed, progress=False)
-        model = finetune(load_causal_lm(base_dir), tok, [p.prompt for p in train], [p.response for p in train],
-                         sft, Path(tmp) / "adapter").model.eval()  # fmt: skip
+        cfg, ctx, cell, tok, train = demo_cell(args.cell, Path(tmp))
+        model = train_adapter(ctx, cell, train, Path(tmp) / "adapter").model
         rms = prior_centre_rms(model, "delta")
         prompts = [p.prompt for p in ctx.task.test_set[::5][: args.prompts]]
         print(f"{'multiple':>8} {'mean tokens':>11} {'longest':>7} {'answer found':>12}")
