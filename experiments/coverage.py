@@ -8,9 +8,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=10_000)
     ap.add_argument("--tv-reps", type=int, default=100)
-    ap.add_argument("--only", default="", help="comma-separated sections: bounds,mc,ledger,tv,irt,bootstrap,igsm_tv")
+    ap.add_argument("--only", default="", help="comma-separated sections: bounds,mc,ledger,tv,irt,bootstrap,igsm_tv,race")
     a = ap.parse_args()
-    only = set(a.only.split(",")) if a.only else {"bounds", "mc", "ledger", "tv", "irt", "bootstrap", "igsm_tv"}
+    only = set(a.only.split(",")) if a.only else {"bounds", "mc", "ledger", "tv", "irt", "bootstrap", "igsm_tv", "race"}
     if "bounds" in only:
         print("## PAC-Bayes bounds (threshold problem, exact risks)\n")
         for n in (50, 200, 1000):
@@ -37,3 +37,7 @@ if __name__ == "__main__":
     if "igsm_tv" in only:
         print("## The default TV proxy on iGSM against the exact op-marginal TV\n")
         print(v.igsm_tv_truth().round(3).to_markdown(index=False))
+    if "race" in only:
+        print("\n## Races: is the answer right at the level? (known bucket means, stratified rounds)\n")
+        for level in (0.95, 0.8):
+            print(v.race_coverage(reps=min(a.reps, 500), level=level).round(4).to_markdown(index=False), "\n")

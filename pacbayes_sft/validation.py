@@ -15,6 +15,9 @@ Run small in the tests and large by ``experiments/coverage.py`` (tables in docs/
 4. TV: classifier_tv(...).lower below the exact TV of Gaussian pairs; bias/spread of .estimate
    (clipped) and .raw_estimate (unclipped, the lower bound in expectation).
 5. IRT recovery (Spearman, RMSE) against the number of subjects and the missing rate.
+6. Races (:func:`race_coverage`): buckets whose per-item losses are Bernoulli with known means on
+   slices of unequal difficulty, rounds stratified by slice; the answer (best, ε-tie, or the
+   survivors at the cap) must be right at rate ≥ level, by either interval method.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .estimators.irt import fit_irt
 from .estimators.tv_reference import exact_gaussian_scale_tv as var_tv
 from .estimators.tv_reference import exact_gaussian_tv
 from .report.uncertainty import bootstrap_best
+from .sweep.allocation import CONFIDENCES, run_race
 
 
 def _rate_interval(k: int, n: int) -> tuple[float, float]:
@@ -314,4 +318,58 @@ def igsm_tv_truth(n_per_side: int = 512, *, seed: int = 0):
             "chosen": ", ".join(sorted(set(r.fold_classifiers))),
         }
     )
+    return pd.DataFrame(rows)
+
+
+RACE_SCENARIOS = {
+    "clear gap": (0.40, 0.45, 0.50),
+    "near tie": (0.40, 0.41, 0.47),
+    "exact tie": (0.40, 0.40, 0.40),
+}
+"""Bucket means of :func:`race_coverage`'s scenarios (ε = 0.02)."""
+
+
+def _stratified_draw(means: tuple, offsets: np.ndarray, rng: np.random.Generator):
+    """``draw(contenders, round, n)`` of a race: n items in equal shares over the slices (each slice
+    shifts every bucket's probability by its offset, and bucket b by (−1)^b of it: the buckets trade
+    places across slices), half of them paired through one uniform (a hard item is hard for all)."""
+    k = len(offsets)
+
+    def draw(contenders: list[str], _round: int, n: int) -> dict[str, np.ndarray]:
+        slice_of = np.arange(n) % k
+        u, paired = rng.random(n), rng.random(n) < 0.5
+        out = {}
+        for b in contenders:
+            i = int(b[1:])
+            p = means[i] + offsets[slice_of] * (0.5 if i % 2 else 1.0)
+            out[b] = (np.where(paired, u, rng.random(n)) < p).astype(float)
+        return out
+
+    return draw
+
+
+def race_coverage(reps: int = 200, *, level: float = 0.95, epsilon: float = 0.02, max_items: int = 20_000, seed: int = 0):
+    """How often a race's answer is wrong (the true best missing from it, or a bucket more than ε
+    worse in an ε-tie), for each scenario of :data:`RACE_SCENARIOS` and each interval method, on
+    8 slices with offsets from −0.2 to +0.2 (a mean of 0, so each bucket's mean is as stated);
+    first round 800 items, then rounds of 200, every round stratified by slice."""
+    import pandas as pd
+
+    offsets = np.linspace(-0.2, 0.2, 8)
+    rows = []
+    for name, means in RACE_SCENARIOS.items():
+        best = min(means)
+        for method in CONFIDENCES:
+            wrong = decided = items = 0
+            for r in range(reps):
+                draw = _stratified_draw(means, offsets, np.random.default_rng([seed, r]))
+                res = run_race(draw, [f"b{i}" for i in range(len(means))], first_items=800, epsilon=epsilon,
+                               level=level, round_items=200, max_items=max_items, confidence=method)  # fmt: skip
+                m = {b: means[int(b[1:])] for b in res.answer}
+                ok = best in m.values() and (res.reason != "epsilon_tie" or max(m.values()) - best <= epsilon)
+                wrong, decided, items = wrong + (not ok), decided + res.decided, items + res.n_items
+            lo, hi = _rate_interval(wrong, reps)
+            rows.append({"scenario": name, "means": means, "confidence": method, "reps": reps, "level": level,
+                         "wrong_rate": wrong / reps, "ci_low": lo, "ci_high": hi, "decided": decided / reps,
+                         "mean_items": items / reps})  # fmt: skip
     return pd.DataFrame(rows)

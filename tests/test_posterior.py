@@ -203,3 +203,24 @@ def test_per_row_draws_never_share_a_generator_state():
     # a model with more adapted layers than 256 widens the slots instead of failing
     wide = {_seed(1, k, li, 300) & 0xFFFFFFFF for k in range(2_000) for li in range(300)}
     assert len(wide) == 2_000 * 300
+
+
+def test_posterior_refuses_lora_layers_it_would_not_perturb_as_the_kl_counts_them():
+    """Embedding LoRA (its factors are ParameterDicts the draws never touch), DoRA (its update is
+    not s·BA) and a merged adapter (the LoRA branch no longer runs): a clear error, not a posterior
+    that silently samples something other than what its KL describes."""
+    from peft import LoraConfig, get_peft_model
+
+    def peft_model(**kw):
+        cfg = LoraConfig(r=2, lora_alpha=4, target_modules=kw.pop("targets", ["q_proj", "v_proj"]), **kw)
+        return get_peft_model(tiny_causal_lm("llama", seed=0), cfg)
+
+    with pytest.raises(ValueError, match="embedding"):
+        GaussianPosterior(peft_model(targets=["q_proj", "embed_tokens"]), 0.1, "lora")
+    with pytest.raises(ValueError, match="DoRA"):
+        GaussianPosterior(peft_model(use_dora=True), 0.1, "delta")
+    merged = peft_model()
+    merged.merge_adapter()
+    with pytest.raises(ValueError, match="merged"):
+        GaussianPosterior(merged, 0.1, "lora")
+    GaussianPosterior(peft_model(), 0.1, "lora")  # plain LoRA on linear layers is fine

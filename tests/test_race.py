@@ -1,5 +1,6 @@
 """The race on a run folder (sweep.race) and its verb, end to end on a tiny two-bucket sweep."""
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -14,7 +15,13 @@ from pacbayes_sft.cli import main
 from pacbayes_sft.data import igsm
 from pacbayes_sft.report import build_report
 from pacbayes_sft.sweep import SweepConfig, load_config, run_sweep
-from pacbayes_sft.sweep.race import SEED_OFFSET, fresh_items, item_seed, parse_group, race_group, race_groups
+from pacbayes_sft.sweep.fresh_items import SEED_OFFSET, fresh_items, item_seed, op_counts
+from pacbayes_sft.sweep.race import (
+    parse_group,
+    race_group,
+    race_groups,
+    race_summaries,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "experiments" / "configs" / "quick.yaml"
@@ -43,13 +50,20 @@ def _record_losses(out: Path, cell_id: str) -> np.ndarray:
 def test_fresh_rounds_draw_new_test_problems_from_the_test_mixture(run):
     cfg = load_config(QUICK)
     committed = {p.seed for p in igsm.test_set(cfg.test.ops, cfg.test.n_per_op, seed=cfg.test.seed)}
-    items = fresh_items(cfg, 1, 300)
     assert item_seed(cfg, 1) == cfg.test.seed + SEED_OFFSET + 1
-    assert all(p.split == "test" for p in items) and not committed & {p.seed for p in items}
-    assert not {p.seed for p in items} & {p.seed for p in fresh_items(cfg, 2, 300)}
-    ops = np.array([p.op for p in items])
-    assert set(ops) == set(cfg.test.ops)
-    assert all(abs((ops == o).mean() - 1 / 3) < 0.1 for o in cfg.test.ops)  # uniform over the test ops
+    for scheme in ("stratified", "mixed"):
+        items = fresh_items(cfg, 1, 300, scheme)
+        assert all(p.split == "test" for p in items) and not committed & {p.seed for p in items}
+        assert not {p.seed for p in items} & {p.seed for p in fresh_items(cfg, 2, 300, scheme)}
+        ops = np.array([p.op for p in items])
+        assert set(ops) == set(cfg.test.ops)
+        assert all(abs((ops == o).mean() - 1 / 3) < 0.1 for o in cfg.test.ops)  # about uniform over the test ops
+    # stratified: exactly the test set's proportions when the round size allows, else one apart
+    assert [p.op for p in fresh_items(cfg, 1, 300)] == [o for o in cfg.test.ops for _ in range(100)]
+    assert op_counts(10, [1, 2, 3]) == {1: 4, 2: 3, 3: 3} and sum(op_counts(201, list(range(8))).values()) == 201
+    assert not {p.seed for p in fresh_items(cfg, 1, 300)} & {p.seed for p in fresh_items(cfg, 1, 300, "mixed")}
+    with pytest.raises(ValueError, match="scheme"):
+        fresh_items(cfg, 1, 3, "uniform")
 
 
 def test_a_race_spends_fresh_rounds_resumes_and_reports(run, capsys):
@@ -58,6 +72,8 @@ def test_a_race_spends_fresh_rounds_resumes_and_reports(run, capsys):
     assert json.loads(path.read_text()) == doc and doc["status"] == "done"
     res = doc["result"]
     assert res["reason"] == "cap" and res["items_used"] == {"easy": 72, "hard": 72} and res["rounds"] == 3
+    assert doc["settings"]["confidence"] == res["confidence"] == "betting"  # the defaults for a new race
+    assert doc["settings"]["items"] == "stratified"
     assert [r["n_items"] for r in doc["rounds"]] == [24, 24, 24] and doc["cell_seeds"] == [0]
     assert doc["item_seeds"] == [item_seed(load_config(QUICK), 1), item_seed(load_config(QUICK), 2)]
     # round 0 is the cells' own per-item losses
@@ -99,6 +115,26 @@ def _flags(kw: dict) -> list[str]:
     return [x for k, v in kw.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
+def test_a_race_file_from_before_the_confidence_setting_replays_with_the_union_bound(run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("race"))
+    doc = race_group(out, "tiny", "sft", 8, confidence="bernstein", **RACE)
+    assert doc["settings"]["confidence"] == doc["result"]["confidence"] == "bernstein"
+    path, last = out / "race" / "tiny__sft__n8.json", out / "race" / "tiny__sft__n8" / "round_002.json"
+    old = json.loads(path.read_text())
+    del old["settings"]["confidence"], old["result"]["confidence"], old["settings"]["items"]  # as written before
+    path.write_text(json.dumps(old))
+    assert race_summaries(out)[0]["result"].confidence == "bernstein"
+    mtime = last.stat().st_mtime
+    again = race_group(out, "tiny", "sft", 8, **RACE)  # replayed with its own method, nothing recomputed
+    assert again == doc | {"settings": doc["settings"] | {"items": "mixed"}} and last.stat().st_mtime == mtime
+    # continued past its cap, it draws its fresh problems as it did before the setting existed
+    more = race_group(out, "tiny", "sft", 8, **(RACE | {"max_items": 96}))
+    assert more["settings"]["items"] == "mixed" and len(more["rounds"]) == 4
+    with pytest.raises(ValueError, match="confidence 'bernstein' -> 'betting'"):
+        race_group(out, "tiny", "sft", 8, confidence="betting", **RACE)
+
+
 def test_a_missing_adapter_is_retrained_from_its_seed(run, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(run, out, ignore=shutil.ignore_patterns("race"))
@@ -127,6 +163,8 @@ def test_bad_input(run, tmp_path, capsys):
         race_group(run, "tiny", "dft", 8)
     with pytest.raises(ValueError, match="round_items"):
         race_group(run, "tiny", "sft", 8, round_items=0)
+    with pytest.raises(ValueError, match=r"confidence must be one of \('betting', 'bernstein'\)"):
+        race_group(run, "tiny", "sft", 8, confidence="stitched")
     with pytest.raises(ValueError, match="BASE/OBJECTIVE/N"):
         parse_group("tiny/sft")
     meta = json.loads((run / "sweep.json").read_text())
@@ -143,7 +181,36 @@ def test_bad_input(run, tmp_path, capsys):
         (["race", "--run", str(run), "--group", "tiny/sft/999"], "not in the sweep"),
         (["race", "--run", str(run), "--group", "tiny"], "BASE/OBJECTIVE/N"),
         (["race", "--run", str(run), "--epsilon", "-1"], "epsilon"),
+        (["race", "--run", str(run), "--confidence", "stitched"], "--confidence"),
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1, err
+
+
+def _experiment(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_replay_and_the_race_table_read_a_raced_folder(run, tmp_path, capsys):
+    """experiments/race_replay.py replays the group on its recorded losses (both methods, every
+    cap), and experiments/race_table.py lists the race that ran with the replay's prediction."""
+    doc = race_group(run, "tiny", "sft", 8, **RACE)  # already run above: read back, not recomputed
+    csv_path = tmp_path / "replay.csv"
+    replay = _experiment("race_replay")
+    assert replay.main(["--run", str(run), "--caps", "48", "72", "--reps", "3", "--epsilon", "0.001",
+                        "--round-items", "24", "--out", str(csv_path)]) == 0  # fmt: skip
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], r["cap"]) for r in rows} == {(m, c) for m in ("betting", "bernstein") for c in ("48", "72")}
+    assert all(float(r["median_items"]) <= int(r["cap"]) and r["round0_items"] == "24" for r in rows)
+    table = _experiment("race_table").rows(run, csv_path)
+    (row,) = [r for r in table if r["group"] == "tiny/sft/8"]
+    assert row["items"] == doc["result"]["items_used"]["easy"] and row["method"] == "betting"
+    assert row["decided"] is False and row["predicted_items"] == 72.0  # ε this small: the cap, in every replay
+    assert _experiment("race_table").main([str(run)]) == 0 and "tiny/sft/8" in capsys.readouterr().out

@@ -53,6 +53,10 @@ def test_quick_sweep_and_report(quick_run):
     # the bootstrap's columns, with the test items that would determine each optimum
     assert {"p_best", "determined", "items_needed"} <= set(opt.columns) and "items_needed" in md
     assert (opt["items_needed"] >= 1).all()
+    # SFT and DFT cells of one (n, bucket) train on the same sample: one TV term, fitted once
+    assert len(list((out / "tv").glob("*.json"))) == 6
+    tv = df[df["metric"] == "tv"].groupby(["n", "bucket"])["value"].nunique()
+    assert (tv == 1).all() and len(tv) == 6
     # A second run skips everything.
     again = run_sweep(load_config(QUICK), out, progress=False)
     assert again["ran"] == 0 and again["skipped"] == 12

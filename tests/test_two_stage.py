@@ -32,7 +32,7 @@ class _FakeLosses:
         return 0.1
 
 
-def test_prior_sigma_is_the_largest_candidate_before_the_first_failure(monkeypatch):
+def _record_calls(monkeypatch) -> list:
     import pacbayes_sft.certify.two_stage as ts
 
     calls = []
@@ -42,7 +42,12 @@ def test_prior_sigma_is_the_largest_candidate_before_the_first_failure(monkeypat
         return type("R", (), {"mean": losses.risk_at(sigma)})()
 
     monkeypatch.setattr(ts, "stochastic_risk", fake_stochastic)
-    prior = PriorConfig(sigma_multiples=[0.5, 0.01, 0.1, 1.0, 0.2], tolerance=0.02)
+    return calls
+
+
+def test_prior_sigma_ascending_is_the_largest_candidate_before_the_first_failure(monkeypatch):
+    calls = _record_calls(monkeypatch)
+    prior = PriorConfig(sigma_multiples=[0.5, 0.01, 0.1, 1.0, 0.2], tolerance=0.02, search="ascending")
     # risk rises past the tolerance at 0.2 and falls again at 1.0: the rule stops at the first failure
     risks = {0.01: 0.1, 0.1: 0.11, 0.2: 0.5, 0.5: 0.1, 1.0: 0.1}
     got = choose_prior_sigma(None, _FakeLosses(lambda s: risks[round(s / 2, 6)]), prior, 2.0)
@@ -52,9 +57,28 @@ def test_prior_sigma_is_the_largest_candidate_before_the_first_failure(monkeypat
     assert none_pass.multiple == 0.01 and "none did" in none_pass.rule
 
 
+def test_prior_sigma_descending_is_the_largest_candidate_that_passes(monkeypatch):
+    calls = _record_calls(monkeypatch)
+    prior = PriorConfig(sigma_multiples=[0.5, 0.01, 0.1, 1.0, 0.2], tolerance=0.02)
+    assert prior.search == "descending"
+    # passes at 1.0 (the largest): one evaluation, whatever the smaller candidates would give
+    risks = {0.01: 0.1, 0.1: 0.11, 0.2: 0.5, 0.5: 0.1, 1.0: 0.12}
+    got = choose_prior_sigma(None, _FakeLosses(lambda s: risks[round(s / 2, 6)]), prior, 2.0)
+    assert got.multiple == 1.0 and [round(c / 2, 6) for c in calls] == [1.0]
+    # 1.0 loses 0.021 > tolerance, 0.5 passes: stops there; the point risk is the fake's 0.1
+    calls.clear()
+    risks[1.0] = 0.121
+    got = choose_prior_sigma(None, _FakeLosses(lambda s: risks[round(s / 2, 6)]), prior, 2.0)
+    assert got.multiple == 0.5 and got.sigma == pytest.approx(1.0)
+    assert [round(c / 2, 6) for c in calls] == [1.0, 0.5] and [r["multiple"] for r in got.rows] == [1.0, 0.5]
+    none_pass = choose_prior_sigma(None, _FakeLosses(lambda s: 0.9), prior, 2.0)
+    assert none_pass.multiple == 0.01 and "none did" in none_pass.rule and len(none_pass.rows) == 5
+
+
 def test_prior_config_bad_inputs():
     for kw, name in (({"fraction": 1.0}, "fraction"), ({"kind": "x"}, "kind"), ({"select": 0}, "select"),
-                     ({"sigma_multiples": []}, "sigma_multiples"), ({"epochs": 0}, "epochs")):  # fmt: skip
+                     ({"sigma_multiples": []}, "sigma_multiples"), ({"epochs": 0}, "epochs"),
+                     ({"search": "up"}, "search")):  # fmt: skip
         with pytest.raises(ValueError, match=name):
             PriorConfig(**kw)
     assert PriorConfig().split(2) == 1 and PriorConfig(fraction=0.9).split(10) == 9

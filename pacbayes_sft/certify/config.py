@@ -164,6 +164,7 @@ class EvalConfig:
 
 
 PRIOR_KINDS = ("data", "pretrained")
+SIGMA_SEARCHES = ("descending", "ascending")
 
 
 @dataclass
@@ -181,9 +182,14 @@ class PriorConfig:
     kind: str = option("data", "Prior: data (two-stage, data-dependent) or pretrained (data-free).", choices=PRIOR_KINDS)
     fraction: float = option(0.5, "data: share of S that trains the prior's centre (the rest carries the bound).")
     sigma_multiples: list[float] = option(
-        help="data: candidate sigma_p, as multiples of the RMS of the adapter's initial A factors, tried in "
-        "increasing order; the largest before the first that loses more than `tolerance` is kept.",
+        help="data: candidate sigma_p, as multiples of the RMS of the adapter's initial A factors (see `search`).",
         factory=lambda: [0.01, 0.02, 0.05, 0.1],
+    )
+    search: str = option(
+        "descending",
+        "data: descending (largest first; the first that loses at most `tolerance` is kept: one evaluation when "
+        "the largest passes) or ascending (smallest first; the largest before the first that loses more).",
+        choices=SIGMA_SEARCHES,
     )
     tolerance: float = option(0.02, "data: loss the sampled prior may add to the point prior on its own part.")
     select: int = option(128, "data: examples of the prior's part that sigma_p is chosen on.")
@@ -196,6 +202,8 @@ class PriorConfig:
         if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction < 1):
             raise ValueError(f"prior.fraction must lie in (0, 1), got {self.fraction!r}")
         self.sigma_multiples = sorted(_positive_list(self.sigma_multiples, "prior.sigma_multiples"))
+        if self.search not in SIGMA_SEARCHES:
+            raise ValueError(f"prior.search must be one of {SIGMA_SEARCHES}, got {self.search!r}")
         if not (isinstance(self.tolerance, (int, float)) and 0 <= self.tolerance < 1):
             raise ValueError(f"prior.tolerance must lie in [0, 1), got {self.tolerance!r}")
         for name in ("select", "batch_size"):

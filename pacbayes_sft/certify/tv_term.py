@@ -6,11 +6,24 @@ G_ext uses the classifier's ``estimate`` = max(0, held-out 2·BA − 1), which a
 side), so it is not a lower bound in expectation; the unclipped held-out value, which is, stays
 in the term as ``raw_estimate``. Neither is an upper bound on TV, so a total built on them is an
 estimate, and the :class:`~pacbayes_sft.certify.certificate.TVTerm` says so.
+
+The term depends on the two samples, the TV settings, δ and the seed only, not on the model: in a
+sweep every base and objective of one (bucket, n, seed) has the same one. Inside
+``with tv_cache(folder):`` each term is kept in ``folder/<key>.json`` (the key a hash of all its
+inputs) and read back instead of refitted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +34,48 @@ from .certificate import TVTerm
 from .config import TVConfig
 
 STRATA_FIELDS = ("op", "difficulty", "slice")
+_CACHE: ContextVar[Path | None] = ContextVar("tv_cache", default=None)
+
+
+@contextmanager
+def tv_cache(folder: str | Path | None) -> Iterator[None]:
+    """Inside the block, every classifier TV term is read from ``folder`` when it holds one with the
+    same inputs, else computed and written there (None: no cache)."""
+    token = _CACHE.set(None if folder is None else Path(folder))
+    try:
+        yield
+    finally:
+        _CACHE.reset(token)
+
+
+def _cache_key(texts: tuple, strata: tuple, cfg: TVConfig, delta: float, seed: int) -> str:
+    """A hash of every input of the term, and of the code that fits it (toolkit and scikit-learn
+    versions), so an entry fitted by other code is not reused."""
+    import sklearn
+
+    from .. import __version__
+
+    parts = [list(texts[0]), list(texts[1]), [None if s is None else [str(k) for k in s] for s in strata]]
+    blob = json.dumps([parts, dataclasses.asdict(cfg), repr(float(delta)), int(seed), __version__, sklearn.__version__])
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _cached(key_inputs: tuple, compute) -> TVTerm:
+    folder = _CACHE.get()
+    if folder is None:
+        return compute()
+    path = folder / f"{_cache_key(*key_inputs)}.json"
+    try:
+        return TVTerm.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):  # absent or unreadable: compute it again
+        pass
+    term = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(term.to_dict() | {"certified": term.certified}))
+    os.replace(tmp, path)  # atomic: a concurrent shard reads the whole term or none
+    return term
 
 
 def capped(texts: Sequence[str], strata: Sequence[Any] | None, cap: int | None, seed: int) -> list[str]:
@@ -68,19 +123,24 @@ def classifier_tv_term(
     strata: tuple[Sequence[Any] | None, Sequence[Any] | None] = (None, None),
 ) -> TVTerm:
     """The classifier TV proxy between training and test texts, as a (not certified) TV term.
-    Each side is capped at ``cfg.max_per_side`` by a stratified random sample (:func:`capped`)."""
+    Each side is capped at ``cfg.max_per_side`` by a stratified random sample (:func:`capped`).
+    Read from the :func:`tv_cache` folder when one is set and holds it."""
     p = capped(train_texts, strata[0], cfg.max_per_side, seed)
     q = capped(test_texts, strata[1], cfg.max_per_side, seed + 1)
-    res = classifier_tv(
-        p,
-        q,
-        features=cfg.features,
-        delta=delta,
-        n_permutations=cfg.permutations,
-        random_state=seed,
-        n_splits=max(2, min(5, len(p), len(q))),
-    )
-    return TVTerm.from_result(res)
+
+    def compute() -> TVTerm:
+        res = classifier_tv(
+            p,
+            q,
+            features=cfg.features,
+            delta=delta,
+            n_permutations=cfg.permutations,
+            random_state=seed,
+            n_splits=max(2, min(5, len(p), len(q))),
+        )
+        return TVTerm.from_result(res)
+
+    return _cached(((tuple(train_texts), tuple(test_texts)), strata, cfg, delta, seed), compute)
 
 
 def examples_tv_term(

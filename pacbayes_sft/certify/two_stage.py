@@ -4,8 +4,9 @@ S is split in order: S_p (the first n_p = ⌊fraction·n⌉ examples) and S_b (t
 
 1. **Prior centre.** P = an SFT adapter trained on S_p only (the caller trains it).
 2. **Prior scale.** σ_p = c·r, r the RMS of the adapter's initial A factors, c the largest
-   candidate (tried in increasing order) before the first whose per-example Monte-Carlo risk on
-   ≤ ``select`` examples of S_p exceeds P's point risk there by more than ``tolerance``. The
+   candidate whose per-example Monte-Carlo risk on ≤ ``select`` examples of S_p is within
+   ``tolerance`` of P's point risk there, tried from the largest down (``search: ascending``:
+   the largest before the first that fails, tried from the smallest up). The
    choice reads S_p only, so the prior N(P, σ_p² I) over the LoRA factors is fixed before S_b
    is seen: it costs no δ (K = 1).
 3. **Posterior.** N(Q, diag s_m²) (one scale per module m) starts at (P, σ_p) and is trained on
@@ -58,18 +59,29 @@ class PriorSigma:
 def choose_prior_sigma(
     model: torch.nn.Module, losses: Losses, prior: PriorConfig, rms: float, *, seed: int = 0
 ) -> PriorSigma:
-    """σ_p for the prior centred at ``model`` (P), from ``losses`` on examples of S_p only."""
+    """σ_p for the prior centred at ``model`` (P), from ``losses`` on examples of S_p only.
+
+    A candidate c *passes* when the sampled risk at c·rms is at most P's point risk + tolerance.
+    ``descending``: the largest candidate that passes, trying from the largest down (one
+    evaluation when it passes, as it usually does at the default candidates). ``ascending``: the
+    largest before the first that fails, trying from the smallest up. Either reads S_p only."""
     point = losses.point(model)
+    descending = prior.search == "descending"
     rows, kept = [], None
-    for mult in prior.sigma_multiples:
+    for mult in sorted(prior.sigma_multiples, reverse=descending):
         mc = stochastic_risk(model, losses, mult * rms, "lora", seed=seed).mean
         rows.append({"multiple": mult, "sigma": mult * rms, "point_risk": point, "mc_risk": mc})
-        if mc > point + prior.tolerance:
+        passes = mc <= point + prior.tolerance
+        kept = mult if passes else kept
+        if passes == descending:  # descending stops at the first pass, ascending at the first failure
             break
-        kept = mult
-    rule = f"largest candidate before the first whose sampled risk exceeds the point risk + {prior.tolerance}"
+    rule = (
+        f"the largest candidate whose sampled risk is within {prior.tolerance} of the point risk, tried from the largest down"
+        if descending
+        else f"largest candidate before the first whose sampled risk exceeds the point risk + {prior.tolerance}"
+    )
     if kept is None:  # even the smallest loses too much: keep it, and say so
-        kept, rule = prior.sigma_multiples[0], rule + " (none did: the smallest)"
+        kept, rule = min(prior.sigma_multiples), rule + " (none did: the smallest)"
     return PriorSigma(kept * rms, kept, rms, rows, rule + f", on {losses.n} examples of the prior's part")
 
 

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from .. import console
-from ..sweep.allocation import RaceResult
+from ..sweep.allocation import CONFIDENCES, RaceResult
 from ..sweep.race import parse_group, race_group, race_groups
 from .common import positive_float
 
@@ -39,12 +39,13 @@ def _cmd_race(args: argparse.Namespace) -> int:
             level=args.level,
             round_items=args.round_items,
             max_items=args.max_items,
+            confidence=args.confidence,
             progress=console.show_progress(),
         )
         res = RaceResult.from_dict(doc["result"])
         print(
             f"{g}: {res.statement()} ({res.n_items} test items, {res.evaluations} bucket-item evaluations, "
-            f"seeds {', '.join(map(str, doc['cell_seeds']))}, {doc['seconds']:.0f} s)"
+            f"seeds {', '.join(map(str, doc['cell_seeds']))}, {res.confidence} intervals, {doc['seconds']:.0f} s)"
         )
     print(f"races: {run / 'race'}")
     return 0
@@ -71,5 +72,12 @@ def add_commands(sub) -> None:
         type=_count,
         default=4000,
         help="cap on test items, the sweep's own included (default %(default)s)",
+    )
+    rc.add_argument(
+        "--confidence",
+        choices=CONFIDENCES,
+        default=None,
+        help="interval method: betting (time-uniform confidence sequences) or bernstein (empirical Bernstein "
+        "with a union over looks); default: a started race's own, betting for a new race",
     )
     rc.set_defaults(func=_cmd_race)

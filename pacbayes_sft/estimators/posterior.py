@@ -76,11 +76,21 @@ def _check_sigma(sigma) -> float:
 
 
 def _lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The model's LoRA layers; ValueError for those a posterior cannot perturb as its KL counts
+    them (embedding LoRA, DoRA, an adapter merged into the base weights)."""
     from peft.tuners.lora import LoraLayer
 
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
     if not layers:
         raise ValueError("model has no LoRA layers (pass a peft model)")
+    for name, layer in layers:
+        for ad in layer.active_adapters:
+            if ad in getattr(layer, "lora_embedding_A", {}):
+                raise ValueError(f"model: LoRA on the embedding {name!r} is not supported by the posterior")
+            if ad in getattr(layer, "lora_magnitude_vector", {}) or getattr(layer, "use_dora", {}).get(ad):
+                raise ValueError(f"model: DoRA adapter on {name!r} is not supported (its update is not s·BA)")
+        if getattr(layer, "merged", False):
+            raise ValueError(f"model: the adapter of {name!r} is merged into the base weights; unmerge it first")
     return layers
 
 
@@ -200,7 +210,7 @@ class GaussianPosterior:
         make = self._delta_row_hook if self.space == "delta" else self._lora_row_hook
         noise = None if self.space == "delta" else self._lora_row_noise(idx)
         made = [make(li, name, layer, idx, noise) for li, (name, layer) in enumerate(self._layers)]
-        handles = [layer.register_forward_hook(hook) for (_, layer), (hook, _) in zip(self._layers, made)]
+        handles = [module.register_forward_hook(hook) for hooks, _ in made for module, hook in hooks]
 
         def follow(rows: torch.Tensor | None) -> None:  # a decoder narrowed its batch to these rows
             for _, narrow in made:
@@ -235,7 +245,7 @@ class GaussianPosterior:
             _check_rows(x, state["noise"].shape[0])
             return output + sigma * torch.einsum(spec, x, state["noise"]).to(output.dtype)
 
-        return hook, narrow
+        return [(layer, hook)], narrow
 
     def _lora_row_noise(self, idx: list[int]) -> dict[int, torch.Tensor]:
         """Per factor (keyed by ``id`` of its parameter), the stacked noise of every row's sample,
@@ -248,29 +258,42 @@ class GaussianPosterior:
         return {id(p): torch.stack([row[j] for row in per_row]) for j, (p, _) in enumerate(params)}
 
     def _lora_row_hook(self, li: int, name: str, layer: torch.nn.Module, idx: list[int], noise):
-        """Adds s·[(B + σE_B,r)(A + σE_A,r) − BA]x per row r: the LoRA branch under row r's draw."""
+        """Row r's LoRA branch s·(B + σE_B,r)(A + σE_A,r)x, by replacing the outputs of the layer's
+        ``lora_A`` and ``lora_B`` modules with the row's factors: peft's vanilla branch is
+        ``lora_B(lora_A(dropout(x))) * scaling``, so nothing else changes and no clean branch is
+        computed twice. Returns the (module, hook) pairs and the narrowing function."""
         sigma = self._scale(name)
-        terms = []
+        hooks, factors = [], []
         for ad in (a for a in layer.active_adapters if a in layer.lora_A):
+            if ad in getattr(layer, "lora_variant", {}):  # newer peft: any variant changes the branch
+                raise ValueError(f"per-row draws support vanilla LoRA only; module {name!r} uses a LoRA variant")
             a_w, b_w = layer.lora_A[ad].weight, layer.lora_B[ad].weight
             ea, eb = (noise[id(w)].to(device=w.device, dtype=w.dtype) for w in (a_w, b_w))
-            terms.append((a_w, b_w, a_w + sigma * ea, b_w + sigma * eb, layer.scaling[ad]))
-        state = {"terms": terms, "rows": len(idx)}
+            rows = {"A": a_w + sigma * ea, "B": b_w + sigma * eb}
+            factors.append((rows, {"A": rows["A"], "B": rows["B"]}))
+            hooks += [(layer.lora_A[ad], _row_factor_hook(rows, "A", "b...i,bri->b...r")),
+                      (layer.lora_B[ad], _row_factor_hook(rows, "B", "b...r,bor->b...o"))]  # fmt: skip
 
         def narrow(rows: torch.Tensor | None) -> None:
-            state["rows"] = len(idx) if rows is None else len(rows)
-            state["terms"] = terms if rows is None else [(a, b, ar[rows], br[rows], c) for a, b, ar, br, c in terms]
+            for live, full in factors:
+                live.update(full if rows is None else {k: v[rows] for k, v in full.items()})
 
-        def hook(module, inputs, output):
-            x = inputs[0]
-            _check_rows(x, state["rows"])
-            for a_w, b_w, a_r, b_r, scale in state["terms"]:
-                xs = x.to(a_w.dtype)
-                noisy = torch.einsum("b...r,bor->b...o", torch.einsum("b...i,bri->b...r", xs, a_r), b_r)
-                output = output + (scale * (noisy - (xs @ a_w.T) @ b_w.T)).to(output.dtype)
-            return output
+        return hooks, narrow
 
-        return hook, narrow
+
+def _row_factor_hook(rows: dict, key: str, spec: str):
+    """A forward hook giving each batch row its own factor ``rows[key][r]`` (the live, possibly
+    narrowed, stack) in place of the module's shared weight."""
+
+    def hook(module, inputs, output):
+        x = inputs[0]
+        _check_rows(x, rows[key].shape[0])
+        out = torch.einsum(spec, x.to(rows[key].dtype), rows[key])
+        if getattr(module, "bias", None) is not None:  # peft's lora_bias: B has one, shared by every draw
+            out = out + module.bias
+        return out.to(output.dtype)
+
+    return hook
 
 
 def _check_rows(x: torch.Tensor, rows: int) -> None:

@@ -10,37 +10,47 @@ of a round, so for two buckets a, b the per-item differences
 are paired (an item's difficulty cancels). An eliminated bucket gets no later items; two buckets
 are compared only on the items both were evaluated on.
 
-Confidence: empirical Bernstein with a union bound over looks. After round r (look r + 1; round 0
-is the first look), on the N items a pair shares,
+Confidence: one interval [lower, upper] of θ_ab per pair and look, by the method ``confidence``.
+
+``"betting"`` (the default): per pair a time-uniform confidence sequence, the predictable plug-in
+empirical-Bernstein one of Waudby-Smith & Ramdas (2023, JRSS-B, Thm 2; bets fixed per round;
+construction and proof in :mod:`~pacbayes_sft.sweep.confidence`) on x_i = (d_i + 1)/2 ∈ [0, 1], the
+pair's shared items in schedule order, at α = δ/(K − 1) two-sided (α/2 a side), δ = 1 − level:
+
+    θ_ab ∈ [2 L_r − 1, 2 U_r − 1],   L_r, U_r = (Σ λ_i x_i ∓ (ln(2/α) + Σ v_i ψ_E(λ_i))) / Σ λ_i,
+
+intersected over the pair's looks. It holds at every round end at once: no share of δ per look.
+
+``"bernstein"`` (the original): empirical Bernstein with a union bound over looks. At look
+t = r + 1 (after round r; round 0 is the first look), on the N items a pair shares,
 
     θ_ab ∈ [d̄ − w, d̄ + w],   w = sqrt(2 V ln(2/δ_t) / N) + 14 ln(2/δ_t) / (3 (N − 1)),
-    δ_t = δ / ((K − 1) · t (t + 1))   at look t = r + 1,   δ = 1 − level,
+    δ_t = δ / ((K − 1) · t (t + 1)),
 
-with d̄ and V the mean and sample variance (ddof 1) of the d_i. For one pair and one look this is
-Maurer & Pontil's (2009, Thm 4) one-sided bound for [0, 1] variables, applied to (d + 1)/2 (hence
-the factor 2 on the range) at δ_t on each side. Its proof needs independent items whose means
-average to μ, not identically distributed ones: it covers i.i.d. fresh items and a committed test
-set stratified by slice alike (there the sample variance overstates the average variance, which
-only widens w).
+with d̄, V the mean and sample variance (ddof 1) of the d_i: Maurer & Pontil's (2009, Thm 4)
+one-sided bound for [0, 1] variables on (d + 1)/2 at δ_t a side. Both need independent items whose
+means average to μ at each look: i.i.d. items, or rounds stratified by slice in the mixture's
+proportions (hence "betting" keeps λ constant over every round).
 
 Why it is valid under optional stopping. Fix a best bucket b*. Look t uses the first N_t items of
 a schedule fixed before the race (the first round's items, then ``round_items`` per round), so the
-event "the bound of (a, b*) fails at look t" is a property of the items alone, whether or not the
-race reaches look t. Σ_t Σ_{a ≠ b*} δ / ((K − 1) t (t + 1)) = δ, so with probability at least
-``level`` no bound involving b* fails at any look: whenever the race stops, whatever it
-eliminated, and also when a race stopped at the cap is continued. Only pairs with b* matter, hence
-K − 1 and not K(K − 1)/2. (A schedule chosen from the losses as they come would break this.)
+event "the interval of (a, b*) fails at look t" is a property of the items alone, whether or not
+the race reaches look t. "betting": each of the K − 1 pairs (a, b*) fails at some look with
+probability ≤ δ/(K − 1). "bernstein": Σ_t Σ_{a ≠ b*} δ / ((K − 1) t (t + 1)) = δ. Either way, with
+probability at least ``level`` no interval involving b* fails at any look: whenever the race stops,
+whatever it eliminated, and also when a race stopped at the cap is continued. Only pairs with b*
+matter, hence K − 1 and not K(K − 1)/2. (A schedule chosen from the losses would break this.)
 
 Decisions after each look, among the contenders S:
 
-- b is eliminated when some a ∈ S is better at the level: d̄_ba − w_ba > 0;
+- b is eliminated when some a ∈ S is better at the level: lower_ba > 0;
 - ``best``: one contender is left: the best bucket;
-- ``epsilon_tie``: every pair of S is within ε at the level, |d̄_ab| + w_ab ≤ ε: any of S is within
+- ``epsilon_tie``: every pair of S is within ε at the level, upper_ab ≤ ε: any of S is within
   ε of the best (the guarantee of LUCB-ε, Kalyanakrishnan et al. 2012, for the whole set);
 - ``cap``: neither, and another round would take the items past ``max_items``; the best is in S.
 
-On the event above b* is never eliminated (that needs d̄_{a b*} + w < 0 ≤ θ_{a b*}), and every a of
-an ε-tie has μ_a − μ_{b*} ≤ d̄_{a b*} + w ≤ ε; so each answer is right with probability ≥ ``level``.
+On the event above b* is never eliminated (that needs upper_{a b*} < 0 ≤ θ_{a b*}), and every a of
+an ε-tie has μ_a − μ_{b*} ≤ upper_{a b*} ≤ ε; so each answer is right with probability ≥ ``level``.
 """
 
 from __future__ import annotations
@@ -51,7 +61,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .confidence import BettingState, difference_interval, paired_state
+
 STOP_REASONS = ("best", "epsilon_tie", "cap")
+CONFIDENCES = ("betting", "bernstein")  # interval methods: the default first; a result without one used the second
 
 
 def _check_unit(value: float, name: str) -> float:
@@ -64,6 +77,12 @@ def _check_count(value: int, name: str, least: int) -> int:
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least):
         raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     return int(value)
+
+
+def _check_confidence(value: str) -> str:
+    if value not in CONFIDENCES:
+        raise ValueError(f"confidence must be one of {CONFIDENCES}, got {value!r}")
+    return value
 
 
 def look_delta(level: float, look: int, n_buckets: int) -> float:
@@ -122,7 +141,8 @@ class RaceResult:
     them is within ε of the best) or the contenders left at the cap (``"cap"``: the best is among
     them), lowest mean loss first; items_used: the items each bucket was evaluated on; rounds: the
     looks taken (the first round included); means: each bucket's mean loss on its own items;
-    eliminated: the round each eliminated bucket went out in.
+    eliminated: the round each eliminated bucket went out in; confidence: the interval method
+    (:data:`CONFIDENCES`; "bernstein" for a result saved before the key existed).
     """
 
     answer: tuple[str, ...]
@@ -133,6 +153,7 @@ class RaceResult:
     rounds: int
     means: dict[str, float] = field(default_factory=dict)
     eliminated: dict[str, int] = field(default_factory=dict)
+    confidence: str = "bernstein"
 
     @property
     def decided(self) -> bool:
@@ -178,6 +199,7 @@ class RaceResult:
             rounds=int(d["rounds"]),
             means={k: float(v) for k, v in d.get("means", {}).items()},
             eliminated={k: int(v) for k, v in d.get("eliminated", {}).items()},
+            confidence=_check_confidence(d.get("confidence", "bernstein")),
         )
 
 
@@ -187,7 +209,8 @@ class PairedRace:
     Parameters: ``epsilon`` the tolerance of an ε-tie (loss units, in (0, 1)); ``level`` the
     probability that the answer is right; ``round_items`` the items of every round after the
     first (the first round may have any size ≥ 2, e.g. a committed test set); ``max_items`` the
-    cap on distinct items.
+    cap on distinct items; ``confidence`` the interval method, "betting" (time-uniform confidence
+    sequences) or "bernstein" (empirical Bernstein, union over looks).
 
     Feed rounds with :meth:`partial_fit` (one mapping bucket → losses per round, contenders only)
     until ``done_``; then ``result_`` holds the answer. Attributes after the first round:
@@ -195,11 +218,21 @@ class PairedRace:
     :class:`RoundDecision` per round), ``n_items_`` (distinct items so far), ``done_``, ``result_``.
     """
 
-    def __init__(self, epsilon: float = 0.02, level: float = 0.95, round_items: int = 200, max_items: int = 4000):
+    def __init__(
+        self,
+        epsilon: float = 0.02,
+        level: float = 0.95,
+        round_items: int = 200,
+        max_items: int = 4000,
+        *,
+        confidence: str = "betting",
+    ):
         self.epsilon = _check_unit(epsilon, "epsilon")
         self.level = _check_unit(level, "level")
         self.round_items = _check_count(round_items, "round_items", 1)
         self.max_items = _check_count(max_items, "max_items", 2)
+        self.confidence = _check_confidence(confidence)
+        self._states: dict[tuple[str, str], BettingState] = {}  # "betting": one sequence per pair
         self.buckets_: list[str] = []
         self.contenders_: list[str] = []
         self.eliminated_: dict[str, int] = {}
@@ -227,12 +260,35 @@ class PairedRace:
         return np.concatenate([x - y for x, y in zip(self._rounds[a][:k], self._rounds[b][:k])])
 
     def interval(self, a: str, b: str) -> tuple[float, float, float]:
-        """(mean, lower, upper) of μ_a − μ_b on their shared items at the level of the last look."""
+        """(mean, lower, upper) of μ_a − μ_b on their shared items, at the last look (by ``confidence``)."""
         for name, v in (("a", a), ("b", b)):
             if v not in self._rounds:
                 raise ValueError(f"{name} must be one of the race's buckets {self.buckets_}, got {v!r}")
+        if self.confidence == "betting":
+            return self._sequence(a, b) if a != b else (0.0, 0.0, 0.0)
         look = max(len(self.history_), 1)
         return paired_interval(self._shared(a, b), look_delta(self.level, look, len(self.buckets_)))
+
+    def _sequence(self, a: str, b: str) -> tuple[float, float, float]:
+        """(mean, lower, upper) of μ_a − μ_b from the pair's confidence sequence (or its mirror)."""
+        if (a, b) in self._states:
+            return difference_interval(self._states[(a, b)])
+        mean, lower, upper = difference_interval(self._states[(b, a)])
+        return -mean, -upper, -lower
+
+    def _bounds(self, arrays: Mapping[str, np.ndarray], rnd: int) -> dict[tuple[str, str], tuple[float, float, float]]:
+        """(mean, lower, upper) of every ordered pair of contenders after round ``rnd`` (losses ``arrays``)."""
+        left = self.contenders_
+        if self.confidence == "bernstein":
+            delta = look_delta(self.level, rnd + 1, len(self.buckets_))
+            return {(a, b): paired_interval(self._shared(a, b), delta) for a in left for b in left if a != b}
+        if rnd == 0:
+            alpha = (1 - self.level) / (len(self.buckets_) - 1)
+            self._states = {(a, b): BettingState(alpha) for i, a in enumerate(left) for b in left[i + 1 :]}
+        for (a, b), state in self._states.items():
+            if a in arrays and b in arrays:
+                self._states[(a, b)], _ = paired_state(state, arrays[a] - arrays[b])
+        return {(a, b): self._sequence(a, b) for a in left for b in left if a != b}
 
     # --- one round ----------------------------------------------------------------------------
 
@@ -274,14 +330,9 @@ class PairedRace:
         for b, a in arrays.items():
             self._rounds[b].append(a)
         self.n_items_ += next(iter(arrays.values())).size
-        delta = look_delta(self.level, rnd + 1, len(self.buckets_))
-        bounds = {
-            (a, b): paired_interval(self._shared(a, b), delta)
-            for a in self.contenders_
-            for b in self.contenders_
-            if a != b
-        }
+        bounds = self._bounds(arrays, rnd)
         out = [b for b in self.contenders_ if any(bounds[(b, a)][1] > 0 for a in self.contenders_ if a != b)]
+        out = [] if len(out) == len(self.contenders_) else out  # all out: an interval failed; keep them all
         self.contenders_ = [b for b in self.contenders_ if b not in out]
         self.eliminated_ |= dict.fromkeys(out, rnd)
         stop = self._stop(bounds)
@@ -313,6 +364,7 @@ class PairedRace:
             rounds=len(self.history_),
             means=means,
             eliminated=dict(self.eliminated_),
+            confidence=self.confidence,
         )
 
     def fit(self, rounds: Iterable[Mapping[str, Sequence[float]]]) -> PairedRace:
@@ -333,14 +385,15 @@ def run_race(
     level: float = 0.95,
     round_items: int = 200,
     max_items: int = 4000,
+    confidence: str = "betting",
 ) -> RaceResult:
     """Run a race to its stop: ``draw(contenders, round, n_items)`` returns the losses of a fresh
     round (the first has ``first_items`` items, every later one ``round_items``) for exactly the
-    contenders, on shared items."""
+    contenders, on shared items; ``confidence`` the interval method (:data:`CONFIDENCES`)."""
     first_items = _check_count(first_items, "first_items", 2)
     if len(set(buckets)) != len(buckets) or len(buckets) < 2:
         raise ValueError(f"buckets must be at least two distinct names, got {list(buckets)!r}")
-    race = PairedRace(epsilon=epsilon, level=level, round_items=round_items, max_items=max_items)
+    race = PairedRace(epsilon=epsilon, level=level, round_items=round_items, max_items=max_items, confidence=confidence)
     race.partial_fit(draw(list(buckets), 0, first_items))
     while not race.done_:
         race.partial_fit(draw(list(race.contenders_), len(race.history_), round_items))

@@ -245,7 +245,12 @@ def base_fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-LATER_FIELDS = (("sft", "precision", "fp32"), ("bound", "mc_examples", None), ("bound", "catoni_c", 1.0))
+LATER_FIELDS = (
+    ("sft", "precision", "fp32"),
+    ("bound", "mc_examples", None),
+    ("bound", "catoni_c", 1.0),
+    ("prior", "search", "ascending"),
+)
 
 
 def _data_fingerprint(path: str) -> str:
@@ -273,7 +278,7 @@ def _hashed_dict(cfg: SweepConfig) -> dict:
     if d["label_free"]["source"] == 0:  # nothing collected: as before the section existed
         d.pop("label_free")
     for section, key, default in LATER_FIELDS:
-        if d[section].get(key) == default:
+        if section in d and d[section].get(key) == default:
             d[section].pop(key)
     if d["task"]["kind"] == "igsm":  # the dataset fields do not touch iGSM results (older hashes stay)
         d["task"] = {"modulus": d["task"]["modulus"]}

@@ -3,29 +3,26 @@ bucket is the best at the level, the contenders are within ε of the best (an ε
 
 - Round 0 is the sweep's own test set: each cell record's per-item losses under the config's
   loss, averaged over the seeds that every bucket of the group has (the bootstrap's items).
-- Round r ≥ 1 draws ``round_items`` fresh iGSM test problems from the config's test mixture (op
-  uniform over ``test.ops``, held-out templates) from the stream seeded
-  ``test.seed + 1_000_000 + r``, disjoint from the committed test set's streams
-  (``test.seed + op``), and evaluates every contender's adapters on them (all seeds, averaged per
-  item), with the sweep's evaluation settings and judge.
-- :class:`~pacbayes_sft.sweep.allocation.PairedRace` decides after each round (empirical
-  Bernstein, union over looks: valid whenever the race stops).
+- Round r ≥ 1 draws ``round_items`` fresh iGSM test problems from the config's test mixture,
+  stratified by op like the test set (:mod:`~pacbayes_sft.sweep.fresh_items`; races started before
+  the ``items`` setting keep their ``mixed`` scheme), and evaluates every contender's adapters on
+  them (all seeds, averaged per item), with the sweep's evaluation settings.
+- :class:`~pacbayes_sft.sweep.allocation.PairedRace` decides after each round, valid whenever the race
+  stops, by ``confidence``: "betting" (confidence sequences; new races) or "bernstein" (old files).
 
 Files under ``<run>/race/``: ``<group>.json``, the summary (settings, cells and seeds, answer,
 items used, compute seconds, one decision per round), rewritten after every round; and
 ``<group>/round_NNN.json``, one round's seed-averaged losses per contender, written before the
 race looks at it. A rerun replays the rounds on disk and goes on, so an interrupted race loses no
-finished round; a finished race is not recomputed. Changing ε, the level, the round size or the
-cells of a started race is refused (it would void the guarantee); raising ``max_items`` continues
-a race that stopped at the cap, which keeps it.
+finished round; a finished race is not recomputed. Changing ε, the level, the round size, the
+confidence method, the item scheme or the cells of a started race is refused (it would void the guarantee); raising
+``max_items`` continues a race that stopped at the cap, which keeps it.
 
-A cell with a record but no adapter folder (a study that did not keep them) is retrained from its
-seed exactly as :func:`~pacbayes_sft.sweep.runner.run_cell` trains it, under the data-free prior;
-under the data-dependent prior the race refuses and names the cells (only the sweep makes their
-two-stage posterior). A retrained cell's round 0 is re-evaluated on the committed test set, so it
-belongs to the adapter that races; ``retrained`` counts the items where it differs from the record.
-Fresh rounds run on a GPU when there is one (greedy answers can differ between devices on a few
-items). Only ``kind: igsm`` tasks race: a dataset task has no generator of fresh test items.
+A cell without an adapter folder is retrained from its seed as :func:`~pacbayes_sft.sweep.runner.run_cell`
+trains it, under the data-free prior (under the data-dependent prior the race refuses and names the
+cells). A retrained cell's round 0 is re-evaluated; ``retrained`` counts the items where it differs
+from the record (greedy answers can differ on a few items between devices and batchings). Fresh
+rounds run on a GPU when there is one. Only ``kind: igsm`` tasks race.
 """
 
 from __future__ import annotations
@@ -41,20 +38,19 @@ from pathlib import Path
 import numpy as np
 
 from ..certify.config import item_losses
-from ..data.igsm import IGSMConfig, Problem, generate
-from .allocation import PairedRace, RaceResult
+from ..data.igsm import Problem
+from .allocation import CONFIDENCES, PairedRace, RaceResult
 from .cells import cells_of
 from .config import SweepConfig
+from .fresh_items import ITEM_SCHEMES, fresh_items, item_seed
 from .record import CellRecord
 from .store import FolderState, atomic_write, folder_config, valid_cells
 
 log = logging.getLogger("pacbayes_sft.race")
 
 RACE_DIR = "race"
-SEED_OFFSET = 1_000_000
-"""Fresh round r draws from the stream ``test.seed + SEED_OFFSET + r``; the committed test set's
-slice of op k from ``test.seed + k`` (k < SEED_OFFSET), so no stream and no problem seed is shared."""
-SETTINGS = ("epsilon", "level", "round_items", "loss")  # what a started race may not change
+SETTINGS = ("epsilon", "level", "round_items", "loss", "confidence", "items")  # a started race may not change these
+OLD_SETTINGS = {"confidence": "bernstein", "items": "mixed"}  # what a race file from before the setting used
 
 
 @dataclass(frozen=True)
@@ -80,22 +76,6 @@ def parse_group(text: str) -> Group:
     if len(parts) != 3 or not all(parts) or not parts[2].isdigit():
         raise ValueError(f"group must look like BASE/OBJECTIVE/N (e.g. strong/dft/4096), got {text!r}")
     return Group(parts[0], parts[1], int(parts[2]))
-
-
-def item_seed(cfg: SweepConfig, round_: int) -> int:
-    """The stream seed of fresh round ``round_`` ≥ 1."""
-    if not (isinstance(round_, int) and round_ >= 1):
-        raise ValueError(f"round_ must be an integer >= 1 (round 0 is the committed test set), got {round_!r}")
-    return cfg.test.seed + SEED_OFFSET + round_
-
-
-def fresh_items(cfg: SweepConfig, round_: int, n_items: int) -> list[Problem]:
-    """``n_items`` test-template problems of fresh round ``round_``, op drawn uniformly from
-    ``test.ops`` for each (the committed test set's mixture, i.i.d.)."""
-    if cfg.task.kind != "igsm":
-        raise ValueError(f"task kind {cfg.task.kind!r} has no fresh test items; a race needs kind 'igsm'")
-    cfg_igsm = IGSMConfig(modulus=cfg.task.modulus)
-    return generate(n_items, list(cfg.test.ops), split="test", seed=item_seed(cfg, round_), config=cfg_igsm)
 
 
 def _grid_groups(cfg: SweepConfig) -> list[Group]:
@@ -139,6 +119,7 @@ class _Contenders:
 
         # deferred: reading race results (the report) loads no model code; racing does
         from ..adapters import attach_adapter
+        from ..certify.losses import example_losses
         from ..training.models import load_causal_lm
         from ..training.sft import finetune
         from . import runner
@@ -147,6 +128,7 @@ class _Contenders:
             torch.set_num_threads(int(cfg.threads))
         self.runner, self.cfg, self.out, self.progress = runner, cfg, out, progress
         self.attach, self.load, self.finetune = attach_adapter, load_causal_lm, finetune
+        self.example_losses = example_losses
         self.device = "cuda" if torch.cuda.is_available() else None
         self.ctx = runner.sweep_context(cfg, out)
         self.models: dict[str, object] = {}
@@ -183,8 +165,11 @@ class _Contenders:
 
     def _losses(self, rec: CellRecord, ctx) -> np.ndarray:
         tok = self.ctx.bases[rec.base][1]
-        _, items = self.runner.evaluate_test_items(ctx, self._load(rec), tok, rec.id)
-        return item_losses(self.cfg.bound.loss, items)
+        cfg, shared = self.cfg, None
+        if cfg.bound.loss == "answer_error" and cfg.eval.generate:  # generated in batches across slices, as cells do
+            shared = self.example_losses(tok, ctx.task.test_set, "answer_error", judge=ctx.task.judge, evaluation=cfg.eval)
+        _, items = self.runner.evaluate_test_items(ctx, self._load(rec), tok, rec.id, shared)
+        return item_losses(cfg.bound.loss, items)
 
     def round_zero(self, cells: dict[str, list[CellRecord]]) -> dict[str, np.ndarray]:
         """Each bucket's seed-averaged losses on the committed test set: the records' own, or a
@@ -236,15 +221,13 @@ def _record_losses(rec: CellRecord, loss: str) -> np.ndarray:
     try:
         return item_losses(loss, rec.items)
     except KeyError:
-        raise ValueError(
-            f"cell {rec.id} has no per-item results for loss {loss!r} (answer_error needs eval.generate)"
-        ) from None
+        raise ValueError(f"cell {rec.id} has no per-item results for loss {loss!r} (answer_error needs eval.generate)") from None
 
 
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError):  # absent, or cut off mid-write: not a finished round
         return None
 
 
@@ -254,26 +237,29 @@ def _start(path: Path, doc: dict, settings: dict) -> dict:
     if prev is None:
         return doc
     before = prev.get("settings", {})
-    changed = [k for k in SETTINGS if before.get(k) != settings[k]]
+    changed = [k for k in SETTINGS if before.get(k, OLD_SETTINGS.get(k)) != settings[k]]
     if changed or prev.get("cells") != doc["cells"]:
-        what = ", ".join(f"{k} {before.get(k)!r} -> {settings[k]!r}" for k in changed) or "its cells changed"
+        what = ", ".join(f"{k} {before.get(k, OLD_SETTINGS.get(k))!r} -> {settings[k]!r}" for k in changed)
         raise ValueError(
-            f"the race {str(path)!r} was started with other settings ({what}); changing them would void its "
-            f"guarantee: rerun with the same ones, or delete {path.name} and its folder to start again"
+            f"the race {str(path)!r} was started with other settings ({what or 'its cells changed'}); changing "
+            f"them would void its guarantee: rerun with the same ones, or delete {path.name} and its folder to "
+            "start again"
         )
     return doc | {"retrained": prev.get("retrained", {})}
 
 
+def _setting(path: Path, key: str, asked: str | None, default: str) -> str:
+    """A race setting: ``asked``; or for None the started race's (its file's, the OLD_SETTINGS value
+    in a file from before the setting existed), else ``default``, a new race's."""
+    prev = _read_json(path) if asked is None else None
+    if isinstance(prev, dict):
+        return prev.get("settings", {}).get(key, OLD_SETTINGS[key])
+    return default if asked is None else asked
+
+
 def _decision(d, seconds: float, seed: int | None) -> dict:
-    return {
-        "round": d.round,
-        "n_items": d.n_items,
-        "item_seed": seed,
-        "eliminated": list(d.eliminated),
-        "contenders": list(d.contenders),
-        "stop": d.stop,
-        "seconds": round(seconds, 2),
-    }
+    out = {"round": d.round, "n_items": d.n_items, "item_seed": seed, "eliminated": list(d.eliminated)}
+    return out | {"contenders": list(d.contenders), "stop": d.stop, "seconds": round(seconds, 2)}
 
 
 def _record_round(race: PairedRace, doc: dict, data: dict) -> None:
@@ -291,13 +277,8 @@ def _record_round(race: PairedRace, doc: dict, data: dict) -> None:
 def _finish(path: Path, race: PairedRace, doc: dict) -> dict:
     if race.done_:
         res = race.result_
-        doc |= {
-            "status": "done",
-            "result": res.to_dict(),
-            "statement": res.statement(),
-            "n_items": res.n_items,
-            "evaluations": res.evaluations,
-        }
+        doc |= {"status": "done", "result": res.to_dict(), "statement": res.statement()}
+        doc |= {"n_items": res.n_items, "evaluations": res.evaluations}
     atomic_write(path, json.dumps(doc, indent=1))
     return doc
 
@@ -317,15 +298,16 @@ def _new_doc(group: Group, cells: dict[str, list[CellRecord]], settings: dict) -
     }
 
 
-def _play_round(race: PairedRace, contenders: _Contenders, cells: dict[str, list[CellRecord]]) -> dict:
-    """The next round's seed-averaged losses of every contender, as its round file holds them."""
+def _play_round(race: PairedRace, contenders: _Contenders, cells: dict[str, list[CellRecord]], items: str) -> dict:
+    """The next round's seed-averaged losses of every contender (fresh problems by scheme ``items``),
+    as its round file holds them."""
     rnd, t0 = len(race.history_), time.perf_counter()
     if rnd == 0:
         losses, seed = contenders.round_zero(cells), None
     else:
         seed = item_seed(contenders.cfg, rnd)
         live = {b: cells[b] for b in race.contenders_}
-        losses = contenders.round(live, fresh_items(contenders.cfg, rnd, race.round_items))
+        losses = contenders.round(live, fresh_items(contenders.cfg, rnd, race.round_items, items))
     return {
         "round": rnd,
         "item_seed": seed,
@@ -344,6 +326,7 @@ def race_group(
     level: float = 0.95,
     round_items: int = 200,
     max_items: int = 4000,
+    confidence: str | None = None,
     progress: bool = False,
 ) -> dict:
     """Race the buckets of group (base, objective, n) of the sweep in ``run_dir`` (see the module
@@ -352,19 +335,20 @@ def race_group(
 
     ``epsilon``: the ε of an ε-tie (loss units); ``level``: the probability the answer is right;
     ``round_items``: fresh items per round; ``max_items``: the cap on distinct items, round 0's
-    included; ``progress``: progress bars while a missing adapter is retrained."""
+    included; ``confidence``: "betting" or "bernstein" (None: the started race's, else "betting");
+    ``progress``: progress bars while a missing adapter is retrained."""
     out = Path(run_dir)
     if not out.is_dir():
         raise ValueError(f"run_dir {str(out)!r} is not a folder")
     cfg, state = folder_config(out)
     if cfg.task.kind != "igsm":
         raise ValueError(f"task kind {cfg.task.kind!r}: a race draws fresh test items, which only kind 'igsm' has")
-    race = PairedRace(epsilon=epsilon, level=level, round_items=round_items, max_items=max_items)
     group = Group(str(base), str(objective), int(n))
-    cells = group_cells(out, cfg, state, group)
-    settings = {k: getattr(race, k) for k in ("epsilon", "level", "round_items", "max_items")}
-    settings["loss"] = cfg.bound.loss
     path, rounds_dir = out / RACE_DIR / f"{group.id}.json", out / RACE_DIR / group.id
+    race = PairedRace(epsilon, level, round_items, max_items, confidence=_setting(path, "confidence", confidence, CONFIDENCES[0]))
+    cells = group_cells(out, cfg, state, group)
+    settings = {k: getattr(race, k) for k in ("epsilon", "level", "round_items", "max_items", "confidence")}
+    settings |= {"loss": cfg.bound.loss, "items": _setting(path, "items", None, ITEM_SCHEMES[0])}
     doc = _start(path, _new_doc(group, cells, settings), settings)
     rounds_dir.mkdir(parents=True, exist_ok=True)
     for f in sorted(rounds_dir.glob("round_*.json")):  # replay what an earlier run finished
@@ -377,7 +361,7 @@ def race_group(
     contenders = None
     while not race.done_:
         contenders = contenders or _Contenders(out, cfg, progress)
-        data = _play_round(race, contenders, cells)
+        data = _play_round(race, contenders, cells, settings["items"])
         atomic_write(rounds_dir / f"round_{data['round']:03d}.json", json.dumps(data))  # before the race looks
         _record_round(race, doc, data)
         doc["retrained"] |= contenders.retrained

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..adapters import INIT_FILE, attach_adapter
 from ..bounds import is_vacuous
 from ..certify import certify, example_losses, stochastic_risk
+from ..certify.tv_term import tv_cache
 from ..certify.two_stage import certify_two_stage, load_posterior_state, recertify_two_stage, save_posterior_state
 from ..data.tokenizer import load_tokenizer
 from ..training.evaluate import evaluate_items, slice_rows
@@ -43,6 +44,8 @@ from .record import CellRecord, cell_terms
 from .store import FolderState, atomic_write, claim_folder, clear_failure, folder_config, read_record
 from .tasks import Task, make_task
 
+TV_CACHE_DIR = "tv"
+"""Under a run folder: the cells' TV terms, one small JSON file per (training sample, test set, settings)."""
 log = logging.getLogger("pacbayes_sft.sweep")
 
 ITEM_METRICS = ("token_error", "exact_match", "answer_correct")
@@ -108,17 +111,19 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> CellRe
     prompts, responses = [p.prompt for p in train], [p.response for p in train]
     adapter = ctx.out / "adapters" / cell.id
     clock = _Stages()
-    if cfg.prior.kind == "data":
-        n_p = cfg.prior.split(len(train))
-        res = finetune(load_causal_lm(base_dir), tok, prompts[:n_p], responses[:n_p], sft_cfg, adapter / "prior")
-        clock.lap("training")
-        cert, state = _two_stage(ctx, cell, res.model, train, adapter)
-        sigma, space = state["scales"], "lora"
-    else:
-        res = finetune(load_causal_lm(base_dir), tok, prompts, responses, sft_cfg, adapter)
-        clock.lap("training")
-        cert = _cell_certificate(ctx, cell, res.model, train)
-        sigma, space = cert.sigma.value, cfg.bound.space
+    # the TV term depends on (bucket, n, seed) only: every base and objective of one shares it
+    with tv_cache(ctx.out / TV_CACHE_DIR):
+        if cfg.prior.kind == "data":
+            n_p = cfg.prior.split(len(train))
+            res = finetune(load_causal_lm(base_dir), tok, prompts[:n_p], responses[:n_p], sft_cfg, adapter / "prior")
+            clock.lap("training")
+            cert, state = _two_stage(ctx, cell, res.model, train, adapter)
+            sigma, space = state["scales"], "lora"
+        else:
+            res = finetune(load_causal_lm(base_dir), tok, prompts, responses, sft_cfg, adapter)
+            clock.lap("training")
+            cert = _cell_certificate(ctx, cell, res.model, train)
+            sigma, space = cert.sigma.value, cfg.bound.space
     clock.lap("certificate")
     test_losses = example_losses(tok, ctx.task.test_set, cfg.bound.loss, judge=ctx.task.judge, evaluation=cfg.eval)
     rows, items = evaluate_test_items(ctx, res.model, tok, cell.id, test_losses)

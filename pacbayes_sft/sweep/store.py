@@ -147,9 +147,14 @@ def folder_config(out: str | Path) -> tuple[SweepConfig, FolderState]:
 def stored_config(config: dict) -> dict:
     """A config as a run folder stored it. Folders from before the ``prior`` section ran with the
     data-free prior and collected no label-free answers, which is what they read as (the new
-    defaults are the data-dependent prior and collecting)."""
+    defaults are the data-dependent prior and collecting); a data-dependent prior stored without
+    ``search`` chose σ_p ascending, the only search there was."""
     old = {"prior": {"kind": "pretrained"}, "label_free": {"source": 0}}
-    return {k: v for k, v in old.items() if k not in config} | config
+    config = {k: v for k, v in old.items() if k not in config} | config
+    prior = config["prior"]
+    if isinstance(prior, dict) and prior.get("kind", "data") == "data" and "search" not in prior:
+        config = config | {"prior": prior | {"search": "ascending"}}
+    return config
 
 
 def _finished(out: Path) -> Iterator[CellRecord]:
