@@ -205,11 +205,14 @@ PREDICTORS_NOTE = (
 )
 
 
+def _dashed(table: pd.DataFrame, digits: int) -> pd.DataFrame:
+    """``table`` rounded, a missing score (over zero budgets, or a column that does not apply) shown
+    as a dash, not NaN."""
+    return table.round(digits).astype(object).where(table.notna(), "–")
+
+
 def _scores_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
-    if scores is None or scores.empty:
-        return None
-    # a score over zero budgets (or a column that does not apply) is shown as a dash, not NaN
-    return scores.round(2).astype(object).where(scores.notna(), "–")
+    return None if scores is None or scores.empty else _dashed(scores, 2)
 
 
 LABEL_FREE_NOTE = (
@@ -223,10 +226,8 @@ LABEL_FREE_NOTE = (
 
 
 def _label_free_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
-    if scores is None or scores.empty:
-        return None
     cols = ["estimator", "mae", "spearman", "groups_ranked", "pick_in_set", "exact", "determined"]
-    return scores[cols].round(3).astype(object).where(scores[cols].notna(), "–")
+    return None if scores is None or scores.empty else _dashed(scores[cols], 3)
 
 
 def write_markdown(
