@@ -106,6 +106,7 @@ def test_a_race_spends_fresh_rounds_resumes_and_reports(run, capsys):
     build_report(run)
     md = (run / "report.md").read_text()
     assert "race_items" in md and "open: " in md and "items_needed (80% power)" in md
+    assert "1 budget(s) raced, 0 ended with a single best bucket and 0 in an ε-tie" in md
     # the verb prints the finished race without recomputing it
     assert main(["race", "--run", str(run), "--quiet", *_flags(RACE | {"max_items": 96})]) == 0
     assert "tiny/sft/8: not decided within 96 items" in capsys.readouterr().out

@@ -146,6 +146,11 @@ def summary(ct: pd.DataFrame, opt: pd.DataFrame) -> dict:
     out = {}
     det = opt["determined"].astype(bool) if "determined" in opt else pd.Series(False, index=opt.index)
     out["n_budgets"], out["n_determined"] = len(opt), int(det.sum())
+    race = opt["race"] if "race" in opt else pd.Series(None, index=opt.index, dtype=object)
+    raced, answer = race.notna(), race.fillna("").astype(str)
+    out["n_raced"], out["n_race_ties"] = int(raced.sum()), int(answer.str.startswith("tie: ").sum())
+    out["n_race_best"] = int((raced & ~answer.str.startswith(("tie: ", "open: "))).sum())
+    out["n_decided_either"] = int((det | (raced & ~answer.str.startswith("open: "))).sum())  # bootstrap or race
     for col in ("raw", "calibrated"):
         d = (opt[f"{col}_idx"] - opt["observed_idx"]).abs()
         out[f"{col}_exact_agreement"] = float((d == 0).mean())

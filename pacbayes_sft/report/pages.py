@@ -107,7 +107,7 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.25rem; margin-
        border-bottom: 1px solid #dde1e8; padding-bottom: .2rem; }
 table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; display: block; max-width: 100%;
         overflow-x: auto; }
-th, td { border: 1px solid #dde1e8; padding: .3rem .6rem; text-align: right; }
+th, td { border: 1px solid #dde1e8; padding: .3rem .6rem; text-align: right; white-space: nowrap; }
 th { background: #f3f5f8; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; height: auto; display: block; margin: .4rem 0 1.2rem; }
 .legend { display: flex; gap: 1rem; flex-wrap: wrap; margin: .8rem 0; }
@@ -152,6 +152,13 @@ def summary_lines(summ: dict, n_budgets: int) -> list[str]:
         f"does the measured best bucket move to harder data as n grows (per base and objective)? "
         f"{', '.join('yes' if m else 'no' for m in summ['observed_optimum_moves_harder_with_n']) or 'one budget only'}",
     ]
+    if summ.get("n_raced"):
+        lines.append(
+            f"races on fresh test items (pacbayes-sft race): {summ['n_raced']} budget(s) raced, {summ['n_race_best']} "
+            f"ended with a single best bucket and {summ['n_race_ties']} in an ε-tie (any listed bucket within ε of the "
+            f"best), each at the race's level; with the bootstrap, {summ['n_decided_either']} of {n_budgets} budgets "
+            "have a decided answer"
+        )
     vac, cells = summ.get("n_vacuous", 0), summ.get("n_cells", 0)
     if vac:
         lines.append(
