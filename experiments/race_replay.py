@@ -34,6 +34,7 @@ from pacbayes_sft.certify.config import item_losses
 from pacbayes_sft.sweep.allocation import CONFIDENCES, PairedRace, RaceResult
 from pacbayes_sft.sweep.race import Group, group_cells, race_groups
 from pacbayes_sft.sweep.store import folder_config
+from pacbayes_sft.validation import race_answer_right
 
 COLUMNS = (
     "base",
@@ -87,17 +88,6 @@ def _answer(res: RaceResult) -> str:
     return f"{res.reason}:{'|'.join(res.answer if res.reason == 'best' else sorted(res.answer))}"
 
 
-def right(res: RaceResult, means: dict[str, float], epsilon: float) -> bool:
-    """Whether the answer holds in the bootstrap world, whose true bucket means are ``means``: the
-    best alone, an ε-tie holding a best bucket and only buckets within ε of it, or a cap's
-    survivors holding a best bucket."""
-    best = min(means.values())
-    has_best = any(means[b] == best for b in res.answer)
-    if res.reason == "best":
-        return has_best
-    return has_best and (res.reason == "cap" or all(means[b] - best <= epsilon for b in res.answer))
-
-
 def summarise(group: Group, method: str, cap: int, results: list[RaceResult], losses: dict[str, np.ndarray]) -> dict:
     """One CSV row: the reps of one group, method and cap."""
     n0, means = len(next(iter(losses.values()))), {b: float(v.mean()) for b, v in losses.items()}
@@ -122,7 +112,7 @@ def summarise(group: Group, method: str, cap: int, results: list[RaceResult], lo
         "mean_evaluations": float(evals.mean()),
         "modal_answer": modal,
         "modal_frac": count / len(results),
-        "right_frac": np.mean([right(r, means, results[0].epsilon) for r in results]),
+        "right_frac": np.mean([race_answer_right(r, means, results[0].epsilon) for r in results]),
     }
 
 
