@@ -148,3 +148,69 @@ def test_answer_error_under_draws_is_the_same_with_and_without_the_reference(spa
             runs.append((mc.per_sample, losses.stats["rows_decoded"]))
         assert runs[0][0] == runs[1][0]
         assert runs[1][1] <= runs[0][1] == 24
+
+
+def test_verification_in_small_chunks_continues_each_row_from_its_own_cache(monkeypatch):
+    """A logit budget of about one row per pass: every chunk keeps its cache and decodes its
+    departed rows on from it; the outputs are plain greedy decoding, row by row."""
+    import pacbayes_sft.lm.decoding as decoding
+
+    model = _model("qwen2")
+    eos = _frequent_eos(model)
+    own = greedy_continue(model, PROMPTS, [CAP] * 5, eos_token_id=eos, pad_token_id=PAD)
+    refs = [own[0], [*own[1][:2], 3 if own[1][2:3] != [3] else 4, eos], [7] * CAP, own[3], [eos]]
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    monkeypatch.setattr(decoding, "LOGIT_BUDGET", (CAP + 1) * vocab * 2)
+    got, decoded = greedy_verified(model, PROMPTS, refs, CAP, eos_token_id=eos, pad_token_id=PAD)
+    assert got == [_plain(model, p, CAP, eos) for p in PROMPTS]
+    assert 1 <= decoded <= 3
+
+
+def _igsm_setup(n: int = 10):
+    from pacbayes_sft.data import generate
+    from pacbayes_sft.data.igsm_verify import igsm_judge
+    from pacbayes_sft.data.tokenizer import load_tokenizer
+    from pacbayes_sft.sweep.config import SHIPPED_BASE
+    from pacbayes_sft.training.models import load_causal_lm
+
+    tok = load_tokenizer(SHIPPED_BASE)
+    model = attach_lora(load_causal_lm(SHIPPED_BASE), r=4, alpha=8.0, seed=1).eval()
+    return tok, model, generate(n, [1, 2, 4, 6], split="train", seed=5), igsm_judge(7)
+
+
+def test_the_means_answers_checked_against_the_responses_are_its_greedy_answers():
+    """gold=True: rows whose response is the model's own answer pass the check in one pass, the
+    others (the generator's solution, a truncated one) are decoded on; every answer and loss is
+    plain greedy decoding's."""
+    import dataclasses
+
+    from pacbayes_sft.certify.losses import answer_losses, gold_references
+    from pacbayes_sft.lm.scoring import generate_token_ids
+
+    tok, model, examples, judge = _igsm_setup()
+    cap = 40
+    plain = generate_token_ids(model, tok, [e.prompt for e in examples], max_new_tokens=cap, batch_size=4)
+    own = [tok.decode(t, skip_special_tokens=True) for t in plain]
+    # half the examples carry the model's own answer as their response, half the generator's
+    mixed = [dataclasses.replace(e, response=own[i]) if i % 2 and own[i].strip() else e for i, e in enumerate(examples)]
+    runs = {}
+    for gold in (False, True):
+        losses = answer_losses(tok, mixed, judge, max_new_tokens=cap, batch_size=3, gold=gold)
+        runs[gold] = (losses.point(model), [losses.outputs[i] for i in range(losses.n)], losses.stats)
+    assert runs[True][:2] == runs[False][:2]
+    assert runs[True][1] == plain
+    assert runs[False][2]["point_rows_decoded"] == len(mixed)
+    assert runs[True][2]["point_rows_decoded"] < len(mixed)
+    refs = gold_references(tok, mixed, cap)
+    assert all(len(r) <= cap for r in refs) and any(len(r) == cap and r[-1] != tok.eos_token_id for r in refs)
+
+
+def test_gold_references_need_a_response_on_every_example():
+    from pacbayes_sft.certify.losses import gold_references
+
+    tok, _, examples, _ = _igsm_setup(3)
+    no_response = [{"prompt": e.prompt, "answer": e.answer} for e in examples]
+    assert gold_references(tok, no_response, 20) is None
+    assert gold_references(tok, [{"prompt": "a", "response": " "}], 20) is None
+    refs = gold_references(tok, examples, 500)
+    assert all(r[-1] == tok.eos_token_id and tok.eos_token_id not in r[:-1] for r in refs)

@@ -74,7 +74,7 @@ def test_each_fitted_vectorizer_sees_only_its_training_texts(monkeypatch):
             return self
 
     make = feats.tfidf_vectorizer
-    monkeypatch.setattr(feats, "tfidf_vectorizer", lambda: Spy(**make().get_params()))
+    monkeypatch.setattr(feats, "tfidf_vectorizer", lambda **kw: Spy(**make(**kw).get_params()))
     rng = np.random.default_rng(1)
     p = [f"{a} {b} x" for a, b in zip(_tokens(rng, 60), rng.choice(["u", "v"], 60))]
     q = [f"{a} {b} y" for a, b in zip(_tokens(rng, 60), rng.choice(["u", "w"], 60))]

@@ -124,7 +124,7 @@ def certify(
     n_prior = prior.n_prior if prior is not None else 0
     # With a data-dependent prior the bound rests only on the examples the prior never saw.
     bound_examples = list(train_examples)[n_prior:]
-    losses = example_losses(tok, bound_examples, cfg.loss, judge=judge, evaluation=ev)
+    losses = example_losses(tok, bound_examples, cfg.loss, judge=judge, evaluation=ev, gold=True)
     note = f"prior: adapter trained on the first {n_prior} examples, bound on the other {losses.n}" if n_prior else ""
     families = len(module_families(model)) if cfg.per_module_sigma else 0
     plan = plan_delta(cfg, losses.n, prior_note=note, families=families)

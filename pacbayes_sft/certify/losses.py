@@ -19,6 +19,7 @@ from .. import defaults
 from ..data.loaders import example_field
 from ..data.scorers import Judge, answer_judge
 from ..lm.decoding import greedy_continue, greedy_verified
+from ..lm.encoding import encode
 from ..lm.scoring import generate_token_ids, prompt_token_ids, teacher_forced_metrics
 from .config import EvalConfig, item_losses
 
@@ -90,6 +91,30 @@ def teacher_forced_losses(
     return losses if per_row_draws else dataclasses.replace(losses, batch=None)
 
 
+def gold_references(tokenizer: Any, examples: Sequence[Any], max_new_tokens: int) -> list[list[int]] | None:
+    """Each example's reference response as a candidate greedy continuation: its tokens and
+    ``<eos>`` (as training encodes them), cut at ``max_new_tokens``. None when an example has no
+    non-empty string ``response``. A model fine-tuned on such data usually writes exactly this,
+    so :func:`~pacbayes_sft.lm.decoding.greedy_verified` checks it in one pass."""
+    try:
+        prompts, responses = prompts_and_responses(examples)
+    except (ValueError, KeyError, AttributeError):
+        return None
+    if not prompts or not all(r.strip() for r in responses):
+        return None
+    try:
+        enc = encode(tokenizer, prompts, responses)
+    except ValueError:  # a response with no token
+        return None
+    return [e.ids[e.prompt_len :][:max_new_tokens] for e in enc]
+
+
+def _length_chunks(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices in chunks of ``batch_size``, rows of similar length together (less padding)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
 def answer_losses(
     tokenizer: Any,
     examples: Sequence[Any],
@@ -97,6 +122,7 @@ def answer_losses(
     *,
     max_new_tokens: int = defaults.MAX_NEW_TOKENS,
     batch_size: int = defaults.BATCH_SIZE,
+    gold: bool = False,
 ) -> Losses:
     """answer_error: 1 − judge(example, greedy generation), in {0, 1}.
 
@@ -105,11 +131,15 @@ def answer_losses(
     generation batch decodes under its own draw (``GaussianPosterior.sample_rows``), so the
     per-example scheme stays affordable.
 
-    Once :meth:`Losses.point` has run on the posterior mean, its greedy tokens are kept and a
-    batch under any model is decoded by :func:`~pacbayes_sft.lm.decoding.greedy_verified`: one
-    teacher-forced pass checks the mean's answer, and only rows whose argmax departs from it are
-    decoded on from the first departure. The losses are those of plain greedy decoding.
-    ``stats`` counts the rows scored and those that needed decoding.
+    Greedy answers are computed by :func:`~pacbayes_sft.lm.decoding.greedy_verified` whenever a
+    candidate answer is known: one teacher-forced pass checks it, and only rows whose argmax
+    departs from it are decoded on from the first departure, so the losses are those of plain
+    greedy decoding. The posterior mean's answers (:meth:`Losses.point`), once computed, are kept,
+    and every batch under any model is checked against them. ``gold=True``: the posterior mean's
+    answers are first checked against the examples' own responses (:func:`gold_references`),
+    which pays on training examples (a fine-tuned model mostly writes them) and not on test items
+    it often gets wrong (a row that departs early still costs its decoding steps). ``stats``
+    counts the rows scored and those that needed decoding.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
@@ -118,34 +148,44 @@ def answer_losses(
     examples = list(examples)
     prompts = [example_field(e, "prompt") for e in examples]
     prompt_ids = prompt_token_ids(tokenizer, prompts) if prompts else []
+    gold_refs = gold_references(tokenizer, examples, max_new_tokens) if gold else None
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     reference: dict[int, list[int]] = {}  # the posterior mean's greedy tokens, once point() ran
-    stats = {"rows": 0, "rows_decoded": 0}
+    stats = {"rows": 0, "rows_decoded": 0, "point_rows": 0, "point_rows_decoded": 0}
 
     def score(idx: list[int], tokens: list[list[int]]) -> list[float]:
         texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
         return [0.0 if judge(examples[i], t) else 1.0 for i, t in zip(idx, texts)]
 
-    def decode(mdl: torch.nn.Module, idx: list[int]) -> tuple[list[list[int]], int]:
-        """Greedy tokens of the rows ``idx`` (row r is example idx[r]) and how many needed decoding."""
+    def decode(mdl: torch.nn.Module, idx: list[int], refs: Sequence[list[int]] | None) -> tuple[list[list[int]], int]:
+        """Greedy tokens of the rows ``idx`` (row r is example idx[r]) and how many needed decoding;
+        ``refs``: a candidate answer per row (exact: the check only skips tokens it has proved)."""
         ps = [prompt_ids[i] for i in idx]
-        if all(i in reference for i in idx):  # exact: the check only skips tokens it has proved
-            refs = [reference[i] for i in idx]
-            return greedy_verified(mdl, ps, refs, max_new_tokens, eos_token_id=eos, pad_token_id=pad)
+        if refs is not None:
+            return greedy_verified(mdl, ps, list(refs), max_new_tokens, eos_token_id=eos, pad_token_id=pad)
         return greedy_continue(mdl, ps, [max_new_tokens] * len(idx), eos_token_id=eos, pad_token_id=pad), len(idx)
 
     def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
-        tokens, decoded = decode(mdl, idx)
+        refs = [reference[i] for i in idx] if all(i in reference for i in idx) else None
+        tokens, decoded = decode(mdl, idx, refs)
         stats["rows"] += len(idx)
         stats["rows_decoded"] += decoded
         return score(idx, tokens)
 
     def point_risk(mdl: torch.nn.Module) -> float:
-        if len(reference) == len(prompts):  # kept from an earlier call: verified (the same tokens, if the same model)
-            chunks = [list(range(s, min(len(prompts), s + batch_size))) for s in range(0, len(prompts), batch_size)]
-            tokens = [t for c in chunks for t in decode(mdl, c)[0]]
-        else:
+        # kept answers from an earlier call are checked (the same tokens, if the same model); else the gold ones
+        refs = [reference[i] for i in range(len(prompts))] if len(reference) == len(prompts) else gold_refs
+        stats["point_rows"] += len(prompts)
+        if refs is None:  # nothing to check against: plain greedy decoding
             tokens = generate_token_ids(mdl, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            stats["point_rows_decoded"] += len(prompts)
+        else:
+            tokens = [[] for _ in prompts]
+            for idx in _length_chunks([len(p) + len(r) for p, r in zip(prompt_ids, refs)], batch_size):
+                out, decoded = decode(mdl, idx, [refs[i] for i in idx])
+                stats["point_rows_decoded"] += decoded
+                for i, t in zip(idx, out):
+                    tokens[i] = t
         reference.clear()
         reference.update(enumerate(tokens))
         return float(sum(score(list(range(len(prompts))), tokens)) / len(prompts))
@@ -177,13 +217,15 @@ def example_losses(
     *,
     judge: Judge | str | None = None,
     evaluation: EvalConfig | None = None,
+    gold: bool = False,
 ) -> Losses:
     """The configured loss on ``examples`` (items with prompt, response and, for answer_error
     with a scorer, answer). ``judge`` (answer_error only): a
     :data:`~pacbayes_sft.data.scorers.Judge`, or a name / import path of a scorer in
     :mod:`pacbayes_sft.data.scorers` compared with each example's ``answer`` (default
     ``defaults.SCORER``). ``evaluation``: batch size and longest generated answer (default
-    :class:`EvalConfig`'s)."""
+    :class:`EvalConfig`'s). ``gold`` (answer_error only): check the posterior mean's greedy answers
+    against the examples' responses first (:func:`answer_losses`; for training examples)."""
     ev = evaluation if evaluation is not None else EvalConfig()
     if not isinstance(ev, EvalConfig):
         raise ValueError(f"evaluation must be an EvalConfig or None, got {type(ev).__name__}")
@@ -191,4 +233,6 @@ def example_losses(
     if loss != "answer_error":
         return teacher_forced_losses(tokenizer, prompts, responses, loss, batch_size=ev.batch_size)
     judge = resolve_judge(judge, examples)
-    return answer_losses(tokenizer, examples, judge, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
+    return answer_losses(
+        tokenizer, examples, judge, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, gold=gold
+    )

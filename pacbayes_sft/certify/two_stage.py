@@ -163,7 +163,7 @@ def certify_two_stage(
     the posterior mean Q; returns the certificate and the state to save beside Q."""
     n_p = prior.split(len(train_examples))
     s_p, s_b = list(train_examples[:n_p]), list(train_examples[n_p:])
-    select = example_losses(tokenizer, s_p[: prior.select], bound.loss, judge=judge, evaluation=evaluation)
+    select = example_losses(tokenizer, s_p[: prior.select], bound.loss, judge=judge, evaluation=evaluation, gold=True)
     chosen = choose_prior_sigma(model.eval(), select, prior, prior_centre_rms(model, "lora", init=init), seed=seed)
     post, history = refine_posterior(model, tokenizer, s_b, chosen.sigma, prior, seed=seed)
     kl = float(post.kl().item())
@@ -184,7 +184,7 @@ def certify_two_stage(
         "kl": kl,
         "scales": scales,
     }
-    losses = example_losses(tokenizer, s_b, bound.loss, judge=judge, evaluation=evaluation)
+    losses = example_losses(tokenizer, s_b, bound.loss, judge=judge, evaluation=evaluation, gold=True)
     cert = posterior_certificate(model, losses, (train_examples, test_examples, tv), bound, state, seed=seed)
     return cert, state
 
@@ -216,7 +216,7 @@ def recertify_two_stage(
     ``prior_centre``) and state, with the KL recomputed from the factors (not read back)."""
     state = dict(state) | {"kl": learned_kl(model, prior_centre, state["scales"], state["sigma_p"])}
     s_b = list(train_examples[state["n_prior"] :])
-    losses = example_losses(tokenizer, s_b, bound.loss, judge=judge, evaluation=evaluation)
+    losses = example_losses(tokenizer, s_b, bound.loss, judge=judge, evaluation=evaluation, gold=True)
     return posterior_certificate(model.eval(), losses, (train_examples, test_examples, tv), bound, state, seed=seed)
 
 

@@ -109,11 +109,38 @@ def as_feature_matrix(p_samples: Any, q_samples: Any, *, features: str | Callabl
 AUTO_FEATURES = ("structure", "tfidf", "structure+tfidf")
 
 
-def tfidf_vectorizer():
-    """An unfitted TF-IDF step (word uni- and bigrams, min_df = 2, sublinear tf)."""
+def tfidf_vectorizer(*, pre_analyzed: bool = False):
+    """An unfitted TF-IDF step (word uni- and bigrams, min_df = 2, sublinear tf). ``pre_analyzed``:
+    it reads each document's terms from :class:`AnalyzedText` instead of tokenizing it (the
+    same terms, so the same features)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
+    if pre_analyzed:
+        return TfidfVectorizer(analyzer=_terms, min_df=2, sublinear_tf=True)
     return TfidfVectorizer(token_pattern=r"\S+", ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+
+
+class AnalyzedText(str):
+    """A text that carries its TF-IDF terms (``terms``: what :func:`tfidf_vectorizer`'s analyzer
+    makes of it), computed once: a vectorizer refitted in every fold of a cross-fit then only
+    counts them. It is still the text, for steps that read the text (structure counts)."""
+
+    terms: list[str]
+
+
+def _terms(doc: AnalyzedText) -> list[str]:
+    return doc.terms
+
+
+def analyzed_texts(texts: Sequence[str]) -> np.ndarray:
+    """``texts`` as :class:`AnalyzedText` in an object array (rows for a :class:`FeatureSet`)."""
+    analyze = tfidf_vectorizer().build_analyzer()
+    out = np.empty(len(texts), dtype=object)
+    for i, t in enumerate(texts):
+        doc = AnalyzedText(t)
+        doc.terms = analyze(t)
+        out[i] = doc
+    return out
 
 
 def _structure_step():
@@ -128,7 +155,10 @@ def _union_step():
     from sklearn.preprocessing import StandardScaler
 
     return FeatureUnion(
-        [("structure", make_pipeline(_structure_step(), StandardScaler())), ("tfidf", tfidf_vectorizer())]
+        [
+            ("structure", make_pipeline(_structure_step(), StandardScaler())),
+            ("tfidf", tfidf_vectorizer(pre_analyzed=True)),
+        ]
     )
 
 
@@ -151,11 +181,11 @@ def text_feature_sets(p_texts: Sequence[str], q_texts: Sequence[str], features: 
 
     ``features``: "auto" (structure, TF-IDF and their union), one name ("tfidf", "structure",
     "structure+tfidf"), a callable (e.g. :class:`HiddenStateFeatures`), or a list of these.
-    TF-IDF and the union are returned as texts with an unfitted step (see :class:`FeatureSet`).
+    TF-IDF and the union are returned as texts with an unfitted step (see :class:`FeatureSet`),
+    each text tokenized once (:func:`analyzed_texts`) for the vectorizers of every fold.
     """
     texts = list(p_texts) + list(q_texts)
-    raw = np.empty(len(texts), dtype=object)
-    raw[:] = texts
+    raw = None  # the texts with their TF-IDF terms, made once for every fold's vectorizer
     wanted = (
         list(AUTO_FEATURES)
         if features == "auto"
@@ -170,10 +200,10 @@ def text_feature_sets(p_texts: Sequence[str], q_texts: Sequence[str], features: 
             out[name] = FeatureSet(_check_numeric(f(texts), "features(texts)"))
         elif f == "structure":
             out[f] = FeatureSet(structure_features(texts))  # per-text counts: nothing to fit
-        elif f == "tfidf":
-            out[f] = FeatureSet(raw, tfidf_vectorizer(), sparse=True)
-        elif f == "structure+tfidf":
-            out[f] = FeatureSet(raw, _union_step(), sparse=True)
+        elif f in ("tfidf", "structure+tfidf"):
+            raw = analyzed_texts(texts) if raw is None else raw
+            step = tfidf_vectorizer(pre_analyzed=True) if f == "tfidf" else _union_step()
+            out[f] = FeatureSet(raw, step, sparse=True)
         else:
             raise ValueError(
                 f"features must be 'auto', 'tfidf', 'structure', 'structure+tfidf', a callable or a list, got {f!r}"

@@ -10,8 +10,9 @@ to compute it faster than ``model.generate`` on a batch:
 - :func:`greedy_verified`: given a reference continuation g of each row (e.g. the posterior
   mean's greedy answer), one teacher-forced pass over (prompt, g) gives the argmax a_t after
   every prefix (prompt, g_<t). If a_t = g_t for every t, the row's greedy output *is* g; else
-  it is g_<t* a_t* followed by greedy decoding from there, t* the first mismatch. A draw near
-  the posterior mean then costs one forward pass instead of one per token.
+  it is g_<t* a_t* followed by greedy decoding from there, t* the first mismatch, on the pass's
+  own KV cache (the unverified rest masked out). A draw near the posterior mean then costs one
+  forward pass instead of one per token.
 
 Both return what plain greedy decoding returns, up to floating-point rounding of the logits
 (batch shape and KV-cache vs full-sequence attention change the last bits, as batching already
@@ -118,26 +119,52 @@ def _decode_loop(model, batch, cache_kw: dict, rows, left, eos_token_id: int, ou
 
 
 @torch.no_grad()
-def _argmax_after_prefixes(
-    model: torch.nn.Module, prompts: Sequence[Sequence[int]], refs: Sequence[Sequence[int]], pad_id: int, rows
-) -> list[list[int]]:
-    """For each row, the argmax after (prompt, ref_<t) for t = 0..len(ref)−1, from teacher-forced
-    passes over (prompt, ref), left-padded so every row's reference ends in the last columns;
-    rows are split so a pass holds at most :data:`LOGIT_BUDGET` logits."""
+def _verify_chunk(model, prompts, refs, pad_id: int, rows, max_new_tokens: int, eos_token_id: int):
+    """One teacher-forced pass over (prompt, ref) for each row (left-padded, every reference ending
+    in the last column), its KV cache kept. Row i's output is ref if the argmax after every prefix
+    (prompt, ref_<t) is ref_t; else ref_<t* then the argmax a_t* at the first departure t*, and
+    greedy decoding goes on from the pass's own cache, the columns after ref_<t* masked out (no
+    second pass over the prompt). Returns the outputs and how many rows were decoded on."""
     device = next(model.parameters()).device
     width = max(len(r) for r in refs)
-    vocab = int(model.get_output_embeddings().weight.shape[0])
-    step = max(1, LOGIT_BUDGET // max(1, width * vocab))
-    result: list[list[int]] = []
-    for s in range(0, len(prompts), step):
-        chunk = range(s, min(len(prompts), s + step))
-        ids, att = _left_pad([[*prompts[i], *refs[i]] for i in chunk], pad_id, device)
-        select_rows(model, rows[s : s + len(chunk)])
-        # the logits after the last `width` prefixes: position −width−1 .. −2 predict ref tokens
-        logits = model(input_ids=ids, attention_mask=att, position_ids=_positions(att), logits_to_keep=width + 1).logits
-        arg = logits[:, :-1].argmax(dim=-1).cpu()
-        result += [arg[j, width - len(refs[i]) :].tolist() for j, i in enumerate(chunk)]
-    return result
+    ids, att = _left_pad([[*p, *r] for p, r in zip(prompts, refs)], pad_id, device)
+    pos = _positions(att)
+    cache = DynamicCache()
+    select_rows(model, rows)
+    # the logits after the last `width` prefixes: position −width−1 .. −2 predict ref tokens
+    logits = model(
+        input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=width + 1,
+        **{_cache_kwarg(model): cache},
+    ).logits  # fmt: skip
+    arg = logits[:, :-1].argmax(dim=-1).cpu()
+    out, todo, nxt, ends = [], [], [], []
+    for j, ref in enumerate(refs):
+        a = arg[j, width - len(ref) :].tolist()
+        t = next((k for k, (g, b) in enumerate(zip(ref, a)) if g != b), None)
+        if t is None:
+            out.append(list(ref))
+            continue
+        out.append([*ref[:t], a[t]])
+        if a[t] != eos_token_id and t + 1 < max_new_tokens:
+            todo.append(j)
+            nxt.append(a[t])
+            ends.append(ids.shape[1] - len(ref) + t)  # first column after the row's verified prefix
+    if todo:
+        keep = torch.tensor(todo)
+        att = att[keep.to(device)].clone()
+        for r, end in enumerate(ends):
+            att[r, end:] = 0  # the unverified rest of the reference: not part of this row's prefix
+        cache.batch_select_indices(keep.to(device))
+        step_pos = torch.tensor([len(prompts[j]) + len(out[j]) - 1 for j in todo], device=device).unsqueeze(1)
+        att = torch.cat([att, att.new_ones((len(todo), 1))], dim=1)
+        left = torch.tensor([max_new_tokens - len(out[j]) for j in todo])
+        tails: list[list[int]] = [[] for _ in todo]
+        batch = (torch.tensor(nxt, device=device).unsqueeze(1), att, step_pos)
+        select_rows(model, rows[keep])
+        _decode_loop(model, batch, {_cache_kwarg(model): cache}, rows[keep], left, eos_token_id, tails)
+        for j, tail in zip(todo, tails):
+            out[j] += tail
+    return out, len(todo)
 
 
 @torch.no_grad()
@@ -173,26 +200,17 @@ def greedy_verified(
 
 
 def _verify(model, prompts, references, max_new_tokens: int, eos_token_id: int, pad_token_id: int):
-    rows = torch.arange(len(prompts))
-    argmax = _argmax_after_prefixes(model, prompts, references, pad_token_id, rows)
-    out, todo = [], []
-    for i, (ref, arg) in enumerate(zip(references, argmax)):
-        t = next((k for k, (g, a) in enumerate(zip(ref, arg)) if g != a), None)
-        if t is None:
-            out.append(list(ref))
-            continue
-        out.append([*ref[:t], arg[t]])
-        if arg[t] != eos_token_id and t + 1 < max_new_tokens:
-            todo.append(i)
-    if todo:
-        tails = greedy_continue(
-            model,
-            [[*prompts[i], *out[i]] for i in todo],
-            [max_new_tokens - len(out[i]) for i in todo],
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-            rows=torch.tensor(todo),
+    """Rows in chunks of at most :data:`LOGIT_BUDGET` logits, each verified (and decoded on) by
+    :func:`_verify_chunk`."""
+    width = max(len(r) for r in references)
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    step = max(1, LOGIT_BUDGET // max(1, width * vocab))
+    out, decoded = [], 0
+    for s in range(0, len(prompts), step):
+        rows = torch.arange(s, min(len(prompts), s + step))
+        o, d = _verify_chunk(
+            model, prompts[s : s + step], references[s : s + step], pad_token_id, rows, max_new_tokens, eos_token_id
         )
-        for i, tail in zip(todo, tails):
-            out[i] += tail
-    return out, len(todo)
+        out += o
+        decoded += d
+    return out, decoded
