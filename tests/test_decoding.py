@@ -214,3 +214,26 @@ def test_gold_references_need_a_response_on_every_example():
     assert gold_references(tok, [{"prompt": "a", "response": " "}], 20) is None
     refs = gold_references(tok, examples, 500)
     assert all(r[-1] == tok.eos_token_id and tok.eos_token_id not in r[:-1] for r in refs)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_departed_rows_of_several_passes_decoded_together_under_their_own_draws(arch):
+    """Passes of 2 rows (batch_size=2) whose departed rows are stacked from caches of different
+    widths: each row still decodes exactly what its own draw decodes alone."""
+    model = _model(arch)
+    eos = _frequent_eos(model)
+    reference = greedy_continue(model, PROMPTS, [CAP] * 5, eos_token_id=eos, pad_token_id=PAD)
+    post = GaussianPosterior(model, 0.4, "lora", seed=11)
+    ks = [2, 7, 1, 8, 2]
+    with post.sample_rows(ks) as mdl:
+        got, decoded = greedy_verified(
+            mdl, PROMPTS, reference, CAP, eos_token_id=eos, pad_token_id=PAD, batch_size=2
+        )
+    want = []
+    for p, k in zip(PROMPTS, ks):
+        with post.sample(k) as mdl:
+            want.append(_plain(mdl, p, CAP, eos))
+    assert got == want
+    assert decoded >= 2
+    with pytest.raises(ValueError, match="batch_size"):
+        greedy_verified(model, PROMPTS, reference, CAP, eos_token_id=eos, pad_token_id=PAD, batch_size=0)

@@ -109,12 +109,6 @@ def gold_references(tokenizer: Any, examples: Sequence[Any], max_new_tokens: int
     return [e.ids[e.prompt_len :][:max_new_tokens] for e in enc]
 
 
-def _length_chunks(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Row indices in chunks of ``batch_size``, rows of similar length together (less padding)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-
-
 def answer_losses(
     tokenizer: Any,
     examples: Sequence[Any],
@@ -179,13 +173,16 @@ def answer_losses(
         if refs is None:  # nothing to check against: plain greedy decoding
             tokens = generate_token_ids(mdl, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
             stats["point_rows_decoded"] += len(prompts)
-        else:
+        else:  # one call: rows of similar length share a pass, and rows that depart are decoded on together
+            order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]) + len(refs[i]))
+            out, decoded = greedy_verified(
+                mdl, [prompt_ids[i] for i in order], [refs[i] for i in order], max_new_tokens,
+                eos_token_id=eos, pad_token_id=pad, batch_size=batch_size,
+            )  # fmt: skip
+            stats["point_rows_decoded"] += decoded
             tokens = [[] for _ in prompts]
-            for idx in _length_chunks([len(p) + len(r) for p, r in zip(prompt_ids, refs)], batch_size):
-                out, decoded = decode(mdl, idx, [refs[i] for i in idx])
-                stats["point_rows_decoded"] += decoded
-                for i, t in zip(idx, out):
-                    tokens[i] = t
+            for i, t in zip(order, out):
+                tokens[i] = t
         reference.clear()
         reference.update(enumerate(tokens))
         return float(sum(score(list(range(len(prompts))), tokens)) / len(prompts))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
@@ -118,53 +119,103 @@ def _decode_loop(model, batch, cache_kw: dict, rows, left, eos_token_id: int, ou
         pos = pos[:, -1:] + 1
 
 
+@dataclass
+class _Departed:
+    """Rows of one verification pass that departed from their reference, ready to decode on:
+    original row indices, attention mask (the unverified rest of each reference masked out),
+    the pass's KV cache of those rows (keys, values per layer), the token each row feeds next
+    (its argmax at the departure), that token's position, and how many tokens each may still add."""
+
+    rows: torch.Tensor
+    att: torch.Tensor
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    next_ids: torch.Tensor
+    next_pos: torch.Tensor
+    left: torch.Tensor
+
+
+def _cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))  # transformers before 4.56
+
+
 @torch.no_grad()
-def _verify_chunk(model, prompts, refs, pad_id: int, rows, max_new_tokens: int, eos_token_id: int):
+def _check_chunk(model, prompts, refs, pad_id: int, rows, max_new_tokens: int, eos_token_id: int):
     """One teacher-forced pass over (prompt, ref) for each row (left-padded, every reference ending
     in the last column), its KV cache kept. Row i's output is ref if the argmax after every prefix
-    (prompt, ref_<t) is ref_t; else ref_<t* then the argmax a_t* at the first departure t*, and
-    greedy decoding goes on from the pass's own cache, the columns after ref_<t* masked out (no
-    second pass over the prompt). Returns the outputs and how many rows were decoded on."""
+    (prompt, ref_<t) is ref_t; else ref_<t* then the argmax a_t* at the first departure t*, to be
+    decoded on from this pass's own cache (no second pass over the prompt). Returns the outputs so
+    far and the rows to decode on (:class:`_Departed`, or None)."""
     device = next(model.parameters()).device
     width = max(len(r) for r in refs)
     ids, att = _left_pad([[*p, *r] for p, r in zip(prompts, refs)], pad_id, device)
-    pos = _positions(att)
     cache = DynamicCache()
     select_rows(model, rows)
     # the logits after the last `width` prefixes: position −width−1 .. −2 predict ref tokens
     logits = model(
-        input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=width + 1,
+        input_ids=ids, attention_mask=att, position_ids=_positions(att), use_cache=True, logits_to_keep=width + 1,
         **{_cache_kwarg(model): cache},
     ).logits  # fmt: skip
     arg = logits[:, :-1].argmax(dim=-1).cpu()
-    out, todo, nxt, ends = [], [], [], []
+    out, todo, ends = [], [], []
     for j, ref in enumerate(refs):
         a = arg[j, width - len(ref) :].tolist()
         t = next((k for k, (g, b) in enumerate(zip(ref, a)) if g != b), None)
-        if t is None:
-            out.append(list(ref))
-            continue
-        out.append([*ref[:t], a[t]])
-        if a[t] != eos_token_id and t + 1 < max_new_tokens:
+        out.append(list(ref) if t is None else [*ref[:t], a[t]])
+        if t is not None and a[t] != eos_token_id and t + 1 < max_new_tokens:
             todo.append(j)
-            nxt.append(a[t])
-            ends.append(ids.shape[1] - len(ref) + t)  # first column after the row's verified prefix
-    if todo:
-        keep = torch.tensor(todo)
-        att = att[keep.to(device)].clone()
-        for r, end in enumerate(ends):
-            att[r, end:] = 0  # the unverified rest of the reference: not part of this row's prefix
-        cache.batch_select_indices(keep.to(device))
-        step_pos = torch.tensor([len(prompts[j]) + len(out[j]) - 1 for j in todo], device=device).unsqueeze(1)
-        att = torch.cat([att, att.new_ones((len(todo), 1))], dim=1)
-        left = torch.tensor([max_new_tokens - len(out[j]) for j in todo])
-        tails: list[list[int]] = [[] for _ in todo]
-        batch = (torch.tensor(nxt, device=device).unsqueeze(1), att, step_pos)
-        select_rows(model, rows[keep])
-        _decode_loop(model, batch, {_cache_kwarg(model): cache}, rows[keep], left, eos_token_id, tails)
-        for j, tail in zip(todo, tails):
-            out[j] += tail
-    return out, len(todo)
+            ends.append(ids.shape[1] - len(ref) + t)  # the column of ref_t*, the first unverified one
+    if not todo:
+        return out, None
+    keep = torch.tensor(todo, device=device)
+    att = att[keep].clone()
+    for r, end in enumerate(ends):
+        att[r, end:] = 0  # the unverified rest of the reference is not part of this row's prefix
+    cache.batch_select_indices(keep)
+    return out, _Departed(
+        rows=rows[keep.cpu()],
+        att=att,
+        layers=_cache_layers(cache),
+        next_ids=torch.tensor([out[j][-1] for j in todo], device=device).unsqueeze(1),
+        next_pos=torch.tensor([len(prompts[j]) + len(out[j]) - 1 for j in todo], device=device).unsqueeze(1),
+        left=torch.tensor([max_new_tokens - len(out[j]) for j in todo]),
+    )
+
+
+def _pad_left(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``x`` with zeros before its entries along ``dim`` up to ``width``."""
+    extra = width - x.shape[dim]
+    if extra == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+
+@torch.no_grad()
+def _decode_departed(model, parts: list[_Departed], eos_token_id: int) -> list[list[int]]:
+    """Greedy continuations of the departed rows of several passes in one batch: their caches and
+    masks left-padded to a common width (padding masked out) and stacked, then decoded on."""
+    width = max(p.att.shape[1] for p in parts)
+    att = torch.cat([_pad_left(p.att, width, 1) for p in parts])
+    layers = [
+        (
+            torch.cat([_pad_left(p.layers[i][0], width, -2) for p in parts]),
+            torch.cat([_pad_left(p.layers[i][1], width, -2) for p in parts]),
+        )
+        for i in range(len(parts[0].layers))
+    ]
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    rows = torch.cat([p.rows for p in parts])
+    att = torch.cat([att, att.new_ones((att.shape[0], 1))], dim=1)
+    batch = (torch.cat([p.next_ids for p in parts]), att, torch.cat([p.next_pos for p in parts]))
+    tails: list[list[int]] = [[] for _ in range(len(rows))]
+    select_rows(model, rows)
+    left = torch.cat([p.left for p in parts])
+    return _decode_loop(model, batch, {_cache_kwarg(model): cache}, rows, left, eos_token_id, tails)
 
 
 @torch.no_grad()
@@ -176,13 +227,18 @@ def greedy_verified(
     *,
     eos_token_id: int,
     pad_token_id: int,
+    batch_size: int | None = None,
 ) -> tuple[list[list[int]], int]:
     """Greedy continuations of ``prompts`` (token ids), checked against ``references`` (each a
     greedy continuation of the same prompt under some model: ends at ``<eos>`` or has
     ``max_new_tokens`` tokens) and regenerated only from the first position where they differ.
-    Returns the continuations and how many rows needed decoding beyond the check."""
+    ``batch_size``: rows per teacher-forced pass (default: as many as :data:`LOGIT_BUDGET` allows);
+    rows that depart in several passes are decoded on together. Returns the continuations and
+    how many rows needed decoding beyond the check."""
     if len(prompts) != len(references) or not prompts:
         raise ValueError("prompts and references must be non-empty and of equal length")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
     for r in references:
         if (
             not r
@@ -194,23 +250,39 @@ def greedy_verified(
                 "each reference must be a complete greedy continuation: <eos> only at its end, or max_new_tokens long"
             )
     try:
-        return _verify(model, prompts, references, max_new_tokens, eos_token_id, pad_token_id)
+        return _verify(model, prompts, references, max_new_tokens, eos_token_id, pad_token_id, batch_size)
     finally:
         select_rows(model, None)
 
 
-def _verify(model, prompts, references, max_new_tokens: int, eos_token_id: int, pad_token_id: int):
-    """Rows in chunks of at most :data:`LOGIT_BUDGET` logits, each verified (and decoded on) by
-    :func:`_verify_chunk`."""
+def _verify(model, prompts, references, max_new_tokens: int, eos_token_id: int, pad_token_id: int, batch_size):
+    """Rows in passes of at most ``batch_size`` rows and :data:`LOGIT_BUDGET` logits
+    (:func:`_check_chunk`); the departed rows of consecutive passes are decoded on together, up
+    to a pass's number of rows at a time (:func:`_decode_departed`)."""
     width = max(len(r) for r in references)
     vocab = int(model.get_output_embeddings().weight.shape[0])
-    step = max(1, LOGIT_BUDGET // max(1, width * vocab))
-    out, decoded = [], 0
+    step = max(1, min(batch_size or len(prompts), LOGIT_BUDGET // max(1, width * vocab)))
+    out: list[list[int]] = []
+    pending: list[_Departed] = []
+
+    def flush() -> None:
+        for r, tail in zip(torch.cat([p.rows for p in pending]).tolist(), _decode_departed(model, pending, eos_token_id)):
+            out[r] += tail
+        pending.clear()
+
+    decoded = 0
     for s in range(0, len(prompts), step):
         rows = torch.arange(s, min(len(prompts), s + step))
-        o, d = _verify_chunk(
+        o, part = _check_chunk(
             model, prompts[s : s + step], references[s : s + step], pad_token_id, rows, max_new_tokens, eos_token_id
         )
         out += o
-        decoded += d
+        if part is None:
+            continue
+        decoded += len(part.rows)
+        if pending and sum(len(p.rows) for p in pending) + len(part.rows) > step:
+            flush()
+        pending.append(part)
+    if pending:
+        flush()
     return out, decoded
