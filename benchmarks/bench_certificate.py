@@ -51,7 +51,16 @@ def baseline_decoding():
     """Every greedy generation by ``model.generate``, no verification: the decoding before this change."""
     saved = losses_mod.greedy_continue, losses_mod.greedy_verified, scoring_mod.greedy_continue
     losses_mod.greedy_continue = scoring_mod.greedy_continue = _generate
-    losses_mod.greedy_verified = lambda m, ps, refs, cap, **kw: (_generate(m, ps, [cap] * len(ps), **kw), len(ps))
+    def generate_all(m, ps, refs, cap, *, eos_token_id, pad_token_id, batch_size=None):
+        """Every row by ``model.generate`` (no check), in passes of ``batch_size`` rows."""
+        step = batch_size or len(ps)
+        out = []
+        for s in range(0, len(ps), step):
+            out += _generate(m, ps[s : s + step], [cap] * len(ps[s : s + step]), eos_token_id=eos_token_id,
+                             pad_token_id=pad_token_id)  # fmt: skip
+        return out, len(ps)
+
+    losses_mod.greedy_verified = generate_all
     try:
         yield
     finally:
