@@ -237,3 +237,37 @@ def test_departed_rows_of_several_passes_decoded_together_under_their_own_draws(
     assert decoded >= 2
     with pytest.raises(ValueError, match="batch_size"):
         greedy_verified(model, PROMPTS, reference, CAP, eos_token_id=eos, pad_token_id=PAD, batch_size=0)
+
+
+def test_answers_proved_by_teacher_forcing_are_the_greedy_answers():
+    """Rows whose teacher-forced pass matches the reference exactly are taken as proved and not
+    decoded; every answer and the risk are plain greedy decoding's (shipped base, ops it has
+    mostly learned and ops it has not)."""
+    from pacbayes_sft.certify.losses import answer_losses, proved_by_teacher_forcing
+    from pacbayes_sft.lm.scoring import teacher_forced_metrics
+
+    tok, model, examples, judge = _igsm_setup(16)
+    cap = 120
+    tf = teacher_forced_metrics(model, tok, [e.prompt for e in examples], [e.response for e in examples])
+    proved = proved_by_teacher_forcing(tok, examples, tf["exact_match"], cap)
+    assert 0 < len(proved) < len(examples)
+    runs = []
+    for given in ({}, proved):
+        losses = answer_losses(tok, examples, judge, max_new_tokens=cap, batch_size=5)
+        runs.append((losses.point(model, given), [losses.outputs[i] for i in range(losses.n)], losses.stats))
+    assert runs[0][:2] == runs[1][:2]
+    assert runs[1][2]["point_rows_decoded"] == len(examples) - len(proved)
+
+
+def test_proved_answers_bad_inputs():
+    from pacbayes_sft.certify.losses import answer_losses, proved_by_teacher_forcing, teacher_forced_losses
+
+    tok, model, examples, judge = _igsm_setup(3)
+    with pytest.raises(ValueError, match="exact_match"):
+        proved_by_teacher_forcing(tok, examples, [1.0], 50)
+    losses = answer_losses(tok, examples, judge, max_new_tokens=20)
+    with pytest.raises(ValueError, match="proved"):
+        losses.point(model, {7: [2]})
+    tf = teacher_forced_losses(tok, [e.prompt for e in examples], [e.response for e in examples], "token_error")
+    with pytest.raises(ValueError, match="proved"):
+        tf.point(model, {0: [2]})

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,14 +35,26 @@ class Losses:
     example: Callable[[torch.nn.Module, int], float]
     batch: Callable[[torch.nn.Module, list[int]], list[float]] | None = None
     batch_size: int = defaults.BATCH_SIZE
-    point_risk: Callable[[torch.nn.Module], float] | None = None
+    point_risk: Callable[..., float] | None = None
     outputs: dict[int, list[int]] | None = None  # answer_error: the mean's greedy tokens per example, once point() ran
     stats: dict = dataclasses.field(default_factory=dict)
 
-    def point(self, model: torch.nn.Module) -> float:
+    def point(self, model: torch.nn.Module, proved: Mapping[int, list[int]] | None = None) -> float:
         """The risk of the posterior mean ``model``; losses that can reuse its outputs under nearby
-        posterior draws (answer_error: its greedy generations) keep them."""
-        return (self.point_risk or self.risk)(model)
+        posterior draws (answer_error: its greedy generations) keep them.
+
+        ``proved`` (answer_error only): example index → the greedy answer of *this* model that a
+        teacher-forced pass of it has already proved (every token, ``<eos>`` included, the
+        argmax after its prefix: a reference it matches exactly, cut at ``max_new_tokens``).
+        Those rows are taken as given and not decoded again."""
+        if not proved:
+            return (self.point_risk or self.risk)(model)
+        if self.outputs is None or self.point_risk is None:
+            raise ValueError("proved: only answer_error losses (which generate answers) take proved answers")
+        bad = [i for i in proved if not (isinstance(i, int) and 0 <= i < self.n)]
+        if bad:
+            raise ValueError(f"proved: example index {bad[0]!r} is not in 0..{self.n - 1}")
+        return self.point_risk(model, proved)
 
 
 def prompts_and_responses(examples: Sequence[Any], what: str = "examples") -> tuple[list[str], list[str]]:
@@ -109,6 +121,21 @@ def gold_references(tokenizer: Any, examples: Sequence[Any], max_new_tokens: int
     return [e.ids[e.prompt_len :][:max_new_tokens] for e in enc]
 
 
+def proved_by_teacher_forcing(
+    tokenizer: Any, examples: Sequence[Any], exact_match: Sequence[float], max_new_tokens: int
+) -> dict[int, list[int]]:
+    """The greedy answers a teacher-forced pass has already proved, for :meth:`Losses.point`:
+    where ``exact_match[i]`` = 1 (every response token and ``<eos>`` is the argmax after its
+    reference prefix), greedy decoding writes the reference, so example i's answer is its
+    :func:`gold_references` entry (cut at ``max_new_tokens``, as decoding would be)."""
+    if len(exact_match) != len(examples):
+        raise ValueError(f"exact_match must have one value per example ({len(examples)}), got {len(exact_match)}")
+    gold = gold_references(tokenizer, examples, max_new_tokens)
+    if gold is None:
+        return {}
+    return {i: gold[i] for i, m in enumerate(exact_match) if m == 1.0}
+
+
 def answer_losses(
     tokenizer: Any,
     examples: Sequence[Any],
@@ -166,26 +193,30 @@ def answer_losses(
         stats["rows_decoded"] += decoded
         return score(idx, tokens)
 
-    def point_risk(mdl: torch.nn.Module) -> float:
+    def point_risk(mdl: torch.nn.Module, proved: Mapping[int, list[int]] | None = None) -> float:
+        tokens = {i: list(t) for i, t in (proved or {}).items()}
+        rest = [i for i in range(len(prompts)) if i not in tokens]
         # kept answers from an earlier call are checked (the same tokens, if the same model); else the gold ones
         refs = [reference[i] for i in range(len(prompts))] if len(reference) == len(prompts) else gold_refs
-        stats["point_rows"] += len(prompts)
-        if refs is None:  # nothing to check against: plain greedy decoding
-            tokens = generate_token_ids(mdl, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-            stats["point_rows_decoded"] += len(prompts)
-        else:  # one call: rows of similar length share a pass, and rows that depart are decoded on together
-            order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]) + len(refs[i]))
+        decoded = 0
+        if rest and refs is None:  # nothing to check against: plain greedy decoding
+            out = generate_token_ids(
+                mdl, tokenizer, [prompts[i] for i in rest], max_new_tokens=max_new_tokens, batch_size=batch_size
+            )
+            tokens.update(zip(rest, out))
+            decoded = len(rest)
+        elif rest:  # one call: rows of similar length share a pass, and rows that depart are decoded on together
+            order = sorted(rest, key=lambda i: len(prompt_ids[i]) + len(refs[i]))
             out, decoded = greedy_verified(
                 mdl, [prompt_ids[i] for i in order], [refs[i] for i in order], max_new_tokens,
                 eos_token_id=eos, pad_token_id=pad, batch_size=batch_size,
             )  # fmt: skip
-            stats["point_rows_decoded"] += decoded
-            tokens = [[] for _ in prompts]
-            for i, t in zip(order, out):
-                tokens[i] = t
+            tokens.update(zip(order, out))
+        stats["point_rows"] += len(prompts)
+        stats["point_rows_decoded"] += decoded
         reference.clear()
-        reference.update(enumerate(tokens))
-        return float(sum(score(list(range(len(prompts))), tokens)) / len(prompts))
+        reference.update(sorted(tokens.items()))
+        return float(sum(score(list(range(len(prompts))), [tokens[i] for i in range(len(prompts))])) / len(prompts))
 
     losses = _losses_from_batch(len(prompts), batch, batch_size)
     return dataclasses.replace(losses, point_risk=point_risk, outputs=reference, stats=stats)

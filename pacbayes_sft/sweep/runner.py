@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..adapters import INIT_FILE, attach_adapter
 from ..bounds import is_vacuous
 from ..certify import certify, example_losses, stochastic_risk
+from ..certify.losses import proved_by_teacher_forcing
 from ..certify.tv_term import tv_cache
 from ..certify.two_stage import certify_two_stage, load_posterior_state, recertify_two_stage, save_posterior_state
 from ..data.tokenizer import load_tokenizer
@@ -226,23 +227,27 @@ def evaluate_test_items(
     """Tidy per-slice rows of ``model`` on every test op slice, and its per-item results (slice,
     token_error, exact_match, answer_correct) for the bootstrap and IRT. With the test set's
     answer_error ``losses``, the model's generations are computed there once and kept, so its
-    posterior draws are verified against them."""
-    e = ctx.cfg.eval
-    outputs = None
-    if losses is not None and e.generate and losses.outputs is not None:
-        losses.point(model)
-        text = {id(ex): tok.decode(losses.outputs[i], skip_special_tokens=True) for i, ex in enumerate(ctx.task.test_set)}
-        outputs = [text[id(ex)] for exs in ctx.task.test_slices.values() for ex in exs]
+    posterior draws are verified against them; an item whose teacher-forced pass matches its
+    reference exactly is not decoded (that match proves the greedy answer is the reference)."""
+    e, slices = ctx.cfg.eval, ctx.task.test_slices
+    shared = losses is not None and e.generate and losses.outputs is not None
     items = evaluate_items(
         model,
         tok,
-        ctx.task.test_slices,
-        generate=e.generate,
+        slices,
+        generate=e.generate and not shared,
         judge=ctx.task.judge,
         batch_size=e.batch_size,
         max_new_tokens=e.max_new_tokens,
-        outputs=outputs,
     )
+    if shared:  # answers once, in the losses; an exact teacher-forced match already proves one
+        where = {id(ex): k for k, ex in enumerate(ex for exs in slices.values() for ex in exs)}
+        matched = [items["exact_match"][where[id(ex)]] for ex in ctx.task.test_set]
+        losses.point(model, proved_by_teacher_forcing(tok, ctx.task.test_set, matched, e.max_new_tokens))
+        text = {id(ex): tok.decode(losses.outputs[i], skip_special_tokens=True) for i, ex in enumerate(ctx.task.test_set)}
+        if ctx.task.judge is not None:
+            ordered = [ex for exs in slices.values() for ex in exs]
+            items["answer_correct"] = [float(bool(ctx.task.judge(ex, text[id(ex)]))) for ex in ordered]
     compact = {"slice": items["slice"]} | {k: [round(v, 6) for v in items[k]] for k in ITEM_METRICS if k in items}
     return slice_rows(items, model_name), compact
 
