@@ -271,3 +271,72 @@ def test_proved_answers_bad_inputs():
     tf = teacher_forced_losses(tok, [e.prompt for e in examples], [e.response for e in examples], "token_error")
     with pytest.raises(ValueError, match="proved"):
         tf.point(model, {0: [2]})
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mistral"])
+def test_verified_decoding_on_sliding_window_attention(arch):
+    """A window of 3 columns and references that depart at their second token with a long
+    unverified rest: the departed rows decode on from a cache without holes (a sliding-window
+    mask counts columns), so they write what plain decoding writes."""
+    import random
+
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    cfg_cls, model_cls, extra = {
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM, {"use_sliding_window": True, "max_window_layers": 0}),
+        "mistral": (MistralConfig, MistralForCausalLM, {}),
+    }[arch]
+    torch.manual_seed(0)
+    cfg = cfg_cls(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=3, pad_token_id=0, bos_token_id=1, eos_token_id=2, **extra,
+    )  # fmt: skip
+    model = model_cls(cfg).eval().double()
+    rng = random.Random(0)
+    eos, cap = 63, 12
+    prompts = [[1] + [rng.randrange(3, 60) for _ in range(rng.randint(2, 8))] for _ in range(6)]
+    want = [_plain(model, p, cap, eos) for p in prompts]
+    refs = [[w[0], (w[1] + 1) % 60 + 3 if len(w) > 1 else 5, *[7] * (cap - 2)] for w in want]
+    got, decoded = greedy_verified(model, prompts, refs, cap, eos_token_id=eos, pad_token_id=PAD, batch_size=4)
+    assert got == want
+    assert decoded >= 3
+
+
+def test_a_response_holding_the_eos_token_is_cut_there():
+    """A response whose text contains <eos>: its gold reference ends at that first <eos> (where
+    greedy decoding would stop), and the checked answers equal plain decoding's."""
+    import dataclasses
+
+    from pacbayes_sft.certify.losses import answer_losses, gold_references
+
+    tok, model, examples, judge = _igsm_setup(4)
+    odd = [dataclasses.replace(e, response=e.response + " " + tok.eos_token + " x") if i == 0 else e for i, e in enumerate(examples)]
+    refs = gold_references(tok, odd, 200)
+    assert all(r.count(tok.eos_token_id) == 1 and r[-1] == tok.eos_token_id for r in refs)
+    answers = []
+    for gold in (False, True):
+        losses = answer_losses(tok, odd, judge, max_new_tokens=200, gold=gold)
+        answers.append((losses.point(model), [losses.outputs[i] for i in range(losses.n)]))
+    assert answers[0] == answers[1]
+
+
+def test_proved_answers_must_be_complete_greedy_answers():
+    from pacbayes_sft.certify.losses import answer_losses
+
+    tok, model, examples, judge = _igsm_setup(3)
+    losses = answer_losses(tok, examples, judge, max_new_tokens=20)
+    eos = tok.eos_token_id
+    for bad in ([5, 6], [5, eos, 6, eos], [5] * 21, []):
+        with pytest.raises(ValueError, match="complete greedy answer"):
+            losses.point(model, {0: bad})
+    with pytest.raises(ValueError, match="prompt"):
+        greedy_verified(model, [[], [1, 5]], [[eos], [eos]], 4, eos_token_id=eos, pad_token_id=PAD)
+
+
+def test_the_pre_analysed_vectorizer_reads_plain_texts_too():
+    from pacbayes_sft.estimators.features import analyzed_texts, tfidf_vectorizer
+
+    texts = ["a B c", "c d e a", "a b", "E d"]
+    plain = tfidf_vectorizer().fit_transform(texts).toarray()
+    assert (tfidf_vectorizer(pre_analyzed=True).fit_transform(list(analyzed_texts(texts))).toarray() == plain).all()
+    assert (tfidf_vectorizer(pre_analyzed=True).fit_transform(texts).toarray() == plain).all()

@@ -105,7 +105,7 @@ def teacher_forced_losses(
 
 def gold_references(tokenizer: Any, examples: Sequence[Any], max_new_tokens: int) -> list[list[int]] | None:
     """Each example's reference response as a candidate greedy continuation: its tokens and
-    ``<eos>`` (as training encodes them), cut at ``max_new_tokens``. None when an example has no
+    ``<eos>`` (as training encodes them), cut at the first ``<eos>`` and at ``max_new_tokens``. None when an example has no
     non-empty string ``response``. A model fine-tuned on such data usually writes exactly this,
     so :func:`~pacbayes_sft.lm.decoding.greedy_verified` checks it in one pass."""
     try:
@@ -118,7 +118,10 @@ def gold_references(tokenizer: Any, examples: Sequence[Any], max_new_tokens: int
         enc = encode(tokenizer, prompts, responses)
     except ValueError:  # a response with no token
         return None
-    return [e.ids[e.prompt_len :][:max_new_tokens] for e in enc]
+    eos = tokenizer.eos_token_id
+    refs = [e.ids[e.prompt_len :] for e in enc]
+    # a response whose text holds the <eos> token: greedy decoding stops at its first one
+    return [r[: r.index(eos) + 1][:max_new_tokens] for r in refs]
 
 
 def proved_by_teacher_forcing(
@@ -193,8 +196,18 @@ def answer_losses(
         stats["rows_decoded"] += decoded
         return score(idx, tokens)
 
+    def complete(t: list[int]) -> bool:
+        """A whole greedy answer: <eos> only at its end, or max_new_tokens long without one."""
+        return 0 < len(t) <= max_new_tokens and eos not in t[:-1] and (t[-1] == eos or len(t) == max_new_tokens)
+
     def point_risk(mdl: torch.nn.Module, proved: Mapping[int, list[int]] | None = None) -> float:
         tokens = {i: list(t) for i, t in (proved or {}).items()}
+        bad = [i for i, t in tokens.items() if not complete(t)]
+        if bad:
+            raise ValueError(
+                f"proved: the answer of example {bad[0]} is not a complete greedy answer "
+                f"(<eos> only at its end, or {max_new_tokens} tokens without one)"
+            )
         rest = [i for i in range(len(prompts)) if i not in tokens]
         # kept answers from an earlier call are checked (the same tokens, if the same model); else the gold ones
         refs = [reference[i] for i in range(len(prompts))] if len(reference) == len(prompts) else gold_refs

@@ -128,8 +128,10 @@ class AnalyzedText(str):
     terms: list[str]
 
 
-def _terms(doc: AnalyzedText) -> list[str]:
-    return doc.terms
+def _terms(doc: str) -> list[str]:
+    """The terms of an :class:`AnalyzedText`; a plain text is analysed here."""
+    terms = getattr(doc, "terms", None)
+    return terms if terms is not None else tfidf_vectorizer().build_analyzer()(doc)
 
 
 def analyzed_texts(texts: Sequence[str]) -> np.ndarray:

@@ -121,10 +121,11 @@ def _decode_loop(model, batch, cache_kw: dict, rows, left, eos_token_id: int, ou
 
 @dataclass
 class _Departed:
-    """Rows of one verification pass that departed from their reference, ready to decode on:
-    original row indices, attention mask (the unverified rest of each reference masked out),
-    the pass's KV cache of those rows (keys, values per layer), the token each row feeds next
-    (its argmax at the departure), that token's position, and how many tokens each may still add."""
+    """A row of a verification pass that departed from its reference, ready to decode on: its
+    original row index, attention mask and KV cache (keys, values per layer) up to the end of its
+    verified prefix (prompt, ref_<t*), the token it feeds next (its argmax a_t*), that token's
+    position, and how many tokens it may still add. Its cache columns are contiguous, as plain
+    decoding's are (a sliding-window mask counts columns, so a masked hole would shorten it)."""
 
     rows: torch.Tensor
     att: torch.Tensor
@@ -146,7 +147,7 @@ def _check_chunk(model, prompts, refs, pad_id: int, rows, max_new_tokens: int, e
     in the last column), its KV cache kept. Row i's output is ref if the argmax after every prefix
     (prompt, ref_<t) is ref_t; else ref_<t* then the argmax a_t* at the first departure t*, to be
     decoded on from this pass's own cache (no second pass over the prompt). Returns the outputs so
-    far and the rows to decode on (:class:`_Departed`, or None)."""
+    far and the rows to decode on (:class:`_Departed`)."""
     device = next(model.parameters()).device
     width = max(len(r) for r in refs)
     ids, att = _left_pad([[*p, *r] for p, r in zip(prompts, refs)], pad_id, device)
@@ -157,30 +158,28 @@ def _check_chunk(model, prompts, refs, pad_id: int, rows, max_new_tokens: int, e
         input_ids=ids, attention_mask=att, position_ids=_positions(att), use_cache=True, logits_to_keep=width + 1,
         **{_cache_kwarg(model): cache},
     ).logits  # fmt: skip
-    arg = logits[:, :-1].argmax(dim=-1).cpu()
-    out, todo, ends = [], [], []
+    arg = logits[:, -(width + 1) : -1].argmax(dim=-1).cpu()
+    out, departed = [], []
+    layers = None
     for j, ref in enumerate(refs):
         a = arg[j, width - len(ref) :].tolist()
         t = next((k for k, (g, b) in enumerate(zip(ref, a)) if g != b), None)
         out.append(list(ref) if t is None else [*ref[:t], a[t]])
-        if t is not None and a[t] != eos_token_id and t + 1 < max_new_tokens:
-            todo.append(j)
-            ends.append(ids.shape[1] - len(ref) + t)  # the column of ref_t*, the first unverified one
-    if not todo:
-        return out, None
-    keep = torch.tensor(todo, device=device)
-    att = att[keep].clone()
-    for r, end in enumerate(ends):
-        att[r, end:] = 0  # the unverified rest of the reference is not part of this row's prefix
-    cache.batch_select_indices(keep)
-    return out, _Departed(
-        rows=rows[keep.cpu()],
-        att=att,
-        layers=_cache_layers(cache),
-        next_ids=torch.tensor([out[j][-1] for j in todo], device=device).unsqueeze(1),
-        next_pos=torch.tensor([len(prompts[j]) + len(out[j]) - 1 for j in todo], device=device).unsqueeze(1),
-        left=torch.tensor([max_new_tokens - len(out[j]) for j in todo]),
-    )
+        if t is None or a[t] == eos_token_id or t + 1 >= max_new_tokens:
+            continue
+        end = ids.shape[1] - len(ref) + t  # the column of ref_t*: the row's cache is kept up to it
+        layers = _cache_layers(cache) if layers is None else layers
+        departed.append(
+            _Departed(
+                rows=rows[j : j + 1],
+                att=att[j : j + 1, :end],
+                layers=[(k[j : j + 1, :, :end], v[j : j + 1, :, :end]) for k, v in layers],
+                next_ids=torch.tensor([[a[t]]], device=device),
+                next_pos=torch.tensor([[len(prompts[j]) + t]], device=device),
+                left=torch.tensor([max_new_tokens - len(out[j])]),
+            )
+        )
+    return out, departed
 
 
 def _pad_left(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
@@ -237,6 +236,8 @@ def greedy_verified(
     how many rows needed decoding beyond the check."""
     if len(prompts) != len(references) or not prompts:
         raise ValueError("prompts and references must be non-empty and of equal length")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs a token")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
     for r in references:
@@ -257,32 +258,32 @@ def greedy_verified(
 
 def _verify(model, prompts, references, max_new_tokens: int, eos_token_id: int, pad_token_id: int, batch_size):
     """Rows in passes of at most ``batch_size`` rows and :data:`LOGIT_BUDGET` logits
-    (:func:`_check_chunk`); the departed rows of consecutive passes are decoded on together, up
-    to a pass's number of rows at a time (:func:`_decode_departed`)."""
+    (:func:`_check_chunk`); the departed rows of consecutive passes are decoded on together,
+    ``batch_size`` rows at a time (:func:`_decode_departed`)."""
     width = max(len(r) for r in references)
     vocab = int(model.get_output_embeddings().weight.shape[0])
-    step = max(1, min(batch_size or len(prompts), LOGIT_BUDGET // max(1, width * vocab)))
+    group = batch_size or len(prompts)
+    step = max(1, min(group, LOGIT_BUDGET // max(1, (width + 1) * vocab)))
     out: list[list[int]] = []
     pending: list[_Departed] = []
 
-    def flush() -> None:
-        for r, tail in zip(torch.cat([p.rows for p in pending]).tolist(), _decode_departed(model, pending, eos_token_id)):
+    def flush(parts: list[_Departed]) -> None:
+        rows = torch.cat([p.rows for p in parts]).tolist()
+        for r, tail in zip(rows, _decode_departed(model, parts, eos_token_id)):
             out[r] += tail
-        pending.clear()
 
     decoded = 0
     for s in range(0, len(prompts), step):
         rows = torch.arange(s, min(len(prompts), s + step))
-        o, part = _check_chunk(
+        o, parts = _check_chunk(
             model, prompts[s : s + step], references[s : s + step], pad_token_id, rows, max_new_tokens, eos_token_id
         )
         out += o
-        if part is None:
-            continue
-        decoded += len(part.rows)
-        if pending and sum(len(p.rows) for p in pending) + len(part.rows) > step:
-            flush()
-        pending.append(part)
+        decoded += len(parts)
+        pending += parts
+        while len(pending) >= group:
+            flush(pending[:group])
+            pending = pending[group:]
     if pending:
-        flush()
+        flush(pending)
     return out, decoded
