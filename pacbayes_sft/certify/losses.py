@@ -139,6 +139,32 @@ def proved_by_teacher_forcing(
     return {i: gold[i] for i, m in enumerate(exact_match) if m == 1.0}
 
 
+def _checked_proved(proved: Mapping[int, list[int]] | None, max_new_tokens: int, eos: int) -> dict[int, list[int]]:
+    """``proved`` as a dict, each answer checked to be a whole greedy answer: <eos> only at its
+    end, or ``max_new_tokens`` long without one."""
+    tokens = {i: list(t) for i, t in (proved or {}).items()}
+    for i, t in tokens.items():
+        if not (0 < len(t) <= max_new_tokens and eos not in t[:-1] and (t[-1] == eos or len(t) == max_new_tokens)):
+            raise ValueError(
+                f"proved: the answer of example {i} is not a complete greedy answer "
+                f"(<eos> only at its end, or {max_new_tokens} tokens without one)"
+            )
+    return tokens
+
+
+def _verified_rows(mdl, rest, prompt_ids, refs, tokens: dict, max_new_tokens: int, eos_pad, batch_size: int) -> int:
+    """Greedy answers of the rows ``rest`` checked against ``refs`` in one call (rows of similar
+    length share a pass; rows that depart are decoded on together), written into ``tokens``;
+    returns how many rows needed decoding."""
+    order = sorted(rest, key=lambda i: len(prompt_ids[i]) + len(refs[i]))
+    out, decoded = greedy_verified(
+        mdl, [prompt_ids[i] for i in order], [refs[i] for i in order], max_new_tokens,
+        eos_token_id=eos_pad[0], pad_token_id=eos_pad[1], batch_size=batch_size,
+    )  # fmt: skip
+    tokens.update(zip(order, out))
+    return decoded
+
+
 def answer_losses(
     tokenizer: Any,
     examples: Sequence[Any],
@@ -196,18 +222,8 @@ def answer_losses(
         stats["rows_decoded"] += decoded
         return score(idx, tokens)
 
-    def complete(t: list[int]) -> bool:
-        """A whole greedy answer: <eos> only at its end, or max_new_tokens long without one."""
-        return 0 < len(t) <= max_new_tokens and eos not in t[:-1] and (t[-1] == eos or len(t) == max_new_tokens)
-
     def point_risk(mdl: torch.nn.Module, proved: Mapping[int, list[int]] | None = None) -> float:
-        tokens = {i: list(t) for i, t in (proved or {}).items()}
-        bad = [i for i, t in tokens.items() if not complete(t)]
-        if bad:
-            raise ValueError(
-                f"proved: the answer of example {bad[0]} is not a complete greedy answer "
-                f"(<eos> only at its end, or {max_new_tokens} tokens without one)"
-            )
+        tokens = _checked_proved(proved, max_new_tokens, eos)
         rest = [i for i in range(len(prompts)) if i not in tokens]
         # kept answers from an earlier call are checked (the same tokens, if the same model); else the gold ones
         refs = [reference[i] for i in range(len(prompts))] if len(reference) == len(prompts) else gold_refs
@@ -218,13 +234,8 @@ def answer_losses(
             )
             tokens.update(zip(rest, out))
             decoded = len(rest)
-        elif rest:  # one call: rows of similar length share a pass, and rows that depart are decoded on together
-            order = sorted(rest, key=lambda i: len(prompt_ids[i]) + len(refs[i]))
-            out, decoded = greedy_verified(
-                mdl, [prompt_ids[i] for i in order], [refs[i] for i in order], max_new_tokens,
-                eos_token_id=eos, pad_token_id=pad, batch_size=batch_size,
-            )  # fmt: skip
-            tokens.update(zip(order, out))
+        elif rest:
+            decoded = _verified_rows(mdl, rest, prompt_ids, refs, tokens, max_new_tokens, (eos, pad), batch_size)
         stats["point_rows"] += len(prompts)
         stats["point_rows_decoded"] += decoded
         reference.clear()
