@@ -11,8 +11,8 @@ to compute it faster than ``model.generate`` on a batch:
   mean's greedy answer), one teacher-forced pass over (prompt, g) gives the argmax a_t after
   every prefix (prompt, g_<t). If a_t = g_t for every t, the row's greedy output *is* g; else
   it is g_<t* a_t* followed by greedy decoding from there, t* the first mismatch, on the pass's
-  own KV cache (the unverified rest masked out). A draw near the posterior mean then costs one
-  forward pass instead of one per token.
+  own KV cache cut to the verified prefix (departed rows of several passes decoded together). A
+  draw near the posterior mean then costs one forward pass instead of one per token.
 
 Both return what plain greedy decoding returns, up to floating-point rounding of the logits
 (batch shape and KV-cache vs full-sequence attention change the last bits, as batching already
