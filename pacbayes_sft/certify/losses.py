@@ -18,7 +18,7 @@ import torch
 from .. import defaults
 from ..data.loaders import example_field
 from ..data.scorers import Judge, answer_judge
-from ..lm.decoding import greedy_continue, greedy_verified
+from ..lm.decoding import complete_continuation, greedy_continue, greedy_verified
 from ..lm.encoding import encode
 from ..lm.scoring import generate_token_ids, prompt_token_ids, teacher_forced_metrics
 from .config import EvalConfig, item_losses
@@ -144,7 +144,7 @@ def _checked_proved(proved: Mapping[int, list[int]] | None, max_new_tokens: int,
     end, or ``max_new_tokens`` long without one."""
     tokens = {i: list(t) for i, t in (proved or {}).items()}
     for i, t in tokens.items():
-        if not (0 < len(t) <= max_new_tokens and eos not in t[:-1] and (t[-1] == eos or len(t) == max_new_tokens)):
+        if not complete_continuation(t, max_new_tokens, eos):
             raise ValueError(
                 f"proved: the answer of example {i} is not a complete greedy answer "
                 f"(<eos> only at its end, or {max_new_tokens} tokens without one)"

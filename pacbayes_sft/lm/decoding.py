@@ -217,6 +217,14 @@ def _decode_departed(model, parts: list[_Departed], eos_token_id: int) -> list[l
     return _decode_loop(model, batch, {_cache_kwarg(model): cache}, rows, left, eos_token_id, tails)
 
 
+def complete_continuation(tokens: Sequence[int], max_new_tokens: int, eos_token_id: int) -> bool:
+    """Whether ``tokens`` is a whole greedy continuation: ``<eos>`` only at its end, or
+    ``max_new_tokens`` long without one."""
+    if not tokens or len(tokens) > max_new_tokens or eos_token_id in tokens[:-1]:
+        return False
+    return tokens[-1] == eos_token_id or len(tokens) == max_new_tokens
+
+
 @torch.no_grad()
 def greedy_verified(
     model: torch.nn.Module,
@@ -241,12 +249,7 @@ def greedy_verified(
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
     for r in references:
-        if (
-            not r
-            or len(r) > max_new_tokens
-            or eos_token_id in r[:-1]
-            or (r[-1] != eos_token_id and len(r) != max_new_tokens)
-        ):
+        if not complete_continuation(r, max_new_tokens, eos_token_id):
             raise ValueError(
                 "each reference must be a complete greedy continuation: <eos> only at its end, or max_new_tokens long"
             )
