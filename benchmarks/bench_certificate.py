@@ -27,9 +27,8 @@ from pathlib import Path
 import torch
 from _demo_cell import demo_cell, train_adapter
 
-import pacbayes_sft.certify.losses as losses_mod
-import pacbayes_sft.lm.scoring as scoring_mod
-from pacbayes_sft.certify import certify, example_losses, stochastic_risk
+import pacbayes_sft.lm.decoding as decoding_mod
+from pacbayes_sft.certify import CertifySettings, certify, example_losses, stochastic_risk
 from pacbayes_sft.certify.two_stage import certify_two_stage
 
 
@@ -49,9 +48,9 @@ def _generate(mdl, prefixes, limits, *, eos_token_id, pad_token_id, rows=None):
 @contextmanager
 def baseline_decoding():
     """Every greedy generation by ``model.generate``, no verification: the decoding before this change."""
-    saved = losses_mod.greedy_continue, losses_mod.greedy_verified, scoring_mod.greedy_continue
-    losses_mod.greedy_continue = scoring_mod.greedy_continue = _generate
-    def generate_all(m, ps, refs, cap, *, eos_token_id, pad_token_id, batch_size=None):
+    saved = decoding_mod.greedy_continue, decoding_mod.greedy_verified
+    decoding_mod.greedy_continue = _generate
+    def generate_all(m, ps, refs, cap, *, eos_token_id, pad_token_id, batch_size=None, rows=None):
         """Every row by ``model.generate`` (no check), in passes of ``batch_size`` rows."""
         step = batch_size or len(ps)
         out = []
@@ -60,11 +59,11 @@ def baseline_decoding():
                              pad_token_id=pad_token_id)  # fmt: skip
         return out, len(ps)
 
-    losses_mod.greedy_verified = generate_all
+    decoding_mod.greedy_verified = generate_all
     try:
         yield
     finally:
-        losses_mod.greedy_continue, losses_mod.greedy_verified, scoring_mod.greedy_continue = saved
+        decoding_mod.greedy_continue, decoding_mod.greedy_verified = saved
 
 
 def timed(fn):
@@ -84,8 +83,8 @@ def main() -> None:
         full, t_full = timed(lambda: train_adapter(ctx, cell, train, Path(tmp) / "full"))
         n_p = cfg.prior.split(len(train))
         half, t_half = timed(lambda: train_adapter(ctx, cell, train[:n_p], Path(tmp) / "half"))
-        kw = {"bound": bound, "tv": cfg.tv, "evaluation": cfg.eval, "judge": ctx.task.judge, "tokenizer": tok,
-              "seed": cell.seed}  # fmt: skip
+        kw = {"bound": bound, "tv": cfg.tv, "evaluation": cfg.eval,
+              "settings": CertifySettings(judge=ctx.task.judge, tokenizer=tok, seed=cell.seed)}  # fmt: skip
 
         def test_set(model):
             """The cell's test evaluation (the point model's answers on the test set): computed in
@@ -105,7 +104,9 @@ def main() -> None:
             t = time.perf_counter()
             cert, state = certify_two_stage(
                 half.model, tok, train, test, prior=cfg.prior, bound=bound, tv=cfg.tv, evaluation=cfg.eval,
-                judge=ctx.task.judge, init=Path(tmp) / "half" / "lora_init.safetensors", seed=cell.seed,
+                settings=CertifySettings(
+                    judge=ctx.task.judge, init=Path(tmp) / "half" / "lora_init.safetensors", seed=cell.seed
+                ),
             )  # fmt: skip
             spent = time.perf_counter() - t
             test_losses = test_set(half.model)  # half.model is now Q, the cell's model

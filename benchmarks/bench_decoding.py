@@ -26,10 +26,9 @@ import torch
 from _demo_cell import demo_cell, train_adapter
 
 from pacbayes_sft.certify.losses import answer_losses
-from pacbayes_sft.estimators.lora import prior_centre_rms
 from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk_per_example
-from pacbayes_sft.estimators.posterior import GaussianPosterior
 from pacbayes_sft.lm.encoding import collate_prompts_left, encode
+from pacbayes_sft.posteriors import GaussianPosterior, prior_centre_rms
 
 
 def generate_losses(tok, examples, judge, max_new_tokens: int):

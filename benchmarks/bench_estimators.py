@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from memory import peak_extra_mib
 
-from pacbayes_sft.estimators.posterior import GaussianPosterior, _lora_layers, _seed
+from pacbayes_sft.adapters import lora_layers as _lora_layers
+from pacbayes_sft.posteriors.isotropic import GaussianPosterior, _seed
 from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
 
 

@@ -22,7 +22,7 @@ from pacbayes_sft.data.igsm import generate
 from pacbayes_sft.data.igsm_verify import igsm_judge
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk_per_example
-from pacbayes_sft.estimators.posterior import GaussianPosterior
+from pacbayes_sft.posteriors import GaussianPosterior
 from pacbayes_sft.sweep.config import SHIPPED_BASE
 from pacbayes_sft.training.models import attach_lora, load_causal_lm
 

@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 from _demo_cell import demo_cell, train_adapter
 
-from pacbayes_sft.estimators.lora import prior_centre_rms
-from pacbayes_sft.estimators.posterior import GaussianPosterior
 from pacbayes_sft.lm.scoring import generate_texts
+from pacbayes_sft.posteriors import GaussianPosterior, prior_centre_rms
 
 
 def answer_position(text: str) -> int | None:

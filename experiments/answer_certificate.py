@@ -83,23 +83,20 @@ def _losses(tok, examples):
 
 def choose_prior_sigma(prior: Path, tok, prior_half: list, args) -> tuple[float, list[dict]]:
     """The largest candidate σ_p whose sampled prior models lose at most ``tolerance`` answer
-    accuracy on ``select`` examples of the prior's own half. Uses no example the bound sees."""
-    from pacbayes_sft.certify import stochastic_risk
-    from pacbayes_sft.estimators.lora import prior_centre_rms
+    accuracy on ``select`` examples of the prior's own half (the library's rule,
+    :func:`pacbayes_sft.certify.two_stage.choose_prior_sigma`, searched from the largest down).
+    Uses no example the bound sees."""
+    from pacbayes_sft.certify import PriorConfig
+    from pacbayes_sft.certify.two_stage import choose_prior_sigma as choose
+    from pacbayes_sft.posteriors import prior_centre_rms
 
     rms = prior_centre_rms(str(prior), "lora")
-    model = _peft(prior).eval()
-    losses = _losses(tok, prior_half[: args.select])
-    point = losses.risk(model)
-    rows, chosen = [], None
-    for mult in sorted(float(x) for x in args.multiples.split(",")):
-        mc = stochastic_risk(model, losses, mult * rms, "lora", seed=5).mean
-        rows.append({"multiple": mult, "sigma_p": mult * rms, "point error": point, "MC error": mc})
-        if mc <= point + args.tolerance:
-            chosen = mult * rms
-    if chosen is None:
+    multiples = [float(x) for x in args.multiples.split(",")]
+    cfg = PriorConfig(kind="two_stage", sigma_multiples=multiples, tolerance=args.tolerance, select=args.select)
+    chosen = choose(_peft(prior).eval(), _losses(tok, prior_half[: args.select]), cfg, rms, seed=5)
+    if not any(r["mc_risk"] <= r["point_risk"] + args.tolerance for r in chosen.rows):
         raise SystemExit(f"every candidate loses more than {args.tolerance} accuracy; add smaller --multiples")
-    return chosen, rows
+    return chosen.sigma, chosen.rows
 
 
 def _learned(out, tok, bound_half, tests, sigma_p, args, selection) -> dict:
@@ -155,8 +152,7 @@ def _prior_as_posterior(out, tok, bound_half, tests, sigma_p) -> dict:
 
 
 def _zero_kl_family(model, sigma_p):
-    from pacbayes_sft.certify import PosteriorFamily
-    from pacbayes_sft.estimators.posterior import GaussianPosterior
+    from pacbayes_sft.posteriors import GaussianPosterior, PosteriorFamily
 
     return PosteriorFamily(
         space="lora (posterior = prior)",

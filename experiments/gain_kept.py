@@ -32,7 +32,7 @@ def _item_errors(losses, model, sigma=None) -> list[float]:
     idx = list(range(losses.n))
     if sigma is None:
         return [float(v) for v in losses.batch(model, idx)]
-    from pacbayes_sft.estimators.posterior import GaussianPosterior
+    from pacbayes_sft.posteriors import GaussianPosterior
 
     post = GaussianPosterior(model, sigma, "lora", seed=99)
     out = []

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pacbayes_sft import defaults
 from pacbayes_sft.report.label_free import estimates_table, score_table
 from pacbayes_sft.sweep.store import folder_config, valid_cells
 
@@ -46,7 +47,7 @@ def certificate_table(run: Path) -> pd.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
-    ap.add_argument("--n-boot", type=int, default=300, help="bootstrap replicates of each estimator's interval")
+    ap.add_argument("--n-boot", type=int, default=defaults.LABEL_FREE_REPORT_N_BOOT, help="bootstrap replicates of each estimator's interval")
     args = ap.parse_args()
     table = estimates_table(args.run, n_boot=args.n_boot)
     table.to_csv(args.run / "label_free_estimates.csv", index=False)

@@ -23,7 +23,7 @@ import pandas as pd
 from pacbayes_sft.adapters import attach_adapter
 from pacbayes_sft.certify import (
     BoundConfig,
-    DataPrior,
+    PriorConfig,
     TVConfig,
     certify,
     certify_learned_posterior,
@@ -58,7 +58,9 @@ def main() -> None:
     rows = []
     for space in () if args.only_learned else ("delta", "lora"):
         for kind in ("data-free", "data-dependent"):
-            prior = DataPrior(str(out / "prior"), half) if kind == "data-dependent" else None
+            prior = (
+                PriorConfig(kind="grid", adapter=str(out / "prior"), n_prior=half) if kind == "data-dependent" else None
+            )
             cert = certify(
                 str(SHIPPED_BASE),
                 str(out / "posterior"),
@@ -130,7 +132,7 @@ def _learned_row(out, tok, train, test, steps, *, data_dependent: bool, loss: st
     the first half, μ from it, trained and bounded on the other half."""
     from pacbayes_sft.adapters import init_state_from_factors, load_init_factors, lora_factors
     from pacbayes_sft.certify.certificate import TVTerm
-    from pacbayes_sft.estimators.lora import prior_centre_rms
+    from pacbayes_sft.posteriors import prior_centre_rms
     from pacbayes_sft.training.pacbayes_objective import PacBayesConfig, train_pacbayes
 
     half = len(train) // 2

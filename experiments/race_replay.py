@@ -11,7 +11,7 @@ loaders: ``folder_config``, ``valid_cells``, ``group_cells``, ``item_losses``). 
 ``--round-items`` items are drawn with replacement from those recorded items, an item's bucket
 losses kept together (so the pairing stays), i.e. a bootstrap world whose true bucket means are the
 recorded ones. Every rep draws one stream of items, shared by both methods and all caps (common
-random numbers), and runs :class:`~pacbayes_sft.sweep.allocation.PairedRace` on it with each
+random numbers), and runs :class:`~pacbayes_sft.stats.allocation.PairedRace` on it with each
 confidence method ("betting", the time-uniform confidence sequence; "bernstein", empirical
 Bernstein with a union over looks) and each cap. Per group, method and cap the CSV holds the
 fraction of reps decided (best or ε-tie), the median items, the median bucket-item evaluations
@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from pacbayes_sft.certify.config import item_losses
-from pacbayes_sft.sweep.allocation import CONFIDENCES, PairedRace, RaceResult
-from pacbayes_sft.sweep.race import Group, group_cells, race_groups
+from pacbayes_sft.defaults import RACE_EPSILON, RACE_LEVEL, RACE_MAX_ITEMS, RACE_ROUND_ITEMS
+from pacbayes_sft.racing import Group, group_cells, race_groups
+from pacbayes_sft.stats import CONFIDENCES, PairedRace, RaceResult
 from pacbayes_sft.sweep.store import folder_config
 from pacbayes_sft.validation import race_answer_right
 
@@ -60,7 +61,7 @@ SHORT = {"best": "best", "epsilon_tie": "tie", "cap": "cap"}
 
 
 def round_zero(run: Path, group: Group) -> dict[str, np.ndarray]:
-    """bucket → its seed-averaged recorded per-item losses under the config's loss (race.py's round 0)."""
+    """bucket → its seed-averaged recorded per-item losses under the config's loss (the race's round 0)."""
     cfg, state = folder_config(run)
     out = {}
     for bucket, recs in group_cells(run, cfg, state, group).items():
@@ -162,11 +163,17 @@ def _print_tables(rows: list[dict], args: argparse.Namespace, n_groups: int) -> 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--run", default="docs/results/cpu_study", help="a sweep's run folder with finished cells")
-    ap.add_argument("--caps", type=int, nargs="+", default=[4000, 40000], help="caps on items, round 0 included")
+    ap.add_argument(
+        "--caps",
+        type=int,
+        nargs="+",
+        default=[RACE_MAX_ITEMS, 10 * RACE_MAX_ITEMS],
+        help="caps on items, round 0 included",
+    )
     ap.add_argument("--reps", type=int, default=20, help="replays per group")
-    ap.add_argument("--epsilon", type=float, default=0.02, help="tolerance of a tie, loss units")
-    ap.add_argument("--level", type=float, default=0.95, help="probability the answer is right")
-    ap.add_argument("--round-items", type=int, default=200, help="fresh items per round")
+    ap.add_argument("--epsilon", type=float, default=RACE_EPSILON, help="tolerance of a tie, loss units")
+    ap.add_argument("--level", type=float, default=RACE_LEVEL, help="probability the answer is right")
+    ap.add_argument("--round-items", type=int, default=RACE_ROUND_ITEMS, help="fresh items per round")
     ap.add_argument("--methods", nargs="+", choices=CONFIDENCES, default=list(CONFIDENCES), help="interval methods")
     ap.add_argument("--seed", type=int, default=0, help="seed of the resampled item streams")
     ap.add_argument("--out", default="runs/race_replay.csv", help="CSV path (its folder is created)")

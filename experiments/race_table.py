@@ -16,7 +16,7 @@ import csv
 import json
 from pathlib import Path
 
-from pacbayes_sft.sweep.allocation import RaceResult
+from pacbayes_sft.stats import RaceResult
 
 
 def _replayed(path: Path | None) -> dict[tuple, float]:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pacbayes_sft.adapters import attach_adapter
+from pacbayes_sft.certify import CertifySettings
 from pacbayes_sft.certify.two_stage import load_posterior_state, recertify_two_stage
 from pacbayes_sft.sweep.cells import cells_of, find_cell, parse_only, select_cells
 from pacbayes_sft.sweep.runner import sweep_context
@@ -49,7 +50,8 @@ def main() -> None:
         model = attach_adapter(load_causal_lm(base_dir), adapter, base_name=str(base_dir))
         cert = recertify_two_stage(
             model, adapter / "prior", tok, ctx.task.train_examples(cell), ctx.task.test_set, bound=bound,
-            tv=cfg.tv, evaluation=cfg.eval, judge=ctx.task.judge, state=load_posterior_state(adapter), seed=cell.seed,
+            tv=cfg.tv, evaluation=cfg.eval, state=load_posterior_state(adapter),
+            settings=CertifySettings(judge=ctx.task.judge, seed=cell.seed),
         )  # fmt: skip
         t = rec.terms
         rows.append({"cell": rec.id, "n": rec.n, "bucket": rec.bucket, "seed": rec.seed,

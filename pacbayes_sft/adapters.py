@@ -64,13 +64,45 @@ def _strip(name: str) -> str:
     return name[len(_PREFIX) :] if name.startswith(_PREFIX) else name
 
 
-def _factors_from_peft_model(model: torch.nn.Module, adapter_name: str | None) -> Iterator[LoraFactor]:
-    from peft.tuners.lora import LoraLayer
+def lora_layers(model: torch.nn.Module, *, perturbed: bool = True) -> list[tuple[str, torch.nn.Module]]:
+    """Every LoRA layer of a peft model as (full module name, ``LoraLayer``): the one walk over a
+    model's adapted modules that the factors, the posteriors and the training parametrisations use.
 
+    ValueError when the model has no LoRA layer, for DoRA (a magnitude vector rescales the update,
+    so it is not ΔW = s·B A) and, when the layers are to be ``perturbed`` (a posterior or a
+    parametrisation moves their factors), for LoRA on an embedding (its factors are not modules'
+    weights a posterior draws) and for an adapter merged into the base weights (moving the factors
+    would no longer change the function as the KL counts it)."""
+    from peft.tuners.lora import LoraLayer  # deferred: peft is only needed once a peft model is walked
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+    if not layers:
+        raise ValueError("model has no LoRA weights: it has no LoRA layers (pass a peft model)")
+    for name, layer in layers:
+        for ad in layer.active_adapters:
+            if ad in getattr(layer, "lora_magnitude_vector", {}) or getattr(layer, "use_dora", {}).get(ad):
+                raise ValueError(f"model: DoRA adapter on {name!r} is not supported (its update is not s·BA)")
+            if perturbed and ad in getattr(layer, "lora_embedding_A", {}):
+                raise ValueError(f"model: LoRA on the embedding {name!r} is not supported by the posterior")
+        if perturbed and getattr(layer, "merged", False):
+            raise ValueError(f"model: the adapter of {name!r} is merged into the base weights; unmerge it first")
+    return layers
+
+
+def lora_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, torch.nn.Module]]:
+    """(full module name, its ``lora_A``, its ``lora_B``) for every active linear LoRA adapter, in
+    :func:`lora_layers` order: the factors a parametrisation over the LoRA weights acts on."""
+    return [
+        (name, layer.lora_A[ad], layer.lora_B[ad])
+        for name, layer in lora_layers(model)
+        for ad in layer.active_adapters
+        if ad in layer.lora_A
+    ]
+
+
+def _factors_from_peft_model(model: torch.nn.Module, adapter_name: str | None) -> Iterator[LoraFactor]:
     found = False
-    for name, module in model.named_modules():
-        if not isinstance(module, LoraLayer):
-            continue
+    for name, module in lora_layers(model, perturbed=False):
         adapters = [adapter_name] if adapter_name is not None else list(module.active_adapters)
         for ad in adapters:
             if ad in getattr(module, "lora_magnitude_vector", {}):

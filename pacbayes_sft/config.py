@@ -26,8 +26,11 @@ _MISSING = dataclasses.MISSING
 
 
 def option(default: Any = _MISSING, help: str = "", *, choices: Iterable[Any] | None = None, factory: Any = None):
-    """A dataclass field with help text (and optional choices) for configs and the CLI."""
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None}
+    """A dataclass field with help text (and optional choices) for configs and the CLI. Choices
+    given as a mapping (a registry such as ``sweep.difficulty.MEASURES``) stay live: a name
+    registered later is a choice too."""
+    keep = choices is None or isinstance(choices, Mapping)  # none, or a live registry
+    meta = {"help": help, "choices": choices if keep else tuple(choices)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

@@ -29,3 +29,33 @@ TV_MAX_PER_SIDE = 2000
 
 CATONI_C = 1.0
 """C of Catoni's bound in the σ-grid table (reported beside Seeger's; never used to choose σ)."""
+
+RACE_EPSILON = 0.02
+"""ε of a race's ε-tie: buckets whose mean losses differ by at most this (loss units) count as tied."""
+
+RACE_LEVEL = 0.95
+"""Probability that a race's answer (the best bucket, or an ε-tie holding it) is right."""
+
+RACE_ROUND_ITEMS = 200
+"""Fresh test items per round of a race (a multiple of the 8 iGSM test ops keeps rounds stratified)."""
+
+RACE_MAX_ITEMS = 4000
+"""Cap on the distinct test items of a race, the sweep's own test set included."""
+
+LABEL_FREE_N_BOOT = 1000
+"""Bootstrap resamples of a label-free estimate's interval (ATC, DoC, disagreement; estimate-risk)."""
+
+LABEL_FREE_DRAWS = 2
+"""Posterior draws per prompt for the label-free disagreement estimators (a pair gives one disagreement)."""
+
+LABEL_FREE_SOURCE = 200
+"""Held-out labelled training-distribution examples per cell for the label-free estimators."""
+
+LABEL_FREE_REPORT_N_BOOT = 300
+"""Bootstrap resamples of each label-free interval in a sweep's report, which estimates every cell
+on every test mixture (fewer than :data:`LABEL_FREE_N_BOOT` to keep a report quick; the point
+estimates do not depend on it)."""
+
+BEST_BUCKET_N_BOOT = 2000
+"""Bootstrap resamples of the test items behind p_best (each bucket's chance of being the best)
+and the observed 95% sets of a report."""

@@ -43,7 +43,7 @@ from .estimators.irt import fit_irt
 from .estimators.tv_reference import exact_gaussian_scale_tv as var_tv
 from .estimators.tv_reference import exact_gaussian_tv
 from .report.uncertainty import bootstrap_best
-from .sweep.allocation import CONFIDENCES, run_race
+from .stats.allocation import CONFIDENCES, run_race
 
 
 def _rate_interval(k: int, n: int) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""The race over buckets (sweep.allocation) and its confidence sequences (sweep.confidence),
+"""The race over buckets (stats.allocation) and its confidence sequences (stats.confidence),
 against simulations whose best bucket, or mean, is known."""
 
 import math
@@ -6,16 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from pacbayes_sft.sweep.allocation import (
-    CONFIDENCES,
-    PairedRace,
-    RaceResult,
+from pacbayes_sft.stats.allocation import CONFIDENCES, PairedRace, RaceResult, run_race
+from pacbayes_sft.stats.confidence import (
+    BettingState,
+    advance,
     bernstein_half_width,
+    betting_bounds,
     look_delta,
     paired_interval,
-    run_race,
 )
-from pacbayes_sft.sweep.confidence import BettingState, advance, betting_bounds
 
 
 def _bernoulli(means, rng, shared=0.0):
@@ -95,9 +94,9 @@ def test_the_answer_is_right_at_the_level_over_many_races(means, eps, confidence
 
 def test_the_check_fails_a_race_without_a_valid_bound(monkeypatch):
     """The same check catches a race that looks at a one-standard-error interval after every round."""
-    import pacbayes_sft.sweep.allocation as allocation
+    import pacbayes_sft.stats.confidence as confidence
 
-    monkeypatch.setattr(allocation, "bernstein_half_width", lambda v, n, d: math.sqrt(v / n) if n > 1 else math.inf)
+    monkeypatch.setattr(confidence, "bernstein_half_width", lambda v, n, d: math.sqrt(v / n) if n > 1 else math.inf)
     means, reps = {"easy": 0.40, "medium": 0.41, "hard": 0.47}, 300
     results = [
         run_race(

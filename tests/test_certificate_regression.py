@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from pacbayes_sft.bounds import BOUNDS
-from pacbayes_sft.certify import BoundConfig, EvalConfig, TVConfig, certify
+from pacbayes_sft.certify import BoundConfig, CertifySettings, EvalConfig, TVConfig, certify
 from pacbayes_sft.certify.certificate import Certificate, numbers
 
 FIX = Path(__file__).parent / "fixtures" / "certificate_v0"
-# The same certificate after per-row posterior draws got injective seeds (estimators.posterior._seed,
+# The same certificate after per-row posterior draws got injective seeds (posteriors.isotropic._seed,
 # issue 23): every number that depends on the draws changed there, and only those.
 SEEDS_V1 = FIX / "certificate_seeds_v1.json"
 DRAW_DEPENDENT = ("empirical_risk.mc_", "g_gen.", "grid[", "total", "two_gap.emp_risk", "two_gap.g_gen", "two_gap.total")
@@ -28,7 +28,7 @@ def _configs(kw: dict) -> dict:
     kw = dict(kw)
     tv = TVConfig(features=kw.pop("tv_features"), permutations=kw.pop("tv_permutations"), max_per_side=None)
     seed = kw.pop("seed")
-    return {"bound": BoundConfig(loss="token_error", **kw), "tv": tv, "seed": seed}
+    return {"bound": BoundConfig(loss="token_error", **kw), "tv": tv, "settings": CertifySettings(seed=seed)}
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,8 @@ def test_explicit_default_options_give_the_same_certificate(old_and_new):
         _rows("train.jsonl"),
         _rows("test.jsonl"),
         evaluation=EvalConfig(),
-        judge=None,
         prior=None,
+        family=None,
         **_configs(kw),
     )
     assert numbers(cert.to_dict()) == numbers(new.to_dict())

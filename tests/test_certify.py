@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import pytest
 
 from pacbayes_sft.bounds import kl_inverse_upper
-from pacbayes_sft.certify import BoundConfig, DataPrior, TVConfig, certify
+from pacbayes_sft.certify import BoundConfig, CertifySettings, PriorConfig, TVConfig, certify
 from pacbayes_sft.cli import main
 from pacbayes_sft.data import generate
 from pacbayes_sft.data.tokenizer import igsm_tokenizer
@@ -176,9 +176,13 @@ def test_certify_errors(run, tmp_path, capsys):
         certify(str(root / "base"), str(root / "adapter"), [], test)
     no_answer = [{"prompt": e["prompt"], "response": e["response"]} for e in train]
     with pytest.raises(ValueError, match="needs an 'answer'"):  # answer_error (the default) with a scorer
-        certify(str(root / "base"), str(root / "adapter"), no_answer, test, judge="final_answer")
+        certify(
+            str(root / "base"), str(root / "adapter"), no_answer, test, settings=CertifySettings(judge="final_answer")
+        )
     with pytest.raises(ValueError, match="judge must be"):
-        certify(str(root / "base"), str(root / "adapter"), train, test, judge=3)
+        certify(str(root / "base"), str(root / "adapter"), train, test, settings=CertifySettings(judge=3))
+    with pytest.raises(ValueError, match="settings must be a CertifySettings"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, settings={"seed": 1})
     capsys.readouterr()
     assert (
         main(
@@ -294,7 +298,7 @@ def test_data_dependent_prior_certificate_and_ledger(run):
         test,
         bound=_bound(m=1, sigmas=[1e-2, 3e-2]),
         tv=TVConfig(permutations=20),
-        prior=DataPrior(str(prior_dir), 16),
+        prior=PriorConfig(kind="grid", adapter=str(prior_dir), n_prior=16),
     )
     assert cert.n == 24 and cert.empirical_risk.mc_losses == 24  # the bound uses only the 24 unseen examples
     assert cert.prior["kind"] == "data-dependent" and cert.prior["n_prior"] == 16
@@ -312,12 +316,19 @@ def test_data_dependent_prior_certificate_and_ledger(run):
         tv=TVConfig(permutations=20),
     )
     assert plain.prior["kind"] == "data-free" and plain.n == 40
-    with pytest.raises(ValueError, match="data-dependent prior needs both"):
-        DataPrior(str(prior_dir), 0)
     with pytest.raises(ValueError, match="n_prior"):
-        certify(str(root / "base"), str(root / "adapter"), train, test, prior=DataPrior(str(prior_dir), 40))
-    with pytest.raises(ValueError, match="prior must be a DataPrior"):
+        PriorConfig(kind="grid", adapter=str(prior_dir), n_prior=0)
+    with pytest.raises(ValueError, match="n_prior"):
+        certify(
+            str(root / "base"), str(root / "adapter"), train, test,
+            prior=PriorConfig(kind="grid", adapter=str(prior_dir), n_prior=40),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"prior\.adapter"):
+        certify(str(root / "base"), str(root / "adapter"), train, test, prior=PriorConfig(kind="grid"))
+    with pytest.raises(ValueError, match="prior must be a PriorConfig"):
         certify(str(root / "base"), str(root / "adapter"), train, test, prior=str(prior_dir))
+    # the default share of S: "fraction" (one half) trains the prior when n_prior is not given
+    assert PriorConfig(kind="grid", adapter=str(prior_dir)).split(40) == 20
 
 
 def test_per_module_kl_against_a_brute_force_sum(run):
@@ -325,7 +336,7 @@ def test_per_module_kl_against_a_brute_force_sum(run):
 
     from pacbayes_sft.adapters import lora_factors
     from pacbayes_sft.estimators import lora_kl
-    from pacbayes_sft.estimators.lora import module_family
+    from pacbayes_sft.posteriors import module_family
 
     root, _, _ = run
     factors = lora_factors(str(root / "adapter"))
@@ -368,3 +379,84 @@ def test_per_module_sigma_search_and_its_ledger(run):
         assert len(cert.sigma.per_family) == families
     with pytest.raises(ValueError, match="relative grid"):
         _bound(sigmas=[0.1], per_module_sigma=True)
+
+
+class _PointMass:
+    """A toy posterior family member: the point mass at the model (every draw is the model itself),
+    with a KL fixed by the test, counting its draws."""
+
+    def __init__(self, model, sigma, per_row):
+        self.model, self.sigma, self.space, self.per_row = model, float(sigma), "toy point mass", per_row
+        self.draws = []
+
+    @contextmanager
+    def sample(self, index):
+        self.draws.append(index)
+        yield self.model
+
+    @contextmanager
+    def sample_rows(self, indices):
+        if not self.per_row:
+            raise TypeError("one draw per batch")
+        self.draws.extend(indices)
+        yield self.model
+
+    def kl(self, prior):
+        return 3.0
+
+
+def _peft(root):
+    from pacbayes_sft.adapters import attach_adapter
+    from pacbayes_sft.training.models import load_causal_lm
+
+    return attach_adapter(load_causal_lm(root / "base"), root / "adapter")
+
+
+@pytest.mark.parametrize("per_row", [True, False])
+def test_certify_takes_a_posterior_family(run, per_row):
+    """certify(..., family=) evaluates exactly the family's grid, draws and KL: with a point mass
+    the sampled risk is the point risk, the KL is the family's, and the δ plan pays for K = 1."""
+    from pacbayes_sft.certify import example_losses
+    from pacbayes_sft.posteriors import Posterior, PosteriorFamily, Prior
+
+    root, train, test = run
+    model = _peft(root)
+    made = []
+
+    def posterior(sigma, seed):
+        made.append(_PointMass(model, sigma, per_row))
+        return made[-1]
+
+    family = PosteriorFamily("toy point mass", [0.5], posterior, lambda sigma: made[-1].kl(Prior(sigma)))
+    assert isinstance(_PointMass(model, 0.5, per_row), Posterior)
+    cert = certify(
+        str(root / "base"), model, train, test, bound=_bound(m=1), tv=TVConfig(permutations=0),
+        family=family, settings=CertifySettings(seed=4),
+    )  # fmt: skip
+    assert [p.sigma for p in made] == [0.5] and sorted(made[0].draws) == list(range(40))  # one own draw each
+    point = example_losses(igsm_tokenizer(), train, "answer_error", gold=True).point(model)
+    assert cert.empirical_risk.point == cert.empirical_risk.mc_mean == pytest.approx(point)
+    assert cert.kl.value_nats == 3.0 and cert.kl.space == "toy point mass" and cert.sigma.grid == [0.5]
+    pac = next(e for e in cert.delta.ledger["entries"] if e["term"].startswith("pac_bayes"))
+    assert "K=1" in pac["term"] and cert.delta.per_grid_point_bound == pytest.approx(pac["delta"])
+    d_b, upper = cert.delta.per_grid_point_bound, cert.empirical_risk.mc_upper
+    seeger = kl_inverse_upper(upper, (3.0 + math.log(2 * math.sqrt(40) / d_b)) / 40)
+    assert upper + cert.g_gen.seeger == pytest.approx(float(seeger), rel=1e-9)
+    with pytest.raises(ValueError, match="family must be a PosteriorFamily"):
+        certify(str(root / "base"), model, train, test, family=posterior)
+
+
+def test_the_isotropic_family_is_the_default(run):
+    """The engine always evaluates a family: passing the isotropic one explicitly gives the same
+    document, number for number, as the default."""
+    from pacbayes_sft.posteriors import isotropic_family
+
+    root, train, test = run
+    model = _peft(root)
+    bound, tv = _bound(m=1, sigmas=[1e-2, 3e-2]), TVConfig(permutations=0)
+    plain = certify(str(root / "base"), model, train, test, bound=bound, tv=tv)
+    family = isotropic_family(model, "delta", [1e-2, 3e-2])
+    explicit = certify(str(root / "base"), model, train, test, bound=bound, tv=tv, family=family)
+    a, b = plain.to_dict(), explicit.to_dict()
+    a.pop("versions", None), b.pop("versions", None)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

@@ -86,3 +86,14 @@ def test_sweep_sections_reuse_the_single_run_configs():
     cfg = from_dict(SweepConfig, {"sft": {"r": 4}, "bound": {"m": 2}, "tv": {"features": "structure"}})
     assert isinstance(cfg.sft, SFTConfig) and cfg.sft.r == 4
     assert isinstance(cfg.bound, BoundConfig) and cfg.bound.m == 2 and isinstance(cfg.tv, TVConfig)
+
+
+def test_an_unset_data_path_does_not_fingerprint_the_working_directory(tmp_path, monkeypatch):
+    """A dataset task without irt_responses hashes the same whatever the working directory holds."""
+    from pacbayes_sft.sweep.config import _data_fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    assert _data_fingerprint("") == ""
+    (tmp_path / "noise.txt").write_text("anything")
+    assert _data_fingerprint("") == ""
+    assert _data_fingerprint(str(tmp_path / "noise.txt")) != str(tmp_path / "noise.txt")  # a real file is hashed

@@ -6,9 +6,9 @@ from collections import Counter
 import pytest
 import torch
 
-from pacbayes_sft.estimators.posterior import GaussianPosterior
 from pacbayes_sft.lm.decoding import greedy_continue, greedy_verified
 from pacbayes_sft.lm.rows import has_row_listeners
+from pacbayes_sft.posteriors import GaussianPosterior
 from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
 
 PAD = 0
@@ -340,3 +340,66 @@ def test_the_pre_analysed_vectorizer_reads_plain_texts_too():
     plain = tfidf_vectorizer().fit_transform(texts).toarray()
     assert (tfidf_vectorizer(pre_analyzed=True).fit_transform(list(analyzed_texts(texts))).toarray() == plain).all()
     assert (tfidf_vectorizer(pre_analyzed=True).fit_transform(texts).toarray() == plain).all()
+
+
+def test_one_greedy_entry_point_writes_the_same_texts_with_and_without_references():
+    """greedy and generate_and_judge on a tiny llama built from config, with a word tokenizer:
+    references that are the model's own answers, wrong ones, a bare <eos> and none give the
+    tokens, texts and verdicts of plain decoding row by row, in batches as given or by length,
+    and under per-row draws each row decodes what its own draw decodes alone."""
+    from pacbayes_sft.data.tokenizer import build_word_tokenizer
+    from pacbayes_sft.lm.decoding import greedy
+    from pacbayes_sft.lm.generation import generate_and_judge
+    from pacbayes_sft.lm.scoring import prompt_token_ids
+
+    tok = build_word_tokenizer([f"w{i}" for i in range(60)])  # 64 ids, as the tiny model's vocabulary
+    model = _model("llama")
+    tok.eos_token = tok.convert_ids_to_tokens(_frequent_eos(model))  # so rows end at different steps
+    eos = tok.eos_token_id
+    prompts = [" ".join(f"w{(7 * i + 11 * j) % 60}" for j in range(2 + i % 4)) for i in range(6)]
+    ids = prompt_token_ids(tok, prompts)
+    own = [_plain(model, p, CAP, eos) for p in ids]
+    assert len({len(o) for o in own}) > 2
+    texts = [tok.decode(o, skip_special_tokens=True) for o in own]
+    # even items carry the model's own text as their answer, odd ones another: the verdicts alternate
+    items = [{"prompt": p, "answer": t if i % 2 == 0 else "none"} for i, (p, t) in enumerate(zip(prompts, texts))]
+    judge = lambda item, text: text == item["answer"]  # noqa: E731
+    wrong = [(own[1][0] + 1) % 60 + 4, eos]
+    refs = [own[0], wrong, None, [eos], own[4], None]
+    plain = generate_and_judge(model, tok, items, judge, max_new_tokens=CAP)
+    for batch_size, by_length in ((None, False), (2, True)):
+        checked = generate_and_judge(
+            model, tok, items, judge, references=refs, max_new_tokens=CAP, batch_size=batch_size, by_length=by_length
+        )
+        assert checked.tokens == plain.tokens == own
+        assert checked.texts == plain.texts == texts
+        assert checked.correct == plain.correct == [i % 2 == 0 for i in range(6)]
+        assert checked.decoded <= 4 < plain.decoded == 6  # rows 0 and 4 are proved by their references
+    post = GaussianPosterior(model, 0.3, "lora", seed=5)
+    ks = [4, 0, 9, 2, 7, 1]
+    with post.sample_rows(ks) as mdl:
+        got = greedy(mdl, ids, reference=refs, max_new_tokens=CAP, batch_size=2, by_length=True, eos_token_id=eos,
+                     pad_token_id=PAD)  # fmt: skip
+    want = []
+    for p, k in zip(ids, ks):
+        with post.sample(k) as mdl:
+            want.append(_plain(mdl, p, CAP, eos))
+    assert got.tokens == want
+
+
+def test_greedy_bad_inputs():
+    from pacbayes_sft.lm.decoding import greedy
+
+    model = _model("llama", lora=False)
+    kw = {"eos_token_id": 2, "pad_token_id": PAD}
+    with pytest.raises(ValueError, match="reference"):
+        greedy(model, PROMPTS, reference=[[2]], max_new_tokens=4, **kw)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        greedy(model, PROMPTS, max_new_tokens=0, **kw)
+    with pytest.raises(ValueError, match="batch_size"):
+        greedy(model, PROMPTS, max_new_tokens=4, batch_size=0, **kw)
+    with pytest.raises(ValueError, match="prompt"):
+        greedy(model, [[], [1, 5]], max_new_tokens=4, **kw)
+    with pytest.raises(ValueError, match="rows"):
+        greedy_verified(model, PROMPTS[:2], [[2], [2]], 4, rows=[0], **kw)
+    assert greedy(model, [], max_new_tokens=4, **kw) == ([], 0)

@@ -17,7 +17,7 @@ from pacbayes_sft.data.loaders import load_examples
 from pacbayes_sft.data.tokenizer import build_word_tokenizer, load_tokenizer
 from pacbayes_sft.estimators import classifier_tv, fit_irt, gaussian_kl, lora_kl, response_matrix
 from pacbayes_sft.estimators.difficulty import base_pass_rate, op_count
-from pacbayes_sft.estimators.posterior import GaussianPosterior
+from pacbayes_sft.posteriors import GaussianPosterior
 from pacbayes_sft.training.encoding import encode, length_grouped_batches
 from pacbayes_sft.training.models import attach_lora, load_causal_lm, tiny_causal_lm, tiny_config
 from pacbayes_sft.training.sft import SFTConfig
@@ -131,7 +131,7 @@ class _Boom:
 def test_pickle_payload_refused(tmp_path):
     import os
 
-    from pacbayes_sft.estimators.lora import load_adapter_state
+    from pacbayes_sft.adapters import load_adapter_state
 
     if os.path.exists("/tmp/pacbayes_pwned"):
         os.remove("/tmp/pacbayes_pwned")

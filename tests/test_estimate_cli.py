@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import pacbayes_sft
-from pacbayes_sft.certify import EvalConfig, TVConfig, estimate_test_risk, load_checked
+from pacbayes_sft.bounds import LabelFreeEstimate
+from pacbayes_sft.certify import EvalConfig, LabelFreeConfig, TVConfig, estimate_test_risk, load_checked
 from pacbayes_sft.certify.label_free import COLUMNS
 from pacbayes_sft.cli import main
 from pacbayes_sft.cli.estimate import _held_out_source
@@ -21,14 +22,16 @@ from pacbayes_sft.data import generate
 from pacbayes_sft.data.igsm_verify import igsm_judge
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.estimators.answers import (
+    RowDraws,
     canonical_answer,
     collect_answers,
     collect_draws,
     continuation_logprobs,
     igsm_extractor,
 )
-from pacbayes_sft.estimators.posterior import GaussianPosterior
+from pacbayes_sft.estimators.label_free import EstimatorSpec, register_estimator, unregister_estimator
 from pacbayes_sft.lm.scoring import generate_texts
+from pacbayes_sft.posteriors import GaussianPosterior
 from pacbayes_sft.sweep import cells_of, load_config, sweep_context
 from pacbayes_sft.sweep.store import claim_folder
 from pacbayes_sft.training.models import build_model, tiny_config
@@ -112,7 +115,7 @@ def test_each_row_generates_and_is_scored_under_its_own_draw(env):
     model, tok, prompts = env["model"], env["tok"], env["tests"][:4]
     post = GaussianPosterior(model, 0.03, "delta", seed=0)
     draws = [5, 9, 2, 7]
-    g = collect_answers(model, tok, prompts, posterior=post, draw_indices=draws, **GEN)
+    g = collect_answers(model, tok, prompts, draws=RowDraws(post, draws), **GEN)
     for p, k, t, lc in zip(prompts, draws, g.texts, g.log_confidences):
         with post.sample(k) as mdl:  # one draw at a time, one prompt at a time
             assert t == generate_texts(mdl, tok, [p], max_new_tokens=GEN["max_new_tokens"])[0]
@@ -147,11 +150,68 @@ def test_estimate_test_risk_end_to_end(env):
     by = df.set_index("estimator")
     assert by.loc["seed_disagreement", "estimate"] == 0.0  # the same adapter twice never disagrees
     # no_shift is the adapter's error on the source, recomputed here with the plain generator and judge
-    texts = generate_texts(env["model"], env["tok"], [p.prompt for p in env["source"]], max_new_tokens=GEN["max_new_tokens"])
+    texts = generate_texts(
+        env["model"], env["tok"], [p.prompt for p in env["source"]], max_new_tokens=GEN["max_new_tokens"]
+    )
     judge = igsm_judge()
-    assert by.loc["no_shift", "estimate"] == pytest.approx(np.mean([not judge(p, t) for p, t in zip(env["source"], texts)]))
+    assert by.loc["no_shift", "estimate"] == pytest.approx(
+        np.mean([not judge(p, t) for p, t in zip(env["source"], texts)])
+    )
     assert by.loc["two_gap_tv", "estimate"] >= by.loc["no_shift", "estimate"]
     assert "σ = 0.03" in by.loc["da_2013", "risk_of"] and by.loc["atc", "risk_of"] == "adapter"
+
+
+def _pool_error(inputs, settings):
+    """A toy estimator (not in the package) reading the labelled pool and the target prompts."""
+    e = 1.0 - float(np.mean(inputs.source_correct))
+    details = {"n_source": float(len(inputs.source_prompts)), "n_target": float(len(inputs.target_prompts))}
+    return LabelFreeEstimate("toy_pool", e, e, e, settings.level, False, "the pool's error", details)
+
+
+@pytest.fixture
+def toy_pool():
+    needs = {"source_correct", "source_prompts", "target_prompts"}
+    yield register_estimator(EstimatorSpec("toy_pool", needs, "adapter", _pool_error, "the pool's error"))
+    unregister_estimator("toy_pool")
+
+
+def test_a_registered_estimator_shows_up_in_estimate_test_risk(env, toy_pool):
+    config = LabelFreeConfig(estimators=["no_shift", "toy_pool"], evaluation=EvalConfig(**GEN), n_boot=50)
+    df = estimate_test_risk(
+        BASE, env["root"] / "adapter", env["tests"], source=env["source"], judge=igsm_judge(), extract=igsm_extractor(),
+        config=config,
+    )  # fmt: skip
+    by = df.set_index("estimator")
+    assert list(df["estimator"]) == ["no_shift", "toy_pool"] and by.loc["toy_pool", "risk_of"] == "adapter"
+    assert by.loc["toy_pool", "estimate"] == pytest.approx(by.loc["no_shift", "estimate"])
+    assert by.loc["toy_pool", "n_source"] == len(env["source"]) and by.loc["toy_pool", "n_target"] == len(env["tests"])
+    # by default it runs whenever its inputs can be collected: with a source, not without
+    cfg = LabelFreeConfig(evaluation=EvalConfig(**GEN), tv=TVConfig(permutations=10), n_boot=20)
+    every = estimate_test_risk(
+        BASE, env["root"] / "adapter", env["tests"], source=env["source"], judge=igsm_judge(),
+        extract=igsm_extractor(), config=cfg,
+    )  # fmt: skip
+    assert every["estimator"].tolist() == ["no_shift", "two_gap_tv", "atc", "doc", "toy_pool"]
+    with pytest.raises(ValueError, match="estimators: 'toy_pool' needs source"):
+        estimate_test_risk(BASE, env["root"] / "adapter", env["tests"], estimators=["toy_pool"])
+
+
+def test_config_and_keywords_give_one_setting_each():
+    with pytest.raises(ValueError, match="unknown option 'sigmaa'"):
+        estimate_test_risk("/no/base", "/no/adapter", ["p"], sigmaa=0.1)
+    with pytest.raises(ValueError, match="config must be a LabelFreeConfig"):
+        estimate_test_risk("/no/base", "/no/adapter", ["p"], config={"sigma": 0.1})
+    with pytest.raises(ValueError, match="estimators: unknown estimator 'nope'"):
+        LabelFreeConfig(estimators=["nope"])
+    with pytest.raises(ValueError, match="sigma must be"):
+        LabelFreeConfig(sigma=-1.0)
+    with pytest.raises(ValueError, match="space must be"):
+        LabelFreeConfig(space="weights")
+    # a keyword replaces the config's value; the rest of the config stays
+    cfg = LabelFreeConfig(estimators=["half_disagreement"], sigma=0.1, draws=3)
+    with pytest.raises(ValueError, match="estimators: 'half_disagreement' needs sigma"):
+        estimate_test_risk("/no/base", "/no/adapter", ["p"], config=cfg, sigma=0.0)
+    assert LabelFreeConfig(sigma={"layer.0": 0.1}).has_draws and not LabelFreeConfig(sigma=0.0).has_draws
 
 
 def test_missing_inputs_are_refused_before_any_model_is_loaded():
@@ -213,7 +273,11 @@ def test_cli_prints_one_row_per_estimator_and_writes_the_table(env, tmp_path, ca
 )
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(env, tmp_path, capsys, case, match):
     root, f = env["root"], env["files"]
-    base, adapter, prompts = str(BASE), str(root / "adapter"), ["--prompts", str(f["prompts"]), "--prompt-column", "question"]
+    base, adapter, prompts = (
+        str(BASE),
+        str(root / "adapter"),
+        ["--prompts", str(f["prompts"]), "--prompt-column", "question"],
+    )
     if case == "no_column":
         prompts = ["--prompts", str(f["prompts"])]
     elif case == "empty":
@@ -245,7 +309,9 @@ def run_dir(tmp_path_factory):
     base_dir, tok = ctx.bases[cell.base]
     train = ctx.task.train_examples(cell)
     sft = dataclasses.replace(cfg.sft, max_steps=2, progress=False)
-    finetune(str(base_dir), tok, [p.prompt for p in train], [p.response for p in train], sft, out / "adapters" / cell.id)
+    finetune(
+        str(base_dir), tok, [p.prompt for p in train], [p.response for p in train], sft, out / "adapters" / cell.id
+    )
     return out, ctx, cell, train
 
 
@@ -253,6 +319,10 @@ def test_cli_estimates_a_sweep_cell_on_held_out_source_problems(run_dir, capsys)
     out, ctx, cell, train = run_dir
     held = _held_out_source(ctx, cell, 12)
     assert len(held) == 12 and not {p.prompt for p in held} & {p.prompt for p in train}
+    # the task's own held-out examples: the next 12 of the cell's training stream
+    longer = ctx.task.train_examples(dataclasses.replace(cell, n=cell.n + 12))
+    assert [p.prompt for p in held] == [p.prompt for p in ctx.task.held_out_examples(cell, 12)]
+    assert [p.prompt for p in held] == [p.prompt for p in longer[cell.n :]]
     argv = ["estimate-risk", "--run", str(out), "--cell", cell.id, "--n-source", "12"]
     assert main([*argv, "--estimators", "no_shift,atc,doc", "--n-boot", "50", "--quiet"]) == 0
     printed = capsys.readouterr().out

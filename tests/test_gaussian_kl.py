@@ -7,7 +7,7 @@ from torch.distributions import Normal, kl_divergence
 
 from pacbayes_sft.estimators import gaussian_kl
 from pacbayes_sft.estimators import gaussian_kl as gk_module  # noqa: F401
-from pacbayes_sft.estimators.gaussian_kl import CHUNK
+from pacbayes_sft.posteriors.kl import CHUNK
 
 
 def _ref(mq, mp, sq, sp):

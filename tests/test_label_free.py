@@ -3,8 +3,11 @@ and simulations with known truth; coverage of their intervals; bad inputs."""
 
 import itertools
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import beta as beta_dist
 from scipy.stats import binomtest
@@ -24,11 +27,20 @@ from pacbayes_sft.estimators.label_free import (
     ATC,
     ESTIMATORS,
     DoC,
+    EstimatorSettings,
+    EstimatorSpec,
     LabelFreeInputs,
     atc_threshold,
+    inputs_needed,
     label_free_estimates,
+    register_estimator,
     seed_disagreement,
+    unregister_estimator,
 )
+from pacbayes_sft.report.label_free import estimates_table, score_table
+from pacbayes_sft.report.pages import _label_free_table
+from pacbayes_sft.sweep.label_free import cell_estimates, cell_inputs
+from pacbayes_sft.sweep.store import read_record
 
 # ---------------------------------------------------------------- simulation helpers
 
@@ -162,8 +174,16 @@ def _domain_sim(rng, n=400):
 
 def test_disagreement_forms_cover_their_population_values():
     # Population values by numerical integration over the Beta item laws (binary: R = e + ½d).
-    r_s, e_s, d_s = beta_dist(2, 5).mean(), beta_dist(2, 5).moment(2), 2 * (beta_dist(2, 5).mean() - beta_dist(2, 5).moment(2))
-    r_t, e_t, d_t = beta_dist(3, 3).mean(), beta_dist(3, 3).moment(2), 2 * (beta_dist(3, 3).mean() - beta_dist(3, 3).moment(2))
+    r_s, e_s, d_s = (
+        beta_dist(2, 5).mean(),
+        beta_dist(2, 5).moment(2),
+        2 * (beta_dist(2, 5).mean() - beta_dist(2, 5).moment(2)),
+    )
+    r_t, e_t, d_t = (
+        beta_dist(3, 3).mean(),
+        beta_dist(3, 3).moment(2),
+        2 * (beta_dist(3, 3).mean() - beta_dist(3, 3).moment(2)),
+    )
     target_2013 = r_s + 0.5 * abs(d_t - d_s)
     rng, hits, lower_ok, est_2013 = np.random.default_rng(4), {"2013": 0, "2016": 0}, 0, []
     for _ in range(200):
@@ -307,16 +327,112 @@ def test_label_free_estimates_picks_what_its_inputs_allow():
         target_conf=rng.uniform(size=60), source_conf=sc, source_correct=y, source_draws=src, target_draws=tgt,
         seed_answers=tgt.answers, tv=(0.2, 0.1),
     )  # fmt: skip
-    rows = label_free_estimates(full, n_boot=50)
+    rows = label_free_estimates(full, EstimatorSettings(n_boot=50))
     assert [r.name for r in rows] == list(ESTIMATORS)
     by = {r.name: r for r in rows}
     assert by["da_2013"] == disagreement_form_2013(src, tgt)
     assert by["two_gap_tv"].estimate == pytest.approx(1 - y.mean() + 0.2)
     assert by["no_shift"].estimate == pytest.approx(1 - y.mean())
     assert by["gde_posterior"].estimate == by["seed_disagreement"].estimate
-    only = label_free_estimates(LabelFreeInputs(target_draws=tgt), n_boot=50)
+    only = label_free_estimates(LabelFreeInputs(target_draws=tgt), EstimatorSettings(n_boot=50))
     assert [r.name for r in only] == ["half_disagreement", "gde_posterior"]
     assert all(isinstance(r, LabelFreeEstimate) and 0 <= r.lower <= r.upper <= 1 for r in rows)
+
+
+# ---------------------------------------------------------------- the registry: a toy estimator plugs in
+
+STUDY = Path(__file__).resolve().parent.parent / "docs" / "results" / "label_free_study"
+
+
+def _toy_fn(inputs, settings):
+    """1 − mean confidence: the error when the confidence is calibrated (a toy, not in the package)."""
+    e = 1.0 - float(np.mean(inputs.target_conf))
+    return LabelFreeEstimate("toy_conf", e, e, e, settings.level, False, "calibrated confidence", {})
+
+
+def _toy_slices(inputs, settings):
+    """The source error with every slice weighted equally (reads the pool's prompts and slices)."""
+    slices, wrong = np.asarray(inputs.source_slices), 1 - np.asarray(inputs.source_correct)
+    e = float(np.mean([wrong[slices == s].mean() for s in np.unique(slices)]))
+    details = {"n_source": float(len(inputs.source_prompts)), "n_target": float(len(inputs.target_prompts))}
+    return LabelFreeEstimate("toy_slices", e, e, e, settings.level, False, "equal slice shares", details)
+
+
+@pytest.fixture
+def toy():
+    spec = register_estimator(EstimatorSpec("toy_conf", {"target_conf"}, "adapter", _toy_fn, "1 - mean confidence"))
+    yield spec
+    unregister_estimator("toy_conf")
+
+
+@pytest.fixture
+def toy_slices():
+    needs = {"source_correct", "source_prompts", "source_slices", "target_prompts"}
+    spec = register_estimator(EstimatorSpec("toy_slices", needs, "adapter", _toy_slices, "equal slice shares"))
+    yield spec
+    unregister_estimator("toy_slices")
+
+
+def test_a_registered_spec_runs_wherever_its_inputs_are_given(toy):
+    assert ESTIMATORS["toy_conf"] is toy and toy.needs == frozenset({"target_conf"})
+    (row,) = label_free_estimates(LabelFreeInputs(target_conf=[0.2, 0.6]))
+    assert row.name == "toy_conf" and row.estimate == pytest.approx(0.6) and row.level == pytest.approx(0.95)
+    both = label_free_estimates(LabelFreeInputs(target_conf=[0.5], source_correct=[1, 0, 0, 1]))
+    assert [r.name for r in both] == ["no_shift", "toy_conf"]
+    assert inputs_needed(["atc", "toy_conf"]) == {"source_conf", "source_correct", "target_conf"}
+    with pytest.raises(ValueError, match="'toy_conf' needs target_conf"):
+        label_free_estimates(LabelFreeInputs(source_correct=[1]), names=["toy_conf"])
+
+
+def test_after_unregistering_a_spec_is_gone():
+    register_estimator(EstimatorSpec("toy_gone", {"target_conf"}, "adapter", _toy_fn, "x"))
+    assert unregister_estimator("toy_gone").name == "toy_gone"
+    assert "toy_gone" not in ESTIMATORS
+    assert [r.name for r in label_free_estimates(LabelFreeInputs(target_conf=[0.5]))] == []
+
+
+def test_a_registered_spec_shows_up_in_a_sweep_cells_estimates(toy, toy_slices):
+    rec = read_record(sorted((STUDY / "cells").glob("*__s0.json"))[-1])
+    conf = rec.label_free["test"]["confidence"]
+    rows = {r["name"]: r for r in cell_estimates(rec, [rec, rec], items=range(10), n_boot=50)}
+    assert rows["toy_conf"]["estimate"] == pytest.approx(1 - np.mean(conf[:10]))
+    assert "toy_slices" not in rows  # the record holds no prompts: those come from the task
+    # the pool's prompts and slices, from the task's examples (stand-ins here, one slice per parity)
+    n_src, n_test = len(rec.label_free["source"]["answer"]), len(conf)
+    src = [SimpleNamespace(prompt=f"q{i}", op=i % 2) for i in range(n_src)]
+    test = [SimpleNamespace(prompt=f"t{i}", op=1) for i in range(n_test)]
+    rows = {r["name"]: r for r in cell_estimates(rec, items=range(10), examples=(src, test), n_boot=50)}
+    wrong = 1 - np.asarray(rec.label_free["source"]["correct"])
+    assert rows["toy_slices"]["estimate"] == pytest.approx((wrong[0::2].mean() + wrong[1::2].mean()) / 2)
+    inputs = cell_inputs(rec, items=[3, 1], examples=(src, test))
+    assert inputs.target_prompts == ["t3", "t1"] and inputs.source_slices[:3] == [0, 1, 0]
+    with pytest.raises(ValueError, match="examples: cell"):
+        cell_inputs(rec, examples=(src[1:], test))
+
+
+def test_the_report_table_lists_a_registered_spec_and_keeps_the_committed_numbers(toy):
+    """The committed study's uniform-mixture rows rebuild exactly from its records, and the toy
+    spec gets rows, a two-gap total and a score line without any change to the report."""
+    table = estimates_table(STUDY, mixtures=("uniform",), n_boot=300)
+    keys = ["base", "objective", "n", "bucket", "seed", "mixture", "name"]
+    committed = pd.read_csv(STUDY / "label_free_estimates.csv")
+    committed = committed[committed["mixture"] == "uniform"]
+    ours = table[~table["name"].isin(["toy_conf", "total:toy_conf"])].astype({"n": int, "seed": int})
+    both = committed.merge(ours, on=keys, suffixes=("_c", "_n"))
+    assert len(both) == len(committed) == len(ours)
+    for col in ("estimate", "lower", "upper", "measured"):
+        np.testing.assert_allclose(both[f"{col}_n"], both[f"{col}_c"], rtol=1e-12, atol=0, equal_nan=True)
+    toy_rows = table[table["name"] == "toy_conf"]
+    assert len(toy_rows) == len(committed[committed["name"] == "atc"]) == 64
+    rec = read_record(STUDY / "cells" / "strong__sft__n128__op1-2__s0.json")
+    mine = toy_rows[(toy_rows["base"] == "strong") & (toy_rows["objective"] == "sft") & (toy_rows["n"] == 128)]
+    mine = mine[(mine["bucket"] == "op1-2") & (mine["seed"] == 0)]
+    assert mine["estimate"].item() == pytest.approx(1 - np.mean(rec.label_free["test"]["confidence"]))
+    assert (table["name"] == "total:toy_conf").sum() == 64
+    scores = score_table(STUDY, table)
+    line = scores[scores["estimator"] == "toy_conf"]
+    assert line["mae"].item() == pytest.approx((toy_rows["estimate"] - toy_rows["measured"]).abs().mean())
+    assert "toy_conf" in _label_free_table(scores)["estimator"].tolist()
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -330,7 +446,10 @@ def test_label_free_estimates_picks_what_its_inputs_allow():
         (lambda: per_item_disagreement(PosteriorDraws([["1", 2.5], ["1", "2"]])), r"draws.answers\[0\]\[1\]"),
         (lambda: per_item_terms(PosteriorDraws([["1"], ["1"]])), "draws.correct"),
         (lambda: per_item_terms(PosteriorDraws([["1"], ["1"]], [[1], [2]])), r"draws.correct\[1\]"),
-        (lambda: per_item_terms(PosteriorDraws([["1"], ["1"]], [[1], [0]], name="source")), "source.correct contradicts"),
+        (
+            lambda: per_item_terms(PosteriorDraws([["1"], ["1"]], [[1], [0]], name="source")),
+            "source.correct contradicts",
+        ),
         (lambda: per_item_terms(PosteriorDraws([["1"], ["2"]], [[1], [1]])), "two different correct"),
         (lambda: per_item_terms(PosteriorDraws([[None], ["2"]], [[1], [0]])), "no answer"),
         (lambda: proportion_interval([0.2, 1.5], 0.05), "values"),
@@ -347,7 +466,16 @@ def test_label_free_estimates_picks_what_its_inputs_allow():
         (lambda: label_free_estimates(LabelFreeInputs(), names=["atc"]), "names: estimator 'atc' needs"),
         (lambda: label_free_estimates(LabelFreeInputs(), names=["nope"]), "names: unknown"),
         (lambda: label_free_estimates(LabelFreeInputs(), names="atc"), "names must be a list"),
-        (lambda: label_free_estimates(LabelFreeInputs(source_correct=[1]), delta=0), "delta"),
+        (lambda: EstimatorSettings(delta=0), "delta"),
+        (lambda: EstimatorSettings(q=1.0), "q must"),
+        (lambda: label_free_estimates(LabelFreeInputs(source_correct=[1]), {"delta": 0.1}), "settings must"),
+        (lambda: EstimatorSpec("a b", {"target_conf"}, "adapter", _toy_fn, "x"), "name must"),
+        (lambda: EstimatorSpec("x", {"labels"}, "adapter", _toy_fn, "x"), "needs: unknown inputs"),
+        (lambda: EstimatorSpec("x", "target_conf", "adapter", _toy_fn, "x"), "needs must"),
+        (lambda: EstimatorSpec("x", {"target_conf"}, "everyone", _toy_fn, "x"), "risk_of must"),
+        (lambda: EstimatorSpec("x", {"target_conf"}, "adapter", None, "x"), "fn must"),
+        (lambda: register_estimator(EstimatorSpec("atc", {"target_conf"}, "adapter", _toy_fn, "x")), "already"),
+        (lambda: unregister_estimator("nope"), "no estimator 'nope'"),
         (lambda: label_free_estimates(LabelFreeInputs(source_correct=[1], tv=(2, 0))), "tv must"),
         (lambda: LabelFreeEstimate("x", 0.5, 0.6, 0.4, 0.95, False, ""), "lower must"),
     ],

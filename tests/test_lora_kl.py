@@ -8,8 +8,8 @@ import pytest
 import torch
 from peft import PeftModel
 
+from pacbayes_sft.adapters import INIT_FILE, init_state_from_factors
 from pacbayes_sft.estimators import lora_delta_sq_norm, lora_factors, lora_kl
-from pacbayes_sft.estimators.lora import INIT_FILE, init_state_from_factors
 from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
 
 ARCHS = ["gpt2", "llama", "qwen2"]
@@ -158,7 +158,8 @@ def test_kl_scales_inverse_square_sigma():
 
 
 def test_delta_difference_of_two_adapters_against_brute_force():
-    from pacbayes_sft.estimators.lora import LoraFactor, lora_delta_diff_sq_norm
+    from pacbayes_sft.adapters import LoraFactor
+    from pacbayes_sft.posteriors.lora import lora_delta_diff_sq_norm
 
     g = torch.Generator().manual_seed(0)
     f1 = LoraFactor("m", torch.randn(4, 30, generator=g), torch.randn(20, 4, generator=g), 0.7)

@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
+from pacbayes_sft.adapters import lora_layers as _lora_layers
 from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk
-from pacbayes_sft.estimators.posterior import GaussianPosterior, _lora_layers, _seed
+from pacbayes_sft.posteriors.isotropic import GaussianPosterior, _seed
 from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
 
 

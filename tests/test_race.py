@@ -1,4 +1,4 @@
-"""The race on a run folder (sweep.race) and its verb, end to end on a tiny two-bucket sweep."""
+"""The race on a run folder (racing) and its verb, end to end on a tiny two-bucket sweep."""
 
 import csv
 import dataclasses
@@ -13,15 +13,10 @@ import yaml
 from pacbayes_sft.certify.config import item_losses
 from pacbayes_sft.cli import main
 from pacbayes_sft.data import igsm
+from pacbayes_sft.racing import parse_group, race_group, race_groups, race_summaries
+from pacbayes_sft.racing.fresh_items import SEED_OFFSET, fresh_items, item_seed, op_counts
 from pacbayes_sft.report import build_report
 from pacbayes_sft.sweep import SweepConfig, load_config, run_sweep
-from pacbayes_sft.sweep.fresh_items import SEED_OFFSET, fresh_items, item_seed, op_counts
-from pacbayes_sft.sweep.race import (
-    parse_group,
-    race_group,
-    race_groups,
-    race_summaries,
-)
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "experiments" / "configs" / "quick.yaml"
@@ -147,12 +142,12 @@ def test_a_missing_adapter_is_retrained_from_its_seed(run, tmp_path):
 
 
 def test_a_missing_two_stage_adapter_is_named_not_retrained(run, tmp_path, monkeypatch):
-    import pacbayes_sft.sweep.race as race
+    import pacbayes_sft.racing.contenders as contenders
 
     out = tmp_path / "copy"
     shutil.copytree(run, out, ignore=shutil.ignore_patterns("race"))
     shutil.rmtree(out / "adapters" / "tiny__sft__n8__hard__s0")
-    monkeypatch.setattr(race, "_retrainable", lambda cfg: False)  # as under the data-dependent prior
+    monkeypatch.setattr(contenders, "retrainable", lambda cfg: False)  # as under the data-dependent prior
     with pytest.raises(ValueError, match="tiny__sft__n8__hard__s0 have no adapter"):
         race_group(out, "tiny", "sft", 8, **RACE)
     assert not (out / "race" / "tiny__sft__n8" / "round_000.json").exists()

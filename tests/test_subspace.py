@@ -8,8 +8,9 @@ import torch
 from pacbayes_sft.data import generate
 from pacbayes_sft.data.tokenizer import igsm_tokenizer
 from pacbayes_sft.estimators.mc_risk import mc_stochastic_risk_per_example
+from pacbayes_sft.posteriors import LoRASubspace, SubspacePosterior, subspace_kl
 from pacbayes_sft.training.models import attach_lora, build_model, tiny_config
-from pacbayes_sft.training.subspace import LoRASubspace, SubspacePosterior, subspace_kl, train_subspace
+from pacbayes_sft.training.subspace import train_subspace
 
 
 def _model():

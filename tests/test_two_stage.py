@@ -10,12 +10,12 @@ import torch
 import yaml
 
 from pacbayes_sft.certify.config import PriorConfig
-from pacbayes_sft.certify.two_stage import choose_prior_sigma, learned_kl
+from pacbayes_sft.certify.two_stage import choose_prior_sigma
+from pacbayes_sft.posteriors import LearnedGaussianLoRA, learned_kl
 from pacbayes_sft.sweep import load_config, normalise_config, run_sweep
 from pacbayes_sft.sweep.runner import certify_cell
 from pacbayes_sft.sweep.store import folder_config
 from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
-from pacbayes_sft.training.pacbayes_objective import LearnedGaussianLoRA
 
 QUICK = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "quick.yaml"
 
@@ -154,7 +154,23 @@ def test_folders_from_before_the_prior_section_read_as_data_free(two_stage_run, 
     (tmp_path / "sweep.json").write_text(json.dumps(meta))
     cfg, _ = folder_config(tmp_path)
     assert cfg.prior.kind == "pretrained"
-    assert load_config(QUICK).prior.kind == "data"  # while a config file without it gets the new default
+    assert load_config(QUICK).prior.kind == "two_stage"  # while a config file without it gets the new default
+
+
+def test_the_old_prior_kind_name_reads_as_two_stage_and_keeps_the_folder_hash(two_stage_run):
+    """ "data" (the kind's name before "two_stage") still reads, and a config saying either hashes
+    the same as the run folders written under the old name."""
+    from pacbayes_sft.sweep.config import config_hash
+
+    meta = json.loads((two_stage_run / "sweep.json").read_text())
+    old = meta["config"] | {"prior": meta["config"]["prior"] | {"kind": "data"}}
+    new = meta["config"] | {"prior": meta["config"]["prior"] | {"kind": "two_stage"}}
+    assert normalise_config(old).prior.kind == normalise_config(new).prior.kind == "two_stage"
+    assert config_hash(normalise_config(old)) == config_hash(normalise_config(new))
+    with pytest.raises(ValueError, match=r"prior\.kind"):
+        normalise_config(meta["config"] | {"prior": {"kind": "grid"}})  # a sweep trains its own priors
+    with pytest.raises(ValueError, match=r"prior\.kind"):
+        PriorConfig(kind="learned")
 
 
 def test_a_cell_stores_what_the_label_free_estimates_need(two_stage_run):

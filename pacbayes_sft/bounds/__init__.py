@@ -23,7 +23,9 @@ from .pacbayes import (
     optimal_lambda,
     pac_bayes_bound,
     quad_bound,
+    register_bound,
     seeger_bound,
+    unregister_bound,
 )
 from .two_gap import TwoGapBound, certification_statement, describe_certification, is_vacuous, two_gap_bound
 
@@ -57,6 +59,8 @@ __all__ = [
     "pac_bayes_bound",
     "proportion_interval",
     "quad_bound",
+    "register_bound",
     "seeger_bound",
     "two_gap_bound",
+    "unregister_bound",
 ]

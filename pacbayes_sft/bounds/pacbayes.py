@@ -16,6 +16,9 @@ With B = KL + ln(2√n/δ) (the Maurer complexity term):
 A loss in [a, b] is rescaled to [0, 1], bounded, and scaled back. Every bound is returned as
 min(bound, b), b being the trivial bound: a vacuous bound (any bound at KL = ∞, a Maurer or
 λ-bound above the range) reads b for every method.
+
+:data:`BOUNDS` names them all; another bound joins it by one line there or, from a package of
+your own, by :func:`register_bound` (CONTRIBUTING.md, "Adding one thing").
 """
 
 from __future__ import annotations
@@ -153,6 +156,55 @@ BOUNDS: dict[str, Callable[..., float | np.ndarray]] = {
     "lambda": lambda_bound,
     "quad": quad_bound,
 }
+"""Every PAC-Bayes bound by name: each σ-grid table and certificate gets one column per entry, and
+``pacbayes-sft bound`` one row. Entries take ``(emp_risk, kl, n, delta, *, loss_range)``."""
+
+_BUILT_IN = frozenset(BOUNDS)  # the engine and the certificate read "seeger" and "maurer" by name
+# the other columns of a σ-grid table (certify.engine), which a bound's column must not overwrite
+_RESERVED = frozenset(
+    "sigma sigma_map kl m mc_mean_risk mc_risk_upper mc_scheme mc_losses delta_mc delta_bound".split()
+)
+
+
+def register_bound(
+    name: str, fn: Callable[..., ArrayLike], *, replace: bool = False
+) -> Callable[..., float | np.ndarray]:
+    """Add the bound ``fn`` to :data:`BOUNDS` under ``name``, so that :func:`pac_bayes_bound`,
+    ``two_gap_bound(method=name)``, every σ-grid table and certificate and ``pacbayes-sft bound``
+    compute it. ValueError when ``name`` is taken (unless ``replace``; a built-in bound is never
+    replaced).
+
+    ``fn(emp_risk, kl, n, delta)`` is the bound on the [0, 1] scale: ``emp_risk`` is E_π R̂
+    rescaled to [0, 1], ``kl`` = KL(π ‖ π_prior) ≥ 0 in nats (possibly ∞), ``n`` ≥ 1, δ ∈ (0, 1),
+    each a float64 array already checked. The registered entry, returned, is ``fn`` wrapped as
+    every built-in bound is: it takes ``loss_range=(a, b)``, rescales, and reports
+    a + (b − a)·min(fn, 1) in loss units.
+    """
+    if not (isinstance(name, str) and name.isidentifier()) or name in _RESERVED:
+        raise ValueError(f"name must be an identifier that no σ-grid column uses (it names one), got {name!r}")
+    if not callable(fn):
+        raise ValueError(f"fn must be a callable fn(emp_risk, kl, n, delta), got {fn!r}")
+    if name in _BUILT_IN or (name in BOUNDS and not replace):
+        taken = "a built-in bound" if name in _BUILT_IN else "already registered (pass replace=True)"
+        raise ValueError(f"name: the bound {name!r} is {taken}")
+
+    def checked(emp_risk, kl, n, delta):
+        kla = check_nonnegative(kl, "kl", allow_inf=True)
+        return fn(emp_risk, kla, check_n(n), check_delta(delta))
+
+    checked.__name__ = checked.__qualname__ = getattr(fn, "__name__", name)
+    checked.__doc__ = fn.__doc__
+    BOUNDS[name] = _rescaled(checked)
+    return BOUNDS[name]
+
+
+def unregister_bound(name: str) -> Callable[..., float | np.ndarray]:
+    """Remove and return the bound registered as ``name`` (ValueError for an unknown or built-in name)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"name: the built-in bound {name!r} cannot be removed")
+    if name not in BOUNDS:
+        raise ValueError(f"name: no bound {name!r} is registered (known: {', '.join(BOUNDS)})")
+    return BOUNDS.pop(name)
 
 
 def pac_bayes_bound(

@@ -1,9 +1,10 @@
 """The certificate of one adapter, one module per concept:
 
-- :mod:`.config`: :class:`BoundConfig`, :class:`TVConfig`, :class:`EvalConfig` (no torch);
+- :mod:`.config`: :class:`BoundConfig`, :class:`TVConfig`, :class:`EvalConfig`, :class:`PriorConfig` (no torch);
 - :mod:`.certificate`: the typed :class:`Certificate` record (no torch);
 - :mod:`.losses`: the bounded losses on a list of examples;
-- :mod:`.engine`: the δ plan, the σ grid and :func:`certificate_core`;
+- :mod:`.engine`: the δ plan, the σ grid and :func:`certificate_core` over a posterior family
+  (:mod:`pacbayes_sft.posteriors`; ``PosteriorFamily`` is re-exported here);
 - :mod:`.stochastic`: the stochastic model's risk and the certificate of a learned posterior;
 - :mod:`.tv_term`: the classifier TV proxy as a TV term;
 - :mod:`.api`: :func:`certify` (load → losses → TV → core).
@@ -26,10 +27,20 @@ from .certificate import (
     TVTerm,
     numbers,
 )
-from .config import DEFAULT_SIGMA_MULTIPLES, LOSSES, SIGMA_RULES, SPACES, BoundConfig, EvalConfig, TVConfig
+from .config import (
+    DEFAULT_SIGMA_MULTIPLES,
+    LOSSES,
+    SIGMA_RULES,
+    SPACES,
+    BoundConfig,
+    CertifySettings,
+    EvalConfig,
+    PriorConfig,
+    TVConfig,
+)
 
 _LAZY = {
-    "api": ("DataPrior", "certify"),
+    "api": ("certify",),
     "engine": (
         "DeltaPlan",
         "GridOptions",
@@ -43,6 +54,7 @@ _LAZY = {
         "sigma_grid_table",
     ),
     "label_free": ("collect_label_free_inputs", "estimate_test_risk", "load_checked"),
+    "label_free_config": ("LabelFreeConfig",),
     "losses": ("Losses", "answer_losses", "example_losses", "resolve_judge", "teacher_forced_losses"),
     "stochastic": ("StochasticRisk", "certify_learned_posterior", "stochastic_risk"),
     "tv_term": ("capped", "classifier_tv_term", "examples_tv_term"),
@@ -57,7 +69,7 @@ __all__ = [
     "SPACES",
     "BoundConfig",
     "Certificate",
-    "DataPrior",
+    "CertifySettings",
     "DeltaPlan",
     "DeltaSplit",
     "EmpiricalRisk",
@@ -65,8 +77,10 @@ __all__ = [
     "GenGap",
     "GridOptions",
     "KLTerm",
+    "LabelFreeConfig",
     "Losses",
     "PosteriorFamily",
+    "PriorConfig",
     "SigmaChoice",
     "StochasticRisk",
     "TVConfig",

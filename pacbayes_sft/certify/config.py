@@ -1,4 +1,5 @@
-"""What a certificate is computed with: the bound, the TV proxy and the evaluation settings.
+"""What a certificate is computed with: the bound, the TV proxy, the evaluation settings, the prior
+and how one call runs (:class:`CertifySettings`).
 
 Plain dataclasses read by :func:`pacbayes_sft.config.from_dict` (YAML/JSON configs) and turned
 into command-line options by :func:`pacbayes_sft.config.add_options`. Every default that more
@@ -33,6 +34,8 @@ def item_losses(loss: str, metrics: Mapping[str, Sequence[float]]) -> np.ndarray
     name, complement = LOSS_METRICS[loss]
     values = np.asarray(metrics[name], dtype=float)
     return 1.0 - values if complement else values
+
+
 # Relative grid: σ = multiple × RMS of the prior centre's parameters, log-spaced over two decades.
 DEFAULT_SIGMA_MULTIPLES = (0.02, 0.043, 0.093, 0.2, 0.43, 0.93, 2.0)
 SIGMA_RULES = ("best_bound", "sharpness")
@@ -163,23 +166,57 @@ class EvalConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
 
 
-PRIOR_KINDS = ("data", "pretrained")
+@dataclass(frozen=True)
+class CertifySettings:
+    """How one :func:`certify` call runs, beside what it certifies.
+
+    judge: for loss answer_error, a :data:`~pacbayes_sft.data.scorers.Judge` ``(example, text) ->
+    bool`` or a scorer name (default ``defaults.SCORER``, compared with each example's ``answer``);
+    seed: of the posterior draws and the TV split; tokenizer: required when ``base`` is a model
+    object; init: initial adapter factors for space="lora" (default: ``lora_init.safetensors``
+    beside an adapter directory); progress: a bar (terminals only) over the posterior draws of each σ."""
+
+    judge: Any = None
+    seed: int = 0
+    tokenizer: Any = None
+    init: Any = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"settings.seed must be an integer >= 0, got {self.seed!r}")
+
+
+PRIOR_KINDS = ("pretrained", "grid", "two_stage")
+PRIOR_ALIASES = {"data": "two_stage"}
+"""Old names of prior kinds, still read (run folders written before the kinds were renamed say "data")."""
 SIGMA_SEARCHES = ("descending", "ascending")
 
 
 @dataclass
 class PriorConfig:
-    """Where a sweep cell's prior is centred, and how the certified model is trained around it.
+    """Where the prior is centred and how its scale is chosen: the one prior type of ``certify()``,
+    the sweep and the experiments.
 
-    ``data`` (two stages): an SFT adapter P on the first ``fraction`` of S is the prior's centre;
-    σ_p is chosen on that part only (so it costs no δ); the posterior N(Q, diag s²) over the LoRA
-    factors starts at (P, σ_p) and is refined on the rest of S by the PAC-Bayes objective; the
-    bound uses only the rest. Q, the posterior mean, is the model the cell reports.
-    ``pretrained``: the data-free prior (at the pretrained weights or the adapter's init), the
-    adapter trained on all of S, σ from the ``bound`` grid (each point paid by a union bound).
+    ``pretrained``: the data-free prior (at the pretrained weights, or the adapter's initial factors
+    in the "lora" space); the adapter trained on all of S; σ from the ``bound`` grid (each point
+    paid by a union bound).
+    ``grid``: a data-dependent centre — ``adapter``, trained on the first ``n_prior`` examples of S
+    only (default: the share ``fraction``) — with σ from the ``bound`` grid; the bound uses the
+    other examples. For ``certify()`` (a sweep trains pretrained or two_stage cells).
+    ``two_stage`` (alias ``data``): an SFT adapter P on the first ``fraction`` of S is the prior's
+    centre; σ_p is chosen on that part only (so it costs no δ); the posterior N(Q, diag s²) over the
+    LoRA factors starts at (P, σ_p) and is refined on the rest of S by the PAC-Bayes objective; the
+    bound uses only the rest. Q, the posterior mean, is the model the cell reports. ``certify()``
+    recertifies a finished two-stage adapter Q against ``adapter`` = P (the state saved beside Q).
     """
 
-    kind: str = option("data", "Prior: data (two-stage, data-dependent) or pretrained (data-free).", choices=PRIOR_KINDS)
+    kind: str = option(
+        "two_stage",
+        "Prior: two_stage (data-dependent centre and sigma_p, learned posterior; alias: data), grid "
+        "(data-dependent centre, sigma from the bound grid) or pretrained (data-free).",
+        choices=PRIOR_KINDS + tuple(PRIOR_ALIASES),
+    )
     fraction: float = option(0.5, "data: share of S that trains the prior's centre (the rest carries the bound).")
     sigma_multiples: list[float] = option(
         help="data: candidate sigma_p, as multiples of the RMS of the adapter's initial A factors (see `search`).",
@@ -195,10 +232,21 @@ class PriorConfig:
     select: int = option(128, "data: examples of the prior's part that sigma_p is chosen on.")
     epochs: float = option(1.0, "data: passes of the PAC-Bayes objective over the bound's part (stage 2).")
     batch_size: int = option(32, "data: examples per step of stage 2.")
+    adapter: Any | None = option(
+        None,
+        "certify() with grid or two_stage: the prior's centre P, an adapter directory (or peft model) trained on "
+        "the first n_prior examples only. A sweep trains its own (null there; not part of its hash).",
+    )
+    n_prior: int | None = option(
+        None, "grid: examples the prior adapter was trained on (the bound uses the rest); null = `fraction` of S."
+    )
 
     def __post_init__(self) -> None:
+        self.kind = PRIOR_ALIASES.get(self.kind, self.kind)
         if self.kind not in PRIOR_KINDS:
-            raise ValueError(f"prior.kind must be one of {PRIOR_KINDS}, got {self.kind!r}")
+            raise ValueError(f"prior.kind must be one of {PRIOR_KINDS} (or {sorted(PRIOR_ALIASES)}), got {self.kind!r}")
+        if self.n_prior is not None and not _is_count(self.n_prior):
+            raise ValueError(f"prior.n_prior must be an integer >= 1 or null, got {self.n_prior!r}")
         if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction < 1):
             raise ValueError(f"prior.fraction must lie in (0, 1), got {self.fraction!r}")
         self.sigma_multiples = sorted(_positive_list(self.sigma_multiples, "prior.sigma_multiples"))
@@ -213,7 +261,17 @@ class PriorConfig:
             raise ValueError(f"prior.epochs must be > 0, got {self.epochs!r}")
 
     def split(self, n: int) -> int:
-        """n_prior: how many of the n examples train the prior (at least 1, and 1 left for the bound)."""
+        """n_prior: how many of the n examples train the prior (at least 1, and 1 left for the bound):
+        ``n_prior`` when set, else ⌊fraction·n⌉."""
         if n < 2:
             raise ValueError(f"a data-dependent prior needs n >= 2 training examples, got {n}")
+        if self.n_prior is not None:
+            if self.n_prior >= n:
+                raise ValueError(f"prior.n_prior must be an integer in [1, {n}), got {self.n_prior!r}")
+            return self.n_prior
         return min(n - 1, max(1, round(self.fraction * n)))
+
+    @property
+    def data_dependent(self) -> bool:
+        """Whether the centre is trained on part of S (grid, two_stage): the bound uses the rest."""
+        return self.kind != "pretrained"

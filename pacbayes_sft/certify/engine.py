@@ -18,7 +18,7 @@ and the adapter demo.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +27,8 @@ import torch
 
 from ..adapters import lora_factors
 from ..bounds import BOUNDS, DeltaLedger, finite_grid_delta, pac_bayes_bound, two_gap_bound
-from ..estimators.lora import lora_kl, module_family, prior_centre_rms
 from ..estimators.mc_risk import mc_stochastic_risk, mc_stochastic_risk_per_example, subsample_examples
-from ..estimators.posterior import GaussianPosterior
+from ..posteriors import Posterior, PosteriorFamily, isotropic_family, module_family, prior_centre_rms
 from ..versions import library_versions
 from .certificate import Certificate, DeltaSplit, EmpiricalRisk, GenGap, KLTerm, SigmaChoice, TVTerm
 from .config import BoundConfig
@@ -70,25 +69,16 @@ def plan_delta(
     return DeltaPlan(ledger, d_mc, d_tv, d_bound, k_mc, k_bound)
 
 
-@dataclass
-class PosteriorFamily:
-    """Posteriors indexed by a scale σ other than the isotropic Gaussian around the adapter (e.g.
-    Gaussians in a random subspace): how to sample one, and its KL to the prior, in nats."""
-
-    space: str
-    grid: list[float]
-    posterior: Callable[[float, int], Any]  # (σ, seed) -> object with .sample(index), .sigma, .space
-    kl: Callable[[float], float]
-
-
 @dataclass(frozen=True)
 class GridOptions:
     """What each σ setting is evaluated with, besides the :class:`BoundConfig` and the δ plan.
 
     init: the adapter's initial factors (space="lora"); prior: an adapter the prior is centred at
-    instead of the pretrained weights (a data-dependent prior); family: another posterior family
-    with its own σ grid (default: the isotropic Gaussian around the adapter); progress: a bar
-    (terminals only) over the posterior draws of each σ."""
+    instead of the pretrained weights (a data-dependent prior); family: the posterior family with
+    its own σ grid (:class:`~pacbayes_sft.posteriors.PosteriorFamily`; default: the isotropic
+    Gaussian around the adapter on the ``BoundConfig`` grid,
+    :func:`~pacbayes_sft.posteriors.isotropic_family`); progress: a bar (terminals only) over the
+    posterior draws of each σ."""
 
     init: Any = None
     prior: Any = None
@@ -98,7 +88,7 @@ class GridOptions:
 
 def sigma_grid(cfg: BoundConfig, model: Any, init: Any = None) -> tuple[list[float], float | None]:
     """The absolute σ grid of ``cfg`` and, for a relative grid, the reference RMS it was scaled by
-    (of the parameters the prior is centred at: :func:`~pacbayes_sft.estimators.lora.prior_centre_rms`)."""
+    (of the parameters the prior is centred at: :func:`~pacbayes_sft.posteriors.prior_centre_rms`)."""
     if cfg.sigmas is not None:
         return list(cfg.sigmas), None
     rms = prior_centre_rms(model, cfg.space, init=init)
@@ -112,10 +102,30 @@ def _mc_examples(cfg: BoundConfig, n: int, seed: int) -> list[int] | None:
     return subsample_examples(n, cfg.mc_examples, seed)
 
 
-def _evaluate(model, losses: Losses, cfg: BoundConfig, plan: DeltaPlan, sigma, seed: int, opts: GridOptions) -> dict:
+def family_for(
+    model: Any, cfg: BoundConfig, options: GridOptions | None = None
+) -> tuple[PosteriorFamily, float | None]:
+    """The family the σ grid is evaluated over — ``options.family``, or the isotropic Gaussian
+    around ``model`` on the grid of ``cfg`` — and, for a relative grid, the RMS it was scaled by."""
+    opts = options or GridOptions()
+    if opts.family is not None:
+        if not isinstance(opts.family, PosteriorFamily):
+            raise ValueError(f"family must be a PosteriorFamily or None, got {type(opts.family).__name__}")
+        return opts.family, None
+    grid, rms = sigma_grid(cfg, model, opts.init)
+    return isotropic_family(model, cfg.space, grid, init=opts.init, prior=opts.prior), rms
+
+
+def _evaluate(
+    losses: Losses, cfg: BoundConfig, plan: DeltaPlan, sigma, seed: int, fam: PosteriorFamily, progress: bool
+) -> dict:
     """One σ setting (a float, or module name → σ): KL (nats), MC risk at δ_MC and every bound at δ_bound."""
-    fam = opts.family
-    post = fam.posterior(sigma, seed) if fam else GaussianPosterior(model, sigma, cfg.space, seed=seed)
+    post = fam.posterior(sigma, seed)
+    if not isinstance(post, Posterior):
+        raise ValueError(
+            f"family.posterior(sigma, seed) must return a Posterior (sample, sample_rows, per_row, sigma, space, kl), "
+            f"got {type(post).__name__}"
+        )
     scheme = cfg.mc_scheme
     if cfg.mc_scheme == "per_example":
         sub = _mc_examples(cfg, losses.n, seed)
@@ -126,14 +136,14 @@ def _evaluate(model, losses: Losses, cfg: BoundConfig, plan: DeltaPlan, sigma, s
             losses.n,
             cfg.draws,
             plan.mc,
-            progress=opts.progress,
+            progress=progress,
             batch_loss_fn=losses.batch,
             batch_size=losses.batch_size,
             examples=sub,
         )
     else:
-        mc = mc_stochastic_risk(post, losses.risk, cfg.draws, plan.mc, progress=opts.progress)
-    kl = fam.kl(sigma) if fam else lora_kl(model, sigma, space=cfg.space, init=opts.init, prior=opts.prior)
+        mc = mc_stochastic_risk(post, losses.risk, cfg.draws, plan.mc, progress=progress)
+    kl = float(fam.kl(sigma))
     row = {"sigma": post.sigma if isinstance(sigma, dict) else sigma, "kl": kl, "mc_mean_risk": mc.mean}
     row |= {"mc_risk_upper": mc.upper, "m": cfg.draws, "mc_scheme": scheme, "mc_losses": mc.m}
     row |= {"delta_mc": plan.mc, "delta_bound": plan.bound}
@@ -155,9 +165,12 @@ def sigma_grid_table(
     """One row per σ: KL (nats), MC stochastic risk (mean and upper bound at δ_MC) and every
     PAC-Bayes bound at δ_bound with the MC upper bound as empirical risk (Catoni's at
     C = ``cfg.catoni_c``). With ``mc_scheme="per_example"`` each example gets m draws of its own
-    and the bound rests on n·m losses (``mc_losses``)."""
+    and the bound rests on n·m losses (``mc_losses``). The posteriors are those of
+    ``options.family`` (default: the isotropic Gaussian around ``model``) at each σ of ``sigmas``."""
     opts = options or GridOptions()
-    return pd.DataFrame([_evaluate(model, losses, cfg, plan, s, seed + i, opts) for i, s in enumerate(sigmas)])
+    fam = opts.family or isotropic_family(model, cfg.space, list(sigmas), init=opts.init, prior=opts.prior)
+    rows = [_evaluate(losses, cfg, plan, s, seed + i, fam, opts.progress) for i, s in enumerate(sigmas)]
+    return pd.DataFrame(rows)
 
 
 def module_families(model: Any) -> list[str]:
@@ -181,6 +194,8 @@ def family_sigma_table(
     gives each row's σ per family). Every evaluation and every combination is paid for in the
     ledger (:func:`plan_delta` with ``families``)."""
     opts = options or GridOptions()
+    if opts.family is not None:
+        raise ValueError("the per-module-family search is defined for the isotropic family only (options.family=None)")
     names = [f.name for f in lora_factors(model)]
     families = module_families(model)
     rms = {f: prior_centre_rms(model, cfg.space, init=opts.init, family=f) for f in families}
@@ -188,6 +203,7 @@ def family_sigma_table(
     k = len(iso)
     if plan.settings != k + len(families) * k or plan.priors != k + k ** len(families):
         raise ValueError(f"the delta plan does not pay for a per-module search over {len(families)} families")
+    fam_iso = isotropic_family(model, cfg.space, list(iso["sigma"]), init=opts.init, prior=opts.prior)
     tied = iso.index[iso["seeger"] <= iso["seeger"].min() + 1e-12]
     current = dict.fromkeys(families, mult[int(iso.loc[tied, "sigma"].idxmax())])
     rows = []
@@ -196,7 +212,7 @@ def family_sigma_table(
         for c in mult:
             trial = current | {fam: c}
             smap = {n: trial[module_family(n)] * rms[module_family(n)] for n in names}
-            row = _evaluate(model, losses, cfg, plan, smap, seed + k + len(rows), opts)
+            row = _evaluate(losses, cfg, plan, smap, seed + k + len(rows), fam_iso, opts.progress)
             rows.append(row | {"sigma_map": {f: trial[f] * rms[f] for f in families}})
             best = min(best, (row["seeger"], -c))
         current[fam] = -best[1]
@@ -232,14 +248,16 @@ def certificate_core(
 
     With ``options.prior`` (a data-dependent prior) ``losses`` must cover only examples that
     adapter never saw, and ``prior_info`` says so in the certificate. With ``options.family``
-    (e.g. a random subspace, with its own σ grid) ``plan`` must pay for exactly that grid."""
+    (e.g. a random subspace, with its own σ grid) ``plan`` must pay for exactly that grid; without
+    it, the family is the isotropic Gaussian around ``model`` on the grid of ``cfg`` (:func:`family_for`)."""
     opts = options or GridOptions()
-    family = opts.family
-    if family is not None and (cfg.per_module_sigma or plan.settings != len(family.grid)):
+    family, rms = family_for(model, cfg, opts)
+    if opts.family is not None and (cfg.per_module_sigma or plan.settings != len(family.grid)):
         raise ValueError("a posterior family needs a plan over exactly its grid, without per_module_sigma")
     point = losses.point(model)
-    grid, rms = (list(family.grid), None) if family is not None else sigma_grid(cfg, model, opts.init)
-    table = sigma_grid_table(model, losses, cfg, plan, grid, seed=seed, options=opts)
+    grid = list(family.grid)
+    rows = [_evaluate(losses, cfg, plan, s, seed + i, family, opts.progress) for i, s in enumerate(grid)]
+    table = pd.DataFrame(rows)
     if cfg.per_module_sigma:
         fam = family_sigma_table(model, losses, cfg, plan, table, seed=seed, options=opts)
         table = pd.concat([table.assign(sigma_map=None), fam], ignore_index=True)
@@ -254,7 +272,7 @@ def certificate_core(
         loss=cfg.loss,
         loss_range=(0.0, 1.0),
         empirical_risk=risk,
-        kl=KLTerm(kl, family.space if family is not None else cfg.space),
+        kl=KLTerm(kl, family.space),
         sigma=sigma,
         delta=DeltaSplit(cfg.delta, plan.ledger.to_dict(), plan.bound, plan.mc, plan.tv),
         g_gen=GenGap(tg.g_gen, float(row["maurer"]) - upper),

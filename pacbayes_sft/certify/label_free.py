@@ -2,15 +2,18 @@
 
 :func:`estimate_test_risk` loads the base and the adapter (refusing an adapter trained on another
 base), generates on the test prompts and on a labelled source sample, and hands the per-item
-arrays (:class:`~pacbayes_sft.estimators.label_free.LabelFreeInputs`) to
-:func:`~pacbayes_sft.estimators.label_free.label_free_estimates`:
+arrays (:class:`~pacbayes_sft.estimators.label_free.LabelFreeInputs`, gathered by
+:func:`collect_label_free_inputs`, the one collector a sweep cell uses too) to every registered
+estimator (:data:`~pacbayes_sft.estimators.label_free.ESTIMATORS`) whose inputs it has:
 
 - the adapter itself (point model): its answers and confidences p(generation | prompt) feed
   "no_shift", "two_gap_tv" (source risk + the classifier TV proxy, the paper's G_ext), "atc", "doc";
 - the posterior N(adapter, σ²I) with ``draws`` independent draws per item feeds the
   domain-adaptation forms "da_2013", "da_2016", the certified lower bound "half_disagreement" and
   "gde_posterior";
-- ``seeds_adapters`` (the same data, other seeds) feed "seed_disagreement".
+- ``seeds_adapters`` (the same data, other seeds) feed "seed_disagreement";
+- an estimator added with :func:`~pacbayes_sft.estimators.label_free.register_estimator` runs
+  as soon as its ``needs`` are collected.
 
 Test answers are never read: the test items are prompts only.
 """
@@ -18,8 +21,7 @@ Test answers are never read: the test items are prompts only.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,21 @@ from ..bounds.domain_adaptation import PosteriorDraws
 from ..data.loaders import example_field
 from ..data.scorers import Judge, answer_judge
 from ..data.tokenizer import load_tokenizer
-from ..estimators.answers import Extractor, collect_answers, collect_draws
-from ..estimators.label_free import ESTIMATORS, LabelFreeInputs, label_free_estimates
-from ..estimators.posterior import GaussianPosterior
+from ..estimators.answers import Extractor, GeneratedAnswers, answers_of_tokens, collect_answers, collect_draws
+from ..estimators.label_free import (
+    ESTIMATORS,
+    INPUT_NAMES,
+    LabelFreeInputs,
+    check_names,
+    inputs_needed,
+    label_free_estimates,
+)
+from ..posteriors import GaussianPosterior
 from ..training.models import load_causal_lm
-from .config import SPACES, EvalConfig, TVConfig
+from .label_free_config import INPUT_REQUIRES, LabelFreeConfig, with_options
 from .tv_term import classifier_tv_term
+
+__all__ = ["COLUMNS", "check_adapter_base", "collect_label_free_inputs", "estimate_test_risk", "load_checked"]
 
 COLUMNS = (
     "estimator",
@@ -114,37 +125,24 @@ def load_checked(
     return model, (tokenizer if tokenizer is not None else load_tokenizer(base))
 
 
-def _needed(estimators: Sequence[str] | None, has_source: bool, sigma: float | None, seeds: bool) -> list[str]:
+def _needed(estimators: Sequence[str] | None, given: dict[str, bool]) -> list[str]:
     """The estimators to compute: every one the arguments allow, or the ones asked for (checked)."""
-    given = {"source": has_source, "sigma": sigma is not None and sigma > 0, "seeds_adapters": seeds}
-    need = {
-        "source_conf": ("source",), "source_correct": ("source",), "tv": ("source",), "target_conf": (),
-        "source_draws": ("source", "sigma"), "target_draws": ("sigma",), "seed_answers": ("seeds_adapters",),
-    }  # fmt: skip
-    args = {name: {a for f in fields for a in need[f]} for name, fields in ESTIMATORS.items()}
+    wants = {n: {a for f in spec.needs for a in INPUT_REQUIRES[f]} for n, spec in ESTIMATORS.items()}
     if estimators is None:
-        return [n for n, a in args.items() if all(given[x] for x in a)]
-    if isinstance(estimators, str) or not estimators:
-        raise ValueError(f"estimators must be a non-empty list of names, got {estimators!r}")
-    for n in estimators:
-        if n not in ESTIMATORS:
-            raise ValueError(f"estimators: unknown estimator {n!r} (known: {', '.join(ESTIMATORS)})")
-        missing = sorted(x for x in args[n] if not given[x])
+        return [n for n, a in wants.items() if all(given[x] for x in a)]
+    for n in check_names(estimators, "estimators"):
+        missing = sorted(x for x in wants[n] if not given[x])
         if missing:
             note = " (sigma > 0: the posterior draws)" if "sigma" in missing else ""
             raise ValueError(f"estimators: {n!r} needs {' and '.join(missing)}{note}")
     return list(estimators)
 
 
-def _check_inputs(prompts: Sequence[str], source: Sequence[Any] | None, judge: Judge | str | None) -> Judge | None:
-    """Validate the prompts and the source sample; return the judge of the source (None without one)."""
-    if isinstance(prompts, str) or not prompts:
-        raise ValueError("prompts must be a non-empty list of prompt strings")
-    if not all(isinstance(p, str) and p.strip() for p in prompts):
-        raise ValueError("prompts must hold non-empty strings only")
+def _check_source(source: Sequence[Any] | None, judge: Judge | str | None) -> Judge | None:
+    """Validate the labelled source sample; return its judge (None without a source)."""
     if source is None:
         return None
-    if not source:
+    if isinstance(source, str) or not source:
         raise ValueError("source must hold at least one labelled example (or be None)")
     for i, e in enumerate(source):
         try:
@@ -165,13 +163,20 @@ def _check_inputs(prompts: Sequence[str], source: Sequence[Any] | None, judge: J
     return answer_judge(judge or defaults.SCORER)
 
 
-def _check_settings(sigma: float | None, space: str, draws: int, seeds_adapters: Sequence[Any]) -> list[str]:
-    if sigma is not None and not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be a finite number >= 0 (or None), got {sigma!r}")
-    if space not in SPACES:
-        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
-    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 2:
-        raise ValueError(f"draws must be an integer >= 2, got {draws!r}")
+def _check_prompts(prompts: Sequence[Any]) -> list[str]:
+    """The prompt texts of ``prompts`` (strings, or examples with a ``prompt``), all non-empty."""
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError("prompts must be a non-empty list of prompt strings")
+    try:
+        texts = [p if isinstance(p, str) else example_field(p, "prompt") for p in prompts]
+    except ValueError:
+        texts = []
+    if len(texts) != len(prompts) or not all(isinstance(p, str) and p.strip() for p in texts):
+        raise ValueError("prompts must hold non-empty strings only (or examples with a non-empty 'prompt')")
+    return texts
+
+
+def _check_seeds(seeds_adapters: Sequence[str | Path]) -> list[str]:
     if isinstance(seeds_adapters, (str, Path)):
         raise ValueError("seeds_adapters must be a list of adapter directories, not one path")
     seeds = [str(s) for s in seeds_adapters]
@@ -181,81 +186,103 @@ def _check_settings(sigma: float | None, space: str, draws: int, seeds_adapters:
     return seeds
 
 
-def _check_numbers(delta: float, n_boot: int, beta: float, q: float) -> None:
-    """The estimators' own settings, checked before any generation."""
-    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
-        raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
-    if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 2:
-        raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
-    if not (isinstance(q, (int, float)) and q > 1):
-        raise ValueError(f"q must be > 1 (math.inf for the supremum of the density ratio), got {q!r}")
+def _check_fields(fields: Collection[str], source: Sequence[Any] | None, config: LabelFreeConfig) -> set[str]:
+    if isinstance(fields, str) or not isinstance(fields, Collection):
+        raise ValueError(f"fields must be a collection of input names ({', '.join(INPUT_NAMES)}), got {fields!r}")
+    fields = set(fields)
+    unknown = sorted(fields - set(INPUT_NAMES))
+    if unknown:
+        raise ValueError(f"fields: unknown inputs {unknown} (known: {', '.join(INPUT_NAMES)})")
+    if source is None and any("source" in INPUT_REQUIRES[f] for f in fields):
+        raise ValueError(f"fields {sorted(f for f in fields if 'source' in INPUT_REQUIRES[f])} need a labelled source")
+    if fields & {"source_draws", "target_draws"} and config.sigma is None:
+        raise ValueError("fields source_draws and target_draws need config.sigma (the posterior's scale)")
+    return fields
+
+
+def _draws(post: Any, tok: Any, items: dict[str, Sequence[Any]], point: dict, judge: Judge | None, gen: dict) -> dict:
+    """``post``'s answers on the source (draws 0 .. k·n_S − 1, judged) and on the prompts (the
+    draws after them: no posterior sample is shared); every draw is checked against the point
+    model's generation (``point``) and decoded on only where it departs. ``items`` holds the
+    ``prompts``, and the ``source`` when its draws are wanted; ``gen["draws"]`` is k."""
+    gen = dict(gen)
+    k = gen.pop("draws")
+    got: dict[str, Any] = {}
+    source = items.get("source")
+    if source is not None:
+        on_src = collect_draws(
+            post, tok, source, draws=k, judge=judge, reference=point["source"].tokens, confidence=False, **gen
+        )
+        got["source_draws"] = PosteriorDraws(
+            [g.answers for g in on_src], [g.correct for g in on_src], name="source_draws"
+        )
+    first = k * len(source) if source is not None else 0
+    on_test = collect_draws(
+        post,
+        tok,
+        items["prompts"],
+        draws=k,
+        first_draw=first,
+        reference=point["target"].tokens,
+        confidence=False,
+        **gen,
+    )
+    got["target_draws"] = PosteriorDraws([g.answers for g in on_test], name="target_draws")
+    return got
 
 
 def collect_label_free_inputs(
-    base: str | Path,
-    adapter: str | Path,
-    prompts: Sequence[str],
+    model: torch.nn.Module,
+    tok: Any,
+    prompts: Sequence[Any],
     *,
+    fields: Collection[str],
     source: Sequence[Any] | None = None,
-    judge: Judge | str | None = None,
+    judge: Judge | None = None,
     extract: Extractor | None = None,
-    estimators: Sequence[str] | None = None,
-    sigma: float | None = None,
-    space: str = "delta",
-    draws: int = 2,
-    seeds_adapters: Sequence[str | Path] = (),
-    delta: float = defaults.DELTA,
-    tv: TVConfig | None = None,
-    evaluation: EvalConfig | None = None,
-    seed: int = 0,
-) -> tuple[LabelFreeInputs, list[str]]:
-    """The per-item arrays the chosen estimators need (see :func:`estimate_test_risk` for the
-    arguments), and the estimators' names. Everything is validated before a model is loaded."""
-    judge_fn = _check_inputs(prompts, source, judge)
-    seeds = _check_settings(sigma, space, draws, seeds_adapters)
-    names = _needed(estimators, source is not None, sigma, bool(seeds))
-    fields = {f for n in names for f in ESTIMATORS[n]}
-    tv_cfg = tv if tv is not None else TVConfig()
-    ev = evaluation if evaluation is not None else EvalConfig()
-    if not isinstance(tv_cfg, TVConfig) or not isinstance(ev, EvalConfig):
-        raise ValueError("tv must be a TVConfig and evaluation an EvalConfig (or None)")
-    model, tok = load_checked(base, adapter)
+    config: LabelFreeConfig | None = None,
+    others: Iterable[tuple[torch.nn.Module, Any]] = (),
+    test_tokens: Sequence[Sequence[int]] | None = None,
+) -> LabelFreeInputs:
+    """The inputs ``fields`` (names of :class:`LabelFreeInputs`; :func:`inputs_needed` gives the
+    ones a list of estimators reads) of the adapter ``model`` on the test ``prompts`` (strings or
+    examples with a ``prompt``): its greedy answers and confidences on the prompts and on the
+    labelled ``source`` examples (judged by ``judge``), ``config.draws`` posterior draws per item
+    (N(model, σ²I), seeded by ``config.seed``), the TV proxy between the source and the prompts,
+    and the answers of the seeds' models ``others`` (pairs (model, tokenizer), loaded on demand).
+    ``test_tokens``: the point model's greedy tokens on the prompts, when already decoded."""
+    cfg = config if config is not None else LabelFreeConfig()
+    fields = _check_fields(fields, source, cfg)
+    texts = _check_prompts(prompts)
+    ev = cfg.evaluation
     gen = {"extract": extract, "max_new_tokens": ev.max_new_tokens, "batch_size": ev.batch_size}
     got: dict[str, Any] = {}
-    point_t = point_s = None  # the point model's generations, which the draws are verified against
-    if fields & {"target_conf", "seed_answers", "target_draws"}:
-        point_t = collect_answers(model, tok, prompts, **gen)
-        got["target_conf"] = point_t.confidences
-    if fields & {"source_conf", "source_correct", "source_draws"}:
-        point_s = collect_answers(model, tok, source, judge=judge_fn, **gen)
-        got["source_conf"], got["source_correct"] = point_s.confidences, point_s.correct
+    point: dict[str, GeneratedAnswers] = {}
+    if fields & {"target_conf", "target_answers", "seed_answers", "target_draws"}:
+        point["target"] = answers_of_tokens(model, tok, prompts, test_tokens, **gen)
+        got["target_conf"], got["target_answers"] = point["target"].confidences, point["target"].answers
+    if fields & {"source_conf", "source_correct", "source_answers", "source_draws"}:
+        point["source"] = s = collect_answers(model, tok, source, judge=judge, **gen)
+        got["source_conf"], got["source_correct"], got["source_answers"] = s.confidences, s.correct, s.answers
+    src_prompts = [example_field(e, "prompt") for e in source] if source is not None else None
+    if "target_prompts" in fields:
+        got["target_prompts"] = texts
+    if "source_prompts" in fields:
+        got["source_prompts"] = src_prompts
+    if "source_slices" in fields:
+        got["source_slices"] = [example_field(e, "op") for e in source]
     if "tv" in fields:
-        src_prompts = [example_field(e, "prompt") for e in source]
-        term = classifier_tv_term(src_prompts, list(prompts), tv_cfg, delta / 2, seed)
+        term = classifier_tv_term(src_prompts, texts, cfg.tv, cfg.delta / 2, cfg.seed)
         got["tv"] = (term.estimate, term.lower if term.lower is not None else 0.0)
     if fields & {"source_draws", "target_draws"}:
-        post = GaussianPosterior(model, float(sigma), space, seed=seed)
-        n_src = len(source) if "source_draws" in fields else 0
-        if n_src:  # source draws 0 .. k·n_src − 1, test draws after them: no draw is shared
-            on_src = collect_draws(
-                post, tok, source, draws=draws, judge=judge_fn, reference=point_s.tokens, confidence=False, **gen
-            )
-            got["source_draws"] = PosteriorDraws(
-                [g.answers for g in on_src], [g.correct for g in on_src], name="source_draws"
-            )
-        on_test = collect_draws(
-            post, tok, prompts, draws=draws, first_draw=draws * n_src, reference=point_t.tokens, confidence=False, **gen
-        )
-        got["target_draws"] = PosteriorDraws([g.answers for g in on_test], name="target_draws")
+        post = GaussianPosterior(model, cfg.sigma, cfg.space, seed=cfg.seed)
+        items = {"prompts": prompts} | ({"source": source} if "source_draws" in fields else {})
+        got |= _draws(post, tok, items, point, judge, gen | {"draws": cfg.draws})
     if "seed_answers" in fields:
-        runs = [point_t.answers]
-        for other_adapter in seeds:
-            other, other_tok = load_checked(base, other_adapter, tok)
-            runs.append(collect_answers(other, other_tok, prompts, **gen).answers)
-        got["seed_answers"] = runs
-    return LabelFreeInputs(**got), names
+        got["seed_answers"] = [point["target"].answers] + [
+            collect_answers(other, other_tok, prompts, **gen).answers for other, other_tok in others
+        ]
+    return LabelFreeInputs(**got)
 
 
 def estimate_test_risk(
@@ -266,18 +293,9 @@ def estimate_test_risk(
     source: Sequence[Any] | None = None,
     judge: Judge | str | None = None,
     extract: Extractor | None = None,
-    estimators: Sequence[str] | None = None,
-    sigma: float | None = None,
-    space: str = "delta",
-    draws: int = 2,
     seeds_adapters: Sequence[str | Path] = (),
-    delta: float = defaults.DELTA,
-    beta: float = 1.0,
-    q: float = math.inf,
-    tv: TVConfig | None = None,
-    evaluation: EvalConfig | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
+    config: LabelFreeConfig | None = None,
+    **options: Any,
 ) -> pd.DataFrame:
     """Label-free estimates of the adapter's test risk (answer error in [0, 1]) on ``prompts``.
 
@@ -290,32 +308,37 @@ def estimate_test_risk(
         judge: a :data:`~pacbayes_sft.data.scorers.Judge` or scorer name (default
             ``defaults.SCORER`` against each source example's ``answer``); ``extract`` reads the
             final answer the way the judge does (default: the final_answer scorer's extractor).
-        estimators: names from :data:`~pacbayes_sft.estimators.label_free.ESTIMATORS`; default:
-            every one the arguments allow.
-        sigma, space, draws: the posterior N(adapter, σ²I) (absolute σ, "delta" or "lora" space)
-            and the independent draws per item for the disagreement estimators (σ > 0).
         seeds_adapters: adapters trained like ``adapter`` with other seeds ("seed_disagreement").
-        delta: each row's interval is at level 1 − δ (rows are not simultaneous).
-        beta, q: the density-ratio moment assumed by "da_2016" (β_q ≤ beta).
-        tv, evaluation: the TV proxy's settings and the generation length / batch size.
+        config: a :class:`~pacbayes_sft.certify.label_free_config.LabelFreeConfig`: the
+            estimators (default every registered one the arguments allow), the posterior
+            N(adapter, σ²I) (absolute ``sigma``, ``space``, ``draws`` per item; σ > 0 for the
+            disagreement estimators), ``delta`` (each row's interval is at level 1 − δ, rows not
+            simultaneous), ``beta``, ``q`` (the density-ratio moment "da_2016" assumes),
+            ``n_boot``, ``seed``, ``tv`` and ``evaluation``.
+        options: any of the config's fields by keyword, replacing the config's value
+            (``estimate_test_risk(base, adapter, prompts, source=..., sigma=0.01)``).
 
     Returns a table with the columns :data:`COLUMNS`, one row per estimator: ``risk_of`` says
     whose risk it is (the adapter, the posterior, or one seed's adapter), ``certified`` whether the
     interval holds without an unchecked assumption, ``assumptions`` what it rests on.
     """
-    _check_numbers(delta, n_boot, beta, q)
-    inputs, names = collect_label_free_inputs(
-        base, adapter, prompts, source=source, judge=judge, extract=extract, estimators=estimators, sigma=sigma,
-        space=space, draws=draws, seeds_adapters=seeds_adapters, delta=delta, tv=tv, evaluation=evaluation, seed=seed,
+    cfg = with_options(config, options)
+    _check_prompts(prompts)
+    judge_fn = _check_source(source, judge)
+    seeds = _check_seeds(seeds_adapters)
+    given = {"source": source is not None, "sigma": cfg.has_draws, "seeds_adapters": bool(seeds)}
+    names = _needed(cfg.estimators, given)
+    model, tok = load_checked(base, adapter)
+    others = (load_checked(base, a, tok) for a in seeds)  # each loaded when its answers are collected
+    inputs = collect_label_free_inputs(
+        model, tok, prompts, fields=inputs_needed(names), source=source, judge=judge_fn, extract=extract,
+        config=cfg, others=others,
     )  # fmt: skip
-    rows = label_free_estimates(inputs, names=names, delta=delta, beta=beta, q=q, n_boot=n_boot, random_state=seed)
-    posterior = f"posterior N(adapter, σ²I), σ = {sigma:g} ({space}), {draws} draws per item" if sigma else ""
-    whose = {"da_2013": posterior, "da_2016": posterior, "half_disagreement": posterior, "gde_posterior": posterior}
-    whose["seed_disagreement"] = f"one of {1 + len(seeds_adapters)} seed adapters"
+    rows = label_free_estimates(inputs, cfg, names=names)
     table = [
         {
             "estimator": r.name,
-            "risk_of": whose.get(r.name, "adapter"),
+            "risk_of": cfg.describe_risk(ESTIMATORS[r.name].risk_of, 1 + len(seeds)),
             "estimate": r.estimate,
             "lower": r.lower,
             "upper": r.upper,

@@ -18,9 +18,10 @@ import torch
 from .. import defaults
 from ..data.loaders import example_field
 from ..data.scorers import Judge, answer_judge
-from ..lm.decoding import complete_continuation, greedy_continue, greedy_verified
+from ..lm.decoding import complete_continuation, greedy
 from ..lm.encoding import encode
-from ..lm.scoring import generate_token_ids, prompt_token_ids, teacher_forced_metrics
+from ..lm.generation import generate_and_judge, judge_tokens
+from ..lm.scoring import prompt_token_ids, teacher_forced_metrics
 from .config import EvalConfig, item_losses
 
 
@@ -107,7 +108,7 @@ def gold_references(tokenizer: Any, examples: Sequence[Any], max_new_tokens: int
     """Each example's reference response as a candidate greedy continuation: its tokens and
     ``<eos>`` (as training encodes them), cut at the first ``<eos>`` and at ``max_new_tokens``. None when an example has no
     non-empty string ``response``. A model fine-tuned on such data usually writes exactly this,
-    so :func:`~pacbayes_sft.lm.decoding.greedy_verified` checks it in one pass."""
+    so :func:`~pacbayes_sft.lm.decoding.greedy` checks it in one pass."""
     try:
         prompts, responses = prompts_and_responses(examples)
     except (ValueError, KeyError, AttributeError):
@@ -152,19 +153,6 @@ def _checked_proved(proved: Mapping[int, list[int]] | None, max_new_tokens: int,
     return tokens
 
 
-def _verified_rows(mdl, rest, prompt_ids, refs, tokens: dict, max_new_tokens: int, eos_pad, batch_size: int) -> int:
-    """Greedy answers of the rows ``rest`` checked against ``refs`` in one call (rows of similar
-    length share a pass; rows that depart are decoded on together), written into ``tokens``;
-    returns how many rows needed decoding."""
-    order = sorted(rest, key=lambda i: len(prompt_ids[i]) + len(refs[i]))
-    out, decoded = greedy_verified(
-        mdl, [prompt_ids[i] for i in order], [refs[i] for i in order], max_new_tokens,
-        eos_token_id=eos_pad[0], pad_token_id=eos_pad[1], batch_size=batch_size,
-    )  # fmt: skip
-    tokens.update(zip(order, out))
-    return decoded
-
-
 def answer_losses(
     tokenizer: Any,
     examples: Sequence[Any],
@@ -181,68 +169,56 @@ def answer_losses(
     generation batch decodes under its own draw (``GaussianPosterior.sample_rows``), so the
     per-example scheme stays affordable.
 
-    Greedy answers are computed by :func:`~pacbayes_sft.lm.decoding.greedy_verified` whenever a
-    candidate answer is known: one teacher-forced pass checks it, and only rows whose argmax
-    departs from it are decoded on from the first departure, so the losses are those of plain
-    greedy decoding. The posterior mean's answers (:meth:`Losses.point`), once computed, are kept,
-    and every batch under any model is checked against them. ``gold=True``: the posterior mean's
-    answers are first checked against the examples' own responses (:func:`gold_references`),
-    which pays on training examples (a fine-tuned model mostly writes them) and not on test items
-    it often gets wrong (a row that departs early still costs its decoding steps). ``stats``
-    counts the rows scored and those that needed decoding.
+    Greedy answers are computed by :func:`~pacbayes_sft.lm.generation.generate_and_judge`, which
+    checks a candidate answer wherever one is known: one teacher-forced pass checks it, and only
+    rows whose argmax departs from it are decoded on from the first departure, so the losses are
+    those of plain greedy decoding. The posterior mean's answers (:meth:`Losses.point`), once
+    computed, are kept, and every batch under any model is checked against them. ``gold=True``:
+    the posterior mean's answers are first checked against the examples' own responses
+    (:func:`gold_references`), which pays on training examples (a fine-tuned model mostly writes
+    them) and not on test items it often gets wrong (a row that departs early still costs its
+    decoding steps). ``stats`` counts the rows scored and those that needed decoding.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     if not callable(judge):
         raise ValueError(f"judge must be a callable (example, text) -> bool, got {judge!r}")
     examples = list(examples)
-    prompts = [example_field(e, "prompt") for e in examples]
-    prompt_ids = prompt_token_ids(tokenizer, prompts) if prompts else []
+    n = len(examples)
+    prompt_ids = prompt_token_ids(tokenizer, [example_field(e, "prompt") for e in examples]) if examples else []
     gold_refs = gold_references(tokenizer, examples, max_new_tokens) if gold else None
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     reference: dict[int, list[int]] = {}  # the posterior mean's greedy tokens, once point() ran
     stats = {"rows": 0, "rows_decoded": 0, "point_rows": 0, "point_rows_decoded": 0}
 
-    def score(idx: list[int], tokens: list[list[int]]) -> list[float]:
-        texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
-        return [0.0 if judge(examples[i], t) else 1.0 for i, t in zip(idx, texts)]
-
-    def decode(mdl: torch.nn.Module, idx: list[int], refs: Sequence[list[int]] | None) -> tuple[list[list[int]], int]:
-        """Greedy tokens of the rows ``idx`` (row r is example idx[r]) and how many needed decoding;
-        ``refs``: a candidate answer per row (exact: the check only skips tokens it has proved)."""
-        ps = [prompt_ids[i] for i in idx]
-        if refs is not None:
-            return greedy_verified(mdl, ps, list(refs), max_new_tokens, eos_token_id=eos, pad_token_id=pad)
-        return greedy_continue(mdl, ps, [max_new_tokens] * len(idx), eos_token_id=eos, pad_token_id=pad), len(idx)
-
     def batch(mdl: torch.nn.Module, idx: list[int]) -> list[float]:
-        refs = [reference[i] for i in idx] if all(i in reference for i in idx) else None
-        tokens, decoded = decode(mdl, idx, refs)
+        """Row r is example idx[r]; each row is checked against the mean's answer once it is known."""
+        judged = generate_and_judge(
+            mdl, tokenizer, [examples[i] for i in idx], judge, references=[reference.get(i) for i in idx],
+            prompt_ids=[prompt_ids[i] for i in idx], max_new_tokens=max_new_tokens,
+        )  # fmt: skip
         stats["rows"] += len(idx)
-        stats["rows_decoded"] += decoded
-        return score(idx, tokens)
+        stats["rows_decoded"] += judged.decoded
+        return [0.0 if c else 1.0 for c in judged.correct]
 
     def point_risk(mdl: torch.nn.Module, proved: Mapping[int, list[int]] | None = None) -> float:
         tokens = _checked_proved(proved, max_new_tokens, eos)
-        rest = [i for i in range(len(prompts)) if i not in tokens]
+        rest = [i for i in range(n) if i not in tokens]
         # kept answers from an earlier call are checked (the same tokens, if the same model); else the gold ones
-        refs = [reference[i] for i in range(len(prompts))] if len(reference) == len(prompts) else gold_refs
-        decoded = 0
-        if rest and refs is None:  # nothing to check against: plain greedy decoding
-            out = generate_token_ids(
-                mdl, tokenizer, [prompts[i] for i in rest], max_new_tokens=max_new_tokens, batch_size=batch_size
-            )
-            tokens.update(zip(rest, out))
-            decoded = len(rest)
-        elif rest:
-            decoded = _verified_rows(mdl, rest, prompt_ids, refs, tokens, max_new_tokens, (eos, pad), batch_size)
-        stats["point_rows"] += len(prompts)
-        stats["point_rows_decoded"] += decoded
+        refs = [reference[i] for i in range(n)] if len(reference) == n else gold_refs
+        out = greedy(
+            mdl, [prompt_ids[i] for i in rest], reference=None if refs is None else [refs[i] for i in rest],
+            max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, batch_size=batch_size, by_length=True,
+        )  # fmt: skip
+        tokens.update(zip(rest, out.tokens))
+        stats["point_rows"] += n
+        stats["point_rows_decoded"] += out.decoded
         reference.clear()
         reference.update(sorted(tokens.items()))
-        return float(sum(score(list(range(len(prompts))), [tokens[i] for i in range(len(prompts))])) / len(prompts))
+        judged = judge_tokens(tokenizer, examples, [tokens[i] for i in range(n)], judge)
+        return float(sum(0.0 if c else 1.0 for c in judged.correct) / n)
 
-    losses = _losses_from_batch(len(prompts), batch, batch_size)
+    losses = _losses_from_batch(n, batch, batch_size)
     return dataclasses.replace(losses, point_risk=point_risk, outputs=reference, stats=stats)
 
 

@@ -12,10 +12,10 @@ import torch
 from .. import defaults
 from ..bounds import kl_inverse_lower, kl_inverse_upper
 from ..estimators.mc_risk import mc_stochastic_risk_per_example
-from ..estimators.posterior import GaussianPosterior
+from ..posteriors import GaussianPosterior, learned_family
 from .certificate import Certificate, TVTerm
 from .config import BoundConfig
-from .engine import GridOptions, PosteriorFamily, certificate_core, plan_delta
+from .engine import GridOptions, certificate_core, plan_delta
 from .losses import Losses
 
 
@@ -67,7 +67,7 @@ def certify_learned_posterior(
     seed: int = 0,
 ) -> Certificate:
     """The certificate of a posterior trained by a PAC-Bayes objective
-    (:class:`~pacbayes_sft.training.pacbayes_objective.LearnedGaussianLoRA`): N(μ, s_m²) per
+    (:class:`~pacbayes_sft.posteriors.learned.LearnedGaussianLoRA`): N(μ, s_m²) per
     module over the LoRA factors against the prior N(θ₀, σ_p²), σ_p fixed before training (so no
     grid is paid for: K = 1); the KL is in nats.
 
@@ -77,17 +77,14 @@ def certify_learned_posterior(
     ``mc_fraction``: the share of δ for the MC bound (default: :class:`BoundConfig`'s). The
     parametrisation is removed; μ stays as the adapter's weights."""
     kl = float(posterior.kl().item())
-    scales, sp = posterior.module_scales(), posterior.prior_sigma
+    scales, sp, prior = posterior.module_scales(), posterior.prior_sigma, posterior.prior()
     posterior.remove()
-    family = PosteriorFamily(
-        space="lora (learned per-module posterior scales)",
-        grid=[sp],
-        posterior=lambda _sigma, s: GaussianPosterior(model, scales, "lora", seed=s),
-        kl=lambda _sigma: kl,
-    )
+    family = learned_family(model, scales, prior, kl=kl)
     fraction = {} if mc_fraction is None else {"mc_fraction": mc_fraction}
     cfg = BoundConfig(sigmas=[sp], delta=delta, m=1, loss=loss, **fraction)
     note = f"prior sigma {sp:g} fixed before training, learned per-module posterior scales"
     plan = plan_delta(cfg, losses.n, tv_interval=False, prior_note=note)
     info = dict(prior_info) | {"sigma": sp, "posterior_scales": scales}
-    return certificate_core(model, losses, tv, cfg, plan, seed=seed, options=GridOptions(family=family), prior_info=info)
+    return certificate_core(
+        model, losses, tv, cfg, plan, seed=seed, options=GridOptions(family=family), prior_info=info
+    )

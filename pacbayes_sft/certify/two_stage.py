@@ -29,13 +29,11 @@ from typing import Any
 import torch
 
 from ..adapters import init_state_from_factors, lora_factors
-from ..estimators.gaussian_kl import gaussian_kl
-from ..estimators.lora import prior_centre_rms
-from ..estimators.posterior import GaussianPosterior
-from ..training.pacbayes_objective import LearnedGaussianLoRA, PacBayesConfig, train_pacbayes
+from ..posteriors import LearnedGaussianLoRA, Prior, learned_family, learned_kl, prior_centre_rms
+from ..training.pacbayes_objective import PacBayesConfig, train_pacbayes
 from .certificate import Certificate
-from .config import BoundConfig, EvalConfig, PriorConfig, TVConfig
-from .engine import GridOptions, PosteriorFamily, certificate_core, plan_delta
+from .config import BoundConfig, CertifySettings, EvalConfig, PriorConfig, TVConfig
+from .engine import GridOptions, certificate_core, plan_delta
 from .losses import Losses, example_losses
 from .stochastic import stochastic_risk
 from .tv_term import examples_tv_term
@@ -132,12 +130,8 @@ def posterior_certificate(
     train, test, tv_cfg = tv_inputs
     tv = examples_tv_term(train, test, tv_cfg, plan.tv, seed)
     scales = state["scales"]
-    family = PosteriorFamily(
-        space="lora (data-dependent prior; learned per-module posterior scales)",
-        grid=[state["sigma_p"]],
-        posterior=lambda _sigma, s: GaussianPosterior(model, scales, "lora", seed=s),
-        kl=lambda _sigma: state["kl"],
-    )
+    space = "lora (data-dependent prior; learned per-module posterior scales)"
+    family = learned_family(model, scales, Prior(sigma=state["sigma_p"]), kl=state["kl"], space=space)
     info = {k: v for k, v in state.items() if k != "scales"} | {"kind": "data-dependent", "posterior_scales": scales}
     return certificate_core(
         model, losses, tv, cfg, plan, seed=seed, options=GridOptions(family=family), prior_info=info
@@ -154,13 +148,13 @@ def certify_two_stage(
     bound: BoundConfig,
     tv: TVConfig,
     evaluation: EvalConfig,
-    judge: Any,
-    init: Any,
-    seed: int = 0,
+    settings: CertifySettings,
 ) -> tuple[Certificate, dict]:
     """Stages 2–4 for ``model`` = P, a peft model trained on the first ``prior.split(n)`` examples
-    (``init``: its initial factors, for the RMS σ_p is a multiple of). On return ``model`` holds
-    the posterior mean Q; returns the certificate and the state to save beside Q."""
+    (``settings.init``: its initial factors, for the RMS σ_p is a multiple of; ``settings.judge``
+    and ``settings.seed`` as in ``certify``). On return ``model`` holds the posterior mean Q;
+    returns the certificate and the state to save beside Q."""
+    judge, init, seed = settings.judge, settings.init, settings.seed
     n_p = prior.split(len(train_examples))
     s_p, s_b = list(train_examples[:n_p]), list(train_examples[n_p:])
     select = example_losses(tokenizer, s_p[: prior.select], bound.loss, judge=judge, evaluation=evaluation, gold=True)
@@ -189,31 +183,15 @@ def certify_two_stage(
     return cert, state
 
 
-def learned_kl(posterior_mean: Any, prior_centre: Any, scales: dict[str, float], sigma_p: float) -> float:
-    """KL(N(Q, diag s²) ‖ N(P, σ_p² I)) over the LoRA factors, in nats, from the two adapters
-    (models or folders) and the per-module scales s_m (keyed by module name, with or without the
-    peft prefix): the closed form of :func:`~pacbayes_sft.estimators.gaussian_kl.gaussian_kl`."""
-    q = {f.name: f for f in lora_factors(posterior_mean)}
-    p = {f.name: f for f in lora_factors(prior_centre)}
-    if q.keys() != p.keys():
-        raise ValueError("the posterior mean and the prior centre must adapt the same modules")
-    short = {k.removeprefix("base_model.model."): v for k, v in scales.items()}
-    missing = [k for k in q if k not in short]
-    if missing:
-        raise ValueError(f"scales has no entry for module {missing[0]!r}")
-
-    def f64(f):
-        return [f.A.double(), f.B.double()]
-
-    return float(sum(gaussian_kl(f64(q[k]), f64(p[k]), short[k], sigma_p) for k in q))
-
-
 def recertify_two_stage(
     model: torch.nn.Module, prior_centre: Any, tokenizer: Any, train_examples: list, test_examples: list, *,
-    bound: BoundConfig, tv: TVConfig, evaluation: EvalConfig, judge: Any, state: dict, seed: int = 0,
+    bound: BoundConfig, tv: TVConfig, evaluation: EvalConfig, state: dict, settings: CertifySettings,
 ) -> Certificate:  # fmt: skip
     """The certificate of a finished two-stage cell from its saved adapters (Q = ``model``, P =
-    ``prior_centre``) and state, with the KL recomputed from the factors (not read back)."""
+    ``prior_centre``) and state, with the KL recomputed from the factors (not read back:
+    :func:`~pacbayes_sft.posteriors.learned_kl`); ``settings.judge`` and ``settings.seed`` as in
+    ``certify``."""
+    judge, seed = settings.judge, settings.seed
     state = dict(state) | {"kl": learned_kl(model, prior_centre, state["scales"], state["sigma_p"])}
     s_b = list(train_examples[state["n_prior"] :])
     losses = example_losses(tokenizer, s_b, bound.loss, judge=judge, evaluation=evaluation, gold=True)

@@ -4,7 +4,6 @@ risk from the benchmark's prompts (never its answers), one row per estimator."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ import pandas as pd
 
 from .. import defaults
 from ..certify import EvalConfig, TVConfig, estimate_test_risk
+from ..certify.label_free_config import LabelFreeConfig
 from ..config import add_options, options_from_args
 from ..data.loaders import read_rows
 from ..estimators.answers import igsm_extractor
@@ -66,23 +66,18 @@ def read_source(path: str, column: str) -> list[dict]:
 
 
 def _held_out_source(ctx: Any, cell: Any, size: int) -> list:
-    """``size`` training-distribution examples the cell did not train on: the next ones of the
-    cell's own (bucket, seed) stream, whose first n are its training set (fewer if the pool ends)."""
+    """``size`` training-distribution examples the cell did not train on, from its task
+    (:meth:`~pacbayes_sft.sweep.tasks.Task.held_out_examples`: the next ones of the cell's own
+    stream; fewer when a dataset pool ends); ValueError naming ``--run`` when none is left."""
     try:
-        stream = ctx.task.train_examples(dataclasses.replace(cell, n=cell.n + size))
-    except ValueError:  # a dataset pool with fewer examples in the bucket
-        bins = set(ctx.cfg.buckets[cell.bucket])
-        have = sum(e.op in bins for e in getattr(ctx.task, "pool", []))
-        if have <= cell.n:
-            raise ValueError(
-                f"--run: bucket {cell.bucket!r} holds no examples beyond the {cell.n} trained on"
-            ) from None
-        stream = ctx.task.train_examples(dataclasses.replace(cell, n=have))
-    return stream[cell.n :]
+        return ctx.task.held_out_examples(cell, size)
+    except ValueError as exc:
+        raise ValueError(f"--run: {exc}") from None
 
 
-def _cell_inputs(args: argparse.Namespace) -> dict[str, Any]:
-    """Everything :func:`estimate_test_risk` needs for a sweep's cell."""
+def _cell_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What :func:`estimate_test_risk` needs for a sweep's cell: its data arguments, and the
+    :class:`LabelFreeConfig` fields the cell fixes (σ, space, generation)."""
     run = Path(args.run)
     cfg, _ = folder_config(run)
     cell = find_cell(cfg, args.cell, str(run))
@@ -105,13 +100,10 @@ def _cell_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "source": source,
         "judge": args.scorer if args.source else ctx.task.judge,
         "extract": igsm_extractor(cfg.task.modulus) if cfg.task.kind == "igsm" and not args.source else None,
-        "sigma": sigma,
-        "space": cfg.bound.space,
-        "evaluation": cfg.eval,
-    }
+    }, {"sigma": sigma, "space": cfg.bound.space, "evaluation": cfg.eval}
 
 
-def _file_inputs(args: argparse.Namespace) -> dict[str, Any]:
+def _file_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     missing = [f"--{k}" for k in ("base", "adapter", "prompts") if not getattr(args, k)]
     if missing:
         raise ValueError(f"estimate-risk needs {', '.join(missing)} (or --run DIR --cell ID for a sweep's cell)")
@@ -121,6 +113,7 @@ def _file_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "prompts": read_prompts(args.prompts, args.prompt_column),
         "source": read_source(args.source, args.source_prompt_column) if args.source else None,
         "judge": args.scorer,
+    }, {
         "sigma": args.sigma,
         "space": args.space,
         "evaluation": options_from_args(EvalConfig, args, prefix="eval_", generate=True),
@@ -160,22 +153,22 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     if args.run or args.cell:
         if not (args.run and args.cell):
             raise ValueError("--run and --cell go together: a sweep directory and one of its cell ids")
-        inputs = _cell_inputs(args)
+        inputs, fixed = _cell_inputs(args)
     else:
-        inputs = _file_inputs(args)
+        inputs, fixed = _file_inputs(args)
     estimators = [e.strip() for e in args.estimators.split(",") if e.strip()] if args.estimators else None
-    df = estimate_test_risk(
-        **inputs,
+    config = LabelFreeConfig(
+        **fixed,
         estimators=estimators,
         draws=args.draws,
-        seeds_adapters=args.seed_adapters,
         delta=args.delta,
         beta=args.beta,
         q=args.q,
-        tv=options_from_args(TVConfig, args, prefix="tv_"),
         n_boot=args.n_boot,
         seed=args.seed,
+        tv=options_from_args(TVConfig, args, prefix="tv_"),
     )
+    df = estimate_test_risk(**inputs, seeds_adapters=args.seed_adapters, config=config)
     n_src = len(inputs["source"]) if inputs["source"] is not None else 0
     print(f"estimated test risk (answer error) on {len(inputs['prompts'])} prompts; labelled source items: {n_src}")
     _print_table(df, args.quiet)
@@ -203,19 +196,29 @@ def add_commands(sub) -> None:
         "with --run: default the next --n-source examples of the cell's training stream",
     )
     e.add_argument("--source-prompt-column", default="prompt", help="the column of --source holding the prompt text")
-    e.add_argument("--n-source", type=int, default=200, help="with --run: held-out source examples to draw")
+    e.add_argument(
+        "--n-source", type=int, default=defaults.LABEL_FREE_SOURCE, help="with --run: held-out source examples to draw"
+    )
     e.add_argument("--scorer", default=defaults.SCORER, help="scorer of --source answers (name or module:function)")
-    e.add_argument("--estimators", default="", help=f"comma-separated subset of: {', '.join(ESTIMATORS)}")
+    e.add_argument(
+        "--estimators",
+        default="",
+        help="comma-separated subset of: " + "; ".join(f"{n} ({spec.help})" for n, spec in ESTIMATORS.items()),
+    )
     e.add_argument(
         "--sigma", type=positive_float, default=None, help="posterior scale for the disagreement estimators (absolute)"
     )
     e.add_argument("--space", default="delta", choices=("delta", "lora"), help="posterior space")
-    e.add_argument("--draws", type=int, default=2, help="independent posterior draws per prompt")
+    e.add_argument(
+        "--draws", type=int, default=defaults.LABEL_FREE_DRAWS, help="independent posterior draws per prompt"
+    )
     e.add_argument("--seed-adapters", nargs="*", default=[], help="adapters trained like --adapter with other seeds")
     e.add_argument("--delta", type=positive_float, default=defaults.DELTA, help="each interval is at level 1 - delta")
     e.add_argument("--beta", type=positive_float, default=1.0, help="da_2016: assumed density-ratio moment beta_q")
     e.add_argument("--q", type=positive_float, default=math.inf, help="da_2016: the moment's order q > 1 (inf)")
-    e.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (seed, ATC, DoC)")
+    e.add_argument(
+        "--n-boot", type=int, default=defaults.LABEL_FREE_N_BOOT, help="bootstrap resamples (seed, ATC, DoC)"
+    )
     e.add_argument("--seed", type=int, default=0, help="seed of the posterior draws, TV folds and bootstrap")
     e.add_argument("--out", default="", help="CSV file for the table (written only when every row is done)")
     add_options(e, TVConfig, prefix="tv_")

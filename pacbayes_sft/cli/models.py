@@ -11,7 +11,7 @@ import pandas as pd
 from .. import console
 from ..adapters import attach_adapter
 from ..bounds import is_vacuous
-from ..certify import BoundConfig, DataPrior, EvalConfig, TVConfig, certify
+from ..certify import BoundConfig, CertifySettings, EvalConfig, PriorConfig, TVConfig, certify
 from ..config import add_options, options_from_args
 from ..data.igsm import IGSMConfig, test_slices
 from ..data.igsm_verify import igsm_judge
@@ -33,6 +33,7 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     missing = [f"--{k}" for k in ("base", "adapter", "train", "test") if not getattr(args, k)]
     if missing:
         raise ValueError(f"certify needs {', '.join(missing)} (or --run DIR --cell ID for a sweep's cell)")
+    prior = PriorConfig(kind="grid", adapter=args.prior_adapter, n_prior=args.n_prior) if args.prior_adapter else None
     cert = certify(
         args.base,
         args.adapter,
@@ -41,9 +42,8 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         bound=options_from_args(BoundConfig, args),
         tv=options_from_args(TVConfig, args, prefix="tv_"),
         evaluation=options_from_args(EvalConfig, args, prefix="eval_"),
-        prior=DataPrior(args.prior_adapter, args.n_prior) if args.prior_adapter else None,
-        seed=args.seed,
-        progress=console.show_progress(),
+        prior=prior,
+        settings=CertifySettings(seed=args.seed, progress=console.show_progress()),
     )
     return _write_certificate(cert, args.out)
 

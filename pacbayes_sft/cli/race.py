@@ -1,5 +1,5 @@
 """``race``: spend fresh test items on the groups whose best bucket is still open
-(:mod:`pacbayes_sft.sweep.race`)."""
+(:mod:`pacbayes_sft.racing`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import argparse
 from pathlib import Path
 
 from .. import console
-from ..sweep.allocation import CONFIDENCES, RaceResult
-from ..sweep.race import parse_group, race_group, race_groups
+from ..defaults import RACE_EPSILON, RACE_LEVEL, RACE_MAX_ITEMS, RACE_ROUND_ITEMS
+from ..racing import parse_group, race_group, race_groups
+from ..stats import CONFIDENCES, RaceResult
 from .common import positive_float
 
 
@@ -61,16 +62,24 @@ def add_commands(sub) -> None:
         "--group", default="", help="one group BASE/OBJECTIVE/N (e.g. strong/dft/4096); default: every group"
     )
     rc.add_argument(
-        "--epsilon", type=positive_float, default=0.02, help="tolerance of a tie, in loss units (default %(default)s)"
+        "--epsilon",
+        type=positive_float,
+        default=RACE_EPSILON,
+        help="tolerance of a tie, in loss units (default %(default)s)",
     )
     rc.add_argument(
-        "--level", type=positive_float, default=0.95, help="probability that the answer is right (default %(default)s)"
+        "--level",
+        type=positive_float,
+        default=RACE_LEVEL,
+        help="probability that the answer is right (default %(default)s)",
     )
-    rc.add_argument("--round-items", type=_count, default=200, help="fresh test items per round (default %(default)s)")
+    rc.add_argument(
+        "--round-items", type=_count, default=RACE_ROUND_ITEMS, help="fresh test items per round (default %(default)s)"
+    )
     rc.add_argument(
         "--max-items",
         type=_count,
-        default=4000,
+        default=RACE_MAX_ITEMS,
         help="cap on test items, the sweep's own included (default %(default)s)",
     )
     rc.add_argument(

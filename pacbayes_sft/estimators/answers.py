@@ -24,17 +24,16 @@ import re
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from .. import defaults
 from ..data.igsm_verify import verify
-from ..data.loaders import example_field
 from ..data.scorers import Judge, extract_final_answer, parse_number
-from ..lm.decoding import greedy_continue, greedy_verified
 from ..lm.encoding import Encoded, collate
+from ..lm.generation import generate_and_judge, item_prompts, judge_tokens
 from ..lm.scoring import prompt_token_ids
 from ..lm.teacher_forcing import token_logprobs
 
@@ -115,7 +114,7 @@ def _items(items: Sequence[Any]) -> tuple[list[Any], list[str]]:
     items = list(items)
     if not items:
         raise ValueError("items must hold at least one prompt (a string) or example (with a 'prompt')")
-    prompts = [x if isinstance(x, str) else example_field(x, "prompt") for x in items]
+    prompts = item_prompts(items)
     if not all(isinstance(p, str) and p.strip() for p in prompts):
         raise ValueError("items must be non-empty prompt strings or examples with a non-empty 'prompt'")
     return items, prompts
@@ -138,17 +137,26 @@ def token_logprob_sums(
     return (logp * mask).sum(dim=1).numpy()
 
 
-def _decode_rows(mdl, rows, prompt_ids, tokens, reference, tokenizer, max_new_tokens: int) -> list[list[int]]:
-    """The greedy continuations of ``rows``: given (``tokens``), verified against ``reference``, or decoded."""
-    if tokens is not None:
-        return [list(tokens[i]) for i in rows]
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    ps = [prompt_ids[i] for i in rows]
-    if reference is not None:
-        return greedy_verified(
-            mdl, ps, [reference[i] for i in rows], max_new_tokens, eos_token_id=eos, pad_token_id=pad
-        )[0]
-    return greedy_continue(mdl, ps, [max_new_tokens] * len(ps), eos_token_id=eos, pad_token_id=pad)
+def _per_item_inputs(n: int, posterior: Any, draw_indices, reference, tokens) -> list[int] | None:
+    """The draw index of each of ``n`` items (None: no posterior), after checking that every
+    per-item input has one entry per item."""
+    if (posterior is None) != (draw_indices is None):
+        raise ValueError("posterior and draw_indices go together: one draw index per item")
+    draws = None if draw_indices is None else [int(k) for k in draw_indices]
+    if draws is not None and len(draws) != n:
+        raise ValueError(f"draw_indices must have one index per item ({n}), got {len(draws)}")
+    for name, given in (("reference", reference), ("tokens", tokens)):
+        if given is not None and len(given) != n:
+            raise ValueError(f"{name} must hold one token list per item ({n}), got {len(given)}")
+    return draws
+
+
+class RowDraws(NamedTuple):
+    """Per-row posterior draws: item i generates and is scored under draw ``indices[i]`` of
+    ``posterior`` (a :class:`~pacbayes_sft.posteriors.GaussianPosterior` on the model)."""
+
+    posterior: Any
+    indices: Sequence[int]
 
 
 def collect_answers(
@@ -158,10 +166,8 @@ def collect_answers(
     *,
     judge: Judge | None = None,
     extract: Extractor | None = None,
-    posterior: Any = None,
-    draw_indices: Sequence[int] | None = None,
+    draws: RowDraws | None = None,
     reference: Sequence[Sequence[int]] | None = None,
-    tokens: Sequence[Sequence[int]] | None = None,
     confidence: bool = True,
     max_new_tokens: int = defaults.MAX_NEW_TOKENS,
     batch_size: int = defaults.BATCH_SIZE,
@@ -174,52 +180,81 @@ def collect_answers(
             sample; None for test prompts (no correctness is computed).
         extract: an :data:`Extractor` (default :func:`final_answer_extractor`; for iGSM,
             :func:`igsm_extractor`, which reads answers as the verifier does).
-        posterior: a :class:`~pacbayes_sft.estimators.posterior.GaussianPosterior` on ``model``;
-            item i then generates and is scored under draw ``draw_indices[i]`` (per-row draws).
+        draws: per-row posterior draws (:class:`RowDraws`); None: the model itself.
         reference: greedy token ids of each item under another model (e.g. the posterior mean's
             ``tokens``): each continuation is verified against it and decoded only from where it
-            departs (:func:`~pacbayes_sft.lm.decoding.greedy_verified`; the same output, faster).
-        tokens: the model's own greedy token ids, already computed: only extracted and scored.
+            departs (:func:`~pacbayes_sft.lm.generation.generate_and_judge`; the same output, faster).
         confidence: compute each confidence (one teacher-forced pass per batch); False leaves
             ``confidences`` and ``log_confidences`` NaN (e.g. posterior draws, whose answers alone
             the disagreement estimators read).
+
+    Answers already generated are scored by :func:`answers_of_tokens` instead.
     """
-    items, prompts = _items(items)
     _check_int(max_new_tokens, "max_new_tokens")
+    return _collect(model, tokenizer, items, judge, extract, draws, reference, None, confidence, max_new_tokens, batch_size)
+
+
+def answers_of_tokens(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    items: Sequence[Any],
+    tokens: Sequence[Sequence[int]] | None,
+    *,
+    judge: Judge | None = None,
+    extract: Extractor | None = None,
+    confidence: bool = True,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+    batch_size: int = defaults.BATCH_SIZE,
+) -> GeneratedAnswers:
+    """As :func:`collect_answers` for answers the model has already generated: ``tokens`` are its
+    own greedy token ids per item, only extracted, scored and given confidences (None: generate
+    them, exactly as :func:`collect_answers` does)."""
+    _check_int(max_new_tokens, "max_new_tokens")
+    return _collect(model, tokenizer, items, judge, extract, None, None, tokens, confidence, max_new_tokens, batch_size)
+
+
+def _collect(model, tokenizer, items, judge, extract, row_draws, reference, tokens, confidence, max_new_tokens, batch_size):
+    """The one loop behind :func:`collect_answers` and :func:`answers_of_tokens`."""
+    items, prompts = _items(items)
     _check_int(batch_size, "batch_size")
     if judge is not None and not callable(judge):
         raise ValueError(f"judge must be a callable (item, text) -> bool, got {judge!r}")
-    if (posterior is None) != (draw_indices is None):
-        raise ValueError("posterior and draw_indices go together: one draw index per item")
-    draws = None if draw_indices is None else [int(k) for k in draw_indices]
-    if draws is not None and len(draws) != len(items):
-        raise ValueError(f"draw_indices must have one index per item ({len(items)}), got {len(draws)}")
-    for name, given in (("reference", reference), ("tokens", tokens)):
-        if given is not None and len(given) != len(items):
-            raise ValueError(f"{name} must hold one token list per item ({len(items)}), got {len(given)}")
+    if row_draws is not None and not isinstance(row_draws, tuple):
+        raise ValueError(f"draws must be a RowDraws(posterior, indices), got {row_draws!r}")
+    posterior, draw_indices = row_draws if row_draws is not None else (None, None)
+    draws = _per_item_inputs(len(items), posterior, draw_indices, reference, tokens)
     extract = extract or final_answer_extractor
     prompt_ids = prompt_token_ids(tokenizer, prompts)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out: list[list[int]] = []
+    texts: list[str] = []
+    correct: list[int] = []
     logps: list[float] = []
     for s in range(0, len(items), batch_size):
         rows = list(range(s, min(len(items), s + batch_size)))
         ctx = nullcontext(model) if draws is None else posterior.sample_rows([draws[i] for i in rows])
         with ctx as mdl:
-            gen = _decode_rows(mdl, rows, prompt_ids, tokens, reference, tokenizer, max_new_tokens)
+            if tokens is not None:  # the model's own answers, already generated: judged only
+                judged = judge_tokens(tokenizer, [items[i] for i in rows], [tokens[i] for i in rows], judge)
+            else:  # row r of the batch is item rows[r], under draw draws[rows[r]]
+                judged = generate_and_judge(
+                    mdl, tokenizer, [items[i] for i in rows], judge, prompt_ids=[prompt_ids[i] for i in rows],
+                    references=None if reference is None else [reference[i] for i in rows],
+                    max_new_tokens=max_new_tokens,
+                )  # fmt: skip
             if confidence:
-                logps += token_logprob_sums(mdl, [prompt_ids[i] for i in rows], gen, pad).tolist()
+                logps += token_logprob_sums(mdl, [prompt_ids[i] for i in rows], judged.tokens, pad).tolist()
             else:
                 logps += [float("nan")] * len(rows)
-        out += gen
-    texts = [tokenizer.decode(t, skip_special_tokens=True) for t in out]
-    correct = None if judge is None else [int(bool(judge(x, t))) for x, t in zip(items, texts)]
+        out += judged.tokens
+        texts += judged.texts
+        correct += [int(c) for c in judged.correct or ()]
     return GeneratedAnswers(
         texts=texts,
         answers=[canonical_answer(extract(p, t)) for p, t in zip(prompts, texts)],
         confidences=[float(np.exp(v)) for v in logps],
         log_confidences=[float(v) for v in logps],
-        correct=correct,
+        correct=None if judge is None else correct,
         draws=draws,
         tokens=out,
     )
@@ -250,8 +285,7 @@ def collect_draws(
             posterior.model,
             tokenizer,
             items,
-            posterior=posterior,
-            draw_indices=[first_draw + j * n + i for i in range(n)],
+            draws=RowDraws(posterior, [first_draw + j * n + i for i in range(n)]),
             **kwargs,
         )
         for j in range(draws)

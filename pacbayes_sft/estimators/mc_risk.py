@@ -3,7 +3,8 @@
 With N independent losses in [0, 1] and mean R̂, E_π R̂_S ≤ kl⁻¹(R̂, ln(2/δ)/N) with probability
 ≥ 1 − δ over the draws. Two schemes: m draws shared by every example (:func:`mc_stochastic_risk`),
 or every example under its own draws (:func:`mc_stochastic_risk_per_example`, batched with
-:meth:`~pacbayes_sft.estimators.posterior.GaussianPosterior.sample_rows`).
+:meth:`~pacbayes_sft.posteriors.base.Posterior.sample_rows`; a family whose ``per_row`` is
+False is scored one example per draw).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from .. import defaults
 from ..bounds import mc_risk_upper
-from .posterior import GaussianPosterior
+from ..posteriors.base import Posterior
 
 
 @dataclass
@@ -52,7 +53,7 @@ class MCRisk:
 
 
 def mc_stochastic_risk_per_example(
-    posterior: GaussianPosterior,
+    posterior: Posterior,
     example_loss_fn: Callable[[torch.nn.Module, int], float] | None,
     n: int,
     draws: int,
@@ -70,7 +71,7 @@ def mc_stochastic_risk_per_example(
     kl⁻¹(R̂, ln(2/δ)/(n·d)). ``example_loss_fn(model, i)`` returns example i's loss in [0, 1].
 
     With ``batch_loss_fn(model, [i_1, …, i_B])`` — the losses of those examples from one batch
-    whose row r is example i_r, rows in that order — and a posterior with ``sample_rows``, up to
+    whose row r is example i_r, rows in that order — and a posterior whose ``per_row`` is True, up to
     ``batch_size`` examples are scored per pass, each row under its own draw: the same draws
     and the same estimate, many times faster (and affordable with generation, e.g. answer_error).
 
@@ -84,7 +85,9 @@ def mc_stochastic_risk_per_example(
             raise ValueError(f"{nm} must be an integer >= 1, got {v!r}")
     if example_loss_fn is None and batch_loss_fn is None:
         raise ValueError("give example_loss_fn or batch_loss_fn")
-    batched = batch_loss_fn is not None and hasattr(posterior, "sample_rows")
+    # a family that draws one sample per batch (per_row False) scores one example per draw instead
+    per_row = getattr(posterior, "per_row", hasattr(posterior, "sample_rows"))
+    batched = batch_loss_fn is not None and bool(per_row)
     if not batched and example_loss_fn is None:
         raise ValueError(f"{type(posterior).__name__} cannot draw per row; give example_loss_fn")
     ex = [k % n for k in range(draws * n)] if examples is None else [int(i) for i in examples]
@@ -130,7 +133,7 @@ def subsample_examples(n: int, size: int, seed: int) -> list[int]:
 
 
 def mc_stochastic_risk(
-    posterior: GaussianPosterior,
+    posterior: Posterior,
     risk_fn: Callable[[torch.nn.Module], float],
     m: int,
     delta: float,

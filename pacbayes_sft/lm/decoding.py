@@ -18,6 +18,10 @@ Both return what plain greedy decoding returns, up to floating-point rounding of
 (batch shape and KV-cache vs full-sequence attention change the last bits, as batching already
 does), so a near-tie between two tokens is the only way they can differ.
 
+:func:`greedy` is the one entry point the rest of the package decodes with: it checks the rows
+that come with a reference (:func:`greedy_verified`) and decodes the others (:func:`greedy_continue`),
+in batches as given or grouped by length.
+
 Rows are tracked in the original batch's numbering and announced with
 :func:`~pacbayes_sft.lm.rows.select_rows`, so per-row posterior draws follow a narrowed batch.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from transformers import DynamicCache
@@ -125,8 +130,10 @@ class _Departed:
     original row index, attention mask and KV cache (keys, values per layer) up to the end of its
     verified prefix (prompt, ref_<t*), the token it feeds next (its argmax a_t*), that token's
     position, and how many tokens it may still add. Its cache columns are contiguous, as plain
-    decoding's are (a sliding-window mask counts columns, so a masked hole would shorten it)."""
+    decoding's are (a sliding-window mask counts columns, so a masked hole would shorten it).
+    ``slot``: its position in the output list."""
 
+    slot: int
     rows: torch.Tensor
     att: torch.Tensor
     layers: list[tuple[torch.Tensor, torch.Tensor]]
@@ -142,12 +149,12 @@ def _cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 @torch.no_grad()
-def _check_chunk(model, prompts, refs, pad_id: int, rows, max_new_tokens: int, eos_token_id: int):
+def _check_chunk(model, prompts, refs, pad_id: int, rows, max_new_tokens: int, eos_token_id: int, first: int = 0):
     """One teacher-forced pass over (prompt, ref) for each row (left-padded, every reference ending
     in the last column), its KV cache kept. Row i's output is ref if the argmax after every prefix
     (prompt, ref_<t) is ref_t; else ref_<t* then the argmax a_t* at the first departure t*, to be
     decoded on from this pass's own cache (no second pass over the prompt). Returns the outputs so
-    far and the rows to decode on (:class:`_Departed`)."""
+    far and the rows to decode on (:class:`_Departed`), prompt j at output slot ``first + j``."""
     device = next(model.parameters()).device
     width = max(len(r) for r in refs)
     ids, att = _left_pad([[*p, *r] for p, r in zip(prompts, refs)], pad_id, device)
@@ -171,6 +178,7 @@ def _check_chunk(model, prompts, refs, pad_id: int, rows, max_new_tokens: int, e
         layers = _cache_layers(cache) if layers is None else layers
         departed.append(
             _Departed(
+                slot=first + j,
                 rows=rows[j : j + 1],
                 att=att[j : j + 1, :end],
                 layers=[(k[j : j + 1, :, :end], v[j : j + 1, :, :end]) for k, v in layers],
@@ -225,6 +233,16 @@ def complete_continuation(tokens: Sequence[int], max_new_tokens: int, eos_token_
     return tokens[-1] == eos_token_id or len(tokens) == max_new_tokens
 
 
+def _row_ids(rows: Sequence[int] | torch.Tensor | None, n: int) -> torch.Tensor:
+    """``rows`` as a 1-D long CPU tensor of ``n`` original row indices (default 0..n−1)."""
+    if rows is None:
+        return torch.arange(n)
+    ids = torch.as_tensor(rows, dtype=torch.long).cpu().reshape(-1)
+    if len(ids) != n:
+        raise ValueError(f"rows must hold one original row index per prompt ({n}), got {len(ids)}")
+    return ids
+
+
 @torch.no_grad()
 def greedy_verified(
     model: torch.nn.Module,
@@ -235,13 +253,15 @@ def greedy_verified(
     eos_token_id: int,
     pad_token_id: int,
     batch_size: int | None = None,
+    rows: Sequence[int] | torch.Tensor | None = None,
 ) -> tuple[list[list[int]], int]:
     """Greedy continuations of ``prompts`` (token ids), checked against ``references`` (each a
     greedy continuation of the same prompt under some model: ends at ``<eos>`` or has
     ``max_new_tokens`` tokens) and regenerated only from the first position where they differ.
     ``batch_size``: rows per teacher-forced pass (default: as many as :data:`LOGIT_BUDGET` allows);
-    rows that depart in several passes are decoded on together. Returns the continuations and
-    how many rows needed decoding beyond the check."""
+    rows that depart in several passes are decoded on together. ``rows``: the original row index
+    of each prompt for per-row hooks (default 0..B−1). Returns the continuations and how many rows
+    needed decoding beyond the check."""
     if len(prompts) != len(references) or not prompts:
         raise ValueError("prompts and references must be non-empty and of equal length")
     if any(len(p) == 0 for p in prompts):
@@ -253,16 +273,19 @@ def greedy_verified(
             raise ValueError(
                 "each reference must be a complete greedy continuation: <eos> only at its end, or max_new_tokens long"
             )
+    ids = _row_ids(rows, len(prompts))
     try:
-        return _verify(model, prompts, references, max_new_tokens, eos_token_id, pad_token_id, batch_size)
+        return _verify(model, prompts, references, max_new_tokens, (eos_token_id, pad_token_id), batch_size, ids)
     finally:
         select_rows(model, None)
 
 
-def _verify(model, prompts, references, max_new_tokens: int, eos_token_id: int, pad_token_id: int, batch_size):
+def _verify(model, prompts, references, max_new_tokens: int, eos_pad: tuple[int, int], batch_size, rows: torch.Tensor):
     """Rows in passes of at most ``batch_size`` rows and :data:`LOGIT_BUDGET` logits
     (:func:`_check_chunk`); the departed rows of consecutive passes are decoded on together,
-    ``batch_size`` rows at a time (:func:`_decode_departed`)."""
+    ``batch_size`` rows at a time (:func:`_decode_departed`). ``rows``: the original row index of
+    each prompt, announced to per-row hooks."""
+    eos_token_id, pad_token_id = eos_pad
     width = max(len(r) for r in references)
     vocab = int(model.get_output_embeddings().weight.shape[0])
     group = batch_size or len(prompts)
@@ -271,16 +294,15 @@ def _verify(model, prompts, references, max_new_tokens: int, eos_token_id: int, 
     pending: list[_Departed] = []
 
     def flush(parts: list[_Departed]) -> None:
-        rows = torch.cat([p.rows for p in parts]).tolist()
-        for r, tail in zip(rows, _decode_departed(model, parts, eos_token_id)):
-            out[r] += tail
+        for p, tail in zip(parts, _decode_departed(model, parts, eos_token_id)):
+            out[p.slot] += tail
 
     decoded = 0
     for s in range(0, len(prompts), step):
-        rows = torch.arange(s, min(len(prompts), s + step))
         o, parts = _check_chunk(
-            model, prompts[s : s + step], references[s : s + step], pad_token_id, rows, max_new_tokens, eos_token_id
-        )
+            model, prompts[s : s + step], references[s : s + step], pad_token_id, rows[s : s + step], max_new_tokens,
+            eos_token_id, first=s,
+        )  # fmt: skip
         out += o
         decoded += len(parts)
         pending += parts
@@ -290,3 +312,81 @@ def _verify(model, prompts, references, max_new_tokens: int, eos_token_id: int, 
     if pending:
         flush(pending)
     return out, decoded
+
+
+class Greedy(NamedTuple):
+    """Greedy continuations in input order (token ids, ``<eos>`` kept when emitted), and how many
+    rows needed decoding: every row without a reference, and those that departed from theirs."""
+
+    tokens: list[list[int]]
+    decoded: int
+
+
+def _check_greedy_args(prompts, reference, max_new_tokens, batch_size) -> list[list[int] | None]:
+    """The per-row references (None: decode) after checking :func:`greedy`'s arguments."""
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("prompts: every prompt needs a token (its <bos> at least)")
+    if reference is None:
+        return [None] * len(prompts)
+    if len(reference) != len(prompts):
+        raise ValueError(f"reference must hold one entry per prompt ({len(prompts)}), got {len(reference)}")
+    return [None if r is None else list(r) for r in reference]
+
+
+@torch.no_grad()
+def greedy(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    reference: Sequence[Sequence[int] | None] | None = None,
+    batch_size: int | None = None,
+    by_length: bool = False,
+) -> Greedy:
+    """Greedy continuations of ``prompts`` (token ids, ``<bos>`` included), each stopping at
+    ``<eos>`` (kept) or after ``max_new_tokens`` tokens: the package's one way to decode greedily.
+
+    ``reference``: per prompt, a candidate continuation (e.g. the posterior mean's greedy answer,
+    a complete greedy continuation: ``<eos>`` only at its end, or ``max_new_tokens`` long) or None.
+    Rows with one are checked by one teacher-forced pass and decoded on only where they depart
+    (:func:`greedy_verified`); the others are decoded (:func:`greedy_continue`). Either way the
+    output is plain greedy decoding's (up to the rounding of the logits in a batch, see above).
+
+    ``batch_size``: rows per decoding batch and per verification pass (None: all in one, a pass
+    held to :data:`LOGIT_BUDGET`). ``by_length``: batch rows of similar length together (prompt
+    plus reference tokens; less padding) instead of in the given order. Row i is announced to
+    per-row hooks as row i whatever the batching, so ``prompts[i]`` decodes under draw i of
+    :meth:`~pacbayes_sft.posteriors.GaussianPosterior.sample_rows`.
+    """
+    refs = _check_greedy_args(prompts, reference, max_new_tokens, batch_size)
+    checked = [i for i, r in enumerate(refs) if r is not None]
+    plain = [i for i, r in enumerate(refs) if r is None]
+    if by_length:  # stable: rows of equal length keep their order
+        checked.sort(key=lambda i: len(prompts[i]) + len(refs[i]))
+        plain.sort(key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    decoded = len(plain)
+    if checked:
+        got, departed = greedy_verified(
+            model, [prompts[i] for i in checked], [refs[i] for i in checked], max_new_tokens,
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id, batch_size=batch_size, rows=checked,
+        )  # fmt: skip
+        decoded += departed
+        for i, g in zip(checked, got):
+            out[i] = g
+    step = batch_size or max(1, len(plain))
+    for s in range(0, len(plain), step):
+        idx = plain[s : s + step]
+        got = greedy_continue(
+            model, [prompts[i] for i in idx], [max_new_tokens] * len(idx),
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id, rows=torch.tensor(idx),
+        )  # fmt: skip
+        for i, g in zip(idx, got):
+            out[i] = g
+    return Greedy(out, decoded)

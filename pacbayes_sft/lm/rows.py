@@ -1,7 +1,7 @@
 """Which rows of a batch are still computing: the channel between a decoder that narrows its batch
 and per-row forward hooks that must follow it.
 
-A per-row posterior (:meth:`~pacbayes_sft.estimators.posterior.GaussianPosterior.sample_rows`)
+A per-row posterior (:meth:`~pacbayes_sft.posteriors.GaussianPosterior.sample_rows`)
 gives row r of every batch its own draw. When a decoder drops finished rows, or re-runs only
 some rows, the hooks must know which of the original rows the narrowed batch holds, or row r
 would be scored under another row's draw. The decoder calls :func:`select_rows` with the

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import defaults
-from .decoding import greedy_continue
+from .decoding import greedy
 from .encoding import collate, collate_prompts_left, encode
 from .teacher_forcing import teacher_forced_stats
 
@@ -119,25 +119,14 @@ def generate_token_ids(
     keep_order: bool = False,
 ) -> list[list[int]]:
     """Greedy continuations of ``<bos> prompt`` as token ids, ``<eos>`` kept when emitted
-    (:func:`~pacbayes_sft.lm.decoding.greedy_continue`: KV cache, finished rows leave the batch).
-    Prompts are batched by length unless ``keep_order=True`` (then row r of a batch is prompt r)."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    enc = encode(tokenizer, prompts, ["x"] * len(prompts)) if prompts else []
-    order = _prompt_order(enc, keep_order)
-    out: list[list[int]] = [[] for _ in enc]
-    for sl in _batches(len(order), batch_size):
-        idx = order[sl]
-        gen = greedy_continue(
-            model,
-            [enc[i].ids[: enc[i].prompt_len] for i in idx],
-            [max_new_tokens] * len(idx),
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        for i, g in zip(idx, gen):
-            out[i] = g
-    return out
+    (:func:`~pacbayes_sft.lm.decoding.greedy`: KV cache, finished rows leave the batch).
+    Prompts are batched by length unless ``keep_order=True`` (then batches hold the prompts in
+    their order); prompt i is row i for per-row hooks either way."""
+    ids = prompt_token_ids(tokenizer, prompts) if prompts else []
+    return greedy(
+        model, ids, max_new_tokens=max_new_tokens, batch_size=batch_size, by_length=not keep_order,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ).tokens  # fmt: skip
 
 
 def prompt_token_ids(tokenizer, prompts: Sequence[str]) -> list[list[int]]:

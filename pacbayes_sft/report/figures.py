@@ -4,7 +4,8 @@ nothing to show in it); its line in :data:`FIGURES` says which of the report's t
 (:class:`FigureInputs`) it reads.
 
 Adding a figure: write its function here, add one ``FigureSpec`` line to :data:`FIGURES` (the
-report draws the families in that order and embeds the files in it), and test the function.
+report draws the families in that order and embeds the files in it), and test the function; or,
+from a package of your own, :func:`register_figure` appends it.
 Shared drawing helpers (page width, heatmap, budget axis) are in :mod:`.plotting`.
 """
 
@@ -73,7 +74,7 @@ def score_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
     for (base, obj), (piv, best) in risk_pivot(ct, order).items():
         fig, ax = plt.subplots(figsize=size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(piv)))
         title = f"test risk: {loss} ({base}, {obj}); lowest per n boxed"
-        heatmap(ax, piv, title, mark=best, cmap="viridis_r", fmt=".3g", xlabel=BUCKET_LABEL, ylabel=N_LABEL)
+        heatmap(ax, piv, title, mark=best, cmap="viridis_r", fmt=".3g", labels=(BUCKET_LABEL, N_LABEL))
         out.append((f"score_{base}_{obj}.png", fig))
     return out
 
@@ -95,7 +96,7 @@ def term_maps(ct: pd.DataFrame, order: list[str]) -> list:
         for ax, (col, title, fmt) in zip(axes.ravel(), TERM_PANELS):
             piv = mean.pivot(index="n", columns="bucket", values=col).reindex(columns=order)
             hide = vacuous > 0 if col == "g_gen" else None
-            heatmap(ax, piv, title, fmt=fmt, cmap="magma", xlabel="bucket", ylabel="n", hide=hide, hide_text="vacuous")
+            heatmap(ax, piv, title, fmt=fmt, cmap="magma", labels=("bucket", "n"), hide=(hide, "vacuous"))
         out.append((f"terms_{base}_{obj}.png", fig))
     return out
 
@@ -118,7 +119,7 @@ def slice_maps(df: pd.DataFrame, order: list[str], score: str) -> list:
         ):
             piv = gg.pivot(index="bucket", columns="test op", values=col).reindex(index=order)
             xlabel = "test op (operations per problem)"
-            heatmap(ax, piv, title, cmap=cmap, center=center, xlabel=xlabel, ylabel=BUCKET_LABEL)
+            heatmap(ax, piv, title, cmap=cmap, center=center, labels=(xlabel, BUCKET_LABEL))
         out.append((f"slices_{base}_{obj}.png", fig))
     return out
 
@@ -207,7 +208,7 @@ def dft_maps(ct: pd.DataFrame, order: list[str], loss: str) -> list:
             continue
         fig, ax = plt.subplots(figsize=size(2.2 + 1.3 * len(order), 1.4 + 0.6 * len(diff)))
         title = f"DFT minus SFT, test risk {loss} ({base})"
-        heatmap(ax, diff, title, cmap="RdBu_r", center=0.0, xlabel=BUCKET_LABEL, ylabel=N_LABEL)
+        heatmap(ax, diff, title, cmap="RdBu_r", center=0.0, labels=(BUCKET_LABEL, N_LABEL))
         out.append((f"dft_vs_sft_{base}.png", fig))
     return out
 
@@ -221,7 +222,7 @@ def irt_maps(cross: pd.DataFrame, order: list[str]) -> list:
         piv = g[g["n"] == n].pivot(index="bucket", columns="irt_bin", values="accuracy").reindex(index=order)
         fig, ax = plt.subplots(figsize=size(2.2 + 1.3 * piv.shape[1], 1.4 + 0.6 * len(piv)))
         title = f"answer accuracy by IRT difficulty bin of the test items ({base}, {obj}, n = {n})"
-        heatmap(ax, piv, title, cmap="viridis", xlabel="IRT difficulty bin (1 = easiest)", ylabel=BUCKET_LABEL)
+        heatmap(ax, piv, title, cmap="viridis", labels=("IRT difficulty bin (1 = easiest)", BUCKET_LABEL))
         out.append((f"irt_{base}_{obj}.png", fig))
     return out
 
@@ -300,3 +301,38 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("bases", lambda f: bases_plot(f.optimum, f.order)),
     FigureSpec("irt", lambda f: [] if f.irt_cross is None else irt_maps(f.irt_cross, f.order)),
 ]
+
+_BUILT_IN = frozenset(spec.family for spec in FIGURES)
+
+
+def register_figure(family: str, draw: Callable[[FigureInputs], list], *, replace: bool = False) -> FigureSpec:
+    """Add a figure family to the end of :data:`FIGURES` (in its place, with ``replace``):
+    ``draw(inputs)`` returns ``[(file name, figure)]`` from a :class:`FigureInputs`, or ``[]``.
+    ``build_report`` then saves each PNG under ``report/`` and embeds it in ``report.md`` and
+    ``report.html``. ValueError when ``family`` is taken (unless ``replace``; a built-in family
+    is never replaced). Returns the :class:`FigureSpec`."""
+    if not (isinstance(family, str) and family.isidentifier()):
+        raise ValueError(f"family must be an identifier, got {family!r}")
+    if not callable(draw):
+        raise ValueError(f"draw must be a callable draw(inputs) -> [(file name, figure)], got {draw!r}")
+    taken = [i for i, spec in enumerate(FIGURES) if spec.family == family]
+    if family in _BUILT_IN or (taken and not replace):
+        why = "a built-in figure family" if family in _BUILT_IN else "already registered (pass replace=True)"
+        raise ValueError(f"family: {family!r} is {why}")
+    spec = FigureSpec(family, draw)
+    if taken:
+        FIGURES[taken[0]] = spec
+    else:
+        FIGURES.append(spec)
+    return spec
+
+
+def unregister_figure(family: str) -> FigureSpec:
+    """Remove and return the registered figure family ``family`` (ValueError for an unknown or built-in one)."""
+    if family in _BUILT_IN:
+        raise ValueError(f"family: the built-in figure family {family!r} cannot be removed")
+    for i, spec in enumerate(FIGURES):
+        if spec.family == family:
+            return FIGURES.pop(i)
+    known = ", ".join(spec.family for spec in FIGURES)
+    raise ValueError(f"family: no figure family {family!r} is registered (known: {known})")

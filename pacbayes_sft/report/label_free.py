@@ -1,8 +1,8 @@
 """Label-free estimates of every cell's test risk, scored against the measured risk.
 
 For each cell that collected ``label_free`` columns and each test mixture (the uniform test set,
-and a mixture skewed to the hard slices, drawn from the same items), every estimator of
-:mod:`pacbayes_sft.estimators.label_free` is computed from the record alone (plus the TV proxy
+and a mixture skewed to the hard slices, drawn from the same items), every registered estimator
+(:data:`~pacbayes_sft.estimators.label_free.ESTIMATORS`) is computed from the record alone (plus the TV proxy
 between the cell's training prompts and the mixture's test prompts), beside the measured answer
 error of the cell's point model on the same items. Two-gap totals are added as estimators too:
 U_MC + G_gen + G_ext with G_ext the TV proxy (the paper's) or an estimator's shift above the
@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import defaults
 from ..certify.tv_term import classifier_tv_term
+from ..estimators.label_free import ESTIMATORS
 from ..sweep.cells import find_cell
-from ..sweep.label_free import cell_estimates, measured_risk
+from ..sweep.label_free import cell_estimates, measured_risk, needs_examples, task_examples
 from ..sweep.record import CellRecord
 from ..sweep.runner import sweep_context
 from ..sweep.store import folder_config, valid_cells
@@ -78,7 +80,7 @@ def _tv(ctx, rec: CellRecord, items: list[int], cache: dict) -> tuple[float, flo
     return cache[key]
 
 
-def estimates_table(out: str | Path, *, mixtures: Sequence[str] = MIXTURES, n_boot: int = 300) -> pd.DataFrame:
+def estimates_table(out: str | Path, *, mixtures: Sequence[str] = MIXTURES, n_boot: int = defaults.LABEL_FREE_REPORT_N_BOOT) -> pd.DataFrame:
     """One row per (cell, mixture, estimator): the estimate with its interval and the measured
     answer error of the cell's point model on the mixture's items (see the module docstring)."""
     out = Path(out)
@@ -91,12 +93,14 @@ def estimates_table(out: str | Path, *, mixtures: Sequence[str] = MIXTURES, n_bo
         )
     ctx, cache, rows = sweep_context(cfg, out), {}, []
     groups = _groups(recs)
+    with_examples = needs_examples()  # only then are the cells' held-out examples drawn again
     for rec in recs:
         seeds = groups[(rec.base, rec.objective, rec.n, rec.bucket)]
+        examples = task_examples(ctx, find_cell(ctx.cfg, rec.id, str(out))) if with_examples else None
         for mix in mixtures:
             items = mixture_items(rec.items["slice"], mix)
             tv = None if mix == "uniform" else _tv(ctx, rec, items, cache)
-            est = cell_estimates(rec, seeds, items, tv, n_boot=n_boot)
+            est = cell_estimates(rec, seeds, items, tv, examples=examples, n_boot=n_boot)
             measured = measured_risk(rec, items)
             key = {"base": rec.base, "objective": rec.objective, "n": rec.n, "bucket": rec.bucket, "seed": rec.seed,
                    "mixture": mix, "measured": measured}  # fmt: skip
@@ -105,14 +109,16 @@ def estimates_table(out: str | Path, *, mixtures: Sequence[str] = MIXTURES, n_bo
 
 
 def _totals(rec: CellRecord, est: list[dict], tv) -> list[dict]:
-    """The two-gap totals U_MC + G_gen + G_ext: G_ext the TV proxy, or each estimator's shift."""
+    """The two-gap totals U_MC + G_gen + G_ext: G_ext the TV proxy, or the shift max(0, estimate −
+    source error) of each estimator whose spec asks for one (``shift_total``)."""
     t = rec.terms
     certified_part = t["mc_risk_upper"] + t["g_gen"]
     source = next(r["estimate"] for r in est if r["name"] == "no_shift")
     tv_est = t["tv"] if tv is None else tv[0]
     rows = [{"name": "total:tv", "estimate": min(1.0, certified_part + tv_est), "certified": False}]
     for r in est:
-        if r["name"] in ("no_shift", "two_gap_tv", "half_disagreement"):
+        spec = ESTIMATORS.get(r["name"])
+        if spec is None or not spec.shift_total:
             continue
         shift = max(0.0, r["estimate"] - source)
         rows.append({"name": f"total:{r['name']}", "estimate": min(1.0, certified_part + shift), "certified": False})
@@ -135,7 +141,7 @@ def _observed_sets(out: Path, mixtures: Sequence[str]) -> dict[tuple, object]:
                 rows = [r for r in sorted(rs, key=lambda r: r.seed) if r.seed in seeds]
                 items = mixture_items(rows[0].items["slice"], mix)
                 losses[b] = np.array([[1.0 - r.items["answer_correct"][i] for i in items] for r in rows])
-            sets[(base, obj, n, mix)] = bootstrap_best(losses, n_boot=1000, seed=0)
+            sets[(base, obj, n, mix)] = bootstrap_best(losses, n_boot=defaults.BEST_BUCKET_N_BOOT, seed=0)
     return sets
 
 

@@ -7,7 +7,7 @@
   non-negative least squares on the cells of the *other* budgets (leave-one-n-out), then the
   bucket minimising the prediction;
 - the bootstrap over test items and seeds of the observed best (:mod:`.uncertainty`);
-- where ``pacbayes-sft race`` ran (``<run>/race/*.json``, :mod:`pacbayes_sft.sweep.race`), the
+- where ``pacbayes-sft race`` ran (``<run>/race/*.json``, :mod:`pacbayes_sft.racing`), the
   race's answer on fresh test items, its ε, the test items and training seeds it used and its
   compute seconds.
 """
@@ -17,15 +17,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import defaults
 from ..bounds import is_vacuous
 from ..certify.config import item_losses
-from ..sweep.race import race_summaries
+from ..racing.files import race_summaries
 from .uncertainty import bootstrap_best, spearman
 
 RACE_COLS = ["race", "race_eps", "race_items", "race_seeds", "race_seconds"]
 
 
-def bootstrap_optimum(items: dict[tuple, dict], loss: str, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+def bootstrap_optimum(items: dict[tuple, dict], loss: str, *, n_boot: int = defaults.BEST_BUCKET_N_BOOT, seed: int = 0) -> pd.DataFrame:
     """Per (base, objective, n): the bootstrap over test items and seeds of the best bucket under
     ``loss`` (:func:`pacbayes_sft.report.uncertainty.bootstrap_best`)."""
     groups: dict[tuple, dict[str, dict[int, np.ndarray]]] = {}

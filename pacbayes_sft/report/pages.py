@@ -91,13 +91,13 @@ CERTIFIED_TWO_STAGE = (
 
 
 def _how_to_read(opt: pd.DataFrame, prior: str = "pretrained") -> list[tuple[str, str]]:
-    terms = HOW_TO_READ if prior != "data" else [(k, TWO_STAGE_TERMS.get(k, v)) for k, v in HOW_TO_READ]
+    terms = HOW_TO_READ if prior not in ("data", "two_stage") else [(k, TWO_STAGE_TERMS.get(k, v)) for k, v in HOW_TO_READ]
     return [*terms, RACE_TERM] if "race" in opt else terms
 
 
 def certified_text(prior: str = "pretrained") -> str:
-    """What is certified, for the sweep's prior (``data``: the two-stage certificate)."""
-    return CERTIFIED_TWO_STAGE if prior == "data" else CERTIFIED
+    """What is certified, for the sweep's prior (``two_stage``, formerly ``data``: the two-stage certificate)."""
+    return CERTIFIED_TWO_STAGE if prior in ("data", "two_stage") else CERTIFIED
 
 
 CSS = """

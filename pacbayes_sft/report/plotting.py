@@ -37,23 +37,23 @@ def heatmap(
     fmt: str = ".2f",
     cmap: str = "viridis",
     mark=None,
-    xlabel="",
-    ylabel="",
+    labels: tuple[str, str] = ("", ""),
     center: float | None = None,
-    hide: pd.DataFrame | None = None,
-    hide_text: str = "",
+    hide: tuple[pd.DataFrame, str] | None = None,
 ):
-    """Annotated heatmap; ``mark`` maps a row label to the column label to box in red. A map of
-    differences passes ``center=0`` so that its diverging colours put zero at the neutral colour.
-    ``hide`` (booleans shaped like ``piv``) leaves those cells uncoloured and writes ``hide_text``
-    in them instead of a number that would be misread (e.g. a vacuous bound's gap)."""
+    """Annotated heatmap; ``mark`` maps a row label to the column label to box in red; ``labels``
+    are the (x, y) axis labels. A map of differences passes ``center=0`` so that its diverging
+    colours put zero at the neutral colour. ``hide = (mask, text)`` (booleans shaped like ``piv``)
+    leaves those cells uncoloured and writes ``text`` in them instead of a number that would be
+    misread (e.g. a vacuous bound's gap)."""
     import seaborn as sns
     from matplotlib.patches import Rectangle
     from matplotlib.ticker import FormatStrFormatter
 
     # a plain colour-bar format: no "1e-5 + 9.999e-1" offset text over the panel's title
     cbar = {"format": FormatStrFormatter("%.3g")}
-    mask = None if hide is None else hide.reindex_like(piv).fillna(False).astype(bool).to_numpy()
+    hide_frame, hide_text = hide if hide is not None else (None, "")
+    mask = None if hide_frame is None else hide_frame.reindex_like(piv).fillna(False).astype(bool).to_numpy()
     every = mask is not None and mask.all()  # nothing to colour: no colour bar, no empty scale
     sns.heatmap(
         piv.fillna(0.0) if every else piv, annot=True, fmt=fmt, cmap=cmap, center=center, ax=ax, cbar=not every,
@@ -65,8 +65,8 @@ def heatmap(
         for i, j in zip(*mask.nonzero()):
             ax.text(j + 0.5, i + 0.5, hide_text, ha="center", va="center", fontsize=7, color="#333333")
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
     for r, c in (mark or {}).items():
         i, j = list(piv.index).index(r), list(piv.columns).index(c)
         ax.add_patch(Rectangle((j, i), 1, 1, fill=False, lw=3, ec="red"))

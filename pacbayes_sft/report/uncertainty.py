@@ -20,7 +20,7 @@ several, the seeds) with replacement and recomputes every bucket's mean loss:
   errors in 80% of repeated test sets (``power=0.5`` gives (z · sd(d) / mean(d))², where it
   does so in half of them). It holds the seeds fixed, and more items do not remove seed noise,
   so it is a lower estimate of what determining the optimum takes; compare it with ``n_items``.
-  :mod:`pacbayes_sft.sweep.race` spends items sequentially instead, where the buckets are close.
+  :mod:`pacbayes_sft.racing` spends items sequentially instead, where the buckets are close.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .. import defaults
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def items_needed(table: np.ndarray, best: int, level: float = 0.95, *, power: fl
 
 
 def bootstrap_best(
-    item_losses: Mapping[str, np.ndarray], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+    item_losses: Mapping[str, np.ndarray], *, n_boot: int = defaults.BEST_BUCKET_N_BOOT, level: float = 0.95, seed: int = 0
 ) -> BestBucket:
     """Bootstrap the best bucket from per-item losses.
 

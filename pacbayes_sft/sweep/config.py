@@ -28,7 +28,6 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "experiments" / "co
 
 
 TASKS = ("igsm", "dataset")
-DIFFICULTIES = tuple(MEASURES)  # the registry of sweep/difficulty.py
 
 
 @dataclass
@@ -53,7 +52,7 @@ class TaskConfig:
         "dataset: difficulty measure: a column, cot_length (response tokens), base_nll (the first base's "
         "per-token NLL of the response, nats), base_pass_rate (1 - its pass rate over 4 samples at T = 1), "
         "or irt (fitted to irt_responses).",
-        choices=DIFFICULTIES,
+        choices=MEASURES,  # the registry of sweep/difficulty.py, live: register_measure adds a choice
     )
     difficulty_column: str = option("difficulty", "dataset: the difficulty column when difficulty = column.")
     irt_responses: str = option(
@@ -196,6 +195,8 @@ class SweepConfig:
 
 
 def _check_sweep(cfg: SweepConfig) -> None:
+    if cfg.prior.kind == "grid" or cfg.prior.adapter is not None:
+        raise ValueError("prior.kind must be pretrained or two_stage in a sweep (it trains each cell's prior itself)")
     if not cfg.bases or len({b.name for b in cfg.bases}) != len(cfg.bases):
         raise ValueError("bases must be a non-empty list with unique names")
     for key in ("budgets", "seeds", "objectives"):
@@ -250,10 +251,16 @@ LATER_FIELDS = (
     ("bound", "mc_examples", None),
     ("bound", "catoni_c", 1.0),
     ("prior", "search", "ascending"),
+    ("prior", "adapter", None),
+    ("prior", "n_prior", None),
 )
 
 
 def _data_fingerprint(path: str) -> str:
+    """A data file or folder by content; an unset path ("") stays "" (Path("") is the working
+    directory, whose files must not enter the hash)."""
+    if not path:
+        return path
     p = Path(path)
     if p.is_file():
         return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
@@ -275,6 +282,8 @@ def _hashed_dict(cfg: SweepConfig) -> dict:
     # the hash, so committed run folders keep resuming.
     if d["prior"]["kind"] == "pretrained":  # the recipe of every run before the section existed
         d.pop("prior")
+    elif d["prior"]["kind"] == "two_stage":  # hashed by its old name, "data": committed folders keep resuming
+        d["prior"]["kind"] = "data"
     if d["label_free"]["source"] == 0:  # nothing collected: as before the section existed
         d.pop("label_free")
     for section, key, default in LATER_FIELDS:

@@ -2,9 +2,10 @@
 
 A measure maps a split's examples to one number each (larger = harder); the task bins those
 numbers into quantiles of the training pool. Adding a measure is one function and one line of
-:data:`MEASURES` here (and its test): the config's choices, the CLI and the loader read the
-registry. This module stays free of torch, so the config layer that names a measure does not
-load the model code; the measures that run the base model import it when they run.
+:data:`MEASURES` here (and its test), or, from a package of your own, :func:`register_measure`:
+the config's choices, the CLI and the loader read the registry. This module stays free of torch,
+so the config layer that names a measure does not load the model code; the measures that run the
+base model import it when they run.
 """
 
 from __future__ import annotations
@@ -127,5 +128,41 @@ MEASURES: dict[str, Callable[[SplitData], list[float]]] = {
 }
 """Every difficulty measure by name (the choices of ``task.difficulty``)."""
 
-NEEDS_BASE = frozenset({"base_nll", "base_pass_rate"})
+NEEDS_BASE = {"base_nll", "base_pass_rate"}
 """The measures that score examples with the first base model."""
+
+_BUILT_IN = frozenset(MEASURES)
+
+
+def register_measure(
+    name: str, fn: Callable[[SplitData], list[float]], *, needs_base: bool = False, replace: bool = False
+) -> Callable[[SplitData], list[float]]:
+    """Add the difficulty measure ``fn(split) -> one number per example (larger = harder)`` to
+    :data:`MEASURES` (and to :data:`NEEDS_BASE` when it scores with the first base model, which the
+    task then loads into ``split.model``). The config's ``task.difficulty`` accepts ``name`` from
+    then on, and the dataset loader bins by it. ValueError when ``name`` is taken (unless
+    ``replace``; a built-in measure is never replaced). Returns ``fn``."""
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(f"name must be an identifier (the value of task.difficulty), got {name!r}")
+    if not callable(fn):
+        raise ValueError(f"fn must be a callable fn(split) -> list[float], got {fn!r}")
+    if not isinstance(needs_base, bool):
+        raise ValueError(f"needs_base must be a bool, got {needs_base!r}")
+    if name in _BUILT_IN or (name in MEASURES and not replace):
+        taken = "a built-in measure" if name in _BUILT_IN else "already registered (pass replace=True)"
+        raise ValueError(f"name: the difficulty measure {name!r} is {taken}")
+    MEASURES[name] = fn
+    NEEDS_BASE.discard(name)  # a replaced measure may no longer need the base
+    if needs_base:
+        NEEDS_BASE.add(name)
+    return fn
+
+
+def unregister_measure(name: str) -> Callable[[SplitData], list[float]]:
+    """Remove and return the measure registered as ``name`` (ValueError for an unknown or built-in name)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"name: the built-in difficulty measure {name!r} cannot be removed")
+    if name not in MEASURES:
+        raise ValueError(f"name: no difficulty measure {name!r} is registered (known: {', '.join(MEASURES)})")
+    NEEDS_BASE.discard(name)
+    return MEASURES.pop(name)

@@ -1,4 +1,5 @@
-"""Sweeps that outgrow one process: every cell is one task of submitit, on Slurm or as local processes.
+"""Sweeps that outgrow one process: every cell is one task of a launcher backend — submitit, on Slurm
+or as local processes, or one added by :func:`register_launcher`.
 
 The launcher keeps at most ``resources.max_parallel`` tasks in flight and gives a free slot the
 next unfinished cell, so long cells do not hold up a fixed shard. Each task asks for the
@@ -14,12 +15,13 @@ folder started under one launcher resumes under another, or with no launcher at 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import submitit
 import torch
@@ -32,7 +34,12 @@ from .store import claim_folder, folder_config, write_failure
 
 log = logging.getLogger("pacbayes_sft.sweep")
 
-LAUNCHERS = ("local", "slurm")
+
+class Executor(Protocol):
+    """What a launcher backend builds: ``submit(fn, *args)`` starts ``fn(*args)`` somewhere and
+    returns a job with ``done() -> bool`` and ``result()`` (``fn``'s value, or raises its error)."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
 
 def run_task(out_dir: str, task_id: str, threads: int) -> str:
@@ -55,11 +62,10 @@ def run_task(out_dir: str, task_id: str, threads: int) -> str:
     return task_id
 
 
-def executor(launcher: str, folder: Path, resources: Resources) -> submitit.AutoExecutor:
-    """A submitit executor for ``launcher`` whose every task asks for ``resources``."""
-    if launcher not in LAUNCHERS:
-        raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher)
+def submitit_executor(cluster: str, folder: Path, resources: Resources) -> submitit.AutoExecutor:
+    """A submitit executor on ``cluster`` ("local" processes or "slurm") whose every task asks
+    for ``resources``; its logs go under ``folder``."""
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
     params: dict[str, Any] = {
         "name": "pacbayes-sft",
         "timeout_min": resources.timeout_min,
@@ -68,10 +74,56 @@ def executor(launcher: str, folder: Path, resources: Resources) -> submitit.Auto
     }
     if resources.gpus_per_task:
         params["gpus_per_node"] = resources.gpus_per_task
-    if launcher == "slurm" and resources.partition:
+    if cluster == "slurm" and resources.partition:
         params["slurm_partition"] = resources.partition
     ex.update_parameters(**params)
     return ex
+
+
+LAUNCHERS: dict[str, Callable[[Path, Resources], Executor]] = {
+    "local": functools.partial(submitit_executor, "local"),
+    "slurm": functools.partial(submitit_executor, "slurm"),
+}
+"""Every launcher backend by name: ``make(folder, resources) -> Executor`` (the choices of
+``pacbayes-sft sweep --launcher``)."""
+
+_BUILT_IN = frozenset(LAUNCHERS)
+
+
+def register_launcher(
+    name: str, make: Callable[[Path, Resources], Executor], *, replace: bool = False
+) -> Callable[[Path, Resources], Executor]:
+    """Add a launcher backend to :data:`LAUNCHERS`: ``make(folder, resources)`` returns an
+    :class:`Executor` (``folder``: where the backend may keep its files; every task should ask for
+    ``resources``). :func:`launch_sweep` and ``pacbayes-sft sweep --launcher name`` run each
+    unfinished cell through it, with the scheduling, retries and failure records of every
+    launcher. ValueError when ``name`` is taken (unless ``replace``; a built-in backend is never
+    replaced). Returns ``make``."""
+    if not (isinstance(name, str) and name.isidentifier()) or name == "none":
+        raise ValueError(f"name must be an identifier other than 'none' (no launcher), got {name!r}")
+    if not callable(make):
+        raise ValueError(f"make must be a callable make(folder, resources) -> executor, got {make!r}")
+    if name in _BUILT_IN or (name in LAUNCHERS and not replace):
+        taken = "a built-in launcher" if name in _BUILT_IN else "already registered (pass replace=True)"
+        raise ValueError(f"name: the launcher {name!r} is {taken}")
+    LAUNCHERS[name] = make
+    return make
+
+
+def unregister_launcher(name: str) -> Callable[[Path, Resources], Executor]:
+    """Remove and return the launcher registered as ``name`` (ValueError for an unknown or built-in name)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"name: the built-in launcher {name!r} cannot be removed")
+    if name not in LAUNCHERS:
+        raise ValueError(f"name: no launcher {name!r} is registered (known: {', '.join(LAUNCHERS)})")
+    return LAUNCHERS.pop(name)
+
+
+def executor(launcher: str, folder: Path, resources: Resources) -> Executor:
+    """The executor of the backend ``launcher`` (:data:`LAUNCHERS`) whose every task asks for ``resources``."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    return LAUNCHERS[launcher](folder, resources)
 
 
 def task_error(job: Any) -> str | None:
@@ -141,9 +193,10 @@ def launch_sweep(
     poll_s: float = 1.0,
     on_submit: Callable[[str, Any], None] | None = None,
 ) -> dict:
-    """Run (or resume) the sweep into ``out_dir`` with every unfinished cell a submitit task of
-    ``launcher`` (``local`` processes, or ``slurm``). Returns what ran, what was skipped, and the
-    cells that failed after every retry with their errors (also in ``failed/<id>.json``)."""
+    """Run (or resume) the sweep into ``out_dir`` with every unfinished cell a task of
+    ``launcher`` (submitit's ``local`` processes or ``slurm``, or a backend added by
+    :func:`register_launcher`). Returns what ran, what was skipped, and the cells that failed
+    after every retry with their errors (also in ``failed/<id>.json``)."""
     cfg = normalise_config(cfg)
     if launcher not in LAUNCHERS:  # before anything is written
         raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")

@@ -30,14 +30,14 @@ from tqdm.auto import tqdm
 
 from ..adapters import INIT_FILE, attach_adapter
 from ..bounds import is_vacuous
-from ..certify import certify, example_losses, stochastic_risk
+from ..certify import CertifySettings, certify, example_losses, stochastic_risk
 from ..certify.losses import proved_by_teacher_forcing
 from ..certify.tv_term import tv_cache
 from ..certify.two_stage import certify_two_stage, load_posterior_state, recertify_two_stage, save_posterior_state
 from ..data.tokenizer import load_tokenizer
 from ..training.evaluate import evaluate_items, slice_rows
 from ..training.models import build_model, load_causal_lm, tiny_config
-from ..training.sft import finetune
+from ..training.sft import FinetuneResult, finetune
 from .cells import Cell, cells_of, find_cell, parse_shard, select_cells
 from .config import BaseSpec, SweepConfig, normalise_config
 from .label_free import collect_cell
@@ -103,26 +103,42 @@ def read_cell(path: Path, valid: FolderState | str) -> CellRecord | None:
     return rec if ok else None
 
 
-def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> CellRecord:
-    """Fine-tune, evaluate and bound one cell; returns its record (not yet written)."""
-    cfg, t0 = ctx.cfg, time.perf_counter()
+def train_cell(ctx: SweepContext, cell: Cell, *, train: list | None = None, progress: bool = False) -> FinetuneResult:
+    """Fine-tune one cell's LoRA adapter from its seed: the training step of :func:`run_cell`, and
+    what a race calls to retrain a cell whose adapter is gone (so both train the same adapter from
+    the same examples, settings and seed).
+
+    The sweep's SFT settings with the cell's objective and seed train on the cell's examples
+    (``train``, if already drawn; else ``ctx.task.train_examples(cell)``). Under the data-dependent
+    prior (``prior.kind == "two_stage"``) only the prior's part, the first ``prior.split(n)`` examples,
+    trains P, saved under ``adapters/<cell id>/prior``; otherwise every example trains the adapter
+    saved as ``adapters/<cell id>``. Returns the fine-tuning result (its ``model`` in memory)."""
     base_dir, tok = ctx.bases[cell.base]
-    train = ctx.task.train_examples(cell)
-    sft_cfg = dataclasses.replace(cfg.sft, objective=cell.objective, seed=cell.seed, progress=progress)
+    train = ctx.task.train_examples(cell) if train is None else train
+    sft_cfg = dataclasses.replace(ctx.cfg.sft, objective=cell.objective, seed=cell.seed, progress=progress)
     prompts, responses = [p.prompt for p in train], [p.response for p in train]
+    adapter = ctx.out / "adapters" / cell.id
+    if ctx.cfg.prior.kind == "two_stage":
+        n_p = ctx.cfg.prior.split(len(train))
+        prompts, responses, adapter = prompts[:n_p], responses[:n_p], adapter / "prior"
+    return finetune(load_causal_lm(base_dir), tok, prompts, responses, sft_cfg, adapter)
+
+
+def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> CellRecord:
+    """Fine-tune (:func:`train_cell`), evaluate and bound one cell; returns its record (not yet written)."""
+    cfg, t0 = ctx.cfg, time.perf_counter()
+    _, tok = ctx.bases[cell.base]
+    train = ctx.task.train_examples(cell)
     adapter = ctx.out / "adapters" / cell.id
     clock = _Stages()
     # the TV term depends on (bucket, n, seed) only: every base and objective of one shares it
     with tv_cache(ctx.out / TV_CACHE_DIR):
-        if cfg.prior.kind == "data":
-            n_p = cfg.prior.split(len(train))
-            res = finetune(load_causal_lm(base_dir), tok, prompts[:n_p], responses[:n_p], sft_cfg, adapter / "prior")
-            clock.lap("training")
+        res = train_cell(ctx, cell, train=train, progress=progress)
+        clock.lap("training")
+        if cfg.prior.kind == "two_stage":
             cert, state = _two_stage(ctx, cell, res.model, train, adapter)
             sigma, space = state["scales"], "lora"
         else:
-            res = finetune(load_causal_lm(base_dir), tok, prompts, responses, sft_cfg, adapter)
-            clock.lap("training")
             cert = _cell_certificate(ctx, cell, res.model, train)
             sigma, space = cert.sigma.value, cfg.bound.space
     clock.lap("certificate")
@@ -170,7 +186,7 @@ def _two_stage(ctx: SweepContext, cell: Cell, model, train: list, adapter: Path)
     _, tok = ctx.bases[cell.base]
     cert, state = certify_two_stage(
         model, tok, train, ctx.task.test_set, prior=cfg.prior, bound=cfg.bound, tv=cfg.tv, evaluation=cfg.eval,
-        judge=ctx.task.judge, init=adapter / "prior" / INIT_FILE, seed=cell.seed,
+        settings=CertifySettings(judge=ctx.task.judge, init=adapter / "prior" / INIT_FILE, seed=cell.seed),
     )  # fmt: skip
     model.save_pretrained(adapter)
     shutil.copy(adapter / "prior" / INIT_FILE, adapter / INIT_FILE)
@@ -189,13 +205,13 @@ def certify_cell(run_dir: str | Path, cell_id: str, *, progress: bool = False):
         raise ValueError(f"cell {cell_id!r} has no saved adapter under {str(adapter)!r}; run the sweep first")
     ctx = sweep_context(cfg, out)
     train = ctx.task.train_examples(cell)
-    if cfg.prior.kind != "data":
+    if cfg.prior.kind != "two_stage":
         return _cell_certificate(ctx, cell, adapter, train, progress=progress)
     base_dir, tok = ctx.bases[cell.base]
     model = attach_adapter(load_causal_lm(base_dir), adapter, base_name=str(base_dir))
     return recertify_two_stage(
         model, adapter / "prior", tok, train, ctx.task.test_set, bound=cfg.bound, tv=cfg.tv, evaluation=cfg.eval,
-        judge=ctx.task.judge, state=load_posterior_state(adapter), seed=cell.seed,
+        state=load_posterior_state(adapter), settings=CertifySettings(judge=ctx.task.judge, seed=cell.seed),
     )  # fmt: skip
 
 
@@ -213,11 +229,13 @@ def _cell_certificate(ctx: SweepContext, cell: Cell, adapter, train: list, *, pr
         bound=cfg.bound,
         tv=cfg.tv,
         evaluation=cfg.eval,
-        judge=ctx.task.judge,
-        tokenizer=tok,
-        seed=cell.seed,
-        init=init if cfg.bound.space == "lora" else None,
-        progress=progress,
+        settings=CertifySettings(
+            judge=ctx.task.judge,
+            seed=cell.seed,
+            tokenizer=tok,
+            init=init if cfg.bound.space == "lora" else None,
+            progress=progress,
+        ),
     )
 
 

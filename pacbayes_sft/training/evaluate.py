@@ -8,7 +8,7 @@ Metrics per example, averaged per slice:
 - ``nll``: mean response-token negative log-likelihood (nats).
 - ``smoothed_nll``: mean of −ln((1−α)p + α/V), bounded in [0, ln(1 + (1−α)V/α)].
 - ``answer_accuracy``: batched greedy generation with a KV cache, checked by the task's judge
-  (only when a judge is given).
+  (only when a judge is given; :func:`~pacbayes_sft.lm.generation.generate_and_judge`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from .. import defaults
 from ..data.loaders import example_field
 from ..data.scorers import Judge
+from ..lm.generation import generate_and_judge, judge_texts
 from ..lm.scoring import greedy_generate, teacher_forced_metrics, teacher_forced_role_errors
 
 __all__ = ["evaluate_slices", "greedy_generate", "teacher_forced_metrics", "teacher_forced_role_errors"]
@@ -52,13 +53,13 @@ def evaluate_items(
         prompts = [example_field(e, "prompt") for e in examples]
         responses = [example_field(e, "response") for e in examples]
         tf = teacher_forced_metrics(model, tokenizer, prompts, responses, batch_size=batch_size, alpha=alpha)
-        if generate and judge is not None:
-            outs = (
-                greedy_generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens)
-                if outputs is None
-                else outputs[done : done + len(prompts)]
+        if generate and judge is not None and outputs is None:
+            judged = generate_and_judge(
+                model, tokenizer, examples, judge, max_new_tokens=max_new_tokens, batch_size=batch_size, by_length=True
             )
-            tf["answer_correct"] = [float(bool(judge(e, o))) for e, o in zip(examples, outs)]
+            tf["answer_correct"] = [float(c) for c in judged.correct]
+        elif generate and judge is not None:
+            tf["answer_correct"] = [float(c) for c in judge_texts(examples, outputs[done : done + len(prompts)], judge)]
         done += len(prompts)
         cols["slice"] += [label] * len(prompts)
         for metric, vals in tf.items():

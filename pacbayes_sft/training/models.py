@@ -36,16 +36,16 @@ def tiny_config(
     max_positions: int = 256,
     intermediate: int | None = None,
     kv_heads: int | None = None,
-    pad_id: int = 0,
-    bos_id: int = 1,
-    eos_id: int = 2,
+    special_ids: tuple[int, int, int] = (0, 1, 2),
     dropout: float | None = None,
 ) -> Any:
     """A small transformers config of the given architecture ("gpt2", "llama" or "qwen2").
 
     Llama/Qwen2 use grouped-query attention with ``kv_heads`` key/value heads (default: half the
-    heads) and tied embeddings. ``dropout=None`` keeps the architecture's default dropout.
+    heads) and tied embeddings. ``special_ids`` are the (pad, bos, eos) token ids. ``dropout=None``
+    keeps the architecture's default dropout.
     """
+    pad_id, bos_id, eos_id = special_ids
     inter = intermediate or 4 * hidden
     if arch == "gpt2":
         drop = {} if dropout is None else {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}

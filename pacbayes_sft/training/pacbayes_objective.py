@@ -23,22 +23,33 @@ or f_classic = L + √η, where L ∈ [0, 1] is a bounded surrogate of the train
   p(y | x) ≤ ½, and 1[answer wrong] ≤ 2 (1 − p(y | x)). It is the surrogate to train when the
   bound's loss is a generated answer (answer_error), which one wrong token can ruin.
 
-The prior scale σ_p must be fixed before training (e.g. a multiple of the RMS of θ₀).
+The prior scale σ_p must be fixed before training (e.g. a multiple of the RMS of θ₀). The posterior
+family itself (its parametrisation and KL) is :mod:`pacbayes_sft.posteriors.learned`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from ..adapters import _strip
 from ..config import option
 from ..lm.encoding import collate, encode
 from ..lm.teacher_forcing import token_logprobs
+from ..posteriors.learned import LearnedGaussianLoRA
+
+__all__ = [
+    "OBJECTIVES",
+    "SURROGATES",
+    "LearnedGaussianLoRA",
+    "PacBayesConfig",
+    "bounded_ce",
+    "pac_bayes_objective",
+    "sequence_error",
+    "surrogate_loss",
+    "train_pacbayes",
+]
 
 OBJECTIVES = ("quad", "classic")
 SURROGATES = ("token", "sequence")
@@ -73,114 +84,6 @@ class PacBayesConfig:
             raise ValueError(f"surrogate must be one of {SURROGATES}, got {self.surrogate!r}")
         if not 0 < self.p_min < 1:
             raise ValueError(f"p_min must lie in (0, 1), got {self.p_min!r}")
-
-
-class _Perturb(torch.nn.Module):
-    """Parametrisation W = μ + exp(ρ)·ε, with ε a buffer set by :meth:`LearnedGaussianLoRA.draw`."""
-
-    def __init__(self, rho: torch.nn.Parameter, shape: torch.Size):
-        super().__init__()
-        self.rho = rho
-        self.register_buffer("eps", torch.zeros(shape))
-
-    def forward(self, mu: torch.Tensor) -> torch.Tensor:
-        return mu + torch.exp(self.rho) * self.eps
-
-
-class LearnedGaussianLoRA(torch.nn.Module):
-    """Per-module posterior scales over the LoRA factors of a peft model (see the module docstring)."""
-
-    def __init__(self, peft_model: torch.nn.Module, prior_sigma: float, init_scale: float = 0.5, *, centre):
-        """``centre``: where the prior sits, which must not depend on the data the bound uses.
-        A mapping ``module.lora_A`` / ``module.lora_B`` → tensor: the adapter's initial factors
-        (:func:`~pacbayes_sft.adapters.load_init_factors`), or the factors of an adapter trained
-        on held-out data (a data-dependent prior). ``"current"`` takes the factors' values now,
-        which is valid only while they are still at their initialisation (a fresh adapter)."""
-        from peft.tuners.lora import LoraLayer
-        from torch.nn.utils import parametrize
-
-        super().__init__()
-        if not (isinstance(centre, str) and centre == "current") and not hasattr(centre, "keys"):
-            raise ValueError(f"centre must be 'current' or a mapping of factors, got {type(centre).__name__}")
-        self.prior_sigma = float(prior_sigma)
-        self.rho = torch.nn.ParameterDict()
-        self.names: list[str] = []
-        self.module_names: dict[str, str] = {}
-        self._init: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._weights: dict[str, tuple[torch.nn.Module, torch.nn.Module]] = {}
-        for name, layer in peft_model.named_modules():
-            if not isinstance(layer, LoraLayer):
-                continue
-            for ad in layer.active_adapters:
-                if ad not in layer.lora_A:
-                    continue
-                key = name.replace(".", "_")
-                a, b = layer.lora_A[ad], layer.lora_B[ad]
-                self.rho[key] = torch.nn.Parameter(torch.tensor(math.log(init_scale * prior_sigma)))
-                if isinstance(centre, str) and centre == "current":
-                    self._init[key] = (a.weight.detach().clone(), b.weight.detach().clone())
-                else:
-                    short = _strip(name)
-                    if short + ".lora_A" not in centre:
-                        raise ValueError(f"centre has no factors for module {short!r}")
-                    self._init[key] = (
-                        centre[short + ".lora_A"].detach().clone(),
-                        centre[short + ".lora_B"].detach().clone(),
-                    )
-                for mod in (a, b):
-                    parametrize.register_parametrization(mod, "weight", _Perturb(self.rho[key], mod.weight.shape))
-                self._weights[key] = (a, b)
-                self.names.append(key)
-                self.module_names[key] = name
-        if not self.names:
-            raise ValueError("model has no LoRA layers")
-
-    def means(self) -> list[torch.Tensor]:
-        return [
-            p
-            for a, b in self._weights.values()
-            for p in (a.parametrizations.weight.original, b.parametrizations.weight.original)
-        ]
-
-    def scales(self) -> dict[str, float]:
-        return {k: math.exp(v.item()) for k, v in self.rho.items()}
-
-    def module_scales(self) -> dict[str, float]:
-        """Posterior scale per module, keyed by the module's name in the model (for sampling)."""
-        return {self.module_names[k]: v for k, v in self.scales().items()}
-
-    def kl(self) -> torch.Tensor:
-        """KL(posterior ‖ prior) in nats (closed form, differentiable in μ and ρ)."""
-        sp2 = self.prior_sigma**2
-        total = torch.zeros((), dtype=torch.float64)
-        for key, (a, b) in self._weights.items():
-            a0, b0 = self._init[key]
-            mu_a, mu_b = a.parametrizations.weight.original, b.parametrizations.weight.original
-            d = mu_a.numel() + mu_b.numel()
-            s2 = torch.exp(2 * self.rho[key].double())
-            dist = ((mu_a - a0).double() ** 2).sum() + ((mu_b - b0).double() ** 2).sum()
-            total = total + 0.5 * (d * (s2 / sp2 - 1 + torch.log(sp2 / s2)) + dist / sp2)
-        return total
-
-    def draw(self, generator: torch.Generator | None = None, *, zero: bool = False) -> None:
-        """Set every ε to a fresh N(0, I) draw (or to 0: the posterior mean)."""
-        for a, b in self._weights.values():
-            for mod in (a, b):
-                p = mod.parametrizations.weight[0]
-                p.eps = torch.zeros_like(p.eps) if zero else torch.randn(p.eps.shape, generator=generator)
-
-    @contextmanager
-    def at_mean(self) -> Iterator[None]:
-        self.draw(zero=True)
-        yield
-
-    def remove(self) -> None:
-        """Drop the parametrisations, leaving the means as the LoRA weights."""
-        from torch.nn.utils import parametrize
-
-        for a, b in self._weights.values():
-            for mod in (a, b):
-                parametrize.remove_parametrizations(mod, "weight", leave_parametrized=False)
 
 
 def bounded_ce(logits: torch.Tensor, labels: torch.Tensor, p_min: float) -> torch.Tensor:
@@ -227,10 +130,11 @@ def train_pacbayes(peft_model, tokenizer, prompts: list[str], responses: list[st
         [{"params": post.means(), "lr": cfg.lr}, {"params": list(post.rho.values()), "lr": cfg.lr_scale}]
     )
     history = []
+    device = next(peft_model.parameters()).device
     peft_model.train()
     for _ in range(cfg.steps):
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen).tolist()
-        batch = collate([enc[i] for i in idx], tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in collate([enc[i] for i in idx], tokenizer.pad_token_id).items()}
         post.draw(gen)
         logits = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         obj = pac_bayes_objective(

@@ -84,9 +84,7 @@ def base_config(cfg: PretrainConfig, vocab_size: int, pad: int, bos: int, eos: i
         kv_heads=cfg.heads,
         intermediate=cfg.intermediate,
         max_positions=2048,
-        pad_id=pad,
-        bos_id=bos,
-        eos_id=eos,
+        special_ids=(pad, bos, eos),
         dropout=0.0,
     )
 

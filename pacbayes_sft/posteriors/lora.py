@@ -1,4 +1,4 @@
-"""Squared norms and Gaussian KLs of LoRA adapters.
+"""Squared norms and Gaussian KLs of LoRA adapters, and the scale of the parameters a prior sits at.
 
 A LoRA module adds ΔW = s·B A to a frozen weight W_pre (B ∈ R^{m×r}, A ∈ R^{r×k},
 s = lora_alpha/r, or lora_alpha/√r with rsLoRA; peft's rank_pattern/alpha_pattern set r and
@@ -39,8 +39,9 @@ from ..adapters import (
     load_adapter_state,
     load_init_factors,
     lora_factors,
+    lora_layers,
 )
-from .gaussian_kl import sum_sq_diff
+from .kl import gaussian_kl, sum_sq_diff
 
 __all__ = [
     "ADAPTER_WEIGHTS",
@@ -53,6 +54,9 @@ __all__ = [
     "lora_delta_sq_norms",
     "lora_factors",
     "lora_kl",
+    "lora_scales_kl",
+    "module_family",
+    "prior_centre_rms",
 ]
 
 
@@ -195,8 +199,8 @@ def lora_kl(
         ka, kb = f.name + ".lora_A", f.name + ".lora_B"
         if ka not in init_state:
             raise ValueError(f"init has no initial factors for module {f.name!r}")
-        a0 = init_state[ka]
-        b0 = init_state.get(kb, torch.zeros_like(f.B))
+        a0 = init_state[ka].to(f.A.device)  # saved factors load on the CPU; the adapter may sit on a GPU
+        b0 = init_state[kb].to(f.B.device) if kb in init_state else torch.zeros_like(f.B)
         if a0.shape != f.A.shape or b0.shape != f.B.shape:
             raise ValueError(
                 f"init factors for {f.name!r} have shapes {tuple(a0.shape)}, {tuple(b0.shape)}; "
@@ -227,15 +231,13 @@ def prior_centre_rms(
     if space == "delta":
         if not isinstance(model_or_adapter, torch.nn.Module):
             raise ValueError("a relative sigma grid in the 'delta' space needs the peft model (the base weights)")
-        from peft.tuners.lora import LoraLayer
-
         sq, count = 0.0, 0
-        for mname, module in model_or_adapter.named_modules():
-            if isinstance(module, LoraLayer) and (family is None or module_family(mname) == family):
+        for mname, module in lora_layers(model_or_adapter, perturbed=False):
+            if family is None or module_family(mname) == family:
                 w = module.get_base_layer().weight.detach().to(torch.float64)
                 sq, count = sq + float(w.square().sum()), count + w.numel()
         if not count:
-            raise ValueError("model has no LoRA layers")
+            raise ValueError(f"model has no LoRA layers{'' if family is None else f' of family {family!r}'}")
         return math.sqrt(sq / count)
     if space != "lora":
         raise ValueError(f"space must be 'delta' or 'lora', got {space!r}")
@@ -251,3 +253,37 @@ def prior_centre_rms(
     if not a:
         raise ValueError(f"init has no initial A factors{'' if family is None else f' for family {family!r}'}")
     return math.sqrt(sum(float(t.square().sum()) for t in a) / sum(t.numel() for t in a))
+
+
+def lora_scales_kl(posterior_mean: Any, prior_centre: Any, scales: Mapping[str, float], sigma_p: float) -> float:
+    """KL(N(Q, diag s²) ‖ N(P, σ_p² I)) over the LoRA factors, in nats, with one posterior scale
+    s_m per module m (d_m factor entries):
+
+        Σ_m ½ [ d_m (s_m²/σ_p² − 1 + ln(σ_p²/s_m²)) + (‖A_m − A_m^P‖² + ‖B_m − B_m^P‖²)/σ_p² ].
+
+    ``posterior_mean`` and ``prior_centre``: adapters (models or folders) or, for the centre, a
+    mapping of ``module.lora_A`` / ``module.lora_B`` tensors (the initial factors: a data-free
+    prior). ``scales`` is keyed by module name, with or without the peft prefix."""
+    q = {f.name: f for f in lora_factors(posterior_mean)}
+    if isinstance(prior_centre, Mapping) or (isinstance(prior_centre, (str, Path)) and Path(prior_centre).is_file()):
+        state = load_init_factors(prior_centre)
+        p = {
+            name: LoraFactor(
+                name, state[name + ".lora_A"], state.get(name + ".lora_B", torch.zeros_like(f.B)), f.scaling
+            )
+            for name, f in q.items()
+            if name + ".lora_A" in state
+        }
+    else:
+        p = {f.name: f for f in lora_factors(prior_centre)}
+    if q.keys() != p.keys():
+        raise ValueError("the posterior mean and the prior centre must adapt the same modules")
+    short = {k.removeprefix("base_model.model."): v for k, v in scales.items()}
+    missing = [k for k in q if k not in short]
+    if missing:
+        raise ValueError(f"scales has no entry for module {missing[0]!r}")
+
+    def f64(f: LoraFactor) -> list[torch.Tensor]:
+        return [f.A.double(), f.B.double()]
+
+    return float(sum(gaussian_kl(f64(q[k]), f64(p[k]), short[k], sigma_p) for k in q))

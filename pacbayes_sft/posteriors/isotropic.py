@@ -1,6 +1,7 @@
-"""Isotropic Gaussian posteriors around a LoRA-adapted model (their Monte-Carlo risk: :mod:`.mc_risk`).
+"""Isotropic Gaussian posteriors around a LoRA-adapted model, the default family of the certificate
+(:func:`isotropic_family`); their Monte-Carlo risk is :mod:`pacbayes_sft.estimators.mc_risk`.
 
-Two parameter spaces (see :mod:`pacbayes_sft.estimators.lora`):
+Two parameter spaces (see :mod:`pacbayes_sft.posteriors.lora`):
 
 - ``"lora"``: θ ~ N(θ_adapter, σ²I) over the LoRA factors A, B. A sample is drawn by adding
   σ·ε to the factors *in place*; the originals (adapter-sized, never the model's weights)
@@ -28,14 +29,18 @@ one of two Monte-Carlo schemes, both through :func:`pacbayes_sft.bounds.mc_risk_
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..adapters import lora_layers
 from ..lm.rows import row_listener
+from .base import PosteriorFamily, Prior, check_sigma
+from .kl import kl_divergence, register_kl
+from .lora import lora_kl, lora_scales_kl
 
 LAYER_SLOTS = 256
 """Adapted layers a posterior seeds apart at least (more when the model has more LoRA layers)."""
@@ -65,35 +70,6 @@ def _seed(seed: int, row: int = 0, layer: int = 0, slots: int = LAYER_SLOTS) -> 
     return ((hi & 0x7FFFFFFF) << 32) | ((lo + row * slots + layer) % 2**32)
 
 
-def _check_sigma(sigma) -> float:
-    try:
-        s = float(sigma)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"sigma must be a number >= 0, got {sigma!r}") from exc
-    if not math.isfinite(s) or s < 0:
-        raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}")
-    return s
-
-
-def _lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """The model's LoRA layers; ValueError for those a posterior cannot perturb as its KL counts
-    them (embedding LoRA, DoRA, an adapter merged into the base weights)."""
-    from peft.tuners.lora import LoraLayer
-
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
-    if not layers:
-        raise ValueError("model has no LoRA layers (pass a peft model)")
-    for name, layer in layers:
-        for ad in layer.active_adapters:
-            if ad in getattr(layer, "lora_embedding_A", {}):
-                raise ValueError(f"model: LoRA on the embedding {name!r} is not supported by the posterior")
-            if ad in getattr(layer, "lora_magnitude_vector", {}) or getattr(layer, "use_dora", {}).get(ad):
-                raise ValueError(f"model: DoRA adapter on {name!r} is not supported (its update is not s·BA)")
-        if getattr(layer, "merged", False):
-            raise ValueError(f"model: the adapter of {name!r} is merged into the base weights; unmerge it first")
-    return layers
-
-
 class GaussianPosterior:
     """Isotropic Gaussian posterior N(mean, σ²I) around a peft LoRA model.
 
@@ -103,7 +79,12 @@ class GaussianPosterior:
             mapping module name → σ (per-module posterior scales, e.g. learned ones).
         space: "lora" (noise on the adapter factors) or "delta" (noise on the adapted weights).
         seed: base seed; sample j uses a seed derived from (seed, j).
+
+    Every batch row can carry its own draw (:meth:`sample_rows`: ``per_row`` is True), and
+    :meth:`kl` is the closed form against a :class:`~pacbayes_sft.posteriors.base.Prior`.
     """
+
+    per_row = True
 
     def __init__(
         self, model: torch.nn.Module, sigma: float | Mapping[str, float], space: str = "delta", *, seed: int = 0
@@ -112,15 +93,15 @@ class GaussianPosterior:
             raise ValueError(f"space must be 'lora' or 'delta', got {space!r}")
         self.scales = None
         if isinstance(sigma, Mapping):  # per-module scales: module name -> sigma
-            self.scales = {k: _check_sigma(v) for k, v in sigma.items()}
+            self.scales = {k: check_sigma(v) for k, v in sigma.items()}
             s = float(np.mean(list(self.scales.values())))
         else:
-            s = _check_sigma(sigma)
+            s = check_sigma(sigma)
         self.model = model
         self.sigma = s
         self.space = space
         self.seed = int(seed)
-        self._layers = _lora_layers(model)
+        self._layers = lora_layers(model)
         self._slots = max(LAYER_SLOTS, len(self._layers))  # (row, layer) -> row * slots + layer
 
     def _lora_params(self) -> list[tuple[torch.nn.Parameter, float]]:
@@ -141,6 +122,10 @@ class GaussianPosterior:
             if key in self.scales:
                 return self.scales[key]
         raise ValueError(f"sigma has no entry for module {name!r}")
+
+    def kl(self, prior: Prior) -> float:
+        """KL(self ‖ prior) in nats (:func:`~pacbayes_sft.posteriors.kl.kl_divergence`)."""
+        return kl_divergence(self, prior)
 
     @contextmanager
     def sample(self, index: int) -> Iterator[torch.nn.Module]:
@@ -299,3 +284,46 @@ def _row_factor_hook(rows: dict, key: str, spec: str):
 def _check_rows(x: torch.Tensor, rows: int) -> None:
     if x.shape[0] != rows:
         raise ValueError(f"sample_rows was given {rows} sample indices but the batch has {x.shape[0]} rows")
+
+
+@register_kl(GaussianPosterior, Prior)
+def _kl_gaussian(q: GaussianPosterior, p: Prior) -> float:
+    """KL(N(θ_q, s²I) ‖ N(centre, σ_p²I)) in nats over q's space.
+
+    When the prior takes the posterior's scale (``p.sigma`` None, or equal to q's one σ) this is
+    ‖θ_q − centre‖²/(2σ²) per module (:func:`~pacbayes_sft.posteriors.lora.lora_kl`); with scales
+    that differ (per-module posterior scales s_m, e.g. learned ones) the variance term
+    ½ d_m (s_m²/σ_p² − 1 + ln(σ_p²/s_m²)) is added per module
+    (:func:`~pacbayes_sft.posteriors.lora.lora_scales_kl`; "lora" space only)."""
+    scales = None if q.scales is None else {k.removeprefix("base_model.model."): v for k, v in q.scales.items()}
+    if p.sigma is None or (scales is None and q.sigma == p.sigma):
+        return lora_kl(q.model, q.sigma if scales is None else scales, q.space, init=p.init, prior=p.centre)
+    if q.space != "lora":
+        raise ValueError(
+            f"a prior scale ({p.sigma!r}) other than the posterior's is supported in the 'lora' space only, "
+            f"got space {q.space!r}"
+        )
+    centre = p.centre if p.centre is not None else p.init
+    if centre is None:
+        raise ValueError("prior.init (the adapter's initial factors) or prior.centre is required in the 'lora' space")
+    if scales is None:
+        scales = {name.removeprefix("base_model.model."): q.sigma for name, _ in q._layers}
+    return lora_scales_kl(q.model, centre, scales, p.sigma)
+
+
+def isotropic_family(
+    model: torch.nn.Module, space: str, grid: Sequence[float], *, init: Any = None, prior: Any = None
+) -> PosteriorFamily:
+    """The default family of the certificate: N(θ_adapter, σ²I) in ``space`` for every σ of
+    ``grid``, against the prior N(centre, σ²I) of the same σ — centred at the pretrained weights
+    ("delta"), at the initial factors ``init`` ("lora"), or at the adapter ``prior`` (a
+    data-dependent prior, trained on examples the bound does not use). A σ may also be a mapping
+    module name → σ (the per-module-family search)."""
+    if space not in ("lora", "delta"):
+        raise ValueError(f"space must be 'lora' or 'delta', got {space!r}")
+    centre = Prior(sigma=None, centre=prior, init=init)
+
+    def kl(sigma: Any) -> float:
+        return GaussianPosterior(model, sigma, space).kl(centre)
+
+    return PosteriorFamily(space, list(grid), lambda sigma, seed: GaussianPosterior(model, sigma, space, seed=seed), kl)

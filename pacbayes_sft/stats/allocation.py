@@ -14,7 +14,7 @@ Confidence: one interval [lower, upper] of θ_ab per pair and look, by the metho
 
 ``"betting"`` (the default): per pair a time-uniform confidence sequence, the predictable plug-in
 empirical-Bernstein one of Waudby-Smith & Ramdas (2023, JRSS-B, Thm 2; bets fixed per round;
-construction and proof in :mod:`~pacbayes_sft.sweep.confidence`) on x_i = (d_i + 1)/2 ∈ [0, 1], the
+construction and proof in :mod:`~pacbayes_sft.stats.confidence`) on x_i = (d_i + 1)/2 ∈ [0, 1], the
 pair's shared items in schedule order, at α = δ/(K − 1) two-sided (α/2 a side), δ = 1 − level:
 
     θ_ab ∈ [2 L_r − 1, 2 U_r − 1],   L_r, U_r = (Σ λ_i x_i ∓ (ln(2/α) + Σ v_i ψ_E(λ_i))) / Σ λ_i,
@@ -55,70 +55,23 @@ an ε-tie has μ_a − μ_{b*} ≤ upper_{a b*} ≤ ε; so each answer is right 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .confidence import BettingState, difference_interval, paired_state
+from ..defaults import RACE_EPSILON, RACE_LEVEL, RACE_MAX_ITEMS, RACE_ROUND_ITEMS
+from ._validate import check_count, check_open_unit
+from .confidence import BettingState, difference_interval, look_delta, paired_interval, paired_state
 
 STOP_REASONS = ("best", "epsilon_tie", "cap")
 CONFIDENCES = ("betting", "bernstein")  # interval methods: the default first; a result without one used the second
-
-
-def _check_unit(value: float, name: str) -> float:
-    if not (isinstance(value, (int, float)) and 0 < value < 1):
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
-    return float(value)
-
-
-def _check_count(value: int, name: str, least: int) -> int:
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least):
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    return int(value)
 
 
 def _check_confidence(value: str) -> str:
     if value not in CONFIDENCES:
         raise ValueError(f"confidence must be one of {CONFIDENCES}, got {value!r}")
     return value
-
-
-def look_delta(level: float, look: int, n_buckets: int) -> float:
-    """δ_t = (1 − level) / ((K − 1) · t (t + 1)): one pair's share of the failure probability at
-    look t = 1, 2, … among K buckets (summing to 1 − level over all looks and the K − 1 pairs with
-    the best)."""
-    level = _check_unit(level, "level")
-    look = _check_count(look, "look", 1)
-    n_buckets = _check_count(n_buckets, "n_buckets", 2)
-    return (1 - level) / ((n_buckets - 1) * look * (look + 1))
-
-
-def bernstein_half_width(variance: float, n: int, delta: float) -> float:
-    """w = sqrt(2 V ln(2/δ) / n) + 14 ln(2/δ) / (3 (n − 1)): the empirical-Bernstein half-width of
-    the mean of n differences in [−1, 1] with sample variance V (Maurer & Pontil 2009, Thm 4, on
-    (d + 1)/2), one-sided at δ on each side; inf below two items."""
-    delta = _check_unit(delta, "delta")
-    if not (math.isfinite(variance) and variance >= 0):
-        raise ValueError(f"variance must be a finite number >= 0, got {variance!r}")
-    if n < 2:
-        return math.inf
-    log_term = math.log(2 / delta)
-    return math.sqrt(2 * variance * log_term / n) + 14 * log_term / (3 * (n - 1))
-
-
-def paired_interval(d: np.ndarray, delta: float) -> tuple[float, float, float]:
-    """(mean, lower, upper) of the paired differences ``d`` (in [−1, 1]) at δ on each side,
-    by :func:`bernstein_half_width`."""
-    d = np.asarray(d, dtype=float)
-    if d.ndim != 1 or not np.isfinite(d).all() or (np.abs(d) > 1).any():
-        raise ValueError("d must be a one-dimensional array of finite differences in [-1, 1]")
-    if d.size == 0:
-        return math.nan, -math.inf, math.inf
-    mean = float(d.mean())
-    w = bernstein_half_width(float(d.var(ddof=1)) if d.size > 1 else 0.0, d.size, delta)
-    return mean, mean - w, mean + w
 
 
 @dataclass(frozen=True)
@@ -220,17 +173,17 @@ class PairedRace:
 
     def __init__(
         self,
-        epsilon: float = 0.02,
-        level: float = 0.95,
-        round_items: int = 200,
-        max_items: int = 4000,
+        epsilon: float = RACE_EPSILON,
+        level: float = RACE_LEVEL,
+        round_items: int = RACE_ROUND_ITEMS,
+        max_items: int = RACE_MAX_ITEMS,
         *,
         confidence: str = "betting",
     ):
-        self.epsilon = _check_unit(epsilon, "epsilon")
-        self.level = _check_unit(level, "level")
-        self.round_items = _check_count(round_items, "round_items", 1)
-        self.max_items = _check_count(max_items, "max_items", 2)
+        self.epsilon = check_open_unit(epsilon, "epsilon")
+        self.level = check_open_unit(level, "level")
+        self.round_items = check_count(round_items, "round_items", 1)
+        self.max_items = check_count(max_items, "max_items", 2)
         self.confidence = _check_confidence(confidence)
         self._states: dict[tuple[str, str], BettingState] = {}  # "betting": one sequence per pair
         self.buckets_: list[str] = []
@@ -380,17 +333,17 @@ def run_race(
     draw: Callable[[list[str], int, int], Mapping[str, Sequence[float]]],
     buckets: Sequence[str],
     *,
-    first_items: int = 200,
-    epsilon: float = 0.02,
-    level: float = 0.95,
-    round_items: int = 200,
-    max_items: int = 4000,
+    first_items: int = RACE_ROUND_ITEMS,
+    epsilon: float = RACE_EPSILON,
+    level: float = RACE_LEVEL,
+    round_items: int = RACE_ROUND_ITEMS,
+    max_items: int = RACE_MAX_ITEMS,
     confidence: str = "betting",
 ) -> RaceResult:
     """Run a race to its stop: ``draw(contenders, round, n_items)`` returns the losses of a fresh
     round (the first has ``first_items`` items, every later one ``round_items``) for exactly the
     contenders, on shared items; ``confidence`` the interval method (:data:`CONFIDENCES`)."""
-    first_items = _check_count(first_items, "first_items", 2)
+    first_items = check_count(first_items, "first_items", 2)
     if len(set(buckets)) != len(buckets) or len(buckets) < 2:
         raise ValueError(f"buckets must be at least two distinct names, got {list(buckets)!r}")
     race = PairedRace(epsilon=epsilon, level=level, round_items=round_items, max_items=max_items, confidence=confidence)

@@ -20,7 +20,7 @@ stream, and no problem seed, is shared between the test set, the two schemes and
 from __future__ import annotations
 
 from ..data.igsm import IGSMConfig, Problem, generate
-from .config import SweepConfig
+from ..sweep.config import SweepConfig
 
 SEED_OFFSET = 1_000_000
 ITEM_SCHEMES = ("stratified", "mixed")

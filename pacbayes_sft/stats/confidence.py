@@ -37,6 +37,10 @@ over the two sides gives α. Holding at every round end at once, it holds at a s
 the running intersection holds as well. Within the first round (stratified case) the sequence is
 not a bound, so only round ends are reported. The estimates only set λ: a σ̂² that overstates the
 variance (stratified items) costs width, never validity.
+
+The older method, kept for races started with it: :func:`paired_interval`, an empirical-Bernstein
+interval of a paired mean (Maurer & Pontil 2009, Thm 4) at the look's share :func:`look_delta` of
+δ (a union bound over looks); :mod:`~pacbayes_sft.stats.allocation` says how a race uses either.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+
+from ._validate import check_count, check_open_unit
 
 BET_CAP = 0.5
 """c: the largest bet (Waudby-Smith & Ramdas suggest 1/2 or 3/4; any c < 1 is valid)."""
@@ -161,3 +167,39 @@ def paired_state(state: BettingState, d: np.ndarray) -> tuple[BettingState, tupl
 def difference_interval(state: BettingState) -> tuple[float, float, float]:
     """(mean, lower, upper) of E d for a sequence fed x = (d + 1)/2: 2·(x̄, lower, upper) − 1."""
     return 2 * state.mean - 1, 2 * state.lower - 1, 2 * state.upper - 1
+
+
+def look_delta(level: float, look: int, n_buckets: int) -> float:
+    """δ_t = (1 − level) / ((K − 1) · t (t + 1)): one pair's share of the failure probability at
+    look t = 1, 2, … among K buckets (summing to 1 − level over all looks and the K − 1 pairs with
+    the best)."""
+    level = check_open_unit(level, "level")
+    look = check_count(look, "look", 1)
+    n_buckets = check_count(n_buckets, "n_buckets", 2)
+    return (1 - level) / ((n_buckets - 1) * look * (look + 1))
+
+
+def bernstein_half_width(variance: float, n: int, delta: float) -> float:
+    """w = sqrt(2 V ln(2/δ) / n) + 14 ln(2/δ) / (3 (n − 1)): the empirical-Bernstein half-width of
+    the mean of n differences in [−1, 1] with sample variance V (Maurer & Pontil 2009, Thm 4, on
+    (d + 1)/2), one-sided at δ on each side; inf below two items."""
+    delta = check_open_unit(delta, "delta")
+    if not (math.isfinite(variance) and variance >= 0):
+        raise ValueError(f"variance must be a finite number >= 0, got {variance!r}")
+    if n < 2:
+        return math.inf
+    log_term = math.log(2 / delta)
+    return math.sqrt(2 * variance * log_term / n) + 14 * log_term / (3 * (n - 1))
+
+
+def paired_interval(d: np.ndarray, delta: float) -> tuple[float, float, float]:
+    """(mean, lower, upper) of the paired differences ``d`` (in [−1, 1]) at δ on each side,
+    by :func:`bernstein_half_width`."""
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 1 or not np.isfinite(d).all() or (np.abs(d) > 1).any():
+        raise ValueError("d must be a one-dimensional array of finite differences in [-1, 1]")
+    if d.size == 0:
+        return math.nan, -math.inf, math.inf
+    mean = float(d.mean())
+    w = bernstein_half_width(float(d.var(ddof=1)) if d.size > 1 else 0.0, d.size, delta)
+    return mean, mean - w, mean + w

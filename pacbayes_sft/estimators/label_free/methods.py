@@ -1,4 +1,4 @@
-"""Label-free estimates of a model's test error from its answers and confidences on test prompts.
+"""The confidence- and agreement-based label-free estimators: ATC, DoC and seed disagreement.
 
 Inputs are per-item arrays (numpy only, no model): a labelled *source* sample from the training
 distribution (problems the model did not train on) gives confidences c_i ∈ [0, 1] and correctness
@@ -24,34 +24,15 @@ only, never the assumption.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .. import defaults
-from ..bounds.domain_adaptation import (
-    LabelFreeEstimate,
-    PosteriorDraws,
-    as_binary,
-    disagreement_form_2013,
-    half_disagreement_lower,
-    joint_error_form_2016,
-    per_item_disagreement,
-    proportion_interval,
-)
+from ... import defaults
+from ...bounds.domain_adaptation import LabelFreeEstimate, PosteriorDraws, as_binary, per_item_disagreement
 
-__all__ = [
-    "ATC",
-    "ESTIMATORS",
-    "DoC",
-    "LabelFreeEstimate",
-    "LabelFreeInputs",
-    "label_free_estimates",
-    "seed_disagreement",
-]
+__all__ = ["ATC", "DoC", "LabelFreeEstimate", "atc_threshold", "seed_disagreement"]
 
 _CHUNK = 128  # bootstrap resamples drawn at a time (memory: chunk × n values)
 
@@ -85,7 +66,7 @@ def seed_disagreement(
     answers: Sequence[Sequence[Any]],
     *,
     level: float = 1.0 - defaults.DELTA,
-    n_boot: int = 1000,
+    n_boot: int = defaults.LABEL_FREE_N_BOOT,
     random_state: int = 0,
     name: str = "seed_disagreement",
 ) -> LabelFreeEstimate:
@@ -146,7 +127,9 @@ def _atc_predict(target_conf: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.nd
 class _SourceFit:
     """Shared parts of :class:`ATC` and :class:`DoC`: settings, fit on a labelled source sample."""
 
-    def __init__(self, level: float = 1.0 - defaults.DELTA, n_boot: int = 1000, random_state: int = 0) -> None:
+    def __init__(
+        self, level: float = 1.0 - defaults.DELTA, n_boot: int = defaults.LABEL_FREE_N_BOOT, random_state: int = 0
+    ) -> None:
         _check_settings(level, n_boot, random_state)
         self.level = float(level)
         self.n_boot = n_boot
@@ -263,125 +246,3 @@ class DoC(_SourceFit):
                 "n_target": float(conf.size),
             },
         )
-
-
-@dataclass(frozen=True)
-class LabelFreeInputs:
-    """Every per-item array the label-free estimators read (what a sweep cell can store).
-
-    - ``target_conf``: the adapter's confidence on each test prompt;
-    - ``source_conf``, ``source_correct``: its confidence and 0/1 correctness on each labelled
-      source item (training-distribution problems it did not train on);
-    - ``source_draws``: k posterior draws' answers and correctness per source item;
-    - ``target_draws``: k posterior draws' answers per test prompt;
-    - ``seed_answers``: the answers of k independently trained adapters (runs × test prompts);
-    - ``tv``: (estimate, lower confidence bound at δ/2 or less) of the classifier TV between the
-      source and the test prompts (a sweep cell's ``tv``, ``tv_lower`` qualify: δ_TV = 0.2 δ).
-    """
-
-    target_conf: Sequence[float] | None = None
-    source_conf: Sequence[float] | None = None
-    source_correct: Sequence[int] | None = None
-    source_draws: PosteriorDraws | None = None
-    target_draws: PosteriorDraws | None = None
-    seed_answers: Sequence[Sequence[Any]] | None = None
-    tv: tuple[float, float] | None = None
-
-
-ESTIMATORS: dict[str, tuple[str, ...]] = {
-    "no_shift": ("source_correct",),
-    "two_gap_tv": ("source_correct", "tv"),
-    "atc": ("source_conf", "source_correct", "target_conf"),
-    "doc": ("source_conf", "source_correct", "target_conf"),
-    "da_2013": ("source_draws", "target_draws"),
-    "da_2016": ("source_draws", "target_draws"),
-    "half_disagreement": ("target_draws",),
-    "gde_posterior": ("target_draws",),
-    "seed_disagreement": ("seed_answers",),
-}
-"""Every estimator :func:`label_free_estimates` knows, and the inputs it needs."""
-
-
-def _source_rows(inputs: LabelFreeInputs, delta: float) -> dict[str, LabelFreeEstimate]:
-    """The rows "no_shift" (the source error as the test error) and "two_gap_tv" (source error + TV)."""
-    wrong = 1 - as_binary(inputs.source_correct, "source_correct")
-    r, lo, hi = proportion_interval(wrong, delta, "source error")
-    rows = {
-        "no_shift": LabelFreeEstimate(
-            name="no_shift",
-            estimate=r,
-            lower=lo,
-            upper=hi,
-            level=1.0 - delta,
-            certified=False,
-            assumptions="the test prompts come from the training distribution (no shift); Clopper–Pearson "
-            "on the source error",
-            details={"n_source": float(wrong.size)},
-        )
-    }
-    if inputs.tv is not None:
-        tv, tv_lo = (float(x) for x in inputs.tv)
-        if not (0.0 <= tv_lo <= 1.0 and 0.0 <= tv <= 1.0):
-            raise ValueError(f"tv must be (estimate, lower) in [0, 1], got {inputs.tv!r}")
-        r, lo, hi = proportion_interval(wrong, delta / 2, "source error")
-        rows["two_gap_tv"] = LabelFreeEstimate(
-            name="two_gap_tv",
-            estimate=min(1.0, r + tv),
-            lower=min(1.0, lo + tv_lo),
-            upper=min(1.0, hi + tv),
-            level=1.0 - delta,
-            certified=False,
-            assumptions="R_S + TV (the paper's G_ext, loss in [0, 1]): a bound only with the true TV, but TV is a "
-            "classifier proxy with no upper confidence bound; interval [R_S lower + TV lower, R_S upper + TV "
-            "estimate], δ/2 on R_S and at most δ/2 on the TV lower bound",
-            details={"source_error": r, "tv": tv, "tv_lower": tv_lo, "n_source": float(wrong.size)},
-        )
-    return rows
-
-
-def label_free_estimates(
-    inputs: LabelFreeInputs,
-    *,
-    names: Sequence[str] | None = None,
-    delta: float = defaults.DELTA,
-    beta: float = 1.0,
-    q: float = math.inf,
-    n_boot: int = 1000,
-    random_state: int = 0,
-) -> list[LabelFreeEstimate]:
-    """The estimators ``names`` (default: every one of :data:`ESTIMATORS` whose inputs are given)
-    on ``inputs``, each with its own interval at 1 − δ (not simultaneous across rows)."""
-    if not isinstance(inputs, LabelFreeInputs):
-        raise ValueError(f"inputs must be a LabelFreeInputs, got {type(inputs).__name__}")
-    if not (isinstance(delta, (int, float)) and 0.0 < delta < 1.0):
-        raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
-    if isinstance(names, str):
-        raise ValueError(f"names must be a list of estimator names, got the string {names!r}")
-    have = {k for k in LabelFreeInputs.__dataclass_fields__ if getattr(inputs, k) is not None}
-    if names is None:
-        names = [n for n, need in ESTIMATORS.items() if set(need) <= have]
-    for n in names:
-        if n not in ESTIMATORS:
-            raise ValueError(f"names: unknown estimator {n!r} (known: {', '.join(ESTIMATORS)})")
-        missing = [k for k in ESTIMATORS[n] if k not in have]
-        if missing:
-            raise ValueError(f"names: estimator {n!r} needs {', '.join(missing)}")
-    level = 1.0 - delta
-    boot = {"level": level, "n_boot": n_boot, "random_state": random_state}
-    src = (
-        _source_rows(inputs, delta)
-        if inputs.source_correct is not None and set(names) & {"no_shift", "two_gap_tv"}
-        else {}
-    )
-    make = {
-        "no_shift": lambda: src["no_shift"],
-        "two_gap_tv": lambda: src["two_gap_tv"],
-        "atc": lambda: ATC(**boot).fit(inputs.source_conf, inputs.source_correct).predict(inputs.target_conf),
-        "doc": lambda: DoC(**boot).fit(inputs.source_conf, inputs.source_correct).predict(inputs.target_conf),
-        "da_2013": lambda: disagreement_form_2013(inputs.source_draws, inputs.target_draws, delta=delta),
-        "da_2016": lambda: joint_error_form_2016(inputs.source_draws, inputs.target_draws, beta=beta, q=q, delta=delta),
-        "half_disagreement": lambda: half_disagreement_lower(inputs.target_draws, delta=delta),
-        "gde_posterior": lambda: seed_disagreement(inputs.target_draws.answers, name="gde_posterior", **boot),
-        "seed_disagreement": lambda: seed_disagreement(inputs.seed_answers, **boot),
-    }
-    return [make[n]() for n in names]

@@ -1,0 +1,115 @@
+"""Target risk by reweighting a labelled pool: simulations with known truth, the overlap warning, bad input."""
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from pacbayes_sft.estimators.target_risk import (
+    DensityRatioWeights,
+    SliceWeights,
+    effective_sample_size,
+    simplex_least_squares,
+)
+
+WORDS = "apple banana cherry dog egg fig grape house ice jam kite lemon".split()
+P_ERR = np.linspace(0.1, 0.8, 8)  # true error of each slice (op 1..8)
+SKEWED = np.arange(1, 9) / 36.0  # a target weighted toward hard ops
+
+
+def _prompt(rng, op: int) -> str:
+    parts = [f"{rng.choice(WORDS)} = {rng.integers(1, 20)} ." for _ in range(op)]
+    return " ".join(parts) + f" what is {rng.choice(WORDS)} ?"
+
+
+def _sample(rng, n: int, shares: np.ndarray):
+    drawn = rng.choice(np.arange(1, 9), size=n, p=shares)
+    return [_prompt(rng, int(o)) for o in drawn], drawn
+
+
+@pytest.fixture(scope="module")
+def world():
+    rng = np.random.default_rng(0)
+    pool, pool_ops = _sample(rng, 800, np.full(8, 1 / 8))
+    errors = (rng.random(800) < P_ERR[pool_ops - 1]).astype(float)
+    target, target_ops = _sample(rng, 400, SKEWED)
+    shares = np.bincount(target_ops, minlength=9)[1:] / len(target_ops)  # the target's realised shares
+    return pool, pool_ops, errors, target, float(SKEWED @ P_ERR), shares
+
+
+def test_effective_sample_size_closed_forms():
+    assert effective_sample_size(np.ones(50)) == pytest.approx(50.0)
+    assert effective_sample_size(np.r_[1.0, np.zeros(9)]) == pytest.approx(1.0)
+    w = np.array([1.0, 2.0, 3.0])
+    assert effective_sample_size(w) == pytest.approx(36.0 / 14.0)
+    with pytest.raises(ValueError, match="weights"):
+        effective_sample_size(np.array([1.0, -1.0]))
+
+
+def test_simplex_least_squares_matches_a_constrained_solver():
+    rng = np.random.default_rng(1)
+    m = rng.random((4, 4)) + 2 * np.eye(4)
+    m /= m.sum(axis=0)
+    pi = np.array([0.1, 0.2, 0.3, 0.4])
+    assert simplex_least_squares(m, m @ pi) == pytest.approx(pi, abs=1e-6)
+    mu = rng.dirichlet(np.ones(4))  # not exactly reachable: compare with SLSQP on the simplex
+    ours = simplex_least_squares(m, mu)
+    ref = minimize(
+        lambda p: np.sum((m @ p - mu) ** 2), np.full(4, 0.25), method="SLSQP", bounds=[(0, 1)] * 4,
+        constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1}], options={"ftol": 1e-14},
+    ).x
+    assert ours.sum() == pytest.approx(1.0) and np.all(ours >= 0)
+    assert np.sum((m @ ours - mu) ** 2) <= np.sum((m @ ref - mu) ** 2) + 1e-8
+
+
+def test_slice_weights_recover_the_target_shares_and_risk(world):
+    pool, pool_ops, errors, target, truth, shares = world
+    est = SliceWeights(features="structure").fit(pool, pool_ops, target)
+    assert est.target_shares_ == pytest.approx(shares, abs=0.02)
+    r = est.risk(errors, n_boot=300)
+    # against the same pool reweighted with the target's true shares, the estimated shares cost little
+    oracle = float(shares @ np.array([errors[pool_ops == k].mean() for k in range(1, 9)]))
+    assert abs(r.estimate - oracle) < 0.015
+    assert abs(errors.mean() - truth) > 0.08  # the unweighted pool is far off: the test can fail
+    assert r.lower <= truth <= r.upper and not r.certified
+    assert est.overlap_ok_ and r.details["overlap_ok"] == 1.0
+
+
+def test_density_ratio_moves_the_pool_error_toward_the_target(world):
+    pool, pool_ops, errors, target, _, shares = world
+    est = DensityRatioWeights(features="structure").fit(pool, target)
+    assert est.weights_.mean() == pytest.approx(1.0)
+    # the weights follow the slice ratio SKEWED / uniform: larger on hard ops
+    by_op = np.array([est.weights_[pool_ops == k].mean() for k in range(1, 9)])
+    assert np.all(np.diff(by_op) > 0)
+    r = est.risk(errors, n_boot=300)
+    oracle = float(shares @ np.array([errors[pool_ops == k].mean() for k in range(1, 9)]))
+    assert abs(r.estimate - oracle) < 0.04 < abs(errors.mean() - oracle)
+    assert r.lower <= r.estimate <= r.upper and 0 < r.details["ess_fraction"] <= 1
+
+
+def test_a_target_outside_the_pool_support_raises_the_overlap_warning(world):
+    pool, pool_ops, errors, _, _, _ = world
+    rng = np.random.default_rng(5)
+    far = [_prompt(rng, 12) for _ in range(200)]  # op 12 against an op 1-8 pool
+    for est in (DensityRatioWeights(features="structure").fit(pool, far), SliceWeights(features="structure").fit(pool, pool_ops, far)):
+        assert not est.overlap_ok_ and "outside the pool's support" in est.warning_
+        r = est.risk(errors, n_boot=50)
+        assert "WARNING, poor overlap" in r.assumptions and r.details["overlap_ok"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda p, s, e, t: SliceWeights().fit(p, np.ones(len(p)), t), "pool_slices.*at least 2 slices"),
+        (lambda p, s, e, t: SliceWeights().fit(p, s[:-1], t), "pool_slices must hold one slice"),
+        (lambda p, s, e, t: DensityRatioWeights().fit(p, ["", "  "]), "target_prompts: every prompt is empty"),
+        (lambda p, s, e, t: DensityRatioWeights().fit(p, "one prompt"), "target_prompts must be a nonempty list"),
+        (lambda p, s, e, t: DensityRatioWeights().risk(e), "not fitted"),
+        (lambda p, s, e, t: DensityRatioWeights(features="structure").fit(p, t).risk(e[:-1]), "pool_errors must hold one error"),
+        (lambda p, s, e, t: DensityRatioWeights(n_splits=1), "n_splits"),
+    ],
+)
+def test_bad_input_names_the_argument(world, call, match):
+    pool, pool_ops, errors, target, _, _ = world
+    with pytest.raises(ValueError, match=match):
+        call(pool, pool_ops, errors, target)
