@@ -207,7 +207,7 @@ def test_certify_errors(run, tmp_path, capsys):
 def test_ties_in_the_bound_go_to_the_largest_sigma():
     import pandas as pd
 
-    from pacbayes_sft.certify import choose_sigma
+    from pacbayes_sft.certify.engine import choose_sigma
 
     cfg = BoundConfig(sigmas=[1e-3, 1e-2, 3e-2])
     saturated = pd.DataFrame({"sigma": cfg.sigmas, "seeger": [1.0, 1.0, 1.0], "mc_mean_risk": [0.1] * 3})
@@ -221,7 +221,7 @@ def test_relative_sigma_grid_is_a_multiple_of_the_adapted_weights_rms(run):
     import torch
     from peft import PeftModel
 
-    from pacbayes_sft.certify import sigma_grid
+    from pacbayes_sft.certify.engine import sigma_grid
     from pacbayes_sft.training.models import load_causal_lm
 
     root, _, _ = run
@@ -240,7 +240,7 @@ def test_relative_sigma_grid_is_a_multiple_of_the_adapted_weights_rms(run):
 def test_stratified_cap_keeps_every_slice_and_is_not_a_prefix():
     from collections import Counter
 
-    from pacbayes_sft.certify import capped
+    from pacbayes_sft.certify.tv_term import capped
 
     texts = [f"op{op} #{i}" for op in range(1, 9) for i in range(40)]  # sorted by op, as a test set is
     ops = [op for op in range(1, 9) for _ in range(40)]

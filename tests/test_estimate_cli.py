@@ -14,8 +14,8 @@ import torch
 
 import pacbayes_sft
 from pacbayes_sft.bounds import LabelFreeEstimate
-from pacbayes_sft.certify import EvalConfig, LabelFreeConfig, TVConfig, estimate_test_risk, load_checked
-from pacbayes_sft.certify.label_free import COLUMNS
+from pacbayes_sft.certify import EvalConfig, LabelFreeConfig, TVConfig, estimate_test_risk
+from pacbayes_sft.certify.label_free import COLUMNS, load_checked
 from pacbayes_sft.cli import main
 from pacbayes_sft.cli.estimate import _held_out_source
 from pacbayes_sft.data import generate

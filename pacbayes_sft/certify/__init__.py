@@ -25,7 +25,6 @@ from .certificate import (
     KLTerm,
     SigmaChoice,
     TVTerm,
-    numbers,
 )
 from .config import (
     DEFAULT_SIGMA_MULTIPLES,
@@ -41,24 +40,13 @@ from .config import (
 
 _LAZY = {
     "api": ("certify",),
-    "engine": (
-        "DeltaPlan",
-        "GridOptions",
-        "PosteriorFamily",
-        "certificate_core",
-        "choose_sigma",
-        "family_sigma_table",
-        "module_families",
-        "plan_delta",
-        "sigma_grid",
-        "sigma_grid_table",
-    ),
-    "label_free": ("collect_label_free_inputs", "estimate_test_risk", "load_checked"),
+    "engine": ("DeltaPlan", "GridOptions", "PosteriorFamily", "certificate_core", "plan_delta"),
+    "label_free": ("estimate_test_risk",),
     "label_free_config": ("LabelFreeConfig",),
-    "losses": ("Losses", "answer_losses", "example_losses", "resolve_judge", "teacher_forced_losses"),
+    "losses": ("Losses", "answer_losses", "example_losses", "teacher_forced_losses"),
     "stochastic": ("StochasticRisk", "certify_learned_posterior", "stochastic_risk"),
-    "tv_term": ("capped", "classifier_tv_term", "examples_tv_term"),
 }
+# The public API only; helpers (numbers, capped, sigma_grid, ...) are imported from their modules.
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
@@ -86,24 +74,12 @@ __all__ = [
     "TVConfig",
     "TVTerm",
     "answer_losses",
-    "capped",
     "certificate_core",
     "certify",
     "certify_learned_posterior",
-    "choose_sigma",
-    "classifier_tv_term",
-    "collect_label_free_inputs",
     "estimate_test_risk",
     "example_losses",
-    "examples_tv_term",
-    "family_sigma_table",
-    "load_checked",
-    "module_families",
-    "numbers",
     "plan_delta",
-    "resolve_judge",
-    "sigma_grid",
-    "sigma_grid_table",
     "stochastic_risk",
     "teacher_forced_losses",
 ]
