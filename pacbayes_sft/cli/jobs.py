@@ -199,7 +199,8 @@ def _add_sweep(sub) -> None:
         choices=("none", *LAUNCHERS),
         default="none",
         help="none: run the cells in this process; local: each cell a task in its own process (submitit); "
-        "slurm: each cell a Slurm job (submitit), with the resources below or the config's 'resources'",
+        "slurm: each cell a Slurm job (submitit), with the resources below or the config's 'resources'; "
+        "a backend registered with sweep.launch.register_launcher is chosen by its name",
     )
     unset = dict.fromkeys((f.name for f in dataclasses.fields(Resources)), None)
     add_options(sw, Resources, unset_help="the config's resources", **unset)
