@@ -109,13 +109,13 @@ class TestConfig:
 
 
 @dataclass
-class LabelFreeConfig:
+class LabelFreeCollection:
     """What each cell collects for the label-free estimates of its test risk (answers and
     confidences; no test answer is read): the point model and ``draws`` posterior draws on every
     test prompt and on ``source`` held-out problems of the cell's own training distribution."""
 
-    source: int = option(200, "Held-out training-distribution problems per cell (0 = collect nothing).")
-    draws: int = option(2, "Posterior draws per prompt (pairs of draws give the disagreement).")
+    source: int = option(defaults.LABEL_FREE_SOURCE, "Held-out training-distribution problems per cell (0 = collect nothing).")
+    draws: int = option(defaults.LABEL_FREE_DRAWS, "Posterior draws per prompt (pairs of draws give the disagreement).")
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, int) or isinstance(self.source, bool) or self.source < 0:
@@ -182,9 +182,9 @@ class SweepConfig:
         factory=PriorConfig,
     )
     tv: TVConfig = option(help="The TV proxy.", factory=TVConfig)
-    label_free: LabelFreeConfig = option(
+    label_free: LabelFreeCollection = option(
         help="Answers and confidences each cell collects for the label-free test-risk estimates.",
-        factory=LabelFreeConfig,
+        factory=LabelFreeCollection,
     )
     eval: EvalConfig = option(help="Evaluation on the test slices.", factory=EvalConfig)
     threads: int = option(0, "torch threads (0 = torch's default; not part of the hash).")
