@@ -207,6 +207,8 @@ def test_label_free_scores_of_a_run(two_stage_run):
     scores = score_table(two_stage_run, table)
     assert set(scores["mixture"]) == {"uniform", "skewed"}
     assert scores["mae"].between(0, 1).all() and scores["pick_in_set"].between(0, 1).all()
+    # the chance rates: a random pick is in a set of k of K buckets with probability k/K, in all groups with their product
+    assert scores["chance_in_set"].between(0, 1).all() and (scores["chance_all_in_set"] <= scores["chance_in_set"] + 1e-12).all()
     one = table[(table["mixture"] == "uniform") & (table["name"] == "no_shift")]
     assert scores.set_index(["mixture", "estimator"]).loc[("uniform", "no_shift"), "mae"] == pytest.approx(
         (one["estimate"] - one["measured"]).abs().mean()

@@ -146,17 +146,21 @@ def _observed_sets(out: Path, mixtures: Sequence[str]) -> dict[tuple, object]:
 
 
 def score_table(out: str | Path, table: pd.DataFrame, *, span: float = 0.05) -> pd.DataFrame:
-    """Per (mixture, estimator): MAE, mean within-budget Spearman, pick-in-95%-set and exact rates."""
+    """Per (mixture, estimator): MAE, mean within-budget Spearman, pick-in-95%-set and exact rates,
+    with the chance rates beside them: ``chance_in_set``, the share of groups a uniformly random pick
+    would land in the set (the mean of |set| / buckets), and ``chance_all_in_set``, the probability
+    that it lands in the set in every group (their product)."""
     sets = _observed_sets(Path(out), sorted(table["mixture"].unique()))
     rows = []
     for (mix, name), t in table.groupby(["mixture", "name"]):
         mae = float((t["estimate"] - t["measured"]).abs().mean())
-        rhos, picks, exact = [], [], []
+        rhos, picks, exact, chance = [], [], [], []
         for (base, obj, n), g in t.groupby(["base", "objective", "n"]):
             per = g.groupby("bucket")[["estimate", "measured"]].mean()
             best = sets[(base, obj, n, mix)]
             pick = per["estimate"].idxmin()
             picks.append(pick in best.indistinguishable)
+            chance.append(len(best.indistinguishable) / len(per))  # a uniformly random pick lands in the set
             if best.determined:
                 exact.append(pick == best.observed)
             if np.ptp(per["measured"]) >= span and len(per) >= 3:
@@ -164,5 +168,6 @@ def score_table(out: str | Path, table: pd.DataFrame, *, span: float = 0.05) -> 
                 rhos.append(0.0 if np.isnan(rho) else rho)  # a constant estimate ranks nothing
         rows.append({"mixture": mix, "estimator": name, "mae": mae, "spearman": float(np.mean(rhos)) if rhos else np.nan,
                      "groups_ranked": len(rhos), "pick_in_set": float(np.mean(picks)), "groups": len(picks),
+                     "chance_in_set": float(np.mean(chance)), "chance_all_in_set": float(np.prod(chance)),
                      "exact": float(np.mean(exact)) if exact else np.nan, "determined": len(exact)})  # fmt: skip
     return pd.DataFrame(rows).sort_values(["mixture", "mae"]).reset_index(drop=True)

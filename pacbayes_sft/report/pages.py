@@ -226,14 +226,18 @@ LABEL_FREE_NOTE = (
     "Each cell's test answer error estimated from the test prompts alone (no test answer read), scored against "
     "the measured error: mae over cells; spearman, the mean rank correlation across buckets within a budget (groups "
     "whose buckets span >= 0.05 of measured risk); pick_in_set, the share of budgets whose bucket with the smallest "
-    "estimate is in the observed 95% set; exact, the share of decided budgets picked exactly. total:X is U_MC + "
+    "estimate is in the observed 95% set, beside chance_in_set (what a uniformly random pick scores on average) and "
+    "chance_all_in_set (the chance that a random pick is in the set in every budget); exact, the share of decided "
+    "budgets picked exactly. total:X is U_MC + "
     "G_gen + G_ext with G_ext the TV proxy (total:tv) or X's estimate above the source error. Only "
     "half_disagreement is certified (a lower bound); see docs/THEORY.md for what each assumes."
 )
 
 
 def _label_free_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
-    cols = ["estimator", "mae", "spearman", "groups_ranked", "pick_in_set", "exact", "determined"]
+    cols = ["estimator", "mae", "spearman", "groups_ranked", "pick_in_set", "chance_in_set", "chance_all_in_set",
+            "exact", "determined"]
+    cols = [c for c in cols if c in scores.columns] if scores is not None else cols  # older score files lack the chance columns
     return None if scores is None or scores.empty else _dashed(scores[cols], 3)
 
 
