@@ -86,7 +86,8 @@ TWO_STAGE_TERMS = {
 CERTIFIED_TWO_STAGE = (
     "Certified (given i.i.d. training data; the prior is an adapter trained on the first half of S, its scale "
     "chosen on that half): the Monte-Carlo upper bound on the stochastic training risk on the other half and G_gen "
-    "(Seeger bound, δ in a ledger). The bound is about the cell's own model: the posterior mean is the reported model."
+    "(Seeger bound, δ in a ledger). The bound is about the stochastic model N(Q, diag s²), a draw around the cell's "
+    "model Q; Q, the posterior mean, is the reported model, and how close the two test risks are is measured, not certified."
 )
 
 
