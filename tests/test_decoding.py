@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 import torch
+from greedy_reference import plain_greedy
 
 from pacbayes_sft.lm.decoding import greedy_continue, greedy_verified
 from pacbayes_sft.lm.rows import has_row_listeners
@@ -14,20 +15,6 @@ from pacbayes_sft.training.models import attach_lora, tiny_causal_lm
 PAD = 0
 PROMPTS = [[1, 5, 9], [1, 7], [1, 3, 4, 12, 30, 6], [1, 22, 40, 2], [1, 8, 8, 8, 8]]
 CAP = 24
-
-
-def _plain(model, prefix, limit, eos):
-    """Greedy decoding of one unpadded row by ``model.generate``: the reference."""
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=torch.tensor([prefix]),
-            attention_mask=torch.ones(1, len(prefix), dtype=torch.long),
-            max_new_tokens=limit,
-            do_sample=False,
-            pad_token_id=PAD,
-            eos_token_id=eos,
-        )[0, len(prefix) :].tolist()
-    return out[: out.index(eos) + 1] if eos in out else out
 
 
 def _model(arch, lora=True):
@@ -43,7 +30,7 @@ def _model(arch, lora=True):
 
 def _frequent_eos(model):
     """The token greedy decoding emits most often, so rows end at different steps."""
-    outs = [_plain(model, p, CAP, eos=10_000) for p in PROMPTS]
+    outs = [plain_greedy(model, p, CAP, eos=10_000) for p in PROMPTS]
     counts = Counter(t for o in outs for t in o[1:])
     return counts.most_common(1)[0][0]
 
@@ -54,7 +41,7 @@ def test_dropping_finished_rows_equals_plain_generation(arch):
     eos = _frequent_eos(model)
     limits = [CAP, 5, CAP, 1, 13]
     got = greedy_continue(model, PROMPTS, limits, eos_token_id=eos, pad_token_id=PAD)
-    want = [_plain(model, p, m, eos) for p, m in zip(PROMPTS, limits)]
+    want = [plain_greedy(model, p, m, eos) for p, m in zip(PROMPTS, limits)]
     assert got == want
     assert len({len(g) for g in got}) > 2  # rows really ended at different steps
 
@@ -73,7 +60,7 @@ def test_per_row_draws_follow_a_narrowing_batch(space):
     want = []
     for p, k in zip(PROMPTS, ks):
         with post.sample(k) as mdl:
-            want.append(_plain(mdl, p, CAP, eos))
+            want.append(plain_greedy(mdl, p, CAP, eos))
     assert got == want
     assert len({len(g) for g in got}) > 1
 
@@ -162,7 +149,7 @@ def test_verification_in_small_chunks_continues_each_row_from_its_own_cache(monk
     vocab = int(model.get_output_embeddings().weight.shape[0])
     monkeypatch.setattr(decoding, "LOGIT_BUDGET", (CAP + 1) * vocab * 2)
     got, decoded = greedy_verified(model, PROMPTS, refs, CAP, eos_token_id=eos, pad_token_id=PAD)
-    assert got == [_plain(model, p, CAP, eos) for p in PROMPTS]
+    assert got == [plain_greedy(model, p, CAP, eos) for p in PROMPTS]
     assert 1 <= decoded <= 3
 
 
@@ -232,7 +219,7 @@ def test_departed_rows_of_several_passes_decoded_together_under_their_own_draws(
     want = []
     for p, k in zip(PROMPTS, ks):
         with post.sample(k) as mdl:
-            want.append(_plain(mdl, p, CAP, eos))
+            want.append(plain_greedy(mdl, p, CAP, eos))
     assert got == want
     assert decoded >= 2
     with pytest.raises(ValueError, match="batch_size"):
@@ -295,7 +282,7 @@ def test_verified_decoding_on_sliding_window_attention(arch):
     rng = random.Random(0)
     eos, cap = 63, 12
     prompts = [[1] + [rng.randrange(3, 60) for _ in range(rng.randint(2, 8))] for _ in range(6)]
-    want = [_plain(model, p, cap, eos) for p in prompts]
+    want = [plain_greedy(model, p, cap, eos) for p in prompts]
     refs = [[w[0], (w[1] + 1) % 60 + 3 if len(w) > 1 else 5, *[7] * (cap - 2)] for w in want]
     got, decoded = greedy_verified(model, prompts, refs, cap, eos_token_id=eos, pad_token_id=PAD, batch_size=4)
     assert got == want
@@ -358,7 +345,7 @@ def test_one_greedy_entry_point_writes_the_same_texts_with_and_without_reference
     eos = tok.eos_token_id
     prompts = [" ".join(f"w{(7 * i + 11 * j) % 60}" for j in range(2 + i % 4)) for i in range(6)]
     ids = prompt_token_ids(tok, prompts)
-    own = [_plain(model, p, CAP, eos) for p in ids]
+    own = [plain_greedy(model, p, CAP, eos) for p in ids]
     assert len({len(o) for o in own}) > 2
     texts = [tok.decode(o, skip_special_tokens=True) for o in own]
     # even items carry the model's own text as their answer, odd ones another: the verdicts alternate
@@ -383,7 +370,7 @@ def test_one_greedy_entry_point_writes_the_same_texts_with_and_without_reference
     want = []
     for p, k in zip(ids, ks):
         with post.sample(k) as mdl:
-            want.append(_plain(mdl, p, CAP, eos))
+            want.append(plain_greedy(mdl, p, CAP, eos))
     assert got.tokens == want
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from greedy_reference import plain_greedy
 
 from pacbayes_sft.adapters import INIT_FILE, attach_adapter, init_state_from_factors, lora_factors, save_init_state
 from pacbayes_sft.certify import BoundConfig, CertifySettings, EvalConfig, TVConfig, certify
@@ -40,23 +41,9 @@ def _model(device: str) -> torch.nn.Module:
     return m.to(device).eval()
 
 
-def _plain(model, prefix: list[int], limit: int, eos: int) -> list[int]:
-    """Greedy decoding of one unpadded row by ``model.generate``: the reference."""
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=torch.tensor([prefix], device=model.device),
-            attention_mask=torch.ones(1, len(prefix), dtype=torch.long, device=model.device),
-            max_new_tokens=limit,
-            do_sample=False,
-            pad_token_id=PAD,
-            eos_token_id=eos,
-        )[0, len(prefix) :].tolist()
-    return out[: out.index(eos) + 1] if eos in out else out
-
-
 def _eos(model) -> int:
     """The token greedy decoding emits most often, so rows end at different steps."""
-    outs = [_plain(model, p, CAP, eos=10_000) for p in PROMPTS]
+    outs = [plain_greedy(model, p, CAP, eos=10_000) for p in PROMPTS]
     tokens = [t for o in outs for t in o[1:]]
     return max(set(tokens), key=tokens.count)
 
@@ -67,7 +54,7 @@ def check_decoding(device: str) -> None:
     eos = _eos(model)
     limits = [CAP, 5, CAP, 1, 13]
     got = greedy_continue(model, PROMPTS, limits, eos_token_id=eos, pad_token_id=PAD)
-    assert got == [_plain(model, p, m, eos) for p, m in zip(PROMPTS, limits)]
+    assert got == [plain_greedy(model, p, m, eos) for p, m in zip(PROMPTS, limits)]
     own = greedy_continue(model, PROMPTS, [CAP] * 5, eos_token_id=eos, pad_token_id=PAD)
     assert len({len(o) for o in own}) > 1  # rows really leave the batch at different steps
     checked, decoded = greedy_verified(model, PROMPTS, own, CAP, eos_token_id=eos, pad_token_id=PAD)
@@ -91,7 +78,7 @@ def check_draws_in_decoding(device: str, space: str) -> None:
     alone = []
     for p, k in zip(PROMPTS, ks):
         with post.sample(k) as mdl:
-            alone.append(_plain(mdl, p, CAP, eos))
+            alone.append(plain_greedy(mdl, p, CAP, eos))
     assert verified == alone
     assert verified != reference  # the draws changed some answers, so the check did work
 

@@ -17,7 +17,7 @@ MAX_INNER_IMPORTS = 5
 # The layers, lowest first: a module may import its own layer and the layers below it, never one
 # above — at module level or inside a function. ``defaults`` and ``config`` are the floor.
 LAYERS = [
-    ("defaults", "config", "versions", "console", "lazy"),
+    ("defaults", "config", "versions", "console", "lazy", "registry"),
     ("bounds", "stats"),
     ("data",),
     ("lm",),

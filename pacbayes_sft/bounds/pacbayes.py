@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..registry import check_free, pop_registered
 from ._validate import (
     ArrayLike,
     as_float_array,
@@ -184,9 +185,7 @@ def register_bound(
         raise ValueError(f"name must be an identifier that no σ-grid column uses (it names one), got {name!r}")
     if not callable(fn):
         raise ValueError(f"fn must be a callable fn(emp_risk, kl, n, delta), got {fn!r}")
-    if name in _BUILT_IN or (name in BOUNDS and not replace):
-        taken = "a built-in bound" if name in _BUILT_IN else "already registered (pass replace=True)"
-        raise ValueError(f"name: the bound {name!r} is {taken}")
+    check_free(BOUNDS, name, built_in=_BUILT_IN, kind="bound", replace=replace)
 
     def checked(emp_risk, kl, n, delta):
         kla = check_nonnegative(kl, "kl", allow_inf=True)
@@ -200,11 +199,7 @@ def register_bound(
 
 def unregister_bound(name: str) -> Callable[..., float | np.ndarray]:
     """Remove and return the bound registered as ``name`` (ValueError for an unknown or built-in name)."""
-    if name in _BUILT_IN:
-        raise ValueError(f"name: the built-in bound {name!r} cannot be removed")
-    if name not in BOUNDS:
-        raise ValueError(f"name: no bound {name!r} is registered (known: {', '.join(BOUNDS)})")
-    return BOUNDS.pop(name)
+    return pop_registered(BOUNDS, name, built_in=_BUILT_IN, kind="bound")
 
 
 def pac_bayes_bound(

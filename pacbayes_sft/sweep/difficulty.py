@@ -22,6 +22,7 @@ import pandas as pd
 from .. import defaults
 from ..data.loaders import read_rows as read_file
 from ..data.scorers import answer_judge
+from ..registry import check_free, pop_registered
 
 
 @dataclass
@@ -148,9 +149,7 @@ def register_measure(
         raise ValueError(f"fn must be a callable fn(split) -> list[float], got {fn!r}")
     if not isinstance(needs_base, bool):
         raise ValueError(f"needs_base must be a bool, got {needs_base!r}")
-    if name in _BUILT_IN or (name in MEASURES and not replace):
-        taken = "a built-in measure" if name in _BUILT_IN else "already registered (pass replace=True)"
-        raise ValueError(f"name: the difficulty measure {name!r} is {taken}")
+    check_free(MEASURES, name, built_in=_BUILT_IN, kind="difficulty measure", replace=replace)
     MEASURES[name] = fn
     NEEDS_BASE.discard(name)  # a replaced measure may no longer need the base
     if needs_base:
@@ -160,9 +159,6 @@ def register_measure(
 
 def unregister_measure(name: str) -> Callable[[SplitData], list[float]]:
     """Remove and return the measure registered as ``name`` (ValueError for an unknown or built-in name)."""
-    if name in _BUILT_IN:
-        raise ValueError(f"name: the built-in difficulty measure {name!r} cannot be removed")
-    if name not in MEASURES:
-        raise ValueError(f"name: no difficulty measure {name!r} is registered (known: {', '.join(MEASURES)})")
+    fn = pop_registered(MEASURES, name, built_in=_BUILT_IN, kind="difficulty measure")
     NEEDS_BASE.discard(name)
-    return MEASURES.pop(name)
+    return fn

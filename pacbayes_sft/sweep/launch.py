@@ -27,6 +27,7 @@ import submitit
 import torch
 from submitit.core.utils import UncompletedJobError
 
+from ..registry import check_free, pop_registered
 from .cells import cells_of, find_cell, select_cells
 from .config import Resources, SweepConfig, normalise_config
 from .runner import base_record, cell_summary, prepare_bases, read_cell, run_cell, sweep_context, write_record
@@ -103,20 +104,14 @@ def register_launcher(
         raise ValueError(f"name must be an identifier other than 'none' (no launcher), got {name!r}")
     if not callable(make):
         raise ValueError(f"make must be a callable make(folder, resources) -> executor, got {make!r}")
-    if name in _BUILT_IN or (name in LAUNCHERS and not replace):
-        taken = "a built-in launcher" if name in _BUILT_IN else "already registered (pass replace=True)"
-        raise ValueError(f"name: the launcher {name!r} is {taken}")
+    check_free(LAUNCHERS, name, built_in=_BUILT_IN, kind="launcher", replace=replace)
     LAUNCHERS[name] = make
     return make
 
 
 def unregister_launcher(name: str) -> Callable[[Path, Resources], Executor]:
     """Remove and return the launcher registered as ``name`` (ValueError for an unknown or built-in name)."""
-    if name in _BUILT_IN:
-        raise ValueError(f"name: the built-in launcher {name!r} cannot be removed")
-    if name not in LAUNCHERS:
-        raise ValueError(f"name: no launcher {name!r} is registered (known: {', '.join(LAUNCHERS)})")
-    return LAUNCHERS.pop(name)
+    return pop_registered(LAUNCHERS, name, built_in=_BUILT_IN, kind="launcher")
 
 
 def executor(launcher: str, folder: Path, resources: Resources) -> Executor:

@@ -34,6 +34,7 @@ from ...bounds.domain_adaptation import (
     proportion_interval,
 )
 from ...config import option
+from ...registry import pop_registered
 from .methods import ATC, DoC, seed_disagreement
 
 __all__ = [
@@ -189,9 +190,7 @@ def register_estimator(spec: EstimatorSpec, *, replace: bool = False) -> Estimat
 
 def unregister_estimator(name: str) -> EstimatorSpec:
     """Remove and return the estimator ``name`` (ValueError when none is registered under it)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"name: no estimator {name!r} is registered (known: {', '.join(_REGISTRY)})")
-    return _REGISTRY.pop(name)
+    return pop_registered(_REGISTRY, name, built_in=(), kind="estimator")
 
 
 def check_names(names: Sequence[str], arg: str = "names") -> list[str]:
