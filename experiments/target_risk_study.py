@@ -21,8 +21,6 @@ and ``weights.json`` (each target's estimated op shares, ESS, overlap).
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
 from pathlib import Path
 
@@ -52,13 +50,6 @@ def slice_ordered(items: list) -> list:
     for ex in items:
         groups.setdefault(ex.op, []).append(ex)
     return [ex for exs in groups.values() for ex in exs]
-
-
-def cell_errors(contenders: Contenders, rec, items: list) -> np.ndarray:
-    """Answer error of cell ``rec`` on ``items``, in :func:`slice_ordered` order."""
-    task = copy.copy(contenders.ctx.task)
-    task.test_set = items
-    return contenders.losses(rec, dataclasses.replace(contenders.ctx, task=task))
 
 
 def estimators(pool: list, target: list) -> dict:
@@ -119,10 +110,10 @@ def main() -> None:
     }, indent=1))  # fmt: skip
     contenders, rows = Contenders(ctx), []
     for rec in recs:
-        pool_err = cell_errors(contenders, rec, pool)
+        pool_err = contenders.losses_on(rec, pool)  # in slice_ordered order
         pool_op = np.array([p.op for p in pool])
         for t, items in targets.items():
-            measured = float(cell_errors(contenders, rec, items).mean())
+            measured = float(contenders.losses_on(rec, items).mean())
             true = np.array([sum(p.op == op for p in items) for op in ops]) / len(items)
             oracle = float(true @ np.array([pool_err[pool_op == op].mean() for op in ops]))
             base = {"cell": rec.id, "base": rec.base, "objective": rec.objective, "n": rec.n, "bucket": rec.bucket, "target": t, "measured": measured}

@@ -114,7 +114,7 @@ def _check_level(level: float, n_boot: int) -> None:
         raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
 
 
-def _pipeline(features: Any, texts: list[str], classifier: Any, random_state: int):
+def _pipeline(features: Any, texts: list[str], classifier: Any):
     """(rows, pipeline): the feature rows of ``texts`` and an unfitted feature step + classifier."""
     from sklearn.base import clone
     from sklearn.pipeline import make_pipeline
@@ -195,7 +195,7 @@ class DensityRatioWeights:
     def fit(self, pool_prompts: Sequence[str], target_prompts: Sequence[str]) -> DensityRatioWeights:
         pool, target = _texts(pool_prompts, "pool_prompts"), _texts(target_prompts, "target_prompts")
         labels = np.r_[np.zeros(len(pool), int), np.ones(len(target), int)]
-        rows, pipe = _pipeline(self.features, pool + target, _calibrated_logistic(self.random_state), self.random_state)
+        rows, pipe = _pipeline(self.features, pool + target, _calibrated_logistic(self.random_state))
         c = _cross_fitted_proba(rows, labels, pipe, self.n_splits, self.random_state)[:, 1]
         c = np.clip(c, _PROBA_CLIP, 1.0 - _PROBA_CLIP)
         r = (len(pool) / len(target)) * c[: len(pool)] / (1.0 - c[: len(pool)])
@@ -274,7 +274,7 @@ class SliceWeights:
         k = len(self.slices_)
         if k < 2:
             raise ValueError(f"pool_slices: the slice classifier needs at least 2 slices, got {k} ({self.slices_.tolist()})")
-        rows, pipe = _pipeline(self.features, pool + target, LogisticRegression(max_iter=2000), self.random_state)
+        rows, pipe = _pipeline(self.features, pool + target, LogisticRegression(max_iter=2000))
         oof = _cross_fitted_proba(rows[: len(pool)], s, pipe, self.n_splits, self.random_state).argmax(axis=1)
         pred_t = pipe.fit(rows[: len(pool)], s).predict(rows[len(pool) :])
         self._pool_slice, self._pool_pred, self._target_pred = s, oof, pred_t

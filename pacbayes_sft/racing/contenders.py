@@ -120,12 +120,16 @@ class Contenders:
             out[bucket] = np.mean(rows, axis=0)
         return out
 
-    def round(self, cells: dict[str, list[CellRecord]], items: list[Problem]) -> dict[str, np.ndarray]:
-        """Each contender's seed-averaged losses on ``items`` (the same items, in the same order)."""
+    def losses_on(self, rec: CellRecord, items: list[Problem]) -> np.ndarray:
+        """Cell ``rec``'s per-item losses on ``items`` in place of the test set (grouped by op, in
+        order of first appearance, as the sweep's evaluation returns them)."""
         task = copy.copy(self.ctx.task)
         task.test_set = items
-        ctx = dataclasses.replace(self.ctx, task=task)
-        return {b: np.mean([self.losses(r, ctx) for r in recs], axis=0) for b, recs in cells.items()}
+        return self.losses(rec, dataclasses.replace(self.ctx, task=task))
+
+    def round(self, cells: dict[str, list[CellRecord]], items: list[Problem]) -> dict[str, np.ndarray]:
+        """Each contender's seed-averaged losses on ``items`` (the same items, in the same order)."""
+        return {b: np.mean([self.losses_on(r, items) for r in recs], axis=0) for b, recs in cells.items()}
 
     def drop(self, recs: list[CellRecord]) -> None:
         """Free the models of eliminated buckets."""
