@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean browser
+.PHONY: venv demo test lint bench clean browser slurm
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,18 @@ browser:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; } || \
 	  echo "chromium could not be installed: the report screenshot test will be skipped"
 
-test: $(STAMP) browser
+# The Slurm tests (tests/test_slurm.py) start a one-node cluster of their own (munge, MariaDB,
+# slurmdbd, slurmctld, slurmd) from a temporary folder; install Debian's packages where absent
+# (root + apt-get), otherwise those tests are skipped and say why.
+SLURM_PACKAGES := slurmctld slurmd slurm-client slurmdbd munge mariadb-server
+slurm:
+	@missing=; for c in slurmctld slurmd slurmdbd sbatch munged mariadbd; do \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES); } >/dev/null 2>&1; } || \
+	  echo "Slurm could not be installed: the Slurm cluster tests will be skipped"
+
+test: $(STAMP) browser slurm
 	$(PY) -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

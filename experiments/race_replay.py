@@ -1,5 +1,5 @@
 """What real races would need: the race replayed on a committed study's recorded per-item losses,
-for both interval methods.
+for every interval method.
 
     OMP_NUM_THREADS=1 python experiments/race_replay.py --run docs/results/cpu_study \\
         --caps 4000 40000 --reps 20 --out runs/race_replay.csv
@@ -12,18 +12,27 @@ loaders: ``folder_config``, ``valid_cells``, ``group_cells``, ``item_losses``). 
 losses kept together (so the pairing stays), i.e. a bootstrap world whose true bucket means are the
 recorded ones. Every rep draws one stream of items, shared by both methods and all caps (common
 random numbers), and runs :class:`~pacbayes_sft.stats.allocation.PairedRace` on it with each
-confidence method ("betting", the time-uniform confidence sequence; "bernstein", empirical
-Bernstein with a union over looks) and each cap. Per group, method and cap the CSV holds the
+confidence method ("cmeb", the conjugate-mixture confidence sequence with the one-sided split;
+"betting", the betting confidence sequence; "bernstein", empirical Bernstein with a union over
+looks) and each cap. Per group, method and cap the CSV holds the
 fraction of reps decided (best or ε-tie), the median items, the median bucket-item evaluations
 (items × contenders summed over rounds, round 0 included; ``fresh`` without it, the part a real race
 would compute) and the modal answer; the summary counts the groups decided in most reps and sums
-the groups' median evaluations. Single-threaded: about 15 s on the CPU study (18 groups, 20 reps).
+the groups' median evaluations, then compares each method's median items with "betting"'s, per
+group and pooled by the recorded gap between the two best buckets (``runner_up_gap``).
+
+The committed races (``<run>/race/<group>/round_NNN.json``: the fresh problems' real losses) are
+replayed too, round by round, with every method: where another method decides on fewer rounds it
+needs no loss the recorded race lacks; a method that keeps a bucket the recorded race dropped runs
+out of losses and is reported as undecided at that round ("out"). Single-threaded: about a minute
+on the CPU study (18 groups, 20 reps, 3 methods).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -56,6 +65,7 @@ COLUMNS = (
     "modal_answer",
     "modal_frac",
     "right_frac",
+    "runner_up_gap",
 )
 SHORT = {"best": "best", "epsilon_tie": "tie", "cap": "cap"}
 
@@ -114,6 +124,7 @@ def summarise(group: Group, method: str, cap: int, results: list[RaceResult], lo
         "modal_answer": modal,
         "modal_frac": count / len(results),
         "right_frac": np.mean([race_answer_right(r, means, results[0].epsilon) for r in results]),
+        "runner_up_gap": float(np.diff(sorted(means.values())[:2])[0]),
     }
 
 
@@ -158,6 +169,116 @@ def _print_tables(rows: list[dict], args: argparse.Namespace, n_groups: int) -> 
                 f"cap {c:>6} {m:<9}: {decided:>2}/{n_groups} groups decided in most reps; "
                 f"total evaluations {total:,.0f} (fresh {fresh:,.0f}; sums of group medians)"
             )
+
+
+GAP_BINS = ((0.0, 0.02), (0.02, 0.03), (0.03, 0.05), (0.05, 1.0))
+
+
+def _ratio_line(label: str, sel: list[tuple[dict, dict[str, dict]]], others: list[str]) -> str:
+    """Pooled ratios over "betting": of the summed median items, and the median of the groups' ratios."""
+    base = sum(b["median_items"] for b, _ in sel)
+    cells = [
+        f"{sum(o[m]['median_items'] for _, o in sel) / base:>6.2f} {np.median([o[m]['median_items'] / b['median_items'] for b, o in sel]):>6.2f}"
+        for m in others
+    ]
+    return f"{label:<24}{len(sel):>3} {base:>9,.0f}" + "".join(c.rjust(16) for c in cells)
+
+
+def _print_ratios(rows: list[dict], args: argparse.Namespace) -> None:
+    """Each method's median items over "betting"'s at the largest cap: per group, then pooled by the
+    recorded runner-up gap and by betting's modal stop reason."""
+    if "betting" not in args.methods or len(args.methods) < 2:
+        return
+    cap, others = max(args.caps), [m for m in args.methods if m != "betting"]
+    by: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        if r["cap"] == cap:
+            by.setdefault((r["base"], r["objective"], r["n"]), {})[r["method"]] = r
+    print(f"\nmedian items over betting's, cap {cap} (pooled: ratio of summed medians, median of group ratios)")
+    print("group".ljust(16) + "gap".rjust(8) + "betting".rjust(12) + "".join(m.rjust(16) for m in others))
+    for g, per in by.items():
+        b = per["betting"]
+        cells = "".join(f"{per[m]['median_items'] / b['median_items']:.2f}".rjust(16) for m in others)
+        reason = SHORT[b["modal_answer"].split(":")[0]]
+        print(
+            f"{g[0]}/{g[1]}/{g[2]}".ljust(16)
+            + f"{b['runner_up_gap']:8.3f}"
+            + f"{b['median_items']:>7.0f} {reason:>4}"
+            + cells
+        )
+    pairs = [(per["betting"], per) for per in by.values()]
+    print("pooled".ljust(24) + "  n   betting" + "".join(f"{m} sum/med".rjust(16) for m in others))
+    for lo, hi in GAP_BINS:
+        sel = [(b, o) for b, o in pairs if lo <= b["runner_up_gap"] < hi]
+        if sel:
+            print(_ratio_line(f"gap {lo:.2f}-{hi:.2f}", sel, others))
+    for reason in ("epsilon_tie", "best"):
+        sel = [(b, o) for b, o in pairs if b["modal_answer"].startswith(reason)]
+        if sel:
+            print(_ratio_line(f"betting ends {SHORT[reason]}", sel, others))
+    print(_ratio_line("all groups", pairs, others))
+
+
+def committed(run: Path, methods: list[str]) -> list[dict]:
+    """Every committed race of ``run`` replayed on its own round files with each method (see the
+    module docstring): items and stop reason ("out": the rounds lack a contender's losses)."""
+    rows = []
+    for f in sorted((run / "race").glob("*.json")):
+        doc, rounds = json.loads(f.read_text()), sorted((run / "race" / f.stem).glob("round_*.json"))
+        st, data = doc["settings"], [json.loads(p.read_text())["losses"] for p in rounds]
+        g = doc["group"]
+        for m in methods:
+            race, reason = (
+                PairedRace(st["epsilon"], st["level"], st["round_items"], st["max_items"], confidence=m),
+                "open",
+            )
+            for losses in data:
+                want = race.contenders_ or list(losses)
+                if not set(want) <= set(losses):
+                    reason = "out"
+                    break
+                race.partial_fit({b: losses[b] for b in want})
+                if race.done_:
+                    reason = race.result_.reason
+                    break
+            rows.append({"group": f"{g['base']}/{g['objective']}/{g['n']}", "recorded": st.get("confidence", "bernstein"),
+                         "method": m, "items": race.n_items_, "reason": reason,
+                         "answer": _answer(race.result_) if race.done_ else "open:" + "|".join(sorted(race.contenders_))})  # fmt: skip
+    return rows
+
+
+def _print_committed(rows: list[dict], methods: list[str]) -> None:
+    if not rows:
+        return
+    print("\ncommitted races replayed on their own rounds (items, stop reason)")
+    print(
+        "group".ljust(18)
+        + "".join(m.rjust(18) for m in methods)
+        + "".join(f"{m}/betting".rjust(18) for m in methods if m != "betting")
+    )
+    by = {(r["group"], r["method"]): r for r in rows}
+    for g in dict.fromkeys(g for g, _ in by):
+        line = "".join(
+            f"{by[(g, m)]['items']:>9,} {SHORT.get(by[(g, m)]['reason'], by[(g, m)]['reason']):>8}" for m in methods
+        )
+        if "betting" in methods:
+            line += "".join(
+                f"{by[(g, m)]['items'] / by[(g, 'betting')]['items']:>18.2f}" for m in methods if m != "betting"
+            )
+        print(g.ljust(18) + line)
+    decided = {
+        g: {m for m in methods if by[(g, m)]["reason"] in ("best", "epsilon_tie")}
+        for g in dict.fromkeys(g for g, _ in by)
+    }
+    for m in (m for m in methods if m != "betting" and "betting" in methods):
+        both = [g for g, ms in decided.items() if {m, "betting"} <= ms]
+        if not both:
+            continue
+        tot = sum(by[(g, m)]["items"] for g in both) / sum(by[(g, "betting")]["items"] for g in both)
+        same = sum(by[(g, m)]["answer"] == by[(g, "betting")]["answer"] for g in both)
+        only = [g for g, ms in decided.items() if m in ms and "betting" not in ms]
+        print(f"{m}: {tot:.2f}x betting's items over the {len(both)} races both decided (same answer, as a set, in {same}); "
+              f"decided where betting did not: {', '.join(only) or 'none'}")  # fmt: skip
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -209,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
     _print_tables(rows, args, len(groups))
+    _print_ratios(rows, args)
+    _print_committed(committed(run, args.methods), args.methods)
     print(f"wrote {out} ({len(rows)} rows, {time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -13,7 +13,10 @@ Targets: ``uniform`` (the run's own test set: op 1-8, held-out templates) and ``
 held-out-template problems, op k with probability ∝ k). Estimators: ``pool_mean`` (no
 reweighting), ``oracle_slices`` (the pool's per-op errors weighted by the target's true op shares:
 the ceiling of any slice method), ``slice_weights`` and ``density_ratio`` on structure counts and
-on structure + TF-IDF. Writes ``estimates.csv`` (one row per cell, target and estimator),
+on structure + TF-IDF; and, with ``--source K`` > 0, ATC and DoC fitted on K held-out problems of
+each cell's own training distribution, once on the confidence of the whole continuation
+(``atc``, ``doc``) and once on the final answer's (``atc_answer``, ``doc_answer``).
+Writes ``estimates.csv`` (one row per cell, target and estimator),
 ``scores.csv`` (MAE, mean signed error, within-budget Spearman, picks matching the measured best)
 and ``weights.json`` (each target's estimated op shares, ESS, overlap).
 """
@@ -29,6 +32,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from pacbayes_sft.data.igsm import IGSMConfig, generate
+from pacbayes_sft.estimators.answers import collect_answers, igsm_extractor
+from pacbayes_sft.estimators.label_free.methods import ATC, DoC
 from pacbayes_sft.estimators.target_risk import DensityRatioWeights, SliceWeights
 from pacbayes_sft.racing.contenders import Contenders, has_adapter
 from pacbayes_sft.sweep.runner import sweep_context
@@ -64,6 +69,56 @@ def estimators(pool: list, target: list) -> dict:
     }
 
 
+def confidence_rows(contenders, ctx, rec, source_n: int, targets: dict) -> dict[str, list[tuple]]:
+    """target -> [(name, estimate, lower, upper)] of ATC and DoC on both confidences, fitted on
+    ``source_n`` held-out problems of the cell's own training stream."""
+    cell = next(c for c in ctx_cells(ctx) if c.id == rec.id)
+    source = ctx.task.held_out_examples(cell, source_n)
+    model, tok = contenders.model(rec), ctx.bases[rec.base][1]
+    gen = {"extract": igsm_extractor(ctx.cfg.task.modulus), "max_new_tokens": ctx.cfg.eval.max_new_tokens,
+           "batch_size": ctx.cfg.eval.batch_size}  # fmt: skip
+    src = collect_answers(model, tok, source, judge=ctx.task.judge, **gen)
+    out = {}
+    for t, items in targets.items():
+        tgt = collect_answers(model, tok, items, judge=ctx.task.judge, **gen)  # correctness: the diagnostics only
+        if t == "uniform":
+            DIAGNOSTICS.extend(
+                {"cell": rec.id, "op": p.op, "correct": c, "confidence": a, "answer_confidence": b}
+                for p, c, a, b in zip(items, tgt.correct, tgt.confidences, tgt.answer_confidences)
+            )
+        rows = []
+        for kind, sc, tc in (("", src.confidences, tgt.confidences), ("_answer", src.answer_confidences, tgt.answer_confidences)):
+            for method, name in ((ATC, "atc"), (DoC, "doc")):
+                r = method(n_boot=300).fit(sc, src.correct).predict(tc)
+                rows.append((name + kind, r.estimate, r.lower, r.upper))
+        out[t] = rows
+    return out
+
+
+DIAGNOSTICS: list[dict] = []  # per test item of the uniform target: op, correctness, both confidences
+
+
+def confidence_diagnostics(rows: list[dict]) -> pd.DataFrame:
+    """Per op: mean of each confidence and its AUROC for right against wrong answers (pooled over cells)."""
+    from sklearn.metrics import roc_auc_score
+
+    d, out = pd.DataFrame(rows), []
+    for op, g in d.groupby("op"):
+        row = {"op": op, "accuracy": g["correct"].mean()}
+        for col in ("confidence", "answer_confidence"):
+            row[f"mean_{col}"] = g[col].mean()
+            both = g["correct"].nunique() == 2
+            row[f"auroc_{col}"] = roc_auc_score(g["correct"], g[col]) if both else np.nan
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def ctx_cells(ctx):
+    from pacbayes_sft.sweep.cells import cells_of
+
+    return cells_of(ctx.cfg)
+
+
 def scores(est: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (target, name), g in est.groupby(["target", "estimator"]):
@@ -89,6 +144,7 @@ def main() -> None:
     ap.add_argument("--pool-per-op", type=int, default=50)
     ap.add_argument("--pool-split", choices=("train", "test"), default="train", help="templates of the pool")
     ap.add_argument("--skewed", type=int, default=400, help="items of the skewed target")
+    ap.add_argument("--source", type=int, default=0, help="held-out source problems per cell for ATC/DoC (0: none)")
     args = ap.parse_args()
     cfg, state = folder_config(args.run)
     recs = [r for r in valid_cells(args.run, state) if not r.is_base]
@@ -111,6 +167,7 @@ def main() -> None:
     contenders, rows = Contenders(ctx), []
     for rec in recs:
         pool_err = contenders.losses_on(rec, pool)  # in slice_ordered order
+        conf_rows = confidence_rows(contenders, ctx, rec, args.source, targets) if args.source else {}
         pool_op = np.array([p.op for p in pool])
         for t, items in targets.items():
             measured = float(contenders.losses_on(rec, items).mean())
@@ -122,10 +179,16 @@ def main() -> None:
             for name, w in fitted[t].items():
                 r = w.risk(pool_err, n_boot=500, random_state=0)
                 rows.append(base | {"estimator": name, "estimate": r.estimate, "lower": r.lower, "upper": r.upper})
+            for name, e, lo, hi in conf_rows.get(t, []):
+                rows.append(base | {"estimator": name, "estimate": e, "lower": lo, "upper": hi})
         contenders.drop([rec])
         print(f"{rec.id}: done", flush=True)
     est = pd.DataFrame(rows)
     est.to_csv(args.out / "estimates.csv", index=False, float_format="%.6g")
+    if DIAGNOSTICS:
+        diag = confidence_diagnostics(DIAGNOSTICS)
+        diag.to_csv(args.out / "confidence_by_op.csv", index=False, float_format="%.4g")
+        print(diag.to_string(index=False))
     sc = scores(est)
     sc.to_csv(args.out / "scores.csv", index=False, float_format="%.4g")
     print(sc.to_string(index=False))

@@ -51,6 +51,10 @@ LABEL_FREE_DRAWS = 2
 LABEL_FREE_SOURCE = 200
 """Held-out labelled training-distribution examples per cell for the label-free estimators."""
 
+LABEL_FREE_POOL = 50
+"""Labelled pool problems per test slice that ``estimate-risk --run`` draws from the sweep's task
+for the reweighted estimators (the target-risk study measured them with 50)."""
+
 LABEL_FREE_REPORT_N_BOOT = 300
 """Bootstrap resamples of each label-free interval in a sweep's report, which estimates every cell
 on every test mixture (fewer than :data:`LABEL_FREE_N_BOOT` to keep a report quick; the point

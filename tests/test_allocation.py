@@ -173,8 +173,11 @@ def test_state_is_a_bucket_by_item_matrix_and_eliminated_buckets_get_no_items():
 
 def test_a_result_round_trips():
     res = run_race(_bernoulli({"a": 0.2, "b": 0.6}, np.random.default_rng(0)), ["a", "b"])
-    assert RaceResult.from_dict(res.to_dict()) == res and res.confidence == "betting"
-    assert res.to_dict()["confidence"] == "betting"
+    assert RaceResult.from_dict(res.to_dict()) == res and res.confidence == "cmeb" == CONFIDENCES[0]
+    assert res.to_dict()["confidence"] == "cmeb"
+    for method in CONFIDENCES[1:]:  # results recorded with the older methods still load
+        old = run_race(_bernoulli({"a": 0.2, "b": 0.6}, np.random.default_rng(0)), ["a", "b"], confidence=method)
+        assert RaceResult.from_dict(old.to_dict()) == old and old.confidence == method
 
 
 @pytest.mark.parametrize(
@@ -306,7 +309,7 @@ def test_the_sequence_is_narrower_than_the_union_over_looks():
     """Differences of small variance, ten rounds of 200: at n = 2000 the betting half-width is well
     under the empirical-Bernstein one at look 10 (δ_10 = δ / (3 · 110) for K = 4)."""
     d = np.random.default_rng(0).choice([-1.0, 0.0, 1.0], size=2000, p=[0.01, 0.98, 0.01])
-    race = PairedRace(round_items=200, max_items=10_000, epsilon=0.001)
+    race = PairedRace(round_items=200, max_items=10_000, epsilon=0.001, confidence="betting")
     union = PairedRace(round_items=200, max_items=10_000, epsilon=0.001, confidence="bernstein")
     for r in range(10):
         piece = d[200 * r : 200 * (r + 1)]
@@ -346,6 +349,8 @@ def test_a_clear_gap_is_decided_on_fewer_items_than_the_union_bound_needs():
             items[c].append(res.n_items)
     assert all(b < u for b, u in zip(items["betting"], items["bernstein"]))
     assert np.median(items["betting"]) <= 0.5 * np.median(items["bernstein"])  # 1400 against 4900
+    assert all(m <= b for m, b in zip(items["cmeb"], items["betting"]))
+    assert sum(items["cmeb"]) <= 0.85 * sum(items["betting"])  # 9,600 against 11,600
 
 
 def test_an_old_result_reads_as_the_union_bound():
@@ -373,7 +378,7 @@ def test_an_old_result_reads_as_the_union_bound():
 
 def test_a_bad_confidence_names_the_argument():
     for bad in ("stitched", "Betting", 1):
-        with pytest.raises(ValueError, match=r"confidence must be one of \('betting', 'bernstein'\)"):
+        with pytest.raises(ValueError, match=r"confidence must be one of \('cmeb', 'betting', 'bernstein'\)"):
             PairedRace(confidence=bad)
     with pytest.raises(ValueError, match="confidence"):
         run_race(_bernoulli({"a": 0.1, "b": 0.2}, np.random.default_rng(0)), ["a", "b"], confidence="pr_eb")

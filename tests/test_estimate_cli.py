@@ -23,6 +23,7 @@ from pacbayes_sft.data.igsm_verify import igsm_judge
 from pacbayes_sft.data.tokenizer import load_tokenizer
 from pacbayes_sft.estimators.answers import (
     RowDraws,
+    answer_token_span,
     canonical_answer,
     collect_answers,
     collect_draws,
@@ -65,14 +66,19 @@ def env(tmp_path_factory):
     cfg_path.write_text(json.dumps(json.loads(cfg_path.read_text()) | {"base_model_name_or_path": "/no/such/base"}))
     source = list(generate(10, [2], split="train", seed=7))
     tests = [p.prompt for p in generate(10, [1, 2], split="test", seed=3)]
+    pool = [p for op in (1, 2, 3) for p in generate(12, [op], split="train", seed=50 + op)]
     files = {
+        "pool": _jsonl(root / "pool.jsonl", [p.to_dict() for p in pool]),
+        "pool_one_slice": _jsonl(root / "pool1.jsonl", [p.to_dict() | {"op": 2} for p in pool]),
+        "pool_no_slice": _jsonl(root / "pool0.jsonl", [{k: v for k, v in p.to_dict().items() if k != "op"} for p in pool]),
+        "blank_prompts": _jsonl(root / "blank.jsonl", [{"question": " "} for _ in tests]),
         "source": _jsonl(root / "source.jsonl", [p.to_dict() for p in source]),
         "prompts": _jsonl(root / "questions.jsonl", [{"question": q} for q in tests]),
         "empty": _jsonl(root / "empty.jsonl", []),
         "no_answer": _jsonl(root / "no_answer.jsonl", [{"prompt": tests[0]}]),
     }
     model, _ = load_checked(BASE, root / "adapter")
-    return {"root": root, "tok": tok, "model": model, "source": source, "tests": tests, "files": files}
+    return {"root": root, "tok": tok, "model": model, "source": source, "tests": tests, "files": files, "pool": pool}
 
 
 def _reference_logprob(model, tok, prompt, text, *, eos=True):
@@ -111,6 +117,24 @@ def test_confidence_is_the_probability_of_the_own_generation(env):
         assert lc == pytest.approx(_reference_logprob(model, tok, p, t, eos=False), abs=1e-4)
 
 
+def test_the_answer_confidence_is_the_probability_of_the_answer_tokens_given_the_chain(env):
+    model, tok, prompts = env["model"], env["tok"], env["tests"]
+    g = collect_answers(model, tok, prompts, extract=igsm_extractor(), **GEN)
+    with_answer = 0
+    for p, t, a, ac, c in zip(prompts, g.texts, g.answers, g.answer_confidences, g.confidences):
+        if a is None:
+            assert ac == 0.0
+            continue
+        with_answer += 1
+        # reference: the answer's characters at the end of the text, scored given everything before them
+        pos = t.rfind(a)
+        chain, answer = t[:pos], t[pos : pos + len(a)]
+        ref = _reference_logprob(model, tok, p, chain + answer, eos=False) - _reference_logprob(model, tok, p, chain, eos=False)
+        assert ac == pytest.approx(np.exp(ref), rel=1e-4) and c <= ac + 1e-12  # a part is at least as likely as the whole
+    assert with_answer >= 3  # the test can fail: most of these adapter's answers are there
+    assert answer_token_span(tok, [5, 6], "x y", None) is None and answer_token_span(tok, [5, 6], "x y", "z") is None
+
+
 def test_each_row_generates_and_is_scored_under_its_own_draw(env):
     model, tok, prompts = env["model"], env["tok"], env["tests"][:4]
     post = GaussianPosterior(model, 0.03, "delta", seed=0)
@@ -142,8 +166,8 @@ def test_estimate_test_risk_end_to_end(env):
     )  # fmt: skip
     assert list(df.columns) == list(COLUMNS)
     assert list(df["estimator"]) == [
-        "no_shift", "two_gap_tv", "atc", "doc", "da_2013", "da_2016", "half_disagreement", "gde_posterior",
-        "seed_disagreement",
+        "no_shift", "two_gap_tv", "atc", "doc", "atc_answer", "doc_answer", "da_2013", "da_2016", "half_disagreement",
+        "gde_posterior", "seed_disagreement",
     ]  # fmt: skip
     assert df.loc[df["certified"], "estimator"].tolist() == ["half_disagreement"]
     assert ((0 <= df["lower"]) & (df["lower"] <= df["upper"]) & (df["upper"] <= 1)).all()
@@ -159,6 +183,29 @@ def test_estimate_test_risk_end_to_end(env):
     )
     assert by.loc["two_gap_tv", "estimate"] >= by.loc["no_shift", "estimate"]
     assert "σ = 0.03" in by.loc["da_2013", "risk_of"] and by.loc["atc", "risk_of"] == "adapter"
+
+
+def test_the_pool_estimators_reweight_the_adapters_own_pool_errors(env):
+    """iw_slices and iw from estimate_test_risk equal the weights fitted here on the pool's errors
+    recomputed with the plain generator and judge (the collector adds nothing of its own)."""
+    from pacbayes_sft.estimators.target_risk import DensityRatioWeights, SliceWeights
+
+    pool = env["pool"]
+    df = estimate_test_risk(
+        BASE, env["root"] / "adapter", env["tests"], pool=pool, judge=igsm_judge(), extract=igsm_extractor(),
+        evaluation=EvalConfig(**GEN), n_boot=50,
+    )  # fmt: skip
+    assert df["estimator"].tolist() == ["iw_slices", "iw"] and not df["certified"].any()
+    texts = generate_texts(env["model"], env["tok"], [p.prompt for p in pool], max_new_tokens=GEN["max_new_tokens"])
+    errors = [float(not igsm_judge()(p, t)) for p, t in zip(pool, texts)]
+    prompts, ops = [p.prompt for p in pool], [p.op for p in pool]
+    boot = {"level": 0.95, "n_boot": 50, "random_state": 0}
+    by = df.set_index("estimator")
+    slices = SliceWeights(random_state=0).fit(prompts, ops, env["tests"]).risk(errors, **boot)
+    ratio = DensityRatioWeights(random_state=0).fit(prompts, env["tests"]).risk(errors, **boot)
+    assert by.loc["iw_slices", "estimate"] == pytest.approx(slices.estimate)
+    assert by.loc["iw", "estimate"] == pytest.approx(ratio.estimate)
+    assert (by["n_pool"] == len(pool)).all() and (by["n_source"] == 0).all()
 
 
 def _pool_error(inputs, settings):
@@ -191,7 +238,7 @@ def test_a_registered_estimator_shows_up_in_estimate_test_risk(env, toy_pool):
         BASE, env["root"] / "adapter", env["tests"], source=env["source"], judge=igsm_judge(),
         extract=igsm_extractor(), config=cfg,
     )  # fmt: skip
-    assert every["estimator"].tolist() == ["no_shift", "two_gap_tv", "atc", "doc", "toy_pool"]
+    assert every["estimator"].tolist() == ["no_shift", "two_gap_tv", "atc", "doc", "atc_answer", "doc_answer", "toy_pool"]
     with pytest.raises(ValueError, match="estimators: 'toy_pool' needs source"):
         estimate_test_risk(BASE, env["root"] / "adapter", env["tests"], estimators=["toy_pool"])
 
@@ -269,6 +316,10 @@ def test_cli_prints_one_row_per_estimator_and_writes_the_table(env, tmp_path, ca
         ("bad_shapes", "does not fit"),
         ("run_without_cell", "--run and --cell go together"),
         ("source_without_answer", "--source: row 0 .* has no 'answer'"),
+        ("pool_without_answer", "--pool: row 0 .* has no 'answer'"),
+        ("pool_one_slice", "--pool: .* holds one slice only"),
+        ("pool_without_slice", "--pool: row 0 .* has no slice in column 'op'"),
+        ("blank_prompts", "--prompts: row 0 .* has no prompt text"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(env, tmp_path, capsys, case, match):
@@ -292,6 +343,14 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(env, tmp_path, caps
         argv += ["--run", str(tmp_path)]
     elif case == "source_without_answer":
         argv += ["--source", str(f["no_answer"])]
+    elif case == "pool_without_answer":
+        argv += ["--pool", str(f["no_answer"])]
+    elif case == "pool_one_slice":
+        argv += ["--pool", str(f["pool_one_slice"])]
+    elif case == "pool_without_slice":
+        argv += ["--pool", str(f["pool_no_slice"])]
+    elif case == "blank_prompts":
+        argv[argv.index(str(f["prompts"]))] = str(f["blank_prompts"])
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(match, err[0]), err

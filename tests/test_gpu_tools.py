@@ -1,6 +1,7 @@
 """The GPU check's helpers that need no GPU: the timing tables (experiments/gpu_profile.py), the
 scaled configuration (experiments/gpu_scaled.py) and the wheel installer (experiments/gpu_env.py)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def test_phase_table_sets_profiles_side_by_side():
 def test_stage_table_of_a_run_against_itself_is_one_everywhere():
     table = gpu_profile.stage_table(DEMO, DEMO / "cells").splitlines()
     rows = [r for r in table[2:] if r.startswith("| base__sft__")]
-    assert len(rows) == 9 * 5  # 9 cells x (4 recorded stages + the cell)
+    stages = json.loads(next((DEMO / "cells").glob("base__sft__*.json")).read_text())["training"]["stage_seconds"]
+    assert len(stages) == 5 and len(rows) == 9 * (len(stages) + 1)  # 9 cells x (5 recorded stages + the cell)
     assert all(r.endswith("| 1.0× |") for r in table[2:])
     assert table[-1].startswith("| all cells both ran | **sum** |")
     with pytest.raises(ValueError, match="reference"):

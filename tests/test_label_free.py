@@ -323,13 +323,17 @@ def test_label_free_estimates_picks_what_its_inputs_allow():
     src, tgt = _domain_sim(rng, 60)
     sc = rng.uniform(size=60)
     y = (sc > 0.3).astype(int)
+    sa, ta = rng.uniform(size=60), rng.uniform(size=60)
     full = LabelFreeInputs(
         target_conf=rng.uniform(size=60), source_conf=sc, source_correct=y, source_draws=src, target_draws=tgt,
-        seed_answers=tgt.answers, tv=(0.2, 0.1),
+        seed_answers=tgt.answers, tv=(0.2, 0.1), source_answer_conf=sa, target_answer_conf=ta,
     )  # fmt: skip
     rows = label_free_estimates(full, EstimatorSettings(n_boot=50))
-    assert [r.name for r in rows] == list(ESTIMATORS)
+    assert [r.name for r in rows] == [n for n in ESTIMATORS if n not in ("iw", "iw_slices")]  # no pool given
     by = {r.name: r for r in rows}
+    assert by["atc_answer"].estimate == ATC(n_boot=50).fit(sa, y).predict(ta).estimate
+    assert by["doc_answer"].estimate == DoC(n_boot=50).fit(sa, y).predict(ta).estimate
+    assert "final answer tokens" in by["doc_answer"].assumptions
     assert by["da_2013"] == disagreement_form_2013(src, tgt)
     assert by["two_gap_tv"].estimate == pytest.approx(1 - y.mean() + 0.2)
     assert by["no_shift"].estimate == pytest.approx(1 - y.mean())
@@ -401,13 +405,13 @@ def test_a_registered_spec_shows_up_in_a_sweep_cells_estimates(toy, toy_slices):
     n_src, n_test = len(rec.label_free["source"]["answer"]), len(conf)
     src = [SimpleNamespace(prompt=f"q{i}", op=i % 2) for i in range(n_src)]
     test = [SimpleNamespace(prompt=f"t{i}", op=1) for i in range(n_test)]
-    rows = {r["name"]: r for r in cell_estimates(rec, items=range(10), examples=(src, test), n_boot=50)}
+    rows = {r["name"]: r for r in cell_estimates(rec, items=range(10), examples={"source": src, "test": test}, n_boot=50)}
     wrong = 1 - np.asarray(rec.label_free["source"]["correct"])
     assert rows["toy_slices"]["estimate"] == pytest.approx((wrong[0::2].mean() + wrong[1::2].mean()) / 2)
-    inputs = cell_inputs(rec, items=[3, 1], examples=(src, test))
+    inputs = cell_inputs(rec, items=[3, 1], examples={"source": src, "test": test})
     assert inputs.target_prompts == ["t3", "t1"] and inputs.source_slices[:3] == [0, 1, 0]
     with pytest.raises(ValueError, match="examples: cell"):
-        cell_inputs(rec, examples=(src[1:], test))
+        cell_inputs(rec, examples={"source": src[1:], "test": test})
 
 
 def test_the_report_table_lists_a_registered_spec_and_keeps_the_committed_numbers(toy):
@@ -483,3 +487,14 @@ def test_the_report_table_lists_a_registered_spec_and_keeps_the_committed_number
 def test_bad_inputs_raise_value_error_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_atc_says_how_many_source_errors_its_threshold_rests_on():
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(size=50)
+    few = (np.arange(50) >= 2).astype(int)  # 2 errors
+    r = ATC(n_boot=20).fit(conf, few).predict(rng.uniform(size=30))
+    assert r.details["source_errors"] == 2.0 and "rests on 2 source error(s); WARNING" in r.assumptions
+    many = (conf > 0.3).astype(int)
+    r = ATC(n_boot=20).fit(conf, many).predict(rng.uniform(size=30))
+    assert r.details["source_errors"] == float((1 - many).sum()) and "WARNING" not in r.assumptions

@@ -4,6 +4,7 @@ killed task, failures reported with their error, and records identical to a plai
 import dataclasses
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 from pacbayes_sft.cli import main
 from pacbayes_sft.sweep import load_config, run_sweep
 from pacbayes_sft.sweep.launch import launch_sweep, schedule
+from pacbayes_sft.sweep.slurm import SubmissionRefused
 from pacbayes_sft.sweep.store import failures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +95,9 @@ def test_a_cell_that_fails_every_attempt_is_reported_with_its_error(tmp_path, ca
     assert "cell tiny__sft__n8__easy__s0 FAILED after 2 attempts" in err
     (failed,) = failures(out).values()
     assert failed["attempts"] == 2 and failed["error"]
+    # the error is the cell's own exception, with the job that raised it and its log file
+    assert re.search(r"NotADirectoryError: .*Not a directory.* \(job \d+; log .*launcher/\d+/\d+_0_log\.err\)", failed["error"])
+    assert failed["error"] in err and "failed during processing" not in err
     assert (out / "cells" / "tiny__base.json").is_file()  # the other task finished
 
 
@@ -125,19 +130,24 @@ def test_schedule_keeps_at_most_max_parallel_in_flight_and_retries_first_in_line
     assert order[:2] == ["a", "b"] and order.count("a") == 3 and order.count("b") == 2
 
 
-def test_a_job_the_scheduler_refuses_is_a_failed_attempt():
-    res = dataclasses.replace(_four_cells().resources, max_retries=1)
+def test_a_transient_submission_error_is_a_failed_attempt_and_a_refusal_is_not_retried():
+    res = dataclasses.replace(_four_cells().resources, max_retries=1, max_parallel=1)
     calls = []
 
     def submit(task):
         calls.append(task)
+        if task == "busy":
+            raise RuntimeError("sbatch failed (may succeed later): Socket timed out on send/recv operation")
         if task == "bad":
-            raise RuntimeError("sbatch: error: invalid partition specified: nope")
+            raise SubmissionRefused("Slurm refused job x: sbatch: error: invalid partition specified: nope")
         return _FakeJob("ok")
 
-    done, failed = schedule(submit, ["bad", "good"], res, poll_s=0)
-    assert done == ["good"] and calls.count("bad") == 2
-    assert failed["bad"][0] == 2 and "invalid partition" in failed["bad"][1]
+    done, failed = schedule(submit, ["busy", "good"], res, poll_s=0)
+    assert done == ["good"] and calls.count("busy") == 2 and failed["busy"][0] == 2
+    calls.clear()
+    with pytest.raises(SubmissionRefused, match="invalid partition"):
+        schedule(submit, ["good", "bad", "later"], res, poll_s=0)
+    assert calls == ["good", "bad"]  # refused once, not retried, and nothing submitted after it
 
 
 def test_launcher_and_resources_are_checked(tmp_path, capsys):

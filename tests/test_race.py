@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pacbayes_sft.data import igsm
 from pacbayes_sft.racing import parse_group, race_group, race_groups, race_summaries
 from pacbayes_sft.racing.fresh_items import SEED_OFFSET, fresh_items, item_seed, op_counts
 from pacbayes_sft.report import build_report
+from pacbayes_sft.stats import CONFIDENCES
 from pacbayes_sft.sweep import SweepConfig, load_config, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +69,7 @@ def test_a_race_spends_fresh_rounds_resumes_and_reports(run, capsys):
     assert json.loads(path.read_text()) == doc and doc["status"] == "done"
     res = doc["result"]
     assert res["reason"] == "cap" and res["items_used"] == {"easy": 72, "hard": 72} and res["rounds"] == 3
-    assert doc["settings"]["confidence"] == res["confidence"] == "betting"  # the defaults for a new race
+    assert doc["settings"]["confidence"] == res["confidence"] == "cmeb"  # the defaults for a new race
     assert doc["settings"]["items"] == "stratified"
     assert [r["n_items"] for r in doc["rounds"]] == [24, 24, 24] and doc["cell_seeds"] == [0]
     assert doc["item_seeds"] == [item_seed(load_config(QUICK), 1), item_seed(load_config(QUICK), 2)]
@@ -100,7 +102,8 @@ def test_a_race_spends_fresh_rounds_resumes_and_reports(run, capsys):
     # the report shows the race beside the bootstrap
     build_report(run)
     md = (run / "report.md").read_text()
-    assert "race_items" in md and "open: " in md and "items_needed (80% power)" in md
+    assert re.search(r"open: .* \(ε 0.001; 96 items; 1 seed\(s\); [0-9,]+ s\)", md)  # one cell: answer and basis
+    assert "race_items" not in md and "items_needed (80% power)" in md
     assert "1 budget(s) raced, 0 ended with a single best bucket and 0 in an ε-tie" in md
     # the verb prints the finished race without recomputing it
     assert main(["race", "--run", str(run), "--quiet", *_flags(RACE | {"max_items": 96})]) == 0
@@ -159,7 +162,7 @@ def test_bad_input(run, tmp_path, capsys):
         race_group(run, "tiny", "dft", 8)
     with pytest.raises(ValueError, match="round_items"):
         race_group(run, "tiny", "sft", 8, round_items=0)
-    with pytest.raises(ValueError, match=r"confidence must be one of \('betting', 'bernstein'\)"):
+    with pytest.raises(ValueError, match=r"confidence must be one of \('cmeb', 'betting', 'bernstein'\)"):
         race_group(run, "tiny", "sft", 8, confidence="stitched")
     with pytest.raises(ValueError, match="BASE/OBJECTIVE/N"):
         parse_group("tiny/sft")
@@ -203,10 +206,10 @@ def test_the_replay_and_the_race_table_read_a_raced_folder(run, tmp_path, capsys
                         "--round-items", "24", "--out", str(csv_path)]) == 0  # fmt: skip
     with csv_path.open() as f:
         rows = list(csv.DictReader(f))
-    assert {(r["method"], r["cap"]) for r in rows} == {(m, c) for m in ("betting", "bernstein") for c in ("48", "72")}
+    assert {(r["method"], r["cap"]) for r in rows} == {(m, c) for m in CONFIDENCES for c in ("48", "72")}
     assert all(float(r["median_items"]) <= int(r["cap"]) and r["round0_items"] == "24" for r in rows)
     table = _experiment("race_table").rows(run, csv_path)
     (row,) = [r for r in table if r["group"] == "tiny/sft/8"]
-    assert row["items"] == doc["result"]["items_used"]["easy"] and row["method"] == "betting"
+    assert row["items"] == doc["result"]["items_used"]["easy"] and row["method"] == "cmeb"
     assert row["decided"] is False and row["predicted_items"] == 72.0  # ε this small: the cap, in every replay
     assert _experiment("race_table").main([str(run)]) == 0 and "tiny/sft/8" in capsys.readouterr().out

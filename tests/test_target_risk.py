@@ -153,3 +153,29 @@ def test_each_overlap_rule_can_raise_the_warning():
     ]:
         good, text = _overlap(SimpleNamespace(**(ok | change)), 100)
         assert not good and words in text
+
+
+def test_the_registered_pool_estimators_fall_back_to_doc_outside_the_support(world):
+    """iw and iw_slices as label-free specs: the fitted weights' estimate inside the support; outside
+    it DoC under the same name when the source confidences are given (and the warning alone otherwise)."""
+    from pacbayes_sft.estimators.label_free import EstimatorSettings, LabelFreeInputs, label_free_estimates
+    from pacbayes_sft.estimators.label_free.methods import DoC
+
+    pool, pool_ops, errors, target, _, _ = world
+    settings = EstimatorSettings(n_boot=50)
+    pool_in = {"pool_prompts": pool, "pool_slices": pool_ops.tolist(), "pool_correct": (1 - errors).astype(int).tolist()}
+    inside = {r.name: r for r in label_free_estimates(LabelFreeInputs(target_prompts=target, **pool_in), settings)}
+    assert set(inside) == {"iw", "iw_slices"}
+    direct = SliceWeights().fit(pool, pool_ops, target).risk(errors, n_boot=50)
+    assert inside["iw_slices"].estimate == pytest.approx(direct.estimate)
+    assert "fallback" not in inside["iw_slices"].details
+    rng = np.random.default_rng(5)
+    far = [_prompt(rng, 12) for _ in range(200)]  # op 12 against an op 1-8 pool
+    alone = label_free_estimates(LabelFreeInputs(target_prompts=far, **pool_in), settings, names=["iw_slices"])[0]
+    assert "WARNING, poor overlap" in alone.assumptions and alone.details["overlap_ok"] == 0.0
+    conf = {"source_conf": rng.uniform(0.5, 1, 100), "source_correct": rng.integers(0, 2, 100), "target_conf": rng.uniform(0, 0.5, 200)}
+    rows = label_free_estimates(LabelFreeInputs(target_prompts=far, **pool_in, **conf), settings, names=["iw", "iw_slices"])
+    doc = DoC(n_boot=50).fit(conf["source_conf"], conf["source_correct"]).predict(conf["target_conf"])
+    for r in rows:
+        assert r.estimate == pytest.approx(doc.estimate) and r.details["fallback"] == 1.0
+        assert "fell back to DoC" in r.assumptions and "outside the pool's support" in r.assumptions

@@ -224,3 +224,44 @@ def test_the_report_of_a_two_stage_run_says_what_it_certifies(two_stage_run):
     assert "pretrained weights as prior" not in md
     assert "## Label-free estimates of the test risk" in md and "total:tv" in md
     assert (two_stage_run / "label_free_scores.csv").is_file()
+
+
+def test_the_prior_scale_is_chosen_on_its_own_noise_stream(monkeypatch):
+    """σ_p's selection draws and the MC bound's draws come from different seeds: σ_p (and through it
+    Q) must not depend on noise the bound's Monte-Carlo term reuses."""
+    import pacbayes_sft.certify.two_stage as ts
+    from pacbayes_sft.certify.config import BoundConfig, CertifySettings, EvalConfig, TVConfig
+
+    seeds = {}
+
+    def choose(model, losses, prior, rms, *, seed):
+        seeds["selection"] = seed
+        return ts.PriorSigma(0.1, 0.1, 1.0, [], "fixed")
+
+    class _Post:
+        def kl(self):
+            return torch.tensor(1.0)
+
+        def module_scales(self):
+            return {}
+
+        def remove(self):
+            pass
+
+    def certificate(model, losses, tv_inputs, bound, state, *, seed):
+        seeds["mc_bound"] = seed
+        return "certificate"
+
+    monkeypatch.setattr(ts, "example_losses", lambda *a, **k: None)
+    monkeypatch.setattr(ts, "prior_centre_rms", lambda *a, **k: 1.0)
+    monkeypatch.setattr(ts, "choose_prior_sigma", choose)
+    monkeypatch.setattr(ts, "refine_posterior", lambda *a, **k: (_Post(), [{"loss": 0.0}]))
+    monkeypatch.setattr(ts, "posterior_certificate", certificate)
+    model = torch.nn.Linear(1, 1)
+    for seed in (0, 3):
+        cert, _ = ts.certify_two_stage(
+            model, None, list(range(8)), [], prior=PriorConfig(), bound=BoundConfig(), tv=TVConfig(),
+            evaluation=EvalConfig(), settings=CertifySettings(seed=seed),
+        )  # fmt: skip
+        assert cert == "certificate" and seeds["mc_bound"] == seed
+        assert seeds["selection"] != seeds["mc_bound"] and seeds["selection"] == ts.SELECT_SEED + seed

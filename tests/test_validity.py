@@ -74,7 +74,8 @@ def test_race_answers_are_right_at_the_level_by_either_method():
     at level 0.8 (so a broken interval would show within 40 races) the wrong-answer rate is not
     significantly above 0.2, and the confidence sequence decides the clear gap on fewer items."""
     df = v.race_coverage(reps=40, level=0.8, max_items=6000)
-    assert len(df) == 2 * len(v.RACE_SCENARIOS)
+    assert len(df) == 3 * len(v.RACE_SCENARIOS) and "just beyond ε" in v.RACE_SCENARIOS
     assert (df["ci_low"] <= 0.2).all(), df
     clear = df[df["scenario"] == "clear gap"].set_index("confidence")
     assert clear.loc["betting", "decided"] == 1.0 and clear.loc["betting", "mean_items"] < clear.loc["bernstein", "mean_items"]
+    assert clear.loc["cmeb", "decided"] == 1.0 and clear.loc["cmeb", "mean_items"] < clear.loc["betting", "mean_items"]

@@ -21,7 +21,8 @@ Test answers are never read: the test items are prompts only.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ COLUMNS = (
     "certified",
     "assumptions",
     "n_source",
+    "n_pool",
     "n_target",
 )
 """The columns of :func:`estimate_test_risk`'s table, one row per estimator."""
@@ -138,29 +140,37 @@ def _needed(estimators: Sequence[str] | None, given: dict[str, bool]) -> list[st
     return list(estimators)
 
 
-def _check_source(source: Sequence[Any] | None, judge: Judge | str | None) -> Judge | None:
-    """Validate the labelled source sample; return its judge (None without a source)."""
-    if source is None:
+def _check_labelled(examples: Sequence[Any] | None, judge: Judge | str | None, name: str = "source") -> Judge | None:
+    """Validate a labelled sample (``name``: "source", or "pool", whose items also need an ``op``:
+    their slice); return its judge (None without a sample)."""
+    if examples is None:
         return None
-    if isinstance(source, str) or not source:
-        raise ValueError("source must hold at least one labelled example (or be None)")
-    for i, e in enumerate(source):
+    if isinstance(examples, str) or not examples:
+        raise ValueError(f"{name} must hold at least one labelled example (or be None)")
+    for i, e in enumerate(examples):
         try:
             p = example_field(e, "prompt")
         except ValueError:
-            raise ValueError(f"source[{i}] has no 'prompt'") from None
+            raise ValueError(f"{name}[{i}] has no 'prompt'") from None
         if not isinstance(p, str) or not p.strip():
-            raise ValueError(f"source[{i}] needs a non-empty string 'prompt'")
+            raise ValueError(f"{name}[{i}] needs a non-empty string 'prompt'")
+        if name == "pool" and _field_or_none(e, "op") is None:
+            raise ValueError(f"pool[{i}] has no 'op' (its slice: an operation count or difficulty bin)")
     if callable(judge):
         return judge
     if judge is not None and not isinstance(judge, str):
         raise ValueError(f"judge must be a callable (example, text) -> bool or a scorer name, got {judge!r}")
-    for i, e in enumerate(source):
-        try:
-            example_field(e, "answer")
-        except ValueError:
-            raise ValueError(f"source[{i}] has no 'answer' for the scorer to compare with (or pass a judge)") from None
+    for i, e in enumerate(examples):
+        if _field_or_none(e, "answer") is None:
+            raise ValueError(f"{name}[{i}] has no 'answer' for the scorer to compare with (or pass a judge)")
     return answer_judge(judge or defaults.SCORER)
+
+
+def _field_or_none(example: Any, key: str) -> Any:
+    try:
+        return example_field(example, key)
+    except ValueError:
+        return None
 
 
 def _check_prompts(prompts: Sequence[Any]) -> list[str]:
@@ -186,15 +196,17 @@ def _check_seeds(seeds_adapters: Sequence[str | Path]) -> list[str]:
     return seeds
 
 
-def _check_fields(fields: Collection[str], source: Sequence[Any] | None, config: LabelFreeConfig) -> set[str]:
+def _check_fields(fields: Collection[str], given: dict[str, bool], config: LabelFreeConfig) -> set[str]:
     if isinstance(fields, str) or not isinstance(fields, Collection):
         raise ValueError(f"fields must be a collection of input names ({', '.join(INPUT_NAMES)}), got {fields!r}")
     fields = set(fields)
     unknown = sorted(fields - set(INPUT_NAMES))
     if unknown:
         raise ValueError(f"fields: unknown inputs {unknown} (known: {', '.join(INPUT_NAMES)})")
-    if source is None and any("source" in INPUT_REQUIRES[f] for f in fields):
-        raise ValueError(f"fields {sorted(f for f in fields if 'source' in INPUT_REQUIRES[f])} need a labelled source")
+    for sample in ("source", "pool"):
+        wanting = sorted(f for f in fields if sample in INPUT_REQUIRES[f])
+        if wanting and not given[sample]:
+            raise ValueError(f"fields {wanting} need a labelled {sample}")
     if fields & {"source_draws", "target_draws"} and config.sigma is None:
         raise ValueError("fields source_draws and target_draws need config.sigma (the posterior's scale)")
     return fields
@@ -238,32 +250,35 @@ def collect_label_free_inputs(
     *,
     fields: Collection[str],
     source: Sequence[Any] | None = None,
+    pool: Sequence[Any] | None = None,
     judge: Judge | None = None,
     extract: Extractor | None = None,
     config: LabelFreeConfig | None = None,
-    others: Iterable[tuple[torch.nn.Module, Any]] = (),
     test_tokens: Sequence[Sequence[int]] | None = None,
 ) -> LabelFreeInputs:
     """The inputs ``fields`` (names of :class:`LabelFreeInputs`; :func:`inputs_needed` gives the
     ones a list of estimators reads) of the adapter ``model`` on the test ``prompts`` (strings or
-    examples with a ``prompt``): its greedy answers and confidences on the prompts and on the
-    labelled ``source`` examples (judged by ``judge``), ``config.draws`` posterior draws per item
-    (N(model, σ²I), seeded by ``config.seed``), the TV proxy between the source and the prompts,
-    and the answers of the seeds' models ``others`` (pairs (model, tokenizer), loaded on demand).
-    ``test_tokens``: the point model's greedy tokens on the prompts, when already decoded."""
+    examples with a ``prompt``): its greedy answers and confidences on the prompts, on the
+    labelled ``source`` examples and on the labelled ``pool`` (examples of every difficulty, each
+    with its slice ``op``), judged by ``judge``; ``config.draws`` posterior draws per item
+    (N(model, σ²I), seeded by ``config.seed``); the TV proxy between the source and the prompts.
+    ``seed_answers`` holds the point model's answers only (:func:`estimate_test_risk` adds the
+    other seeds'). ``test_tokens``: the point model's greedy tokens on the prompts, when already
+    decoded."""
     cfg = config if config is not None else LabelFreeConfig()
-    fields = _check_fields(fields, source, cfg)
+    fields = _check_fields(fields, {"source": source is not None, "pool": pool is not None}, cfg)
     texts = _check_prompts(prompts)
     ev = cfg.evaluation
     gen = {"extract": extract, "max_new_tokens": ev.max_new_tokens, "batch_size": ev.batch_size}
     got: dict[str, Any] = {}
     point: dict[str, GeneratedAnswers] = {}
-    if fields & {"target_conf", "target_answers", "seed_answers", "target_draws"}:
-        point["target"] = answers_of_tokens(model, tok, prompts, test_tokens, **gen)
-        got["target_conf"], got["target_answers"] = point["target"].confidences, point["target"].answers
-    if fields & {"source_conf", "source_correct", "source_answers", "source_draws"}:
+    if fields & {"target_conf", "target_answers", "target_answer_conf", "seed_answers", "target_draws"}:
+        point["target"] = t = answers_of_tokens(model, tok, prompts, test_tokens, **gen)
+        got["target_conf"], got["target_answers"], got["target_answer_conf"] = t.confidences, t.answers, t.answer_confidences
+    if fields & {"source_conf", "source_correct", "source_answers", "source_answer_conf", "source_draws"}:
         point["source"] = s = collect_answers(model, tok, source, judge=judge, **gen)
         got["source_conf"], got["source_correct"], got["source_answers"] = s.confidences, s.correct, s.answers
+        got["source_answer_conf"] = s.answer_confidences
     src_prompts = [example_field(e, "prompt") for e in source] if source is not None else None
     if "target_prompts" in fields:
         got["target_prompts"] = texts
@@ -278,10 +293,12 @@ def collect_label_free_inputs(
         post = GaussianPosterior(model, cfg.sigma, cfg.space, seed=cfg.seed)
         items = {"prompts": prompts} | ({"source": source} if "source_draws" in fields else {})
         got |= _draws(post, tok, items, point, judge, gen | {"draws": cfg.draws})
+    if fields & {"pool_correct", "pool_prompts", "pool_slices"}:
+        got["pool_correct"] = collect_answers(model, tok, pool, judge=judge, confidence=False, **gen).correct
+        got["pool_prompts"] = [example_field(e, "prompt") for e in pool]
+        got["pool_slices"] = [example_field(e, "op") for e in pool]
     if "seed_answers" in fields:
-        got["seed_answers"] = [point["target"].answers] + [
-            collect_answers(other, other_tok, prompts, **gen).answers for other, other_tok in others
-        ]
+        got["seed_answers"] = [point["target"].answers]
     return LabelFreeInputs(**got)
 
 
@@ -291,6 +308,7 @@ def estimate_test_risk(
     prompts: Sequence[str],
     *,
     source: Sequence[Any] | None = None,
+    pool: Sequence[Any] | None = None,
     judge: Judge | str | None = None,
     extract: Extractor | None = None,
     seeds_adapters: Sequence[str | Path] = (),
@@ -304,7 +322,10 @@ def estimate_test_risk(
         prompts: the test prompts (no answers are read).
         source: labelled training-distribution examples the adapter did not train on (``prompt``
             and ``answer``, or whatever ``judge`` reads); needed by every estimator but
-            "half_disagreement", "gde_posterior" and "seed_disagreement".
+            "half_disagreement", "gde_posterior", "seed_disagreement", "iw" and "iw_slices".
+        pool: labelled held-out examples of every difficulty (``prompt``, ``answer`` and ``op``, the
+            slice: an operation count or difficulty bin), for "iw" and "iw_slices", which reweight
+            the adapter's errors on the pool to the test prompts.
         judge: a :data:`~pacbayes_sft.data.scorers.Judge` or scorer name (default
             ``defaults.SCORER`` against each source example's ``answer``); ``extract`` reads the
             final answer the way the judge does (default: the final_answer scorer's extractor).
@@ -324,16 +345,20 @@ def estimate_test_risk(
     """
     cfg = with_options(config, options)
     _check_prompts(prompts)
-    judge_fn = _check_source(source, judge)
+    judge_fn = _check_labelled(source, judge)
+    judge_fn = _check_labelled(pool, judge, "pool") or judge_fn
     seeds = _check_seeds(seeds_adapters)
-    given = {"source": source is not None, "sigma": cfg.has_draws, "seeds_adapters": bool(seeds)}
+    given = {"source": source is not None, "pool": pool is not None, "sigma": cfg.has_draws, "seeds_adapters": bool(seeds)}
     names = _needed(cfg.estimators, given)
     model, tok = load_checked(base, adapter)
-    others = (load_checked(base, a, tok) for a in seeds)  # each loaded when its answers are collected
     inputs = collect_label_free_inputs(
-        model, tok, prompts, fields=inputs_needed(names), source=source, judge=judge_fn, extract=extract,
-        config=cfg, others=others,
+        model, tok, prompts, fields=inputs_needed(names), source=source, pool=pool, judge=judge_fn, extract=extract,
+        config=cfg,
     )  # fmt: skip
+    if inputs.seed_answers is not None:  # the other seeds' answers, each model loaded in turn
+        gen = {"extract": extract, "max_new_tokens": cfg.evaluation.max_new_tokens, "batch_size": cfg.evaluation.batch_size}
+        more = [collect_answers(*load_checked(base, a, tok), prompts, **gen).answers for a in seeds]
+        inputs = replace(inputs, seed_answers=list(inputs.seed_answers) + more)
     rows = label_free_estimates(inputs, cfg, names=names)
     table = [
         {
@@ -346,6 +371,7 @@ def estimate_test_risk(
             "certified": r.certified,
             "assumptions": r.assumptions,
             "n_source": int(r.details.get("n_source", 0)),
+            "n_pool": int(r.details.get("n_pool", 0)),
             "n_target": int(r.details.get("n_target", len(prompts))),
         }
         for r in rows

@@ -22,13 +22,16 @@ from .config import SPACES, EvalConfig, TVConfig
 __all__ = ["INPUT_REQUIRES", "LabelFreeConfig", "with_options"]
 
 INPUT_REQUIRES: Mapping[str, tuple[str, ...]] = {
-    "target_conf": (), "target_answers": (), "target_prompts": (),
+    "target_conf": (), "target_answers": (), "target_prompts": (), "target_answer_conf": (),
+    "source_answer_conf": ("source",),
     "source_conf": ("source",), "source_correct": ("source",), "source_answers": ("source",),
     "source_prompts": ("source",), "source_slices": ("source",), "tv": ("source",),
+    "pool_prompts": ("pool",), "pool_slices": ("pool",), "pool_correct": ("pool",),
     "source_draws": ("source", "sigma"), "target_draws": ("sigma",), "seed_answers": ("seeds_adapters",),
 }  # fmt: skip
 """What the caller must give for the collector to produce each input: labelled ``source``
-examples, a posterior scale ``sigma`` > 0, or other seeds' adapters."""
+examples, a labelled ``pool`` of every difficulty, a posterior scale ``sigma`` > 0, or other seeds'
+adapters."""
 
 
 def _check_sigma(sigma: Any) -> None:

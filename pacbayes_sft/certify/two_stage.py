@@ -54,6 +54,11 @@ class PriorSigma:
     rule: str
 
 
+SELECT_SEED = 40_009
+"""Offset of the seed of σ_p's selection draws, apart from the MC bound's (the cell's seed), the
+stochastic test risk's and the label-free draws'."""
+
+
 def choose_prior_sigma(
     model: torch.nn.Module, losses: Losses, prior: PriorConfig, rms: float, *, seed: int = 0
 ) -> PriorSigma:
@@ -158,7 +163,9 @@ def certify_two_stage(
     n_p = prior.split(len(train_examples))
     s_p, s_b = list(train_examples[:n_p]), list(train_examples[n_p:])
     select = example_losses(tokenizer, s_p[: prior.select], bound.loss, judge=judge, evaluation=evaluation, gold=True)
-    chosen = choose_prior_sigma(model.eval(), select, prior, prior_centre_rms(model, "lora", init=init), seed=seed)
+    rms = prior_centre_rms(model, "lora", init=init)
+    # its own noise stream: σ_p (and through it Q) must not depend on draws the MC bound reuses
+    chosen = choose_prior_sigma(model.eval(), select, prior, rms, seed=SELECT_SEED + seed)
     post, history = refine_posterior(model, tokenizer, s_b, chosen.sigma, prior, seed=seed)
     kl = float(post.kl().item())
     scales = post.module_scales()

@@ -45,24 +45,41 @@ def read_prompts(path: str, column: str) -> list[str]:
     return prompts
 
 
-def read_source(path: str, column: str) -> list[dict]:
-    """Labelled source examples: every row needs a prompt (in ``column``) and an ``answer``;
-    ValueError naming ``--source`` otherwise."""
+def read_source(path: str, column: str, *, arg: str = "--source") -> list[dict]:
+    """Labelled examples: every row needs a prompt (in ``column``) and an ``answer``; ValueError
+    naming ``arg`` otherwise."""
     try:
         rows = read_rows(path)
     except ValueError as exc:
-        raise ValueError(f"--source: {exc}") from None
+        raise ValueError(f"{arg}: {exc}") from None
     if not rows:
-        raise ValueError(f"--source: {path!r} holds no rows")
+        raise ValueError(f"{arg}: {path!r} holds no rows")
     out = []
     for i, r in enumerate(rows):
         prompt, answer = r.get(column), r.get("answer")
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"--source: row {i} of {path!r} has no prompt text in column {column!r}")
+            raise ValueError(f"{arg}: row {i} of {path!r} has no prompt text in column {column!r}")
         if answer is None or (isinstance(answer, float) and math.isnan(answer)):
-            raise ValueError(f"--source: row {i} of {path!r} has no 'answer' to score the adapter's answer with")
+            raise ValueError(f"{arg}: row {i} of {path!r} has no 'answer' to score the adapter's answer with")
         out.append({"prompt": prompt, "answer": str(answer)})
     return out
+
+
+def read_pool(path: str, column: str, slice_column: str) -> list[dict]:
+    """A labelled pool of every difficulty: every row needs a prompt (``column``), an ``answer`` and
+    its slice (``slice_column``: an operation count or difficulty bin); ValueError naming
+    ``--pool`` otherwise."""
+    rows = read_source(path, column, arg="--pool")
+    raw = read_rows(path)
+    for i, r in enumerate(raw):
+        value = r.get(slice_column)
+        if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
+            raise ValueError(f"--pool: row {i} of {path!r} has no slice in column {slice_column!r} "
+                             "(name it with --pool-slice-column)")  # fmt: skip
+        rows[i]["op"] = value
+    if len({str(r["op"]) for r in rows}) < 2:
+        raise ValueError(f"--pool: {path!r} holds one slice only ({rows[0]['op']!r}); the slice weights need at least 2")
+    return rows
 
 
 def _held_out_source(ctx: Any, cell: Any, size: int) -> list:
@@ -92,15 +109,30 @@ def _cell_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         if args.source
         else _held_out_source(ctx, cell, args.n_source)
     )
+    if args.pool:
+        pool = read_pool(args.pool, args.pool_prompt_column, args.pool_slice_column)
+    else:
+        pool = _task_pool(ctx, args.n_pool) if args.n_pool else None
+    if bool(args.source) != bool(args.pool):
+        raise ValueError("--source and --pool: with --run, give both files or neither (one scorer judges both)")
     sigma = args.sigma if args.sigma is not None else (record.terms.get("sigma") if record else None)
     return {
         "base": ctx.bases[cell.base][0],
         "adapter": adapter,
         "prompts": prompts,
         "source": source,
+        "pool": pool,
         "judge": args.scorer if args.source else ctx.task.judge,
         "extract": igsm_extractor(cfg.task.modulus) if cfg.task.kind == "igsm" and not args.source else None,
     }, {"sigma": sigma, "space": cfg.bound.space, "evaluation": cfg.eval}
+
+
+def _task_pool(ctx: Any, m: int) -> list:
+    """The task's labelled pool, ``m`` per test slice; ValueError naming ``--n-pool`` when it cannot be drawn."""
+    try:
+        return ctx.task.pool_examples(m)
+    except ValueError as exc:
+        raise ValueError(f"--n-pool: {exc}") from None
 
 
 def _file_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -112,6 +144,7 @@ def _file_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         "adapter": args.adapter,
         "prompts": read_prompts(args.prompts, args.prompt_column),
         "source": read_source(args.source, args.source_prompt_column) if args.source else None,
+        "pool": read_pool(args.pool, args.pool_prompt_column, args.pool_slice_column) if args.pool else None,
         "judge": args.scorer,
     }, {
         "sigma": args.sigma,
@@ -150,6 +183,8 @@ def _write_atomic(df: pd.DataFrame, path: str) -> None:
 def _cmd_estimate(args: argparse.Namespace) -> int:
     if args.n_source < 1:
         raise ValueError(f"--n-source must be an integer >= 1, got {args.n_source}")
+    if args.n_pool < 0:
+        raise ValueError(f"--n-pool must be an integer >= 0, got {args.n_pool}")
     if args.run or args.cell:
         if not (args.run and args.cell):
             raise ValueError("--run and --cell go together: a sweep directory and one of its cell ids")
@@ -170,7 +205,9 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     )
     df = estimate_test_risk(**inputs, seeds_adapters=args.seed_adapters, config=config)
     n_src = len(inputs["source"]) if inputs["source"] is not None else 0
-    print(f"estimated test risk (answer error) on {len(inputs['prompts'])} prompts; labelled source items: {n_src}")
+    n_pool = len(inputs["pool"]) if inputs["pool"] is not None else 0
+    print(f"estimated test risk (answer error) on {len(inputs['prompts'])} prompts; labelled source items: {n_src}; "
+          f"labelled pool items: {n_pool}")  # fmt: skip
     _print_table(df, args.quiet)
     if args.out:
         _write_atomic(df, args.out)
@@ -199,7 +236,18 @@ def add_commands(sub) -> None:
     e.add_argument(
         "--n-source", type=int, default=defaults.LABEL_FREE_SOURCE, help="with --run: held-out source examples to draw"
     )
-    e.add_argument("--scorer", default=defaults.SCORER, help="scorer of --source answers (name or module:function)")
+    e.add_argument(
+        "--pool",
+        default="",
+        help="labelled held-out examples of every difficulty (prompt, answer and slice columns), for iw and "
+        "iw_slices; with --run: default --n-pool problems of each test slice from the sweep's task",
+    )
+    e.add_argument("--pool-prompt-column", default="prompt", help="the column of --pool holding the prompt text")
+    e.add_argument("--pool-slice-column", default="op", help="the column of --pool holding each row's slice")
+    e.add_argument(
+        "--n-pool", type=int, default=defaults.LABEL_FREE_POOL, help="with --run: pool problems per test slice (0 = none)"
+    )
+    e.add_argument("--scorer", default=defaults.SCORER, help="scorer of --source and --pool answers (name or module:function)")
     e.add_argument(
         "--estimators",
         default="",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from ..bounds import BOUNDS, describe_certification
 from ..certify import Certificate
 from ..config import add_options
 from ..demo import run_demo
+from ..racing.decide import decide_sweep
 from ..report import bucket_order, build_report
 from ..report.forecast import forecast
 from ..report.item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
@@ -22,6 +25,7 @@ from ..report.pages import summary_lines
 from ..sweep import load_config, parse_only, run_sweep
 from ..sweep.config import CONFIG_DIR, Resources
 from ..sweep.launch import LAUNCHERS, launch_sweep
+from ..sweep.slurm import SlurmUnreachable
 from ..sweep.store import failures, folder_config
 
 # The closing table of ``report``: the columns a reader needs, named for what they mean.
@@ -36,6 +40,7 @@ OPTIMUM_COLUMNS = {
     "seed_bests": "best per seed",
     "raw_bound": "bound's pick",
     "calibrated": "fitted predictor's pick",
+    "label_free_picks": "label-free picks (estimates)",
 }
 
 
@@ -43,7 +48,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     """The main job: the demo sweep on the shipped base, then its report."""
     base = load_config(args.config).bases[0].path
     t0 = time.perf_counter()
-    rc = _cmd_sweep(argparse.Namespace(config=args.config, out=args.out, shard="0/1", report=False))
+    rc = _cmd_sweep(argparse.Namespace(config=args.config, out=args.out, shard="0/1", report=False, decide=True))
     if rc:
         return rc
     rc = _cmd_report(argparse.Namespace(dir=args.out))
@@ -67,23 +72,58 @@ def _cmd_adapter_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sbatch_options(items: list[str]) -> dict[str, str]:
+    """``--sbatch KEY=VALUE`` (or a bare ``KEY``: a flag) options as a mapping."""
+    return {key: value for key, _, value in (item.partition("=") for item in items)}
+
+
 def _resources(cfg, args: argparse.Namespace):
-    """The config's resources with the ones given on the command line put over them."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Resources) if getattr(args, f.name, None) is not None}
-    return dataclasses.replace(cfg, resources=dataclasses.replace(cfg.resources, **given))
+    """The config's resources with the ones given on the command line put over them (``--sbatch``
+    options key by key, ``--setup`` lines in place of the config's)."""
+    res = cfg.resources
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Resources)
+        if f.name not in ("sbatch", "setup") and getattr(args, f.name, None) is not None
+    }
+    if getattr(args, "sbatch", None):
+        given["sbatch"] = res.sbatch | _sbatch_options(args.sbatch)
+    if getattr(args, "setup", None):
+        given["setup"] = list(args.setup)
+    return dataclasses.replace(cfg, resources=dataclasses.replace(res, **given))
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _launch(cfg, args: argparse.Namespace) -> int:
     if args.shard != "0/1":
         raise ValueError("--shard splits a sweep by hand; with --launcher the launcher assigns cells itself")
     cfg = _resources(cfg, args)
-    summary = launch_sweep(cfg, args.out, launcher=args.launcher, only=parse_only(args.only), update=args.update)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if main_thread else None  # says what keeps running
+    try:
+        summary = launch_sweep(cfg, args.out, launcher=args.launcher, only=parse_only(args.only), update=args.update)
+    except SlurmUnreachable as exc:
+        print(f"pacbayes-sft: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"launcher stopped; the jobs it submitted are in {Path(args.out) / 'launcher' / 'jobs.json'}: "
+              "Slurm jobs keep running, and the same command adopts them", file=sys.stderr)  # fmt: skip
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    total = f"{summary['cells']}"
+    if summary["selected"] != summary["cells"]:
+        total = f"{summary['selected']} selected cells ({summary['cells']} in the grid)"
     print(
         f"sweep {cfg.name} on {args.launcher}: {summary['ran']} cells run, {summary['skipped']} already finished "
-        f"of {summary['cells']}; results in {args.out}"
+        f"of {total}; results in {args.out}"
     )
     for cell, error in summary["failed"].items():
-        print(f"cell {cell} FAILED after {cfg.resources.max_retries + 1} attempts: {error}", file=sys.stderr)
+        print(f"cell {cell} FAILED after {summary['attempts'][cell]} attempts: {error}", file=sys.stderr)
     return 1 if summary["failed"] else 0
 
 
@@ -106,9 +146,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"{summary['skipped']} already finished; results in {args.out}"
         )
         rc = 0
+    if rc == 0 and (getattr(args, "decide", False) or cfg.decide.auto):
+        _decide(args.out)
     if args.report and rc == 0:
         return _cmd_report(argparse.Namespace(dir=args.out))
     return rc
+
+
+def _decide(out: str) -> None:
+    """The decide stage: every group raced to a decision with the config's ``decide`` settings."""
+    decisions = decide_sweep(out, progress=console.show_progress())
+    for d in decisions:
+        print(d.line())
+    raced = [d for d in decisions if d.result is not None]
+    settled = sum(d.result.reason != "cap" for d in raced)
+    print(f"decided by race (certified, fresh items): {settled} of {len(decisions)} groups; races: {Path(out) / 'race'}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -195,6 +247,12 @@ def _add_sweep(sub) -> None:
     )
     sw.add_argument("--report", action="store_true", help="build the report when done")
     sw.add_argument(
+        "--decide",
+        action="store_true",
+        help="then race every group's buckets on fresh test items to a decision (the config's 'decide' section: "
+        "epsilon, level, round_items, max_items)",
+    )
+    sw.add_argument(
         "--launcher",
         choices=("none", *LAUNCHERS),
         default="none",
@@ -203,7 +261,21 @@ def _add_sweep(sub) -> None:
         "a backend registered with sweep.launch.register_launcher is chosen by its name",
     )
     unset = dict.fromkeys((f.name for f in dataclasses.fields(Resources)), None)
-    add_options(sw, Resources, unset_help="the config's resources", **unset)
+    add_options(sw, Resources, exclude=("setup",), unset_help="the config's resources", **unset)
+    sw.add_argument(
+        "--sbatch",
+        action="append",
+        metavar="KEY=VALUE",
+        help="one more sbatch option for every Slurm job, without the leading -- (repeatable; e.g. "
+        "--sbatch mail-type=END, a bare KEY is a flag); put over the config's resources.sbatch key by key",
+    )
+    sw.add_argument(
+        "--setup",
+        action="append",
+        metavar="LINE",
+        help="a shell line every Slurm job runs before its cell (repeatable, in order; e.g. --setup 'module load "
+        "cuda'); replaces the config's resources.setup",
+    )
     sw.set_defaults(func=_cmd_sweep)
 
 

@@ -86,7 +86,8 @@ def add_commands(sub) -> None:
         "--confidence",
         choices=CONFIDENCES,
         default=None,
-        help="interval method: betting (time-uniform confidence sequences) or bernstein (empirical Bernstein "
-        "with a union over looks); default: a started race's own, betting for a new race",
+        help="interval method: cmeb (conjugate-mixture empirical Bernstein, one-sided split), betting (predictable "
+        "plug-in betting sequences) or bernstein (empirical Bernstein with a union over looks); default: a started "
+        "race's own, cmeb for a new race",
     )
     rc.set_defaults(func=_cmd_race)

@@ -16,6 +16,16 @@ equal as the judge compares them.
 The teacher-forced pass scores the exact generated token ids, ``<eos>`` included when the model
 emitted it (a continuation cut at ``max_new_tokens`` has none). :func:`continuation_logprobs`
 scores given texts instead (re-encoded).
+
+That confidence shrinks with the length of the chain, which grows with the difficulty of the
+problem, so it confounds "how sure" with "how long". The same pass also gives the **answer
+confidence**, the probability of the final answer's tokens given the prompt and the chain before
+them,
+
+    conf_ans(x) = exp( Σ_{t ∈ A} ln p(y_t | x, y_<t) ),   A = the tokens that spell the answer
+
+(:func:`answer_token_span`: the last occurrence of the extracted answer in the generated text);
+an item with no answer has answer confidence 0.
 """
 
 from __future__ import annotations
@@ -82,6 +92,7 @@ class GeneratedAnswers:
     correct: list[int] | None = None
     draws: list[int] | None = None
     tokens: list[list[int]] | None = None  # the generated token ids (``<eos>`` kept when emitted)
+    answer_confidences: list[float] | None = None  # p(answer tokens | x, chain); 0 without an answer
 
     def to_dict(self) -> dict[str, list | None]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "tokens"}
@@ -121,20 +132,49 @@ def _items(items: Sequence[Any]) -> tuple[list[Any], list[str]]:
 
 
 @torch.no_grad()
+def _continuation_logprobs(model, prompt_ids, continuations, pad_id) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ln p of every next token, mask of the continuation's tokens), both (rows × positions)."""
+    enc = [Encoded([*p, *y], len(p)) for p, y in zip(prompt_ids, continuations)]
+    batch = collate(enc, pad_id)
+    device = next(model.parameters()).device
+    ids = batch["input_ids"].to(device)
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits
+    return token_logprobs(logits, ids).double().cpu(), batch["response_mask"][:, 1:].bool()
+
+
 def token_logprob_sums(
     model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], pad_id: int
 ) -> np.ndarray:
     """Σ_t ln p(y_t | x, y_<t) in nats of each continuation's exact token ids (its ``<eos>`` among
     them when it stopped on one), from one teacher-forced pass over the batch ``x y`` (``x`` the
     prompt ids, ``<bos>`` included; row r is pair r, so per-row posterior draws apply)."""
-    enc = [Encoded([*p, *y], len(p)) for p, y in zip(prompt_ids, continuations)]
-    batch = collate(enc, pad_id)
-    device = next(model.parameters()).device
-    ids = batch["input_ids"].to(device)
-    logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits
-    logp = token_logprobs(logits, ids).double().cpu()
-    mask = batch["response_mask"][:, 1:].bool()
+    logp, mask = _continuation_logprobs(model, prompt_ids, continuations, pad_id)
     return (logp * mask).sum(dim=1).numpy()
+
+
+def answer_token_span(tokenizer: Any, tokens: Sequence[int], text: str, answer: Any) -> tuple[int, int] | None:
+    """Token indices [start, end) of the continuation ``tokens`` (decoded: ``text``) that spell the
+    last occurrence of ``answer`` in ``text``; None when the answer is not in the text. Found by
+    bisection on the length of decoded prefixes (a few decodes per item)."""
+    if answer is None:
+        return None
+    raw = str(answer).strip()
+    pos = text.rfind(raw) if raw else -1
+    if pos < 0:
+        return None
+
+    def first_longer(chars: int) -> int:  # the smallest k with len(decode(tokens[:k])) > chars
+        lo, hi = 0, len(tokens)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(tokenizer.decode(list(tokens[: mid + 1]), skip_special_tokens=True)) > chars:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    start, end = first_longer(pos), first_longer(pos + len(raw) - 1) + 1
+    return (start, min(end, len(tokens))) if start < len(tokens) else None
 
 
 def _per_item_inputs(n: int, posterior: Any, draw_indices, reference, tokens) -> list[int] | None:
@@ -230,6 +270,7 @@ def _collect(model, tokenizer, items, judge, extract, row_draws, reference, toke
     texts: list[str] = []
     correct: list[int] = []
     logps: list[float] = []
+    per_token: list[np.ndarray] = []  # each continuation's token log-probabilities (for the answer's)
     for s in range(0, len(items), batch_size):
         rows = list(range(s, min(len(items), s + batch_size)))
         ctx = nullcontext(model) if draws is None else posterior.sample_rows([draws[i] for i in rows])
@@ -243,21 +284,34 @@ def _collect(model, tokenizer, items, judge, extract, row_draws, reference, toke
                     max_new_tokens=max_new_tokens,
                 )  # fmt: skip
             if confidence:
-                logps += token_logprob_sums(mdl, [prompt_ids[i] for i in rows], judged.tokens, pad).tolist()
+                logp, mask = _continuation_logprobs(mdl, [prompt_ids[i] for i in rows], judged.tokens, pad)
+                logps += (logp * mask).sum(dim=1).tolist()
+                per_token += [logp[r][mask[r]].numpy() for r in range(len(rows))]
             else:
                 logps += [float("nan")] * len(rows)
         out += judged.tokens
         texts += judged.texts
         correct += [int(c) for c in judged.correct or ()]
+    raw = [extract(p, t) for p, t in zip(prompts, texts)]
     return GeneratedAnswers(
         texts=texts,
-        answers=[canonical_answer(extract(p, t)) for p, t in zip(prompts, texts)],
+        answers=[canonical_answer(a) for a in raw],
         confidences=[float(np.exp(v)) for v in logps],
         log_confidences=[float(v) for v in logps],
         correct=None if judge is None else correct,
         draws=draws,
         tokens=out,
+        answer_confidences=_answer_confidences(tokenizer, out, texts, raw, per_token) if confidence else None,
     )
+
+
+def _answer_confidences(tokenizer, tokens, texts, answers, per_token) -> list[float]:
+    """p(answer tokens | x, chain) per item (0 where no answer is found in the text)."""
+    conf = []
+    for toks, text, ans, lp in zip(tokens, texts, answers, per_token):
+        span = answer_token_span(tokenizer, toks, text, ans)
+        conf.append(0.0 if span is None else float(np.exp(lp[span[0] : span[1]].sum())))
+    return conf
 
 
 def collect_draws(

@@ -10,7 +10,8 @@ bucket is the best at the level, the contenders are within ε of the best (an ε
   (:class:`~pacbayes_sft.racing.contenders.Contenders`, which retrains a missing adapter with the
   sweep's own :func:`~pacbayes_sft.sweep.runner.train_cell`).
 - :class:`~pacbayes_sft.stats.allocation.PairedRace` decides after each round, valid whenever the
-  race stops, by ``confidence``: "betting" (confidence sequences; new races) or "bernstein" (old files).
+  race stops, by ``confidence``: "cmeb" (conjugate-mixture confidence sequences; new races), "betting"
+  or "bernstein" (races started with them).
 
 Files under ``<run>/race/`` (:mod:`~pacbayes_sft.racing.files`): ``<group>.json``, the summary,
 rewritten after every round, and ``<group>/round_NNN.json``, one round's losses, written before
@@ -88,7 +89,7 @@ def race_group(
 
     ``epsilon``: the ε of an ε-tie (loss units); ``level``: the probability the answer is right;
     ``round_items``: fresh items per round; ``max_items``: the cap on distinct items, round 0's
-    included; ``confidence``: "betting" or "bernstein" (None: the started race's, else "betting");
+    included; ``confidence``: "cmeb", "betting" or "bernstein" (None: the started race's, else "cmeb");
     ``progress``: progress bars while a missing adapter is retrained."""
     out = Path(run_dir)
     if not out.is_dir():

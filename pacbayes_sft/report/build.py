@@ -20,7 +20,7 @@ from ..sweep.config import SweepConfig
 from .figures import FIGURES, HELD_OUT_MARKS, FigureInputs
 from .forecast import held_cases, held_out_predictions, score_predictors
 from .item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
-from .label_free import estimates_table, score_table
+from .label_free import estimates_table, label_free_picks, score_table
 from .optimum import bootstrap_optimum, calibrated_predictions, optimum_table, summary, with_races
 from .pages import summary_lines, write_html, write_markdown
 from .plotting import pyplot
@@ -87,16 +87,17 @@ def _intro(cfg: SweepConfig, ct: pd.DataFrame, order: list[str], partial: list[s
     return intro
 
 
-def _label_free(out: Path) -> pd.DataFrame | None:
-    """Every label-free estimator scored against the measured risk on the sweep's test set, when
-    the cells collected their columns (``label_free_scores.csv``); None otherwise."""
+def _label_free(out: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Every label-free estimator scored against the measured risk on the sweep's test set
+    (``label_free_scores.csv``), and each budget's label-free picks, when the cells collected their
+    columns; (None, None) otherwise."""
     try:
         table = estimates_table(out, mixtures=("uniform",))
     except ValueError:  # no cell collected label-free columns
-        return None
+        return None, None
     scores = score_table(out, table)
     scores.to_csv(out / "label_free_scores.csv", index=False)
-    return scores
+    return scores, label_free_picks(table)
 
 
 def build_report(out_dir: str | Path) -> dict:
@@ -112,6 +113,9 @@ def build_report(out_dir: str | Path) -> dict:
         raise ValueError("no (base, objective, n) has finished cells in every bucket yet")
     ct = ct.assign(calibrated=calibrated_predictions(ct))  # once; both tables below read it
     opt = _optimum(out, ct, order, loss)
+    lf_scores, picks = _label_free(out)
+    if picks is not None and not picks.empty:  # beside the bound's pick: what each label-free estimator would pick
+        opt = opt.merge(picks, on=["base", "objective", "n"], how="left")
     summ = summary(ct, opt)
     opt.to_csv(out / "summary.csv", index=False)
     scores, cases = _predictor_scores(df, ct, opt, cfg, order)
@@ -122,7 +126,7 @@ def build_report(out_dir: str | Path) -> dict:
     # one family at a time: each is saved and closed before the next is drawn
     plots = _save_figures((spec.draw(inputs) for spec in FIGURES), out / "report")
     title, intro, lines = f"Sweep report: {cfg.name}", _intro(cfg, ct, order, partial), summary_lines(summ, len(opt))
-    extra = {"prior": cfg.prior.kind, "label_free": _label_free(out)}
+    extra = {"prior": cfg.prior.kind, "label_free": lf_scores}
     write_markdown(out / "report.md", title, intro, opt, lines, plots, scores, **extra)
     write_html(out / "report.html", title, intro, opt, lines, [out / "report" / p for p in plots], scores, **extra)
     return {

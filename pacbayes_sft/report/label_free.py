@@ -30,6 +30,7 @@ import pandas as pd
 from .. import defaults
 from ..certify.tv_term import classifier_tv_term
 from ..estimators.label_free import ESTIMATORS
+from ..racing.files import race_summaries
 from ..sweep.cells import find_cell
 from ..sweep.label_free import cell_estimates, measured_risk, needs_examples, task_examples
 from ..sweep.record import CellRecord
@@ -89,7 +90,7 @@ def estimates_table(out: str | Path, *, mixtures: Sequence[str] = MIXTURES, n_bo
     if not recs:
         raise ValueError(
             f"{str(out)!r} holds no cell with label_free columns and generated test answers "
-            "(sweep with label_free.source > 0 and eval.generate)"
+            "(sweep with label_free.source or label_free.pool > 0 and eval.generate)"
         )
     ctx, cache, rows = sweep_context(cfg, out), {}, []
     groups = _groups(recs)
@@ -113,10 +114,10 @@ def _totals(rec: CellRecord, est: list[dict], tv) -> list[dict]:
     source error) of each estimator whose spec asks for one (``shift_total``)."""
     t = rec.terms
     certified_part = t["mc_risk_upper"] + t["g_gen"]
-    source = next(r["estimate"] for r in est if r["name"] == "no_shift")
     tv_est = t["tv"] if tv is None else tv[0]
     rows = [{"name": "total:tv", "estimate": min(1.0, certified_part + tv_est), "certified": False}]
-    for r in est:
+    source = next((r["estimate"] for r in est if r["name"] == "no_shift"), None)
+    for r in est if source is not None else ():  # a shift is measured from the source error
         spec = ESTIMATORS.get(r["name"])
         if spec is None or not spec.shift_total:
             continue
@@ -145,12 +146,41 @@ def _observed_sets(out: Path, mixtures: Sequence[str]) -> dict[tuple, object]:
     return sets
 
 
+def _race_answers(out: Path) -> dict[tuple, tuple[str, ...]]:
+    """(base, objective, n) → the answer of the group's race, where a race decided it (a single best
+    or an ε-tie; races run on the uniform test mixture)."""
+    return {
+        (d["group"]["base"], d["group"]["objective"], int(d["group"]["n"])): d["result"].answer
+        for d in race_summaries(out)
+        if d["result"].reason != "cap"
+    }
+
+
+def _race_scores(t: pd.DataFrame, answers: dict[tuple, tuple[str, ...]]) -> dict:
+    """The share of race-decided groups whose pick is the race's best or in its ε-tie, with the
+    chance rate of a uniformly random pick (mean |answer| / buckets)."""
+    hits, chance = [], []
+    for (base, obj, n), g in t.groupby(["base", "objective", "n"]):
+        answer = answers.get((base, obj, int(n)))
+        if answer is None:
+            continue
+        per = g.groupby("bucket")["estimate"].mean()
+        hits.append(per.idxmin() in answer)
+        chance.append(len(answer) / len(per))
+    if not hits:
+        return {"in_race_answer": np.nan, "race_decided": 0, "chance_in_race_answer": np.nan}
+    return {"in_race_answer": float(np.mean(hits)), "race_decided": len(hits), "chance_in_race_answer": float(np.mean(chance))}
+
+
 def score_table(out: str | Path, table: pd.DataFrame, *, span: float = 0.05) -> pd.DataFrame:
     """Per (mixture, estimator): MAE, mean within-budget Spearman, pick-in-95%-set and exact rates,
     with the chance rates beside them: ``chance_in_set``, the share of groups a uniformly random pick
     would land in the set (the mean of |set| / buckets), and ``chance_all_in_set``, the probability
-    that it lands in the set in every group (their product)."""
+    that it lands in the set in every group (their product). On the uniform mixture, where races
+    decided groups: ``in_race_answer``, the share of them whose pick is the race's best or in its
+    ε-tie (certified answers), beside ``chance_in_race_answer``."""
     sets = _observed_sets(Path(out), sorted(table["mixture"].unique()))
+    answers = _race_answers(Path(out))
     rows = []
     for (mix, name), t in table.groupby(["mixture", "name"]):
         mae = float((t["estimate"] - t["measured"]).abs().mean())
@@ -169,5 +199,23 @@ def score_table(out: str | Path, table: pd.DataFrame, *, span: float = 0.05) -> 
         rows.append({"mixture": mix, "estimator": name, "mae": mae, "spearman": float(np.mean(rhos)) if rhos else np.nan,
                      "groups_ranked": len(rhos), "pick_in_set": float(np.mean(picks)), "groups": len(picks),
                      "chance_in_set": float(np.mean(chance)), "chance_all_in_set": float(np.prod(chance)),
-                     "exact": float(np.mean(exact)) if exact else np.nan, "determined": len(exact)})  # fmt: skip
+                     "exact": float(np.mean(exact)) if exact else np.nan, "determined": len(exact)}
+                    | (_race_scores(t, answers) if mix == "uniform" and answers else {}))  # fmt: skip
     return pd.DataFrame(rows).sort_values(["mixture", "mae"]).reset_index(drop=True)
+
+
+PICKERS = ("iw_slices", "iw", "doc", "atc")
+"""The label-free estimators whose picks the optimum table shows, in this order (when present)."""
+
+
+def label_free_picks(table: pd.DataFrame, mixture: str = "uniform") -> pd.DataFrame:
+    """Per (base, objective, n): the bucket each estimator of :data:`PICKERS` would pick on
+    ``mixture`` (the smallest seed-averaged estimate), as one column ``label_free_picks``
+    ("iw_slices: hard; iw: medium"); empty when no such estimator has rows."""
+    t = table[(table["mixture"] == mixture) & table["name"].isin(PICKERS)]
+    rows = []
+    for (base, obj, n), g in t.groupby(["base", "objective", "n"]):
+        per = g.groupby(["name", "bucket"])["estimate"].mean()
+        picks = [f"{name}: {per[name].idxmin()}" for name in PICKERS if name in per.index.get_level_values(0)]
+        rows.append({"base": base, "objective": obj, "n": int(n), "label_free_picks": "; ".join(picks)})
+    return pd.DataFrame(rows, columns=["base", "objective", "n", "label_free_picks"])

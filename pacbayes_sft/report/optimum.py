@@ -151,7 +151,15 @@ def summary(ct: pd.DataFrame, opt: pd.DataFrame) -> dict:
     raced, answer = race.notna(), race.fillna("").astype(str)
     out["n_raced"], out["n_race_ties"] = int(raced.sum()), int(answer.str.startswith("tie: ").sum())
     out["n_race_best"] = int((raced & ~answer.str.startswith(("tie: ", "open: "))).sum())
-    out["n_decided_either"] = int((det | (raced & ~answer.str.startswith("open: "))).sum())  # bootstrap or race
+    # a race's answer is certified and the bootstrap's is not: the two are never added into one count
+    decided = raced & ~answer.str.startswith("open: ")
+    out["n_race_decided"] = int(decided.sum())
+    ties = answer.str.removeprefix("tie: ").str.count(", ") + 1
+    out["n_race_ties_of_all"] = int((answer.str.startswith("tie: ") & (ties == ct["bucket"].nunique())).sum())
+    for col in ("raw_bound", "calibrated"):
+        if col in opt:
+            hits = [str(p) in a.removeprefix("tie: ").split(", ") for p, a in zip(opt.loc[decided, col], answer[decided])]
+            out[f"{col}_in_race_answer"] = int(sum(hits))
     for col in ("raw", "calibrated"):
         d = (opt[f"{col}_idx"] - opt["observed_idx"]).abs()
         out[f"{col}_exact_agreement"] = float((d == 0).mean())

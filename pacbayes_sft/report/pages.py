@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,6 @@ from .optimum import RACE_COLS, with_races
 OPT_COLS = ["base", "objective", "n", "observed", "raw_bound", "calibrated", "seed_bests"]
 BOOT_COLS = ["p_best", "indistinguishable", "determined", "items_needed"]
 ITEMS_NEEDED_LABEL = "items_needed (80% power)"
-RACE_FORMATS = {"race_eps": "{:g}", "race_items": "{:,.0f}", "race_seeds": "{:.0f}", "race_seconds": "{:,.0f}"}
 
 HOW_TO_READ = [
     (
@@ -66,11 +66,11 @@ HOW_TO_READ = [
     ),
 ]
 RACE_TERM = (
-    "race / race_eps / race_items / race_seeds / race_seconds",
-    "from `pacbayes-sft race` on fresh test items (blank where no race ran), at its level (95% unless set): the "
-    "best bucket; 'tie: …', any of these is within race_eps of the best; or 'open: …', the item cap came first "
-    "and the best is among them. Then the distinct test items the race used (the sweep's own included), the "
-    "training seeds averaged per item, and its compute seconds.",
+    "race",
+    "from the decide stage or `pacbayes-sft race` on fresh test items (blank where no race ran), at its level (95% "
+    "unless set), certified: the best bucket; 'tie: …', any of these is within ε of the best; or 'open: …', the "
+    "item cap came first and the best is among them. In brackets: ε, the distinct test items the race used (the "
+    "sweep's own included), the training seeds averaged per item, and its compute seconds.",
 )
 
 
@@ -91,9 +91,19 @@ CERTIFIED_TWO_STAGE = (
 )
 
 
+PICKS_TERM = (
+    "label_free_picks",
+    "the bucket each label-free estimator would pick: the one with the smallest estimated test error, read from "
+    "the test prompts without their answers (iw_slices / iw: the cell's errors on a labelled pool of every slice, "
+    "reweighted to the test prompts; doc, atc: from confidences). Estimates, not certified; compare them with the "
+    "measured best and its 95% set.",
+)
+
+
 def _how_to_read(opt: pd.DataFrame, prior: str = "pretrained") -> list[tuple[str, str]]:
     terms = HOW_TO_READ if prior not in ("data", "two_stage") else [(k, TWO_STAGE_TERMS.get(k, v)) for k, v in HOW_TO_READ]
-    return [*terms, RACE_TERM] if "race" in opt else terms
+    terms = [*terms, RACE_TERM] if "race" in opt else terms
+    return [*terms, PICKS_TERM] if "label_free_picks" in opt else terms
 
 
 def certified_text(prior: str = "pretrained") -> str:
@@ -108,7 +118,8 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.25rem; margin-
        border-bottom: 1px solid #dde1e8; padding-bottom: .2rem; }
 table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; display: block; max-width: 100%;
         overflow-x: auto; }
-th, td { border: 1px solid #dde1e8; padding: .3rem .6rem; text-align: right; white-space: nowrap; }
+th, td { border: 1px solid #dde1e8; padding: .3rem .5rem; text-align: right; }
+th { min-width: 3rem; }  /* headers break after underscores, lists after commas: no table scrolls sideways */
 th { background: #f3f5f8; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; height: auto; display: block; margin: .4rem 0 1.2rem; }
 .legend { display: flex; gap: 1rem; flex-wrap: wrap; margin: .8rem 0; }
@@ -157,8 +168,16 @@ def summary_lines(summ: dict, n_budgets: int) -> list[str]:
         lines.append(
             f"races on fresh test items (pacbayes-sft race): {summ['n_raced']} budget(s) raced, {summ['n_race_best']} "
             f"ended with a single best bucket and {summ['n_race_ties']} in an ε-tie (any listed bucket within ε of the "
-            f"best), each at the race's level; with the bootstrap, {summ['n_decided_either']} of {n_budgets} budgets "
-            "have a decided answer"
+            f"best), each at the race's level (certified on fresh items; counted apart from the bootstrap's "
+            "'decided at 95%', which is not)"
+        )
+    if summ.get("n_race_decided"):
+        lines.append(
+            f"on the {summ['n_race_decided']} budget(s) a race decided, the bound's pick is the race's best bucket or in "
+            f"its ε-tie in {summ.get('raw_bound_in_race_answer', 0)}, the fitted predictor's in "
+            f"{summ.get('calibrated_in_race_answer', 0)}"
+            + (f"; {summ['n_race_ties_of_all']} of those ties hold every bucket, where any pick is in the tie and "
+               "the score says nothing" if summ.get("n_race_ties_of_all") else "")
         )
     vac, cells = summ.get("n_vacuous", 0), summ.get("n_cells", 0)
     if vac:
@@ -184,7 +203,10 @@ def _cols(opt: pd.DataFrame) -> list[str]:
     """The optimum table's columns; the range of the per-seed bests only when there are several seeds."""
     one_seed = "n_seeds" in opt and (opt["n_seeds"] <= 1).all()
     cols = [c for c in OPT_COLS if not (one_seed and c == "seed_bests")]
-    return cols + [c for c in BOOT_COLS + RACE_COLS if c in opt]
+    # the decided answer (a race's) and the picks to compare with it first, before the bootstrap's detail
+    first = [c for c in ["race", "label_free_picks"] if c in opt]
+    cols = cols[:4] + first[:1] + cols[4:] + first[1:]
+    return cols + [c for c in [*BOOT_COLS, *RACE_COLS] if c in opt and c not in first]
 
 
 def _opt_table(opt: pd.DataFrame) -> pd.DataFrame:
@@ -193,10 +215,12 @@ def _opt_table(opt: pd.DataFrame) -> pd.DataFrame:
     t = opt[_cols(opt)].copy()
     if "items_needed" in t:
         t["items_needed"] = [f"{v:,.0f}" if math.isfinite(v) else ("inf" if v > 0 else "–") for v in t["items_needed"]]
-    if "race" in t:
-        for col, fmt in RACE_FORMATS.items():
-            t[col] = [fmt.format(v) if pd.notna(v) else "" for v in t[col]]
-        t["race"] = t["race"].fillna("")
+    if "race" in t:  # one cell per race: the answer, then what it rests on
+        t["race"] = [
+            "" if pd.isna(r[0]) else f"{r[0]} (ε {r[1]:g}; {r[2]:,.0f} items; {r[3]:.0f} seed(s); {r[4]:,.0f} s)"
+            for r in opt[RACE_COLS].itertuples(index=False)
+        ]
+        t = t.drop(columns=[c for c in RACE_COLS[1:] if c in t])
     return t.rename(columns={"items_needed": ITEMS_NEEDED_LABEL})
 
 
@@ -229,7 +253,8 @@ LABEL_FREE_NOTE = (
     "whose buckets span >= 0.05 of measured risk); pick_in_set, the share of budgets whose bucket with the smallest "
     "estimate is in the observed 95% set, beside chance_in_set (what a uniformly random pick scores on average) and "
     "chance_all_in_set (the chance that a random pick is in the set in every budget); exact, the share of decided "
-    "budgets picked exactly. total:X is U_MC + "
+    "budgets picked exactly; in_race_answer, where races decided budgets (certified, on fresh items), the share "
+    "whose pick is the race's best or in its ε-tie, beside chance_in_race_answer. total:X is U_MC + "
     "G_gen + G_ext with G_ext the TV proxy (total:tv) or X's estimate above the source error. Only "
     "half_disagreement is certified (a lower bound); see docs/THEORY.md for what each assumes."
 )
@@ -237,7 +262,7 @@ LABEL_FREE_NOTE = (
 
 def _label_free_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
     cols = ["estimator", "mae", "spearman", "groups_ranked", "pick_in_set", "chance_in_set", "chance_all_in_set",
-            "exact", "determined"]
+            "exact", "determined", "in_race_answer", "chance_in_race_answer", "race_decided"]
     cols = [c for c in cols if c in scores.columns] if scores is not None else cols  # older score files lack the chance columns
     return None if scores is None or scores.empty else _dashed(scores[cols], 3)
 
@@ -263,6 +288,12 @@ def write_markdown(
     path.write_text("\n".join(body) + "\n")
 
 
+def _html_table(table: pd.DataFrame) -> str:
+    """``table`` as HTML whose column names may break after an underscore (a <wbr> there)."""
+    return re.sub(r"<th>(.*?)</th>", lambda m: "<th>" + m.group(1).replace("_", "_<wbr>") + "</th>",
+                  table.to_html(index=False, border=0))  # fmt: skip
+
+
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f"<img alt='{html.escape(path.name)}' src='data:image/png;base64,{data}'>"
@@ -279,12 +310,12 @@ def write_html(
         ""
         if st is None
         else "<h2>Predictors against baselines (held-out budgets)</h2>"
-        + st.to_html(index=False, border=0)
+        + _html_table(st)
         + f"<p class='meta'>{html.escape(PREDICTORS_NOTE)}</p>"
     )
     lf = _label_free_table(label_free)
     if lf is not None:
-        predictors += "<h2>Label-free estimates of the test risk</h2>" + lf.to_html(index=False, border=0)
+        predictors += "<h2>Label-free estimates of the test risk</h2>" + _html_table(lf)
         predictors += f"<p class='meta'>{html.escape(LABEL_FREE_NOTE)}</p>"
     legend = (
         f"<div class='legend'><span class='tag certified'>{html.escape(certified_text(prior))}</span>"
@@ -297,7 +328,7 @@ def write_html(
         f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p class='meta'>{html.escape(intro)}</p>",
         "<h2>Best difficulty per budget</h2>",
-        _opt_table(opt).to_html(index=False, border=0),
+        _html_table(_opt_table(opt)),
         "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>",
         predictors,
         "<h2>What is certified</h2>",

@@ -12,14 +12,24 @@ are compared only on the items both were evaluated on.
 
 Confidence: one interval [lower, upper] of θ_ab per pair and look, by the method ``confidence``.
 
-``"betting"`` (the default): per pair a time-uniform confidence sequence, the predictable plug-in
-empirical-Bernstein one of Waudby-Smith & Ramdas (2023, JRSS-B, Thm 2; bets fixed per round;
-construction and proof in :mod:`~pacbayes_sft.stats.confidence`) on x_i = (d_i + 1)/2 ∈ [0, 1], the
-pair's shared items in schedule order, at α = δ/(K − 1) two-sided (α/2 a side), δ = 1 − level:
+``"cmeb"`` (the default for new races): per pair a time-uniform confidence sequence, the
+conjugate-mixture empirical-Bernstein one of Howard et al. (2021, AoS; construction and proof in
+:mod:`~pacbayes_sft.stats.mixture`) on x_i = (d_i + 1)/2 ∈ [0, 1], the pair's shared items in
+schedule order, each end at one-sided error α = δ/(K − 1), δ = 1 − level (one end of each pair
+is all the guarantee uses; see below):
+
+    θ_ab ∈ [2 (Σx − u_α(V))/N − 1, 2 (Σx + u_α(V))/N − 1],   V = Σ (x_i − 1/2)² = Σ d_i²/4,
+
+N the pair's items, u_α the gamma-exponential mixture boundary with scale c = 1/2 (x − 1/2 ∈
+[−1/2, 1/2]) and ρ fixed before any race, intersected over the pair's looks. It holds at every round end at once: no share of δ per look.
+
+``"betting"``: per pair the predictable plug-in empirical-Bernstein sequence of Waudby-Smith &
+Ramdas (2023, JRSS-B, Thm 2; bets fixed per round; :mod:`~pacbayes_sft.stats.confidence`) on the
+same x_i, at α = δ/(K − 1) two-sided (α/2 a side):
 
     θ_ab ∈ [2 L_r − 1, 2 U_r − 1],   L_r, U_r = (Σ λ_i x_i ∓ (ln(2/α) + Σ v_i ψ_E(λ_i))) / Σ λ_i,
 
-intersected over the pair's looks. It holds at every round end at once: no share of δ per look.
+intersected over the pair's looks.
 
 ``"bernstein"`` (the original): empirical Bernstein with a union bound over looks. At look
 t = r + 1 (after round r; round 0 is the first look), on the N items a pair shares,
@@ -28,18 +38,29 @@ t = r + 1 (after round r; round 0 is the first look), on the N items a pair shar
     δ_t = δ / ((K − 1) · t (t + 1)),
 
 with d̄, V the mean and sample variance (ddof 1) of the d_i: Maurer & Pontil's (2009, Thm 4)
-one-sided bound for [0, 1] variables on (d + 1)/2 at δ_t a side. Both need independent items whose
-means average to μ at each look: i.i.d. items, or rounds stratified by slice in the mixture's
-proportions (hence "betting" keeps λ constant over every round).
+one-sided bound for [0, 1] variables on (d + 1)/2 at δ_t a side. All three need independent items
+whose means average to μ at each look: i.i.d. items, or rounds stratified by slice in the
+mixture's proportions (hence "betting" keeps λ constant over every round; "cmeb" integrates a
+constant λ out).
 
-Why it is valid under optional stopping. Fix a best bucket b*. Look t uses the first N_t items of
-a schedule fixed before the race (the first round's items, then ``round_items`` per round), so the
-event "the interval of (a, b*) fails at look t" is a property of the items alone, whether or not
-the race reaches look t. "betting": each of the K − 1 pairs (a, b*) fails at some look with
-probability ≤ δ/(K − 1). "bernstein": Σ_t Σ_{a ≠ b*} δ / ((K − 1) t (t + 1)) = δ. Either way, with
-probability at least ``level`` no interval involving b* fails at any look: whenever the race stops,
-whatever it eliminated, and also when a race stopped at the cap is continued. Only pairs with b*
-matter, hence K − 1 and not K(K − 1)/2. (A schedule chosen from the losses would break this.)
+Why it is valid under optional stopping. Fix a best bucket b* (any one, if several tie). Look t
+uses the first N_t items of a schedule fixed before the race (the first round's items, then
+``round_items`` per round), so the event "the interval of (a, b*) fails at look t" is a property of
+the items alone, whether or not the race reaches look t. Only one side of each pair with b* is
+used below: the event needed is
+
+    E = {for every a ≠ b* and every look: θ_{a b*} ≤ upper_{a b*}},
+
+one one-sided event per a (upper_{a b*} = −lower_{b* a} when the pair is kept as (b*, a), so it is
+the lower end of that sequence; either way it is one end of one sequence). "cmeb": each end of
+each sequence fails at some look with probability ≤ α = δ/(K − 1), so P(not E) ≤ (K − 1)α = δ;
+the other end of each pair with b*, and every pair without b*, may fail without harm. "betting":
+each pair (a, b*) fails on either side at some look with probability ≤ δ/(K − 1) (the one side
+used gets δ/(2(K − 1)): valid, twice as strict as needed). "bernstein":
+Σ_t Σ_{a ≠ b*} δ / ((K − 1) t (t + 1)) = δ on each side. Either way P(E) ≥ ``level``: whenever the
+race stops, whatever it eliminated, and also when a race stopped at the cap is continued. Only
+pairs with b* matter, hence K − 1 and not K(K − 1)/2. (A schedule chosen from the losses would
+break this.)
 
 Decisions after each look, among the contenders S:
 
@@ -49,8 +70,10 @@ Decisions after each look, among the contenders S:
   ε of the best (the guarantee of LUCB-ε, Kalyanakrishnan et al. 2012, for the whole set);
 - ``cap``: neither, and another round would take the items past ``max_items``; the best is in S.
 
-On the event above b* is never eliminated (that needs upper_{a b*} < 0 ≤ θ_{a b*}), and every a of
-an ε-tie has μ_a − μ_{b*} ≤ upper_{a b*} ≤ ε; so each answer is right with probability ≥ ``level``.
+On E, b* is never eliminated (that needs lower_{b* a} > 0 for some a, i.e. upper_{a b*} < 0 ≤
+θ_{a b*}), so it is the one left at **best** and among those left at the **cap**; and every a of an
+ε-tie has μ_a − μ_{b*} ≤ upper_{a b*} ≤ ε (b* is in the tie). Every statement uses only upper ends
+of pairs (a, b*), so each answer is right with probability ≥ ``level``.
 """
 
 from __future__ import annotations
@@ -63,9 +86,11 @@ import numpy as np
 from ..defaults import RACE_EPSILON, RACE_LEVEL, RACE_MAX_ITEMS, RACE_ROUND_ITEMS
 from ._validate import check_count, check_open_unit
 from .confidence import BettingState, difference_interval, look_delta, paired_interval, paired_state
+from .mixture import SCALE, MixtureState, mixture_advance, tuned_rho
 
 STOP_REASONS = ("best", "epsilon_tie", "cap")
-CONFIDENCES = ("betting", "bernstein")  # interval methods: the default first; a result without one used the second
+CONFIDENCES = ("cmeb", "betting", "bernstein")  # interval methods, the default first
+LEGACY_CONFIDENCE = "bernstein"  # what a result saved before the key existed used
 
 
 def _check_confidence(value: str) -> str:
@@ -152,7 +177,7 @@ class RaceResult:
             rounds=int(d["rounds"]),
             means={k: float(v) for k, v in d.get("means", {}).items()},
             eliminated={k: int(v) for k, v in d.get("eliminated", {}).items()},
-            confidence=_check_confidence(d.get("confidence", "bernstein")),
+            confidence=_check_confidence(d.get("confidence", LEGACY_CONFIDENCE)),
         )
 
 
@@ -162,8 +187,9 @@ class PairedRace:
     Parameters: ``epsilon`` the tolerance of an ε-tie (loss units, in (0, 1)); ``level`` the
     probability that the answer is right; ``round_items`` the items of every round after the
     first (the first round may have any size ≥ 2, e.g. a committed test set); ``max_items`` the
-    cap on distinct items; ``confidence`` the interval method, "betting" (time-uniform confidence
-    sequences) or "bernstein" (empirical Bernstein, union over looks).
+    cap on distinct items; ``confidence`` the interval method, "cmeb" (conjugate-mixture
+    confidence sequences, one-sided split), "betting" (betting confidence sequences) or
+    "bernstein" (empirical Bernstein, union over looks).
 
     Feed rounds with :meth:`partial_fit` (one mapping bucket → losses per round, contenders only)
     until ``done_``; then ``result_`` holds the answer. Attributes after the first round:
@@ -178,14 +204,14 @@ class PairedRace:
         round_items: int = RACE_ROUND_ITEMS,
         max_items: int = RACE_MAX_ITEMS,
         *,
-        confidence: str = "betting",
+        confidence: str = CONFIDENCES[0],
     ):
         self.epsilon = check_open_unit(epsilon, "epsilon")
         self.level = check_open_unit(level, "level")
         self.round_items = check_count(round_items, "round_items", 1)
         self.max_items = check_count(max_items, "max_items", 2)
         self.confidence = _check_confidence(confidence)
-        self._states: dict[tuple[str, str], BettingState] = {}  # "betting": one sequence per pair
+        self._states: dict[tuple[str, str], BettingState | MixtureState] = {}  # one sequence per pair
         self.buckets_: list[str] = []
         self.contenders_: list[str] = []
         self.eliminated_: dict[str, int] = {}
@@ -217,7 +243,7 @@ class PairedRace:
         for name, v in (("a", a), ("b", b)):
             if v not in self._rounds:
                 raise ValueError(f"{name} must be one of the race's buckets {self.buckets_}, got {v!r}")
-        if self.confidence == "betting":
+        if self.confidence != "bernstein":
             return self._sequence(a, b) if a != b else (0.0, 0.0, 0.0)
         look = max(len(self.history_), 1)
         return paired_interval(self._shared(a, b), look_delta(self.level, look, len(self.buckets_)))
@@ -236,12 +262,20 @@ class PairedRace:
             delta = look_delta(self.level, rnd + 1, len(self.buckets_))
             return {(a, b): paired_interval(self._shared(a, b), delta) for a in left for b in left if a != b}
         if rnd == 0:
-            alpha = (1 - self.level) / (len(self.buckets_) - 1)
-            self._states = {(a, b): BettingState(alpha) for i, a in enumerate(left) for b in left[i + 1 :]}
+            self._states = {(a, b): self._new_sequence() for i, a in enumerate(left) for b in left[i + 1 :]}
         for (a, b), state in self._states.items():
             if a in arrays and b in arrays:
-                self._states[(a, b)], _ = paired_state(state, arrays[a] - arrays[b])
+                d = arrays[a] - arrays[b]
+                if isinstance(state, MixtureState):
+                    self._states[(a, b)] = mixture_advance(state, (d + 1) / 2)[0]
+                else:
+                    self._states[(a, b)], _ = paired_state(state, d)
         return {(a, b): self._sequence(a, b) for a in left for b in left if a != b}
+
+    def _new_sequence(self) -> BettingState | MixtureState:
+        """One pair's sequence: "cmeb" at α = δ/(K − 1) on each end, "betting" at α two-sided."""
+        alpha = (1 - self.level) / (len(self.buckets_) - 1)
+        return MixtureState(alpha, tuned_rho(alpha), SCALE) if self.confidence == "cmeb" else BettingState(alpha)
 
     # --- one round ----------------------------------------------------------------------------
 
@@ -338,7 +372,7 @@ def run_race(
     level: float = RACE_LEVEL,
     round_items: int = RACE_ROUND_ITEMS,
     max_items: int = RACE_MAX_ITEMS,
-    confidence: str = "betting",
+    confidence: str = CONFIDENCES[0],
 ) -> RaceResult:
     """Run a race to its stop: ``draw(contenders, round, n_items)`` returns the losses of a fresh
     round (the first has ``first_items`` items, every later one ``round_items``) for exactly the

@@ -21,7 +21,9 @@ from .. import defaults
 from ..certify.config import BoundConfig, EvalConfig, PriorConfig, TVConfig
 from ..config import from_dict, option, to_dict
 from ..training.config import OBJECTIVES, SFTConfig
+from .decide_config import DecideConfig
 from .difficulty import MEASURES
+from .resources import Resources
 
 SHIPPED_BASE = Path(__file__).resolve().parent.parent / "assets" / "base_igsm"
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "experiments" / "configs"
@@ -112,40 +114,23 @@ class TestConfig:
 class LabelFreeCollection:
     """What each cell collects for the label-free estimates of its test risk (answers and
     confidences; no test answer is read): the point model and ``draws`` posterior draws on every
-    test prompt and on ``source`` held-out problems of the cell's own training distribution."""
+    test prompt and on ``source`` held-out problems of the cell's own training distribution, and the
+    point model's judged answers on a ``pool`` of held-out problems of every test slice."""
 
-    source: int = option(defaults.LABEL_FREE_SOURCE, "Held-out training-distribution problems per cell (0 = collect nothing).")
+    source: int = option(defaults.LABEL_FREE_SOURCE, "Held-out training-distribution problems per cell (0 = none).")
     draws: int = option(defaults.LABEL_FREE_DRAWS, "Posterior draws per prompt (pairs of draws give the disagreement).")
+    pool: int = option(
+        0, "Labelled pool problems per test slice, shared by every cell and never trained on: each cell's "
+        "answers on them are judged and stored, for the reweighted estimators iw and iw_slices (0 = none)."
+    )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.source, int) or isinstance(self.source, bool) or self.source < 0:
-            raise ValueError(f"label_free.source must be an integer >= 0, got {self.source!r}")
+        for key in ("source", "pool"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"label_free.{key} must be an integer >= 0, got {v!r}")
         if not isinstance(self.draws, int) or isinstance(self.draws, bool) or self.draws < 2:
             raise ValueError(f"label_free.draws must be an integer >= 2, got {self.draws!r}")
-
-
-@dataclass
-class Resources:
-    """What one cell asks of a cluster when the sweep runs under a launcher (``--launcher``):
-    each cell is one task. Not part of the hash: where a cell runs does not change its result."""
-
-    gpus_per_task: int = option(0, "GPUs per cell task.")
-    cpus_per_task: int = option(2, "CPU cores per cell task (also its torch threads).")
-    mem_gb: float = option(16.0, "Memory per cell task, in GB.")
-    timeout_min: int = option(120, "Time limit per cell task, in minutes.")
-    partition: str = option("", "Slurm partition (empty: the cluster's default).")
-    max_parallel: int = option(4, "Cell tasks in flight at once; a free slot takes the next unfinished cell.")
-    max_retries: int = option(2, "Times a failed or preempted cell task is resubmitted before it is reported as failed.")
-
-    def __post_init__(self) -> None:
-        for key in ("gpus_per_task", "max_retries"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
-                raise ValueError(f"resources.{key} must be an integer >= 0, got {getattr(self, key)!r}")
-        for key in ("cpus_per_task", "timeout_min", "max_parallel"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise ValueError(f"resources.{key} must be an integer >= 1, got {getattr(self, key)!r}")
-        if not self.mem_gb > 0:
-            raise ValueError(f"resources.mem_gb must be > 0, got {self.mem_gb!r}")
 
 
 @dataclass
@@ -189,6 +174,10 @@ class SweepConfig:
     eval: EvalConfig = option(help="Evaluation on the test slices.", factory=EvalConfig)
     threads: int = option(0, "torch threads (0 = torch's default; not part of the hash).")
     resources: Resources = option(help="What each cell asks of a cluster under a launcher (not part of the hash).", factory=Resources)
+    decide: DecideConfig = option(
+        help="How each group's best bucket is decided by a race on fresh test items (sweep --decide; not part of the hash).",
+        factory=DecideConfig,
+    )
 
     def __post_init__(self) -> None:
         _check_sweep(self)
@@ -253,6 +242,7 @@ LATER_FIELDS = (
     ("prior", "search", "ascending"),
     ("prior", "adapter", None),
     ("prior", "n_prior", None),
+    ("label_free", "pool", 0),
 )
 
 
@@ -275,7 +265,7 @@ def _data_fingerprint(path: str) -> str:
 def _hashed_dict(cfg: SweepConfig) -> dict:
     """The config as hashed: results-relevant fields only, bases and data files by content."""
     d = config_dict(cfg)
-    for key in ("name", "threads", "resources"):
+    for key in ("name", "threads", "resources", "decide"):
         d.pop(key)
     d["sft"].pop("progress")
     # Fields added after a run began, at the default that reproduces the old behaviour, stay out of
@@ -284,7 +274,7 @@ def _hashed_dict(cfg: SweepConfig) -> dict:
         d.pop("prior")
     elif d["prior"]["kind"] == "two_stage":  # hashed by its old name, "data": committed folders keep resuming
         d["prior"]["kind"] = "data"
-    if d["label_free"]["source"] == 0:  # nothing collected: as before the section existed
+    if d["label_free"]["source"] == 0 and d["label_free"]["pool"] == 0:  # nothing collected: as before the section
         d.pop("label_free")
     for section, key, default in LATER_FIELDS:
         if section in d and d[section].get(key) == default:

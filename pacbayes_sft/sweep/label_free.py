@@ -6,7 +6,12 @@ posterior at the certified scale, with no test answer read:
 - ``test``: per test item, the point model's final answer and confidence p(y | x), and the final
   answers of ``draws`` posterior draws (one own draw per item and draw);
 - ``source``: the same on ``source`` held-out problems of the cell's training distribution, with
-  each answer's 0/1 correctness (these are labelled: they play the source domain).
+  each answer's 0/1 correctness (these are labelled: they play the source domain);
+- ``pool``: the point model's answers and their 0/1 correctness on the task's labelled pool
+  (``pool`` problems of every test slice, the same for every cell; :meth:`Task.pool_examples`),
+  which the reweighted estimators weight to the test prompts.
+
+Either part is collected only when its size (``label_free.source``, ``label_free.pool``) is > 0.
 
 At report time (:func:`cell_estimates`) every registered estimator
 (:data:`~pacbayes_sft.estimators.label_free.ESTIMATORS`) whose inputs are there is computed from
@@ -38,11 +43,12 @@ DRAW_SEED = 20_011
 """Offset of the label-free posterior draws' seed (apart from the bound's and the test risk's)."""
 
 RECORDED = frozenset(
-    {"target_answers", "target_conf", "target_draws", "source_answers", "source_conf", "source_correct", "source_draws"}
-)
+    {"target_answers", "target_conf", "target_answer_conf", "target_draws", "source_answers", "source_conf",
+     "source_answer_conf", "source_correct", "source_draws"}
+)  # fmt: skip
 """The inputs a cell record stores (the rest are rebuilt from the task, the seeds and the TV terms)."""
 
-FROM_TASK = frozenset({"target_prompts", "source_prompts", "source_slices"})
+FROM_TASK = frozenset({"target_prompts", "source_prompts", "source_slices", "pool_prompts", "pool_slices"})
 """The inputs rebuilt from the task's examples at report time (see :func:`task_examples`)."""
 
 
@@ -57,19 +63,28 @@ def collect_cell(
     extract = igsm_extractor(cfg.task.modulus) if cfg.task.kind == "igsm" else None
     lf = LabelFreeConfig(sigma=sigma, space=space, draws=cfg.label_free.draws, seed=DRAW_SEED + cell.seed,
                          evaluation=cfg.eval)  # fmt: skip
-    source = ctx.task.held_out_examples(cell, cfg.label_free.source)
+    source = ctx.task.held_out_examples(cell, cfg.label_free.source) if cfg.label_free.source else None
+    pool = ctx.task.pool_examples(cfg.label_free.pool) if cfg.label_free.pool else None
+    fields = (RECORDED if source is not None else set()) | ({"pool_correct"} if pool is not None else set())
     got = collect_label_free_inputs(
-        model, tok, ctx.task.test_set, fields=RECORDED, source=source, judge=ctx.task.judge, extract=extract,
-        config=lf, test_tokens=test_tokens,
+        model, tok, ctx.task.test_set, fields=fields, source=source, pool=pool, judge=ctx.task.judge,
+        extract=extract, config=lf, test_tokens=test_tokens,
     )  # fmt: skip
-    rnd = _rounded
-    return {
-        "test": {"answer": got.target_answers, "confidence": rnd(got.target_conf)}
-        | {f"answer_{j}": a for j, a in enumerate(got.target_draws.answers)},
-        "source": {"answer": got.source_answers, "confidence": rnd(got.source_conf), "correct": got.source_correct}
-        | {f"answer_{j}": a for j, a in enumerate(got.source_draws.answers)}
-        | {f"correct_{j}": c for j, c in enumerate(got.source_draws.correct)},
-    }
+    cols: dict[str, dict[str, list]] = {}
+    if source is not None:
+        cols["test"] = {"answer": got.target_answers, "confidence": _rounded(got.target_conf),
+                        "answer_confidence": _rounded(got.target_answer_conf)} | {
+            f"answer_{j}": a for j, a in enumerate(got.target_draws.answers)
+        }  # fmt: skip
+        cols["source"] = (
+            {"answer": got.source_answers, "confidence": _rounded(got.source_conf),
+             "answer_confidence": _rounded(got.source_answer_conf), "correct": got.source_correct}
+            | {f"answer_{j}": a for j, a in enumerate(got.source_draws.answers)}
+            | {f"correct_{j}": c for j, c in enumerate(got.source_draws.correct)}
+        )
+    if pool is not None:
+        cols["pool"] = {"correct": [int(c) for c in got.pool_correct]}
+    return cols
 
 
 def _rounded(values: Sequence[float]) -> list[float]:
@@ -83,10 +98,23 @@ def _draw_columns(cols: dict[str, list], prefix: str) -> list[list]:
     return [cols[k] for k in keys]
 
 
-def task_examples(ctx: Any, cell: Cell) -> tuple[list, list]:
-    """(held-out source examples, test examples) of ``cell``: the items its ``label_free`` columns
-    were collected on, in the same order (the task draws them again, deterministically)."""
-    return ctx.task.held_out_examples(cell, ctx.cfg.label_free.source), list(ctx.task.test_set)
+def task_examples(ctx: Any, cell: Cell) -> dict[str, list]:
+    """The examples of ``cell``'s ``label_free`` columns, in the same order (the task draws them
+    again, deterministically): ``source`` (when collected), ``test`` and ``pool`` (when collected)."""
+    lf = ctx.cfg.label_free
+    got = {"test": list(ctx.task.test_set)}
+    if lf.source:
+        got["source"] = ctx.task.held_out_examples(cell, lf.source)
+    if lf.pool:
+        got["pool"] = ctx.task.pool_examples(lf.pool)
+    return got
+
+
+def _check_examples(rec: CellRecord, examples: dict[str, list]) -> None:
+    for part, key in (("source", "answer"), ("test", "answer"), ("pool", "correct")):
+        if part in rec.label_free and part in examples and len(examples[part]) != len(rec.label_free[part][key]):
+            raise ValueError(f"examples: cell {rec.id!r} recorded {len(rec.label_free[part][key])} {part} items, "
+                             f"got {len(examples[part])}")  # fmt: skip
 
 
 def cell_inputs(
@@ -95,43 +123,54 @@ def cell_inputs(
     items: Sequence[int] | None = None,
     tv: tuple | None = None,
     *,
-    examples: tuple[Sequence[Any], Sequence[Any]] | None = None,
+    examples: dict[str, list] | None = None,
 ) -> LabelFreeInputs:
     """The :class:`LabelFreeInputs` of a record with ``label_free`` columns, on the test items
     ``items`` (default all), with the answers of ``seed_records`` (the other seeds of its group,
     itself included), ``tv`` = (estimate, lower) (default the cell's own TV terms) and, given
-    ``examples`` = (source examples, test examples) (:func:`task_examples`), the prompts and the
-    source slices."""
+    ``examples`` (:func:`task_examples`), the prompts and slices of the source, test and pool."""
     if not rec.label_free:
-        raise ValueError(f"cell {rec.id!r} has no label_free columns (run the sweep with label_free.source > 0)")
-    test, src = rec.label_free["test"], rec.label_free["source"]
-    pick = list(range(len(test["answer"]))) if items is None else list(items)
+        raise ValueError(f"cell {rec.id!r} has no label_free columns (run the sweep with label_free.source or .pool > 0)")
+    n_test = len(rec.items["slice"]) if "slice" in rec.items else len(rec.label_free["test"]["answer"])
+    pick = list(range(n_test)) if items is None else list(items)
 
     def sel(values: Sequence) -> list:
         return [values[i] for i in pick]
 
-    seeds = [sel(r.label_free["test"]["answer"]) for r in seed_records if r.label_free]
-    tv = tv if tv is not None else (rec.terms["tv"], rec.terms["tv_lower"])
-    prompts: dict[str, list] = {}
+    got: dict[str, Any] = {}
+    if "source" in rec.label_free:
+        got = _source_inputs(rec, seed_records, sel, tv)
+    if "pool" in rec.label_free:
+        got["pool_correct"] = rec.label_free["pool"]["correct"]
     if examples is not None:
-        source, targets = examples
-        if len(source) != len(src["answer"]) or len(targets) != len(test["answer"]):
-            raise ValueError(f"examples: cell {rec.id!r} recorded {len(src['answer'])} source and "
-                             f"{len(test['answer'])} test items, got {len(source)} and {len(targets)}")  # fmt: skip
-        prompts = {"source_prompts": [e.prompt for e in source], "source_slices": [e.op for e in source],
-                   "target_prompts": sel([e.prompt for e in targets])}  # fmt: skip
-    return LabelFreeInputs(
-        target_conf=sel(test["confidence"]),
-        target_answers=sel(test["answer"]),
-        source_conf=src["confidence"],
-        source_correct=src["correct"],
-        source_answers=src["answer"],
-        source_draws=PosteriorDraws(_draw_columns(src, "answer_"), _draw_columns(src, "correct_"), name="source"),
-        target_draws=PosteriorDraws([sel(a) for a in _draw_columns(test, "answer_")], name="target"),
-        seed_answers=seeds if len(seeds) >= 2 else None,
-        tv=tuple(float(x) for x in tv),
-        **prompts,
-    )
+        _check_examples(rec, examples)
+        got["target_prompts"] = sel([e.prompt for e in examples["test"]])
+        if "source" in examples:
+            got |= {"source_prompts": [e.prompt for e in examples["source"]], "source_slices": [e.op for e in examples["source"]]}
+        if "pool" in examples and "pool" in rec.label_free:
+            got |= {"pool_prompts": [e.prompt for e in examples["pool"]], "pool_slices": [e.op for e in examples["pool"]]}
+    return LabelFreeInputs(**got)
+
+
+def _source_inputs(rec: CellRecord, seed_records: Sequence[CellRecord], sel: Any, tv: tuple | None) -> dict[str, Any]:
+    """The inputs from a record's ``test`` and ``source`` columns (and its seeds' and TV terms)."""
+    test, src = rec.label_free["test"], rec.label_free["source"]
+    seeds = [sel(r.label_free["test"]["answer"]) for r in seed_records if "test" in r.label_free]
+    tv = tv if tv is not None else (rec.terms["tv"], rec.terms["tv_lower"])
+    return {
+        "target_conf": sel(test["confidence"]),
+        "target_answers": sel(test["answer"]),
+        # records from before the answer confidence hold none: those estimators then do not run
+        "target_answer_conf": sel(test["answer_confidence"]) if "answer_confidence" in test else None,
+        "source_answer_conf": src.get("answer_confidence"),
+        "source_conf": src["confidence"],
+        "source_correct": src["correct"],
+        "source_answers": src["answer"],
+        "source_draws": PosteriorDraws(_draw_columns(src, "answer_"), _draw_columns(src, "correct_"), name="source"),
+        "target_draws": PosteriorDraws([sel(a) for a in _draw_columns(test, "answer_")], name="target"),
+        "seed_answers": seeds if len(seeds) >= 2 else None,
+        "tv": tuple(float(x) for x in tv),
+    }
 
 
 def needs_examples() -> bool:
@@ -145,7 +184,7 @@ def cell_estimates(
     items: Sequence[int] | None = None,
     tv: tuple | None = None,
     *,
-    examples: tuple[Sequence[Any], Sequence[Any]] | None = None,
+    examples: dict[str, list] | None = None,
     delta: float = defaults.DELTA,
     n_boot: int = defaults.LABEL_FREE_N_BOOT,
 ) -> list[dict]:

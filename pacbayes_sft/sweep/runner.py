@@ -148,7 +148,7 @@ def run_cell(ctx: SweepContext, cell: Cell, *, progress: bool = False) -> CellRe
     stoch = stochastic_risk(res.model, test_losses, sigma, space, seed=10_007 + cell.seed)
     clock.lap("stochastic_test_risk")
     label_free = {}
-    if cfg.label_free.source:
+    if cfg.label_free.source or cfg.label_free.pool:
         tokens = [test_losses.outputs[i] for i in range(test_losses.n)] if test_losses.outputs else None
         label_free = collect_cell(ctx, cell, res.model, tok, sigma, space, tokens)
         clock.lap("label_free")

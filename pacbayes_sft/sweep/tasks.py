@@ -6,7 +6,9 @@ A task gives the runner four things, and the runner asks nothing else about the 
 - ``prepare(bases, out)``: the test set (and, for a dataset task, the binned training pool);
 - ``train_examples(cell)``: the n training examples of a cell, nested across budgets (the first
   n of one stream per (bucket, seed));
-- ``judge``: the one :data:`~pacbayes_sft.data.scorers.Judge`, ``(example, text) -> bool``.
+- ``judge``: the one :data:`~pacbayes_sft.data.scorers.Judge`, ``(example, text) -> bool``;
+- ``pool_examples(m)``: a labelled pool of ``m`` held-out examples per test slice, shared by every
+  cell, that the reweighted label-free estimators weight to a target (never trained on).
 
 Two tasks:
 
@@ -81,6 +83,15 @@ class Task(ABC):
             raise ValueError(f"task {self.cfg.task.kind!r}: a longer draw does not extend the cell's own sample")
         return longer[cell.n :]
 
+    @abstractmethod
+    def pool_examples(self, m: int) -> list:
+        """``m`` labelled examples of every test slice that no cell trains on, grouped by slice in
+        ``test.ops`` order; the same for every cell. ValueError when a slice has none."""
+
+
+POOL_SEED = 7_000_000
+"""Seed offset of the iGSM pool's streams, far from the test set's (test.seed + op) and the races'."""
+
 
 class IGSMTask(Task):
     """Generated iGSM problems: training templates for training, held-out templates for testing."""
@@ -100,6 +111,11 @@ class IGSMTask(Task):
         # The same (bucket, seed) draws nested samples across budgets: the first n of one stream.
         stream_seed = 1_000 * cell.seed + sorted(self.cfg.buckets).index(cell.bucket) + 7
         return generate(cell.n, self.cfg.buckets[cell.bucket], split="train", seed=stream_seed, config=self._config)
+
+    def pool_examples(self, m: int) -> list:
+        """Fresh problems from the training templates, ``m`` of each test op, from their own streams."""
+        ops = self.cfg.test.ops
+        return [p for op in ops for p in generate(m, [op], split="train", seed=POOL_SEED * 1000 + op, config=self._config)]
 
     @property
     def judge(self) -> Judge:
@@ -164,6 +180,21 @@ class DatasetTask(Task):
         if not rest:
             raise ValueError(f"bucket {cell.bucket!r} has no pool example left beyond the cell's n = {cell.n}")
         return rest
+
+    def pool_examples(self, m: int) -> list:
+        """Up to ``m`` training-file rows of each test bin that no cell of the grid trains on (a
+        seeded shuffle within each bin); ValueError naming the bin when none is left."""
+        need = largest_budget(self.cfg)  # the streams are nested: the largest budget covers every cell
+        used = {e.prompt for bk, bins in self.cfg.buckets.items() for s in self.cfg.seeds
+                for e in draw_train(self.pool, bins, need, s, bk)}  # fmt: skip
+        rest = [e for e in self.pool if e.prompt not in used]
+        out = []
+        for b in self.cfg.test.ops:
+            if not any(e.op == b for e in rest):
+                raise ValueError(f"label_free.pool: the training file has no row of difficulty bin {b} left "
+                                 "after the cells' training samples (the reweighted estimators need every test bin)")  # fmt: skip
+            out += cap_slices(rest, [b], m, seed=POOL_SEED)
+        return out
 
     @property
     def judge(self) -> Judge:

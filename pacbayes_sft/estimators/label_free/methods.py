@@ -182,6 +182,8 @@ class ATC(_SourceFit):
             return _atc_predict(tc, *atc_threshold(sc, sw))
 
         lo, hi = _percentile_interval(self._boot(conf, stat), self.level)
+        errors = int(self.source_wrong_.sum())
+        few = "; WARNING, so few that the threshold is ill-determined" if errors <= 3 else ""
         return LabelFreeEstimate(
             name="atc",
             estimate=est,
@@ -192,9 +194,11 @@ class ATC(_SourceFit):
             assumptions=(
                 "ATC (Garg et al. 2022): the fraction of test items below the source-fitted confidence threshold "
                 "is their error rate; exact when the shift keeps which confidences are wrong (e.g. correct iff "
-                "c ≥ τ on both); bootstrap over source (threshold refitted) and test items"
+                f"c ≥ τ on both); bootstrap over source (threshold refitted) and test items; the threshold rests on "
+                f"{errors} source error(s){few}"
             ),
             details={
+                "source_errors": float(errors),
                 "threshold": self.threshold_,
                 "tie_weight": self.tie_weight_,
                 "source_error": self.source_error_,

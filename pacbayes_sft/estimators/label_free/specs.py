@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -36,6 +36,7 @@ from ...bounds.domain_adaptation import (
 from ...config import option
 from ...registry import pop_registered
 from .methods import ATC, DoC, seed_disagreement
+from .reweighted import iw_estimate, iw_slices_estimate
 
 __all__ = [
     "ESTIMATORS",
@@ -54,7 +55,9 @@ __all__ = [
 class LabelFreeInputs:
     """Every per-item input a label-free estimator may read (what a sweep cell can store).
 
-    - ``target_conf``, ``target_answers``: the adapter's confidence and final answer per test prompt;
+    - ``target_conf``, ``target_answers``: the adapter's confidence p(whole continuation | prompt)
+      and final answer per test prompt; ``target_answer_conf``, ``source_answer_conf``: the
+      probability of the final answer's tokens given the prompt and the chain (0 without an answer);
     - ``source_conf``, ``source_correct``, ``source_answers``: the same, with 0/1 correctness, on
       each labelled source item (training-distribution problems it did not train on);
     - ``source_draws``: k posterior draws' answers and correctness per source item;
@@ -63,8 +66,10 @@ class LabelFreeInputs:
     - ``tv``: (estimate, lower confidence bound at δ/2 or less) of the classifier TV between the
       source and the test prompts (a sweep cell's ``tv``, ``tv_lower`` qualify: δ_TV = 0.2 δ);
     - ``target_prompts``, ``source_prompts``, ``source_slices``: the prompt texts of both sides and
-      each source item's slice (difficulty bin), for estimators that reweight the labelled source
-      towards the test prompts.
+      each source item's slice (difficulty bin);
+    - ``pool_prompts``, ``pool_slices``, ``pool_correct``: a labelled *pool* that spans every
+      difficulty (not only the training distribution): its prompts, each item's slice and the
+      adapter's 0/1 correctness on it, for the estimators that reweight the pool to the test prompts.
     """
 
     target_conf: Sequence[float] | None = None
@@ -79,6 +84,11 @@ class LabelFreeInputs:
     target_prompts: Sequence[str] | None = None
     source_prompts: Sequence[str] | None = None
     source_slices: Sequence[Any] | None = None
+    pool_prompts: Sequence[str] | None = None
+    pool_slices: Sequence[Any] | None = None
+    pool_correct: Sequence[int] | None = None
+    target_answer_conf: Sequence[float] | None = None
+    source_answer_conf: Sequence[float] | None = None
 
     def given(self) -> set[str]:
         """The names of the inputs that are set."""
@@ -275,6 +285,20 @@ def _two_gap_tv(inputs: LabelFreeInputs, s: EstimatorSettings) -> LabelFreeEstim
 
 _SOURCE_FIT = frozenset({"source_conf", "source_correct", "target_conf"})
 _DRAWS = frozenset({"source_draws", "target_draws"})
+_POOL = frozenset({"pool_prompts", "pool_correct", "target_prompts"})
+_ANSWER_FIT = frozenset({"source_answer_conf", "source_correct", "target_answer_conf"})
+
+
+def _on_answer_conf(method: type, name: str):
+    """ATC or DoC fitted on the answer confidence instead of the whole continuation's."""
+
+    def fn(i: LabelFreeInputs, s: EstimatorSettings) -> LabelFreeEstimate:
+        est = method(**_boot(s)).fit(i.source_answer_conf, i.source_correct).predict(i.target_answer_conf)
+        text = est.assumptions + "; confidence = p(final answer tokens | prompt, chain), not of the whole continuation"
+        return replace(est, name=name, assumptions=text)
+
+    return fn
+
 for _spec in (
     EstimatorSpec("no_shift", {"source_correct"}, "adapter", _no_shift,
                   "the source error as the test error (no shift)", shift_total=False),
@@ -286,6 +310,10 @@ for _spec in (
     EstimatorSpec("doc", _SOURCE_FIT, "adapter",
                   lambda i, s: DoC(**_boot(s)).fit(i.source_conf, i.source_correct).predict(i.target_conf),
                   "difference of confidences (Guillory et al. 2021)"),
+    EstimatorSpec("atc_answer", _ANSWER_FIT, "adapter", _on_answer_conf(ATC, "atc_answer"),
+                  "ATC on the final answer's confidence (not the whole chain's)"),
+    EstimatorSpec("doc_answer", _ANSWER_FIT, "adapter", _on_answer_conf(DoC, "doc_answer"),
+                  "DoC on the final answer's confidence (not the whole chain's)"),
     EstimatorSpec("da_2013", _DRAWS, "posterior",
                   lambda i, s: disagreement_form_2013(i.source_draws, i.target_draws, delta=s.delta),
                   "PAC-Bayes domain adaptation, disagreement form (Germain et al. 2013)"),
@@ -301,5 +329,11 @@ for _spec in (
     EstimatorSpec("seed_disagreement", {"seed_answers"}, "seeds",
                   lambda i, s: seed_disagreement(i.seed_answers, **_boot(s)),
                   "disagreement of independently trained seeds (Jiang et al. 2022)"),
+    EstimatorSpec("iw_slices", _POOL | {"pool_slices"}, "adapter", iw_slices_estimate,
+                  "a labelled pool's per-slice errors weighted by the target's slice shares (black-box shift "
+                  "estimation; Mandoline-style)"),
+    EstimatorSpec("iw", _POOL, "adapter", iw_estimate,
+                  "a labelled pool's errors weighted by a calibrated pool-vs-target density ratio "
+                  "(importance-weighted evaluation)"),
 ):  # fmt: skip
     register_estimator(_spec)

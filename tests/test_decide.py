@@ -1,0 +1,92 @@
+"""The decide stage of a sweep (`sweep --decide`, `racing.decide`): every group raced to a decision
+with the config's `decide` settings, one line each, kept apart from the bootstrap's count."""
+
+import dataclasses
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pacbayes_sft.cli import main
+from pacbayes_sft.racing.decide import decide_sweep
+from pacbayes_sft.sweep import SweepConfig, load_config
+from pacbayes_sft.sweep.config import cell_hash
+from pacbayes_sft.sweep.decide_config import DecideConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ROOT / "experiments" / "configs" / "quick.yaml"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    raw = yaml.safe_load(QUICK.read_text())
+    raw |= {"objectives": ["sft"], "budgets": [8], "buckets": {"easy": [1], "hard": [3]}, "threads": 1}
+    raw["eval"]["generate"] = False  # the loss is token_error: no generation, seconds not minutes
+    raw["prior"] = {"kind": "pretrained"}
+    raw["decide"] = {"epsilon": 0.5, "level": 0.9, "round_items": 24, "max_items": 48}
+    path = tmp_path_factory.mktemp("decide_cfg") / "decide.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_sweep_decide_races_every_group_and_says_what_is_certified(config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["sweep", "--config", str(config), "--out", str(out), "--decide"]) == 0
+    printed = capsys.readouterr().out
+    # ε = 0.5 on a loss in [0, 1] with 24 items: the two buckets are an ε-tie or one is best, never open
+    (line,) = [ln for ln in printed.splitlines() if ln.startswith("tiny/sft/8: ")]
+    assert "race: certified at 90% on fresh items" in line and "not decided" not in line
+    assert "decided by race (certified, fresh items): 1 of 1 groups" in printed
+    doc = json.loads((out / "race" / "tiny__sft__n8.json").read_text())
+    assert doc["settings"]["epsilon"] == 0.5 and doc["settings"]["max_items"] == 48
+    # a second run replays the finished race: nothing is recomputed, the answer is the same
+    again = decide_sweep(out)
+    assert again[0].result.answer == tuple(doc["result"]["answer"])
+    assert json.loads((out / "race" / "tiny__sft__n8.json").read_text())["seconds"] == doc["seconds"]
+
+
+def test_a_group_with_missing_cells_is_reported_not_raced(config, tmp_path, capsys):
+    out = tmp_path / "part"
+    assert main(["sweep", "--config", str(config), "--out", str(out), "--only", "bucket=easy"]) == 0
+    (d,) = decide_sweep(out)
+    assert d.result is None and "not decided" in d.line() and not (out / "race").exists()
+
+
+def test_decide_settings_stay_out_of_the_cell_hash():
+    cfg = load_config(QUICK)
+    other = dataclasses.replace(cfg, decide=DecideConfig(epsilon=0.1, max_items=400, auto=True))
+    assert cell_hash(cfg, "tiny") == cell_hash(other, "tiny")
+
+
+@pytest.mark.parametrize(
+    "decide,match",
+    [
+        ({"epsilon": 0.0}, r"decide\.epsilon must lie in \(0, 1\)"),
+        ({"epsilon": 1.0}, r"decide\.epsilon must lie in \(0, 1\)"),
+        ({"level": 1.5}, r"decide\.level must lie in \(0, 1\)"),
+        ({"round_items": 200, "max_items": 100}, r"decide\.max_items \(100\) is below one round"),
+    ],
+)
+def test_bad_decide_settings_are_one_line_and_exit_2(config, tmp_path, capsys, decide, match):
+    raw = yaml.safe_load(config.read_text())
+    raw["decide"] = decide
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "never"
+    assert main(["sweep", "--config", str(bad), "--out", str(out), "--decide"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(match, err[0]), err
+    assert not out.exists()
+
+
+def test_decide_refuses_a_folder_that_is_not_a_sweep_and_settings_of_another_type(tmp_path):
+    with pytest.raises(ValueError, match="not a sweep's output folder"):
+        decide_sweep(tmp_path)
+    with pytest.raises(ValueError, match="settings must be a DecideConfig"):
+        fake = tmp_path / "fake"
+        shutil.copytree(ROOT / "docs" / "results" / "demo", fake, ignore=shutil.ignore_patterns("report*", "*.png"))
+        decide_sweep(fake, settings={"epsilon": 0.1})
+    assert SweepConfig().decide == DecideConfig()
