@@ -179,3 +179,39 @@ def test_the_registered_pool_estimators_fall_back_to_doc_outside_the_support(wor
     for r in rows:
         assert r.estimate == pytest.approx(doc.estimate) and r.details["fallback"] == 1.0
         assert "fell back to DoC" in r.assumptions and "outside the pool's support" in r.assumptions
+
+
+def test_black_box_shift_estimation_corrects_a_noisy_slice_classifier():
+    """Slices that a classifier confuses (a prompt of slice k carries, with probability 0.3, one filler
+    statement that looks like the k real ones): the predicted shares are biased towards the pool's,
+    and inverting the confusion matrix recovers the target's true shares (Lipton et al. 2018)."""
+    rng = np.random.default_rng(7)
+
+    def noisy(op: int) -> str:
+        return _prompt(rng, op + int(rng.random() < 0.3))
+
+    def draw(n: int, shares: np.ndarray):
+        ops = rng.choice(np.arange(1, 5), size=n, p=shares)
+        return [noisy(int(o)) for o in ops], ops
+
+    pool, pool_ops = draw(2400, np.full(4, 0.25))
+    truth = np.array([0.55, 0.25, 0.15, 0.05])
+    target, target_ops = draw(2400, truth)
+    realised = np.bincount(target_ops, minlength=5)[1:] / len(target_ops)
+    est = SliceWeights(features="structure").fit(pool, pool_ops, target)
+    assert est.confusion_.diagonal().min() < 0.8  # the classifier is noisy: the test has something to correct
+    naive = np.abs(est.target_predicted_ - realised).sum()
+    corrected = np.abs(est.target_shares_ - realised).sum()
+    assert corrected < 0.08 and corrected < naive / 2, (corrected, naive)
+
+
+def test_slice_bootstrap_counts_the_resamples_that_lose_a_slice(world):
+    pool, pool_ops, errors, target, _, _ = world
+    keep = np.r_[np.flatnonzero(pool_ops != 8), np.flatnonzero(pool_ops == 8)[:2]]  # op 8: two pool items
+    est = SliceWeights(features="structure").fit([pool[i] for i in keep], pool_ops[keep], target)
+    r = est.risk(errors[keep], n_boot=400)
+    # P(both op-8 items missed in a resample) = (1 - 1/n)^(2n) ≈ e^-2 ≈ 0.135
+    assert r.details["boot_lost_slice"] == pytest.approx(np.exp(-2), abs=0.05)
+    assert "lost a slice of the pool" in r.assumptions
+    full = SliceWeights(features="structure").fit(pool, pool_ops, target).risk(errors, n_boot=100)
+    assert full.details["boot_lost_slice"] == 0.0 and "lost a slice" not in full.assumptions

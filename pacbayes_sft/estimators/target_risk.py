@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -301,12 +302,18 @@ class SliceWeights:
         est = _slice_risk(self._pool_slice, self._pool_pred, self._target_pred, e, len(self.slices_), self.target_shares_)
         rng = np.random.default_rng(random_state)
         n_p, n_t = e.size, self._target_pred.size
-        boot = np.empty(n_boot)
+        boot, k = np.empty(n_boot), len(self.slices_)
+        lost = 0  # resamples in which a slice has no pool item (its share is then spread over the others)
         for b in range(n_boot):
             ip, it = rng.integers(0, n_p, n_p), rng.integers(0, n_t, n_t)
-            boot[b] = _slice_risk(self._pool_slice[ip], self._pool_pred[ip], self._target_pred[it], e[ip], len(self.slices_))
+            lost += int((np.bincount(self._pool_slice[ip], minlength=k) == 0).any())
+            boot[b] = _slice_risk(self._pool_slice[ip], self._pool_pred[ip], self._target_pred[it], e[ip], k)
         lo, hi = _percentile(boot, level)
-        return _estimate(self, est, (lo, hi), level, "slice-share shift: P(prompt, error | slice) the same on pool and target; shares by black-box shift estimation")
+        text = "slice-share shift: P(prompt, error | slice) the same on pool and target; shares by black-box shift estimation"
+        if lost > 0.05 * n_boot:
+            text += f"; {lost / n_boot:.0%} of the bootstrap resamples lost a slice of the pool (too few items in it)"
+        out = _estimate(self, est, (lo, hi), level, text)
+        return replace(out, details=dict(out.details) | {"boot_lost_slice": lost / n_boot})
 
 
 def _confusion(truth: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
