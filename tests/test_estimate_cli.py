@@ -388,6 +388,17 @@ def test_cli_estimates_a_sweep_cell_on_held_out_source_problems(run_dir, capsys)
     assert f"on {len(ctx.task.test_set)} prompts; labelled source items: 12" in printed and "atc" in printed
 
 
+def test_cli_draws_only_the_samples_its_estimators_read(run_dir, capsys):
+    out, ctx, cell, _ = run_dir
+    argv = ["estimate-risk", "--run", str(out), "--cell", cell.id, "--n-pool", "4", "--n-boot", "50", "--quiet"]
+    assert main([*argv, "--estimators", "iw_slices"]) == 0
+    printed = capsys.readouterr().out
+    n_pool = 4 * len(ctx.cfg.test.ops)
+    assert f"labelled source items: 0; labelled pool items: {n_pool}" in printed and "iw_slices" in printed
+    assert main([*argv, "--estimators", "no_shift", "--n-source", "12"]) == 0
+    assert "labelled source items: 12; labelled pool items: 0" in capsys.readouterr().out
+
+
 def test_cli_a_cell_not_in_the_run_is_one_line_and_exit_2(run_dir, capsys):
     out = run_dir[0]
     assert main(["estimate-risk", "--run", str(out), "--cell", "nope", "--quiet"]) == 2

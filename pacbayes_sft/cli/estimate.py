@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import defaults
 from ..certify import EvalConfig, TVConfig, estimate_test_risk
-from ..certify.label_free_config import LabelFreeConfig
+from ..certify.label_free_config import INPUT_REQUIRES, LabelFreeConfig
 from ..config import add_options, options_from_args
 from ..data.loaders import read_rows
 from ..estimators.answers import igsm_extractor
@@ -104,15 +104,15 @@ def _cell_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
     record = read_record(run / "cells" / f"{cell.id}.json")
     ctx = sweep_context(cfg, run)
     prompts = read_prompts(args.prompts, args.prompt_column) if args.prompts else [e.prompt for e in ctx.task.test_set]
-    source = (
-        read_source(args.source, args.source_prompt_column)
-        if args.source
-        else _held_out_source(ctx, cell, args.n_source)
-    )
+    wanted = _samples_wanted(args.estimators)  # the task's samples are drawn only for estimators that read them
+    if args.source:
+        source = read_source(args.source, args.source_prompt_column)
+    else:
+        source = _held_out_source(ctx, cell, args.n_source) if "source" in wanted else None
     if args.pool:
         pool = read_pool(args.pool, args.pool_prompt_column, args.pool_slice_column)
     else:
-        pool = _task_pool(ctx, args.n_pool) if args.n_pool else None
+        pool = _task_pool(ctx, args.n_pool) if args.n_pool and "pool" in wanted else None
     if bool(args.source) != bool(args.pool):
         raise ValueError("--source and --pool: with --run, give both files or neither (one scorer judges both)")
     sigma = args.sigma if args.sigma is not None else (record.terms.get("sigma") if record else None)
@@ -125,6 +125,14 @@ def _cell_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         "judge": args.scorer if args.source else ctx.task.judge,
         "extract": igsm_extractor(cfg.task.modulus) if cfg.task.kind == "igsm" and not args.source else None,
     }, {"sigma": sigma, "space": cfg.bound.space, "evaluation": cfg.eval}
+
+
+def _samples_wanted(estimators: str) -> set[str]:
+    """The labelled samples ("source", "pool") the estimators named in ``--estimators`` read (every
+    sample when none is named: then every estimator the inputs allow runs)."""
+    names = [e.strip() for e in estimators.split(",") if e.strip()] if estimators else list(ESTIMATORS)
+    needs = {f for n in names if n in ESTIMATORS for f in ESTIMATORS[n].needs}
+    return {sample for f in needs for sample in INPUT_REQUIRES[f] if sample in ("source", "pool")}
 
 
 def _task_pool(ctx: Any, m: int) -> list:
