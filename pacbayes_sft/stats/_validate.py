@@ -18,3 +18,12 @@ def check_count(value: int, name: str, least: int) -> int:
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least):
         raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     return int(value)
+
+
+def check_rounds(x: np.ndarray, sizes: np.ndarray) -> None:
+    """Items ``x`` in [0, 1] (one-dimensional, finite) fed in rounds of ``sizes`` (each >= 1,
+    adding up to the number of items): what every confidence sequence takes."""
+    if x.ndim != 1 or not np.isfinite(x).all() or (x < 0).any() or (x > 1).any():
+        raise ValueError("x must be a one-dimensional array of finite values in [0, 1]")
+    if sizes.ndim != 1 or (sizes < 1).any() or sizes.sum() != x.size:
+        raise ValueError(f"sizes must be round sizes >= 1 that add up to len(x) = {x.size}, got {sizes.tolist()}")

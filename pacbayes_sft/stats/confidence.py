@@ -51,7 +51,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._validate import check_count, check_open_unit
+from ._validate import check_count, check_open_unit, check_rounds
 
 BET_CAP = 0.5
 """c: the largest bet (Waudby-Smith & Ramdas suggest 1/2 or 3/4; any c < 1 is valid)."""
@@ -95,13 +95,6 @@ def round_bets(alpha: float, variance: np.ndarray, ends: np.ndarray, first: bool
     return np.minimum(BET_CAP, np.sqrt(2 * math.log(2 / alpha) / (variance * ends * g)))
 
 
-def _check(x: np.ndarray, sizes: np.ndarray) -> None:
-    if x.ndim != 1 or not np.isfinite(x).all() or (x < 0).any() or (x > 1).any():
-        raise ValueError("x must be a one-dimensional array of finite values in [0, 1]")
-    if sizes.ndim != 1 or (sizes < 1).any() or sizes.sum() != x.size:
-        raise ValueError(f"sizes must be round sizes >= 1 that add up to len(x) = {x.size}, got {sizes.tolist()}")
-
-
 def advance(
     state: BettingState, x: Sequence[float] | np.ndarray, sizes: Sequence[int] | None = None
 ) -> tuple[BettingState, np.ndarray, np.ndarray]:
@@ -110,7 +103,7 @@ def advance(
     (running intersection). Vectorised over items and rounds."""
     x = np.asarray(x, dtype=float)
     sizes = np.asarray([x.size] if sizes is None else sizes, dtype=int)
-    _check(x, sizes)
+    check_rounds(x, sizes)
     if x.size == 0:
         return state, np.empty(0), np.empty(0)
     n0, log_term = state.n, math.log(2 / state.alpha)

@@ -65,7 +65,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.special import gammainc, gammaln
 
-from ._validate import check_open_unit
+from ._validate import check_open_unit, check_rounds
 
 TUNE_V = 100.0
 """The intrinsic time V at which ρ is tuned (:func:`tuned_rho`): 4,000 items with E(x − 1/2)² = 0.025,
@@ -175,10 +175,7 @@ def mixture_advance(
     intersection, clipped to [0, 1])."""
     x = np.asarray(x, dtype=float)
     sizes = np.asarray([x.size] if sizes is None else sizes, dtype=int)
-    if x.ndim != 1 or not np.isfinite(x).all() or (x < 0).any() or (x > 1).any():
-        raise ValueError("x must be a one-dimensional array of finite values in [0, 1]")
-    if sizes.ndim != 1 or (sizes < 1).any() or sizes.sum() != x.size:
-        raise ValueError(f"sizes must be round sizes >= 1 that add up to len(x) = {x.size}, got {sizes.tolist()}")
+    check_rounds(x, sizes)
     if x.size == 0:
         return state, np.empty(0), np.empty(0)
     t = state.n + np.arange(1, x.size + 1)
