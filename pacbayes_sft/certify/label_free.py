@@ -243,6 +243,11 @@ def _draws(post: Any, tok: Any, items: dict[str, Sequence[Any]], point: dict, ju
     return got
 
 
+def _generation(extract: Extractor | None, cfg: LabelFreeConfig) -> dict[str, Any]:
+    """How every answer is generated and read: the extractor and the config's evaluation settings."""
+    return {"extract": extract, "max_new_tokens": cfg.evaluation.max_new_tokens, "batch_size": cfg.evaluation.batch_size}
+
+
 def collect_label_free_inputs(
     model: torch.nn.Module,
     tok: Any,
@@ -268,8 +273,7 @@ def collect_label_free_inputs(
     cfg = config if config is not None else LabelFreeConfig()
     fields = _check_fields(fields, {"source": source is not None, "pool": pool is not None}, cfg)
     texts = _check_prompts(prompts)
-    ev = cfg.evaluation
-    gen = {"extract": extract, "max_new_tokens": ev.max_new_tokens, "batch_size": ev.batch_size}
+    gen = _generation(extract, cfg)
     got: dict[str, Any] = {}
     point: dict[str, GeneratedAnswers] = {}
     if fields & {"target_conf", "target_answers", "target_answer_conf", "seed_answers", "target_draws"}:
@@ -356,8 +360,7 @@ def estimate_test_risk(
         config=cfg,
     )  # fmt: skip
     if inputs.seed_answers is not None:  # the other seeds' answers, each model loaded in turn
-        gen = {"extract": extract, "max_new_tokens": cfg.evaluation.max_new_tokens, "batch_size": cfg.evaluation.batch_size}
-        more = [collect_answers(*load_checked(base, a, tok), prompts, **gen).answers for a in seeds]
+        more = [collect_answers(*load_checked(base, a, tok), prompts, **_generation(extract, cfg)).answers for a in seeds]
         inputs = replace(inputs, seed_answers=list(inputs.seed_answers) + more)
     rows = label_free_estimates(inputs, cfg, names=names)
     table = [

@@ -45,38 +45,41 @@ def read_prompts(path: str, column: str) -> list[str]:
     return prompts
 
 
-def read_source(path: str, column: str, *, arg: str = "--source") -> list[dict]:
-    """Labelled examples: every row needs a prompt (in ``column``) and an ``answer``; ValueError
-    naming ``arg`` otherwise."""
+def read_source(path: str, column: str) -> list[dict]:
+    """Labelled source examples: every row needs a prompt (in ``column``) and an ``answer``;
+    ValueError naming ``--source`` otherwise."""
+    return [{"prompt": r[column], "answer": str(r["answer"])} for r in _labelled_rows(path, column, "--source")]
+
+
+def _labelled_rows(path: str, column: str, arg: str) -> list[dict]:
+    """The rows of a labelled file, each checked for a prompt (in ``column``) and an ``answer``;
+    ValueError naming ``arg`` otherwise."""
     try:
         rows = read_rows(path)
     except ValueError as exc:
         raise ValueError(f"{arg}: {exc}") from None
     if not rows:
         raise ValueError(f"{arg}: {path!r} holds no rows")
-    out = []
     for i, r in enumerate(rows):
         prompt, answer = r.get(column), r.get("answer")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"{arg}: row {i} of {path!r} has no prompt text in column {column!r}")
         if answer is None or (isinstance(answer, float) and math.isnan(answer)):
             raise ValueError(f"{arg}: row {i} of {path!r} has no 'answer' to score the adapter's answer with")
-        out.append({"prompt": prompt, "answer": str(answer)})
-    return out
+    return rows
 
 
 def read_pool(path: str, column: str, slice_column: str) -> list[dict]:
     """A labelled pool of every difficulty: every row needs a prompt (``column``), an ``answer`` and
     its slice (``slice_column``: an operation count or difficulty bin); ValueError naming
     ``--pool`` otherwise."""
-    rows = read_source(path, column, arg="--pool")
-    raw = read_rows(path)
-    for i, r in enumerate(raw):
+    rows = []
+    for i, r in enumerate(_labelled_rows(path, column, "--pool")):
         value = r.get(slice_column)
         if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
             raise ValueError(f"--pool: row {i} of {path!r} has no slice in column {slice_column!r} "
                              "(name it with --pool-slice-column)")  # fmt: skip
-        rows[i]["op"] = value
+        rows.append({"prompt": r[column], "answer": str(r["answer"]), "op": value})
     if len({str(r["op"]) for r in rows}) < 2:
         raise ValueError(f"--pool: {path!r} holds one slice only ({rows[0]['op']!r}); the slice weights need at least 2")
     return rows

@@ -156,17 +156,9 @@ def _race_answers(out: Path) -> dict[tuple, tuple[str, ...]]:
     }
 
 
-def _race_scores(t: pd.DataFrame, answers: dict[tuple, tuple[str, ...]]) -> dict:
+def _race_columns(hits: list[bool], chance: list[float]) -> dict:
     """The share of race-decided groups whose pick is the race's best or in its ε-tie, with the
     chance rate of a uniformly random pick (mean |answer| / buckets)."""
-    hits, chance = [], []
-    for (base, obj, n), g in t.groupby(["base", "objective", "n"]):
-        answer = answers.get((base, obj, int(n)))
-        if answer is None:
-            continue
-        per = g.groupby("bucket")["estimate"].mean()
-        hits.append(per.idxmin() in answer)
-        chance.append(len(answer) / len(per))
     if not hits:
         return {"in_race_answer": np.nan, "race_decided": 0, "chance_in_race_answer": np.nan}
     return {"in_race_answer": float(np.mean(hits)), "race_decided": len(hits), "chance_in_race_answer": float(np.mean(chance))}
@@ -184,7 +176,7 @@ def score_table(out: str | Path, table: pd.DataFrame, *, span: float = 0.05) -> 
     rows = []
     for (mix, name), t in table.groupby(["mixture", "name"]):
         mae = float((t["estimate"] - t["measured"]).abs().mean())
-        rhos, picks, exact, chance = [], [], [], []
+        rhos, picks, exact, chance, race_hits, race_chance = [], [], [], [], [], []
         for (base, obj, n), g in t.groupby(["base", "objective", "n"]):
             per = g.groupby("bucket")[["estimate", "measured"]].mean()
             best = sets[(base, obj, n, mix)]
@@ -193,6 +185,10 @@ def score_table(out: str | Path, table: pd.DataFrame, *, span: float = 0.05) -> 
             chance.append(len(best.indistinguishable) / len(per))  # a uniformly random pick lands in the set
             if best.determined:
                 exact.append(pick == best.observed)
+            answer = answers.get((base, obj, int(n))) if mix == "uniform" else None  # races run on the uniform mixture
+            if answer is not None:
+                race_hits.append(pick in answer)
+                race_chance.append(len(answer) / len(per))
             if np.ptp(per["measured"]) >= span and len(per) >= 3:
                 rho = spearman(per["estimate"], per["measured"])
                 rhos.append(0.0 if np.isnan(rho) else rho)  # a constant estimate ranks nothing
@@ -200,7 +196,7 @@ def score_table(out: str | Path, table: pd.DataFrame, *, span: float = 0.05) -> 
                      "groups_ranked": len(rhos), "pick_in_set": float(np.mean(picks)), "groups": len(picks),
                      "chance_in_set": float(np.mean(chance)), "chance_all_in_set": float(np.prod(chance)),
                      "exact": float(np.mean(exact)) if exact else np.nan, "determined": len(exact)}
-                    | (_race_scores(t, answers) if mix == "uniform" and answers else {}))  # fmt: skip
+                    | (_race_columns(race_hits, race_chance) if mix == "uniform" and answers else {}))  # fmt: skip
     return pd.DataFrame(rows).sort_values(["mixture", "mae"]).reset_index(drop=True)
 
 
