@@ -154,11 +154,11 @@ def summary(ct: pd.DataFrame, opt: pd.DataFrame) -> dict:
     # a race's answer is certified and the bootstrap's is not: the two are never added into one count
     decided = raced & ~answer.str.startswith("open: ")
     out["n_race_decided"] = int(decided.sum())
-    ties = answer.str.removeprefix("tie: ").str.count(", ") + 1
-    out["n_race_ties_of_all"] = int((answer.str.startswith("tie: ") & (ties == ct["bucket"].nunique())).sum())
+    members = answer.str.removeprefix("tie: ").str.split(", ")  # the buckets of each decided answer
+    out["n_race_ties_of_all"] = int((answer.str.startswith("tie: ") & (members.str.len() == ct["bucket"].nunique())).sum())
     for col in ("raw_bound", "calibrated"):
         if col in opt:
-            hits = [str(p) in a.removeprefix("tie: ").split(", ") for p, a in zip(opt.loc[decided, col], answer[decided])]
+            hits = [str(p) in m for p, m in zip(opt.loc[decided, col], members[decided])]
             out[f"{col}_in_race_answer"] = int(sum(hits))
     for col in ("raw", "calibrated"):
         d = (opt[f"{col}_idx"] - opt["observed_idx"]).abs()

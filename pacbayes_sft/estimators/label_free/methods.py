@@ -32,9 +32,15 @@ import numpy as np
 from ... import defaults
 from ...bounds.domain_adaptation import LabelFreeEstimate, PosteriorDraws, as_binary, per_item_disagreement
 
-__all__ = ["ATC", "DoC", "LabelFreeEstimate", "atc_threshold", "seed_disagreement"]
+__all__ = ["ATC", "DoC", "LabelFreeEstimate", "atc_threshold", "bootstrap_options", "seed_disagreement"]
 
 _CHUNK = 128  # bootstrap resamples drawn at a time (memory: chunk × n values)
+
+
+def bootstrap_options(settings: Any) -> dict[str, Any]:
+    """The keyword arguments every estimator here takes from an
+    :class:`~pacbayes_sft.estimators.label_free.EstimatorSettings`: level, n_boot, random_state."""
+    return {"level": settings.level, "n_boot": settings.n_boot, "random_state": settings.seed}
 
 
 def _unit_array(values: Any, name: str) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ...bounds.domain_adaptation import LabelFreeEstimate, as_binary
 from ..target_risk import DensityRatioWeights, SliceWeights
-from .methods import DoC
+from .methods import DoC, bootstrap_options
 
 __all__ = ["DOC_INPUTS", "iw_estimate", "iw_slices_estimate"]
 
@@ -53,16 +53,12 @@ def _pool_errors(inputs: Any) -> list[float]:
     return [1.0 - float(c) for c in correct]
 
 
-def _boot(settings: Any) -> dict[str, Any]:
-    return {"level": settings.level, "n_boot": settings.n_boot, "random_state": settings.seed}
-
-
 def _or_doc(est: LabelFreeEstimate, fitted: Any, inputs: Any, settings: Any) -> LabelFreeEstimate:
     """``est``, or DoC under ``est``'s name when the fitted weights report poor overlap and DoC's
     inputs are given (then the assumptions say why)."""
     if fitted.overlap_ok_ or any(getattr(inputs, k) is None for k in DOC_INPUTS):
         return est
-    doc = DoC(**_boot(settings)).fit(inputs.source_conf, inputs.source_correct).predict(inputs.target_conf)
+    doc = DoC(**bootstrap_options(settings)).fit(inputs.source_conf, inputs.source_correct).predict(inputs.target_conf)
     text = f"{fitted.warning_}; fell back to DoC. {doc.assumptions}"
     return replace(doc, name=est.name, assumptions=text, details=dict(est.details) | {"fallback": 1.0})
 
@@ -70,7 +66,7 @@ def _or_doc(est: LabelFreeEstimate, fitted: Any, inputs: Any, settings: Any) -> 
 def iw_estimate(inputs: Any, settings: Any) -> LabelFreeEstimate:
     """``iw``: the pool's errors weighted by a calibrated pool-vs-target classifier's density ratio."""
     w = _fitted("iw", settings.seed, inputs.pool_prompts, inputs.target_prompts)
-    est = replace(w.risk(_pool_errors(inputs), **_boot(settings)), name="iw")
+    est = replace(w.risk(_pool_errors(inputs), **bootstrap_options(settings)), name="iw")
     return _or_doc(est, w, inputs, settings)
 
 
@@ -80,7 +76,7 @@ def iw_slices_estimate(inputs: Any, settings: Any) -> LabelFreeEstimate:
         raise ValueError(f"pool_slices must hold one slice per pool prompt ({len(inputs.pool_prompts)}), "
                          f"got {len(inputs.pool_slices)}")  # fmt: skip
     w = _fitted("iw_slices", settings.seed, inputs.pool_prompts, inputs.pool_slices, inputs.target_prompts)
-    est = replace(w.risk(_pool_errors(inputs), **_boot(settings)), name="iw_slices")
+    est = replace(w.risk(_pool_errors(inputs), **bootstrap_options(settings)), name="iw_slices")
     shares = {f"share_{s}": float(p) for s, p in zip(w.slices_.tolist(), w.target_shares_)}
     est = replace(est, details=dict(est.details) | shares)
     return _or_doc(est, w, inputs, settings)

@@ -35,7 +35,7 @@ from ...bounds.domain_adaptation import (
 )
 from ...config import option
 from ...registry import pop_registered
-from .methods import ATC, DoC, seed_disagreement
+from .methods import ATC, DoC, bootstrap_options, seed_disagreement
 from .reweighted import iw_estimate, iw_slices_estimate
 
 __all__ = [
@@ -241,10 +241,6 @@ def label_free_estimates(
 # --- the built-in estimators --------------------------------------------------------------------
 
 
-def _boot(s: EstimatorSettings) -> dict[str, Any]:
-    return {"level": s.level, "n_boot": s.n_boot, "random_state": s.seed}
-
-
 def _no_shift(inputs: LabelFreeInputs, s: EstimatorSettings) -> LabelFreeEstimate:
     """The source error as the test error, Clopper–Pearson at δ."""
     wrong = 1 - as_binary(inputs.source_correct, "source_correct")
@@ -293,7 +289,7 @@ def _on_answer_conf(method: type, name: str):
     """ATC or DoC fitted on the answer confidence instead of the whole continuation's."""
 
     def fn(i: LabelFreeInputs, s: EstimatorSettings) -> LabelFreeEstimate:
-        est = method(**_boot(s)).fit(i.source_answer_conf, i.source_correct).predict(i.target_answer_conf)
+        est = method(**bootstrap_options(s)).fit(i.source_answer_conf, i.source_correct).predict(i.target_answer_conf)
         text = est.assumptions + "; confidence = p(final answer tokens | prompt, chain), not of the whole continuation"
         return replace(est, name=name, assumptions=text)
 
@@ -305,10 +301,10 @@ for _spec in (
     EstimatorSpec("two_gap_tv", {"source_correct", "tv"}, "adapter", _two_gap_tv,
                   "source error + the classifier TV proxy (the paper's G_ext)", shift_total=False),
     EstimatorSpec("atc", _SOURCE_FIT, "adapter",
-                  lambda i, s: ATC(**_boot(s)).fit(i.source_conf, i.source_correct).predict(i.target_conf),
+                  lambda i, s: ATC(**bootstrap_options(s)).fit(i.source_conf, i.source_correct).predict(i.target_conf),
                   "average thresholded confidence (Garg et al. 2022)"),
     EstimatorSpec("doc", _SOURCE_FIT, "adapter",
-                  lambda i, s: DoC(**_boot(s)).fit(i.source_conf, i.source_correct).predict(i.target_conf),
+                  lambda i, s: DoC(**bootstrap_options(s)).fit(i.source_conf, i.source_correct).predict(i.target_conf),
                   "difference of confidences (Guillory et al. 2021)"),
     EstimatorSpec("atc_answer", _ANSWER_FIT, "adapter", _on_answer_conf(ATC, "atc_answer"),
                   "ATC on the final answer's confidence (not the whole chain's)"),
@@ -324,10 +320,10 @@ for _spec in (
                   lambda i, s: half_disagreement_lower(i.target_draws, delta=s.delta),
                   "certified lower bound: half the disagreement of two posterior draws", shift_total=False),
     EstimatorSpec("gde_posterior", {"target_draws"}, "posterior",
-                  lambda i, s: seed_disagreement(i.target_draws.answers, name="gde_posterior", **_boot(s)),
+                  lambda i, s: seed_disagreement(i.target_draws.answers, name="gde_posterior", **bootstrap_options(s)),
                   "disagreement of posterior draws as the error (GDE)"),
     EstimatorSpec("seed_disagreement", {"seed_answers"}, "seeds",
-                  lambda i, s: seed_disagreement(i.seed_answers, **_boot(s)),
+                  lambda i, s: seed_disagreement(i.seed_answers, **bootstrap_options(s)),
                   "disagreement of independently trained seeds (Jiang et al. 2022)"),
     EstimatorSpec("iw_slices", _POOL | {"pool_slices"}, "adapter", iw_slices_estimate,
                   "a labelled pool's per-slice errors weighted by the target's slice shares (black-box shift "
