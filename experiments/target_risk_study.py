@@ -36,6 +36,7 @@ from pacbayes_sft.estimators.answers import collect_answers, igsm_extractor
 from pacbayes_sft.estimators.label_free.methods import ATC, DoC
 from pacbayes_sft.estimators.target_risk import DensityRatioWeights, SliceWeights
 from pacbayes_sft.racing.contenders import Contenders, has_adapter
+from pacbayes_sft.sweep.cells import find_cell
 from pacbayes_sft.sweep.runner import sweep_context
 from pacbayes_sft.sweep.store import folder_config, valid_cells
 
@@ -72,7 +73,7 @@ def estimators(pool: list, target: list) -> dict:
 def confidence_rows(contenders, ctx, rec, source_n: int, targets: dict) -> dict[str, list[tuple]]:
     """target -> [(name, estimate, lower, upper)] of ATC and DoC on both confidences, fitted on
     ``source_n`` held-out problems of the cell's own training stream."""
-    cell = next(c for c in ctx_cells(ctx) if c.id == rec.id)
+    cell = find_cell(ctx.cfg, rec.id, str(ctx.out))
     source = ctx.task.held_out_examples(cell, source_n)
     model, tok = contenders.model(rec), ctx.bases[rec.base][1]
     gen = {"extract": igsm_extractor(ctx.cfg.task.modulus), "max_new_tokens": ctx.cfg.eval.max_new_tokens,
@@ -111,12 +112,6 @@ def confidence_diagnostics(rows: list[dict]) -> pd.DataFrame:
             row[f"auroc_{col}"] = roc_auc_score(g["correct"], g[col]) if both else np.nan
         out.append(row)
     return pd.DataFrame(out)
-
-
-def ctx_cells(ctx):
-    from pacbayes_sft.sweep.cells import cells_of
-
-    return cells_of(ctx.cfg)
 
 
 def scores(est: pd.DataFrame) -> pd.DataFrame:
