@@ -188,13 +188,11 @@ class DatasetTask(Task):
         used = {e.prompt for bk, bins in self.cfg.buckets.items() for s in self.cfg.seeds
                 for e in draw_train(self.pool, bins, need, s, bk)}  # fmt: skip
         rest = [e for e in self.pool if e.prompt not in used]
-        out = []
         for b in self.cfg.test.ops:
             if not any(e.op == b for e in rest):
                 raise ValueError(f"label_free.pool: the training file has no row of difficulty bin {b} left "
                                  "after the cells' training samples (the reweighted estimators need every test bin)")  # fmt: skip
-            out += cap_slices(rest, [b], m, seed=POOL_SEED)
-        return out
+        return cap_slices(rest, self.cfg.test.ops, m, seed=POOL_SEED)
 
     @property
     def judge(self) -> Judge:
