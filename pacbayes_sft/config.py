@@ -99,7 +99,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ValueError(f"config: {where} must be {_describe(tp)}, got {value!r}")
         key_t, val_t = typing.get_args(tp)
-        return {_scalar(k, key_t, f"{where} key"): _convert(v, val_t, f"{where}.{k}") for k, v in value.items()}
+        # JSON keys are strings: an integer key written by to_dict reads back as its digits
+        keys = {k: int(k) if key_t is int and isinstance(k, str) and k.lstrip("-").isdigit() else k for k in value}
+        return {_scalar(keys[k], key_t, f"{where} key"): _convert(v, val_t, f"{where}.{k}") for k, v in value.items()}
     return _scalar(value, tp, where)
 
 

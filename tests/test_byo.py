@@ -213,3 +213,36 @@ def test_difficulty_measured_by_the_base_model(byo):
     assert all(x.difficulty in (0.0, 0.25, 0.5, 0.75, 1.0) for x in rate.examples)
     with pytest.raises(ValueError, match="needs the base model"):
         load_split(path, task, tok, 512)
+
+
+def test_a_dataset_race_draws_unused_test_rows_until_the_file_is_used_up(byo, tmp_path, capsys):
+    """A dataset task races on the test file's rows beyond the committed test set, a bin at a time;
+    when a bin has none left the race stops open and says so, exit 0, nothing half-written."""
+    decide = {"epsilon": 0.01, "level": 0.9, "round_items": 3, "max_items": 3000}
+    cfg = _cfg(byo, tmp_path, {"budgets": [4], "decide": decide})
+    out = tmp_path / "run"
+    assert main(["sweep", "--config", str(cfg), "--out", str(out), "--decide", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    (line,) = [ln for ln in printed.splitlines() if ln.startswith("model/sft/4: ")]
+    assert "not decided within" in line and "test pool used up: bin" in line
+    (summary,) = (out / "race").glob("*.json")
+    doc = json.loads(summary.read_text())
+    assert doc["status"] == "done" and doc["result"]["reason"] == "cap" and "used up" in doc["pool_used_up"]
+    rounds = sorted((out / "race" / summary.stem).glob("round_*.json"))
+    assert len(rounds) == doc["result"]["rounds"]  # every round the race looked at is on disk
+    # the fresh rows are the test file's, never the committed test set's
+    seen = [json.loads(r.read_text())["losses"] for r in rounds[1:]]
+    assert all(len(v) == 3 for loss in seen for v in loss.values())
+
+
+def test_fresh_rows_are_disjoint_from_the_test_set_and_from_each_other():
+    from pacbayes_sft.sweep.dataset import Example, PoolUsedUp, cap_slices, fresh_rows
+
+    test = [Example(f"q{b}-{i}", "r", "a", b, float(b)) for b in (1, 2) for i in range(7)]
+    committed = {e.prompt for e in cap_slices(test, [1, 2], 3, seed=5)}
+    r1, r2 = (fresh_rows(test, [1, 2], 3, 5, r, 4) for r in (1, 2))
+    p1, p2 = {e.prompt for e in r1}, {e.prompt for e in r2}
+    assert len(p1) == len(p2) == 4 and not (p1 & committed) and not (p2 & committed) and not (p1 & p2)
+    assert [e.op for e in r1] == [1, 1, 2, 2]
+    with pytest.raises(PoolUsedUp, match=r"test pool used up: bin 1 has 0 unused test row\(s\), round 3 needs 2"):
+        fresh_rows(test, [1, 2], 3, 5, 3, 4)

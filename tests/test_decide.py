@@ -90,3 +90,46 @@ def test_decide_refuses_a_folder_that_is_not_a_sweep_and_settings_of_another_typ
         shutil.copytree(ROOT / "docs" / "results" / "demo", fake, ignore=shutil.ignore_patterns("report*", "*.png"))
         decide_sweep(fake, settings={"epsilon": 0.1})
     assert SweepConfig().decide == DecideConfig()
+
+
+def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeypatch):
+    """Two seeds, up to three: the race's answer (certified, these adapters) and the answer over
+    seeds (an estimate) side by side; a skewed mixture races on fresh items only. The tiny models'
+    seeds agree exactly, so the first look is made open to make the stage train a third seed."""
+    from pacbayes_sft.racing import seed_stage
+
+    real = seed_stage.decide_over_seeds
+
+    def open_at_two(losses, **kw):
+        d = real(losses, **kw)
+        return dataclasses.replace(d, reason="open") if max(d.seeds.values()) == 2 else d
+
+    monkeypatch.setattr(seed_stage, "decide_over_seeds", open_at_two)
+    raw = yaml.safe_load(config.read_text())
+    raw["seeds"] = [0, 1]
+    raw["decide"] |= {"max_seeds": 3, "mixtures": {"hard": {1: 1, 3: 3}}, "epsilon": 0.02}
+    cfg_path = tmp_path / "seeds.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    assert main(["sweep", "--config", str(cfg_path), "--out", str(out), "--decide"]) == 0
+    printed = capsys.readouterr().out
+    lines = [ln for ln in printed.splitlines() if ln.startswith("tiny/sft/8")]
+    assert len(lines) == 2 and lines[1].startswith("tiny/sft/8@hard: ")
+    assert all("over seeds (" in ln and "an estimate" in ln for ln in lines)
+    doc = json.loads((out / "race" / "tiny__sft__n8.json").read_text())
+    seeds = doc["seeds"]
+    assert seeds["status"] == "done" and seeds["certified"] is False and seeds["looks"] == 2
+    # every round file keeps each seed's losses, and their mean is the race's loss
+    rnd = json.loads((out / "race" / "tiny__sft__n8" / "round_000.json").read_text())
+    for b, per_seed in rnd["seed_losses"].items():
+        assert sorted(per_seed) == ["0", "1"]
+        mean = [sum(v) / 2 for v in zip(*per_seed.values())]
+        assert mean == pytest.approx(rnd["losses"][b], abs=1e-6)
+    # a third seed was trained for every bucket in contention at the first look (both), never a fourth
+    assert seeds["extra_seeds"] == {"easy": [2], "hard": [2]} and seeds["seeds"] == {"easy": 3, "hard": 3}
+    for b in ("easy", "hard"):
+        assert (out / "adapters" / f"tiny__sft__n8__{b}__s2" / "adapter_config.json").is_file()
+        extra = json.loads((out / "race" / "tiny__sft__n8" / f"seed_tiny__sft__n8__{b}__s2.json").read_text())
+        assert [len(v) for v in extra["rounds"].values()] == [len(rnd["losses"][b]), 24]
+    mix = json.loads((out / "race" / "tiny__sft__n8@hard.json").read_text())
+    assert mix["settings"]["weights"] == {"1": 1.0, "3": 3.0} and mix["item_seeds"][0] is not None

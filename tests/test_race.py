@@ -64,7 +64,7 @@ def test_fresh_rounds_draw_new_test_problems_from_the_test_mixture(run):
 
 
 def test_a_race_spends_fresh_rounds_resumes_and_reports(run, capsys):
-    doc = race_group(run, "tiny", "sft", 8, **RACE)
+    doc = race_group(run, "tiny/sft/8", **RACE)
     path = run / "race" / "tiny__sft__n8.json"
     assert json.loads(path.read_text()) == doc and doc["status"] == "done"
     res = doc["result"]
@@ -92,13 +92,13 @@ def test_a_race_spends_fresh_rounds_resumes_and_reports(run, capsys):
     assert np.allclose(r2["losses"]["hard"], items["token_error"], atol=1e-6)
     # a rerun recomputes nothing; more items continue the race where it stopped
     mtime = (run / "race" / "tiny__sft__n8" / "round_001.json").stat().st_mtime
-    assert race_group(run, "tiny", "sft", 8, **RACE) == doc
-    more = race_group(run, "tiny", "sft", 8, **(RACE | {"max_items": 96}))
+    assert race_group(run, "tiny/sft/8", **RACE) == doc
+    more = race_group(run, "tiny/sft/8", **(RACE | {"max_items": 96}))
     assert more["result"]["items_used"]["easy"] == 96 and len(more["rounds"]) == 4
     assert (run / "race" / "tiny__sft__n8" / "round_001.json").stat().st_mtime == mtime
     assert more["rounds"][:3] == [r | {"stop": None} if r["stop"] == "cap" else r for r in doc["rounds"]]
     with pytest.raises(ValueError, match="epsilon"):
-        race_group(run, "tiny", "sft", 8, **(RACE | {"epsilon": 0.05}))
+        race_group(run, "tiny/sft/8", **(RACE | {"epsilon": 0.05}))
     # the report shows the race beside the bootstrap
     build_report(run)
     md = (run / "report.md").read_text()
@@ -117,7 +117,7 @@ def _flags(kw: dict) -> list[str]:
 def test_a_race_file_from_before_the_confidence_setting_replays_with_the_union_bound(run, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(run, out, ignore=shutil.ignore_patterns("race"))
-    doc = race_group(out, "tiny", "sft", 8, confidence="bernstein", **RACE)
+    doc = race_group(out, "tiny/sft/8", confidence="bernstein", **RACE)
     assert doc["settings"]["confidence"] == doc["result"]["confidence"] == "bernstein"
     path, last = out / "race" / "tiny__sft__n8.json", out / "race" / "tiny__sft__n8" / "round_002.json"
     old = json.loads(path.read_text())
@@ -125,20 +125,20 @@ def test_a_race_file_from_before_the_confidence_setting_replays_with_the_union_b
     path.write_text(json.dumps(old))
     assert race_summaries(out)[0]["result"].confidence == "bernstein"
     mtime = last.stat().st_mtime
-    again = race_group(out, "tiny", "sft", 8, **RACE)  # replayed with its own method, nothing recomputed
+    again = race_group(out, "tiny/sft/8", **RACE)  # replayed with its own method, nothing recomputed
     assert again == doc | {"settings": doc["settings"] | {"items": "mixed"}} and last.stat().st_mtime == mtime
     # continued past its cap, it draws its fresh problems as it did before the setting existed
-    more = race_group(out, "tiny", "sft", 8, **(RACE | {"max_items": 96}))
+    more = race_group(out, "tiny/sft/8", **(RACE | {"max_items": 96}))
     assert more["settings"]["items"] == "mixed" and len(more["rounds"]) == 4
     with pytest.raises(ValueError, match="confidence 'bernstein' -> 'betting'"):
-        race_group(out, "tiny", "sft", 8, confidence="betting", **RACE)
+        race_group(out, "tiny/sft/8", confidence="betting", **RACE)
 
 
 def test_a_missing_adapter_is_retrained_from_its_seed(run, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(run, out, ignore=shutil.ignore_patterns("race"))
     shutil.rmtree(out / "adapters" / "tiny__sft__n8__easy__s0")
-    doc = race_group(out, "tiny", "sft", 8, **(RACE | {"max_items": 48}))
+    doc = race_group(out, "tiny/sft/8", **(RACE | {"max_items": 48}))
     assert (out / "adapters" / "tiny__sft__n8__easy__s0" / "adapter_config.json").is_file()
     # training is deterministic given the seed: the retrained adapter scores round 0 as recorded
     assert doc["retrained"] == {"tiny__sft__n8__easy__s0": 0}
@@ -152,18 +152,18 @@ def test_a_missing_two_stage_adapter_is_named_not_retrained(run, tmp_path, monke
     shutil.rmtree(out / "adapters" / "tiny__sft__n8__hard__s0")
     monkeypatch.setattr(contenders, "retrainable", lambda cfg: False)  # as under the data-dependent prior
     with pytest.raises(ValueError, match="tiny__sft__n8__hard__s0 have no adapter"):
-        race_group(out, "tiny", "sft", 8, **RACE)
+        race_group(out, "tiny/sft/8", **RACE)
     assert not (out / "race" / "tiny__sft__n8" / "round_000.json").exists()
 
 
 def test_bad_input(run, tmp_path, capsys):
     assert race_groups(run) == [parse_group("tiny/sft/8")]
     with pytest.raises(ValueError, match="not in the sweep"):
-        race_group(run, "tiny", "dft", 8)
+        race_group(run, "tiny/dft/8")
     with pytest.raises(ValueError, match="round_items"):
-        race_group(run, "tiny", "sft", 8, round_items=0)
+        race_group(run, "tiny/sft/8", round_items=0)
     with pytest.raises(ValueError, match=r"confidence must be one of \('cmeb', 'betting', 'bernstein'\)"):
-        race_group(run, "tiny", "sft", 8, confidence="stitched")
+        race_group(run, "tiny/sft/8", confidence="stitched")
     with pytest.raises(ValueError, match="BASE/OBJECTIVE/N"):
         parse_group("tiny/sft")
     meta = json.loads((run / "sweep.json").read_text())
@@ -173,8 +173,10 @@ def test_bad_input(run, tmp_path, capsys):
         "test_path": str(ROOT / byo["task"]["test_path"]),
     }
     (tmp_path / "sweep.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="task kind 'dataset'"):
-        race_group(tmp_path, "tiny", "sft", 8)
+    with pytest.raises(ValueError, match="mixture: task kind 'dataset' has only its test file"):
+        race_group(tmp_path, "tiny/sft/8", mixture=("hard", {1: 1.0}))
+    with pytest.raises(ValueError, match=r"mixture must be \(name, \{op: weight\}\) or None"):
+        race_group(run, "tiny/sft/8", mixture="hard")
     for argv, needle in (
         (["race", "--run", str(tmp_path / "missing")], "is not a folder"),
         (["race", "--run", str(run), "--group", "tiny/sft/999"], "not in the sweep"),
@@ -199,7 +201,7 @@ def _experiment(name: str):
 def test_the_replay_and_the_race_table_read_a_raced_folder(run, tmp_path, capsys):
     """experiments/race_replay.py replays the group on its recorded losses (both methods, every
     cap), and experiments/race_table.py lists the race that ran with the replay's prediction."""
-    doc = race_group(run, "tiny", "sft", 8, **RACE)  # already run above: read back, not recomputed
+    doc = race_group(run, "tiny/sft/8", **RACE)  # already run above: read back, not recomputed
     csv_path = tmp_path / "replay.csv"
     replay = _experiment("race_replay")
     assert replay.main(["--run", str(run), "--caps", "48", "72", "--reps", "3", "--epsilon", "0.001",

@@ -160,7 +160,12 @@ def _decide(out: str) -> None:
         print(d.line())
     raced = [d for d in decisions if d.result is not None]
     settled = sum(d.result.reason != "cap" for d in raced)
-    print(f"decided by race (certified, fresh items): {settled} of {len(decisions)} groups; races: {Path(out) / 'race'}")
+    what = "groups" if all(d.mixture is None for d in decisions) else "(group, mixture) races"
+    print(f"decided by race (certified, fresh items): {settled} of {len(decisions)} {what}; races: {Path(out) / 'race'}")
+    seeded = [d.over_seeds for d in raced if (d.over_seeds or {}).get("status") == "done"]
+    if seeded:
+        over = sum(s["reason"] != "open" for s in seeded)
+        print(f"decided over training seeds too (estimates, not certified; a separate count): {over} of {len(seeded)}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from .. import console
 from ..defaults import RACE_EPSILON, RACE_LEVEL, RACE_MAX_ITEMS, RACE_ROUND_ITEMS
 from ..racing import parse_group, race_group, race_groups
 from ..stats import CONFIDENCES, RaceResult
+from ..stats.seeds import SeedDecision
 from .common import positive_float
 
 
@@ -27,20 +28,21 @@ def _cmd_race(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not run.is_dir():
         raise ValueError(f"--run: {args.run!r} is not a folder (expected a sweep's output directory)")
+    if args.max_seeds < 0:
+        raise ValueError(f"--max-seeds must be a whole number >= 0, got {args.max_seeds}")
     groups = [parse_group(args.group)] if args.group else race_groups(run)
     if not groups:
         raise ValueError(f"--run: {args.run!r} has no group with a finished cell in every bucket; run the sweep first")
     for g in groups:
         doc = race_group(
             run,
-            g.base,
-            g.objective,
-            g.n,
+            g,
             epsilon=args.epsilon,
             level=args.level,
             round_items=args.round_items,
             max_items=args.max_items,
             confidence=args.confidence,
+            max_seeds=args.max_seeds,
             progress=console.show_progress(),
         )
         res = RaceResult.from_dict(doc["result"])
@@ -48,6 +50,11 @@ def _cmd_race(args: argparse.Namespace) -> int:
             f"{g}: {res.statement()} ({res.n_items} test items, {res.evaluations} bucket-item evaluations, "
             f"seeds {', '.join(map(str, doc['cell_seeds']))}, {res.confidence} intervals, {doc['seconds']:.0f} s)"
         )
+        seeds = doc.get("seeds") or {}
+        if seeds.get("status") == "done":
+            print(f"{g}: {SeedDecision.from_dict(seeds).statement()}")
+        elif seeds:
+            print(f"{g}: over seeds: not computed ({seeds['why']})")
     print(f"races: {run / 'race'}")
     return 0
 
@@ -89,5 +96,12 @@ def add_commands(sub) -> None:
         help="interval method: cmeb (conjugate-mixture empirical Bernstein, one-sided split), betting (predictable "
         "plug-in betting sequences) or bernstein (empirical Bernstein with a union over looks); default: a started "
         "race's own, cmeb for a new race",
+    )
+    rc.add_argument(
+        "--max-seeds",
+        type=int,
+        default=0,
+        help="then decide over training seeds too, training up to this many seeds of the buckets still open "
+        "(an estimate; default 0: only the sweep's own seeds)",
     )
     rc.set_defaults(func=_cmd_race)

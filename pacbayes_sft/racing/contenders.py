@@ -104,20 +104,19 @@ class Contenders:
         _, items = evaluate_test_items(ctx, self.model(rec), tok, rec.id, shared)
         return item_losses(cfg.bound.loss, items)
 
-    def round_zero(self, cells: dict[str, list[CellRecord]]) -> dict[str, np.ndarray]:
-        """Each bucket's seed-averaged losses on the committed test set: the records' own, or a
+    def round_zero(self, cells: dict[str, list[CellRecord]]) -> dict[str, dict[int, np.ndarray]]:
+        """Each bucket's per-seed losses on the committed test set: the records' own, or a
         re-evaluation for a retrained cell."""
-        out = {}
+        out: dict[str, dict[int, np.ndarray]] = {}
         for bucket, recs in cells.items():
-            rows = []
+            out[bucket] = {}
             for rec in recs:
                 recorded = record_losses(rec, self.cfg.bound.loss)
                 if not has_adapter(self.out, rec) or rec.id in self.retrained:
                     fresh = self.losses(rec, self.ctx)
                     self.retrained[rec.id] = int((np.abs(fresh - recorded) > 1e-6).sum())
                     recorded = fresh
-                rows.append(recorded)
-            out[bucket] = np.mean(rows, axis=0)
+                out[bucket][rec.seed] = recorded
         return out
 
     def losses_on(self, rec: CellRecord, items: list[Problem]) -> np.ndarray:
@@ -127,9 +126,9 @@ class Contenders:
         task.test_set = items
         return self.losses(rec, dataclasses.replace(self.ctx, task=task))
 
-    def round(self, cells: dict[str, list[CellRecord]], items: list[Problem]) -> dict[str, np.ndarray]:
-        """Each contender's seed-averaged losses on ``items`` (the same items, in the same order)."""
-        return {b: np.mean([self.losses_on(r, items) for r in recs], axis=0) for b, recs in cells.items()}
+    def round(self, cells: dict[str, list[CellRecord]], items: list[Problem]) -> dict[str, dict[int, np.ndarray]]:
+        """Each contender's per-seed losses on ``items`` (the same items, in the same order)."""
+        return {b: {r.seed: self.losses_on(r, items) for r in recs} for b, recs in cells.items()}
 
     def drop(self, recs: list[CellRecord]) -> None:
         """Free the models of eliminated buckets."""

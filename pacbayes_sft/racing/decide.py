@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..stats.allocation import RaceResult
+from ..stats.seeds import SeedDecision
 from ..sweep.decide_config import DecideConfig
 from ..sweep.store import folder_config
 from .groups import Group, grid_groups, race_groups
@@ -30,19 +31,36 @@ class GroupDecision:
     result: RaceResult | None
     seconds: float = 0.0
     seeds: tuple[int, ...] = ()
+    mixture: str | None = None
+    over_seeds: dict | None = None
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        """``base/objective/n``, with ``@mixture`` for a race on another mixture than the test set's."""
+        return str(self.group) + ("" if self.mixture is None else f"@{self.mixture}")
 
     def line(self) -> str:
-        """One console line: the answer and what it rests on."""
+        """One console line: the answer and what it rests on (and, when computed, the answer over seeds)."""
         if self.result is None:
-            return f"{self.group}: not decided — a bucket has no finished cell for any seed (run the sweep first)"
+            return f"{self.label}: not decided — a bucket has no finished cell for any seed (run the sweep first)"
         r = self.result
-        return (f"{self.group}: {r.statement()} ({r.n_items} test items, seeds {', '.join(map(str, self.seeds))}, "
-                f"race: certified at {r.level:.0%} on fresh items, {self.seconds:.0f} s)")  # fmt: skip
+        text = (f"{self.label}: {r.statement()} ({r.n_items} test items, seeds {', '.join(map(str, self.seeds))}, "
+                f"race: certified at {r.level:.0%} on fresh items for these adapters, {self.seconds:.0f} s)")  # fmt: skip
+        if self.note:
+            text += f" [{self.note}]"
+        s = self.over_seeds or {}
+        if s.get("status") == "done":
+            text += f"; {SeedDecision.from_dict(s).statement()}"
+        elif s.get("status") == "skipped":
+            text += f"; over seeds: not computed ({s['why']})"
+        return text
 
 
 def decide_sweep(run_dir: str | Path, settings: DecideConfig | None = None, *, progress: bool = False) -> list[GroupDecision]:
     """Race every group of the sweep in ``run_dir`` with ``settings`` (default: the folder config's
-    ``decide`` section); one :class:`GroupDecision` per group of the grid, in grid order.
+    ``decide`` section), on the test mixture and then on each of ``settings.mixtures``, and decide
+    over seeds up to ``settings.max_seeds``; one :class:`GroupDecision` per (group, mixture), grid order.
     ValueError when the folder is not a sweep, or its task cannot draw fresh test items."""
     out = Path(run_dir)
     if not (out / "sweep.json").is_file():
@@ -51,15 +69,21 @@ def decide_sweep(run_dir: str | Path, settings: DecideConfig | None = None, *, p
     s = settings if settings is not None else cfg.decide
     if not isinstance(s, DecideConfig):
         raise ValueError(f"settings must be a DecideConfig, got {type(s).__name__}")
-    if cfg.task.kind != "igsm":
-        raise ValueError(f"decide: task kind {cfg.task.kind!r} cannot draw fresh test items (only 'igsm' races)")
+    if cfg.task.kind != "igsm" and s.mixtures:
+        raise ValueError(f"decide.mixtures: task kind {cfg.task.kind!r} has only its test file; only 'igsm' draws other mixtures")
     ready = set(race_groups(out))
     decisions = []
+    mixtures = [(None, None), *s.mixtures.items()]
     for g in grid_groups(cfg):
-        if g not in ready:
-            decisions.append(GroupDecision(g, None))
-            continue
-        doc = race_group(out, g.base, g.objective, g.n, epsilon=s.epsilon, level=s.level, round_items=s.round_items,
-                         max_items=s.max_items, progress=progress)  # fmt: skip
-        decisions.append(GroupDecision(g, RaceResult.from_dict(doc["result"]), doc["seconds"], tuple(doc["cell_seeds"])))
+        for name, weights in mixtures:
+            if g not in ready:
+                decisions.append(GroupDecision(g, None, mixture=name))
+                continue
+            doc = race_group(out, g, epsilon=s.epsilon, level=s.level, round_items=s.round_items,
+                             max_items=s.max_items, mixture=None if name is None else (name, weights), max_seeds=s.max_seeds,
+                             progress=progress)  # fmt: skip
+            res = RaceResult.from_dict(doc["result"])
+            seconds = doc["seconds"] + doc.get("seeds", {}).get("seconds", 0.0)
+            note = doc.get("pool_used_up", "")
+            decisions.append(GroupDecision(g, res, seconds, tuple(doc["cell_seeds"]), name, doc.get("seeds"), note))
     return decisions

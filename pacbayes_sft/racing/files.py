@@ -23,8 +23,8 @@ from ..sweep.store import atomic_write
 from .groups import Group
 
 RACE_DIR = "race"
-SETTINGS = ("epsilon", "level", "round_items", "loss", "confidence", "items")  # a started race may not change these
-OLD_SETTINGS = {"confidence": "bernstein", "items": "mixed"}  # what a race file from before the setting used
+SETTINGS = ("epsilon", "level", "round_items", "loss", "confidence", "items", "weights")  # a started race keeps these
+OLD_SETTINGS = {"confidence": "bernstein", "items": "mixed", "weights": None}  # what a race file from before the setting used
 
 
 def read_json(path: Path) -> dict | None:
@@ -107,12 +107,20 @@ def write_summary(path: Path, race: PairedRace, doc: dict) -> dict:
     return doc
 
 
-def race_summaries(run_dir: str | Path) -> list[dict]:
-    """The summaries of a run folder's finished races (``<run>/race/*.json``), each with its
-    ``result`` as a :class:`~pacbayes_sft.stats.allocation.RaceResult`."""
+def race_mixture(doc: dict) -> str | None:
+    """The mixture a race summary raced on: None for the sweep's own test mixture."""
+    return doc.get("settings", {}).get("mixture")
+
+
+def race_summaries(run_dir: str | Path, mixture: str | None = None) -> list[dict]:
+    """The summaries of a run folder's finished races on ``mixture`` (None: the sweep's test
+    mixture; ``"*"``: every mixture), each with its ``result`` as a
+    :class:`~pacbayes_sft.stats.allocation.RaceResult`."""
     docs = []
     for f in sorted((Path(run_dir) / RACE_DIR).glob("*.json")):
         doc = read_json(f)
-        if isinstance(doc, dict) and doc.get("status") == "done" and isinstance(doc.get("result"), dict):
+        if not isinstance(doc, dict) or (mixture != "*" and race_mixture(doc) != mixture):
+            continue
+        if doc.get("status") == "done" and isinstance(doc.get("result"), dict):
             docs.append(doc | {"result": RaceResult.from_dict(doc["result"])})
     return docs

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .. import defaults
 from ..certify.tv_term import classifier_tv_term
@@ -146,36 +147,47 @@ def _observed_sets(out: Path, mixtures: Sequence[str]) -> dict[tuple, object]:
     return sets
 
 
+RACE_MIXTURE = {"uniform": None, "skewed": "skewed"}
+"""The race (``decide.mixtures`` name; None: the test mixture) that decides each scored mixture's
+groups. A ``skewed`` race must draw the weights of :func:`mixture_items` (op ≥ HARD_FROM four
+times the others), as ``experiments/configs/decide_study.yaml`` does."""
+
+
 def _race_answers(out: Path) -> dict[tuple, tuple[str, ...]]:
-    """(base, objective, n) → the answer of the group's race, where a race decided it (a single best
-    or an ε-tie; races run on the uniform test mixture)."""
+    """(mixture, base, objective, n) → the answer of the group's race on that mixture, where a race
+    decided it (a single best or an ε-tie)."""
     return {
-        (d["group"]["base"], d["group"]["objective"], int(d["group"]["n"])): d["result"].answer
-        for d in race_summaries(out)
+        (mix, d["group"]["base"], d["group"]["objective"], int(d["group"]["n"])): d["result"].answer
+        for mix, race in RACE_MIXTURE.items()
+        for d in race_summaries(out, mixture=race)
         if d["result"].reason != "cap"
     }
 
 
 def _race_columns(hits: list[bool], chance: list[float]) -> dict:
-    """The share of race-decided groups whose pick is the race's best or in its ε-tie, with the
-    chance rate of a uniformly random pick (mean |answer| / buckets)."""
+    """The share of race-decided groups whose pick is the race's best or in its ε-tie, its 95%
+    Wilson interval, and the chance rate of a uniformly random pick (mean |answer| / buckets)."""
     if not hits:
         return {"in_race_answer": np.nan, "race_decided": 0, "chance_in_race_answer": np.nan}
-    return {"in_race_answer": float(np.mean(hits)), "race_decided": len(hits), "chance_in_race_answer": float(np.mean(chance))}
+    ci = stats.binomtest(int(np.sum(hits)), len(hits)).proportion_ci(0.95, method="wilson")
+    return {"in_race_answer": float(np.mean(hits)), "in_race_answer_lo": float(ci.low), "in_race_answer_hi": float(ci.high),
+            "race_decided": len(hits), "chance_in_race_answer": float(np.mean(chance))}  # fmt: skip
 
 
 def score_table(out: str | Path, table: pd.DataFrame, *, span: float = 0.05) -> pd.DataFrame:
-    """Per (mixture, estimator): MAE, mean within-budget Spearman, pick-in-95%-set and exact rates,
+    """Per (mixture, estimator): MAE, mean signed error (``bias``), mean within-budget Spearman, pick-in-95%-set and exact rates,
     with the chance rates beside them: ``chance_in_set``, the share of groups a uniformly random pick
     would land in the set (the mean of |set| / buckets), and ``chance_all_in_set``, the probability
-    that it lands in the set in every group (their product). On the uniform mixture, where races
-    decided groups: ``in_race_answer``, the share of them whose pick is the race's best or in its
-    ε-tie (certified answers), beside ``chance_in_race_answer``."""
+    that it lands in the set in every group (their product). On each mixture, where its races
+    (:data:`RACE_MIXTURE`) decided groups: ``in_race_answer``, the share
+    of them whose pick is the race's best or in its ε-tie (certified answers), beside
+    ``chance_in_race_answer``."""
     sets = _observed_sets(Path(out), sorted(table["mixture"].unique()))
     answers = _race_answers(Path(out))
     rows = []
     for (mix, name), t in table.groupby(["mixture", "name"]):
         mae = float((t["estimate"] - t["measured"]).abs().mean())
+        bias = float((t["estimate"] - t["measured"]).mean())
         rhos, picks, exact, chance, race_hits, race_chance = [], [], [], [], [], []
         for (base, obj, n), g in t.groupby(["base", "objective", "n"]):
             per = g.groupby("bucket")[["estimate", "measured"]].mean()
@@ -185,18 +197,18 @@ def score_table(out: str | Path, table: pd.DataFrame, *, span: float = 0.05) -> 
             chance.append(len(best.indistinguishable) / len(per))  # a uniformly random pick lands in the set
             if best.determined:
                 exact.append(pick == best.observed)
-            answer = answers.get((base, obj, int(n))) if mix == "uniform" else None  # races run on the uniform mixture
+            answer = answers.get((mix, base, obj, int(n)))
             if answer is not None:
                 race_hits.append(pick in answer)
                 race_chance.append(len(answer) / len(per))
             if np.ptp(per["measured"]) >= span and len(per) >= 3:
                 rho = spearman(per["estimate"], per["measured"])
                 rhos.append(0.0 if np.isnan(rho) else rho)  # a constant estimate ranks nothing
-        rows.append({"mixture": mix, "estimator": name, "mae": mae, "spearman": float(np.mean(rhos)) if rhos else np.nan,
+        rows.append({"mixture": mix, "estimator": name, "mae": mae, "bias": bias, "spearman": float(np.mean(rhos)) if rhos else np.nan,
                      "groups_ranked": len(rhos), "pick_in_set": float(np.mean(picks)), "groups": len(picks),
                      "chance_in_set": float(np.mean(chance)), "chance_all_in_set": float(np.prod(chance)),
                      "exact": float(np.mean(exact)) if exact else np.nan, "determined": len(exact)}
-                    | (_race_columns(race_hits, race_chance) if mix == "uniform" and answers else {}))  # fmt: skip
+                    | (_race_columns(race_hits, race_chance) if any(k[0] == mix for k in answers) else {}))  # fmt: skip
     return pd.DataFrame(rows).sort_values(["mixture", "mae"]).reset_index(drop=True)
 
 

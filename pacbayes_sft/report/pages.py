@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .decisions import NOTE as DECISIONS_NOTE
+from .decisions import decision_counts, decision_table
 from .optimum import RACE_COLS, with_races
 
 OPT_COLS = ["base", "objective", "n", "observed", "raw_bound", "calibrated", "seed_bests"]
@@ -249,20 +251,21 @@ def _scores_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
 
 LABEL_FREE_NOTE = (
     "Each cell's test answer error estimated from the test prompts alone (no test answer read), scored against "
-    "the measured error: mae over cells; spearman, the mean rank correlation across buckets within a budget (groups "
+    "the measured error: mae over cells; bias, the mean signed error; spearman, the mean rank correlation across buckets within a budget (groups "
     "whose buckets span >= 0.05 of measured risk); pick_in_set, the share of budgets whose bucket with the smallest "
     "estimate is in the observed 95% set, beside chance_in_set (what a uniformly random pick scores on average) and "
     "chance_all_in_set (the chance that a random pick is in the set in every budget); exact, the share of decided "
     "budgets picked exactly; in_race_answer, where races decided budgets (certified, on fresh items), the share "
-    "whose pick is the race's best or in its ε-tie, beside chance_in_race_answer. total:X is U_MC + "
+    "whose pick is the race's best or in its ε-tie (with its 95% Wilson interval, _lo to _hi), beside chance_in_race_answer. total:X is U_MC + "
     "G_gen + G_ext with G_ext the TV proxy (total:tv) or X's estimate above the source error. Only "
     "half_disagreement is certified (a lower bound); see docs/THEORY.md for what each assumes."
 )
 
 
 def _label_free_table(scores: pd.DataFrame | None) -> pd.DataFrame | None:
-    cols = ["estimator", "mae", "spearman", "groups_ranked", "pick_in_set", "chance_in_set", "chance_all_in_set",
-            "exact", "determined", "in_race_answer", "chance_in_race_answer", "race_decided"]
+    cols = ["mixture", "estimator", "mae", "bias", "spearman", "groups_ranked", "pick_in_set", "chance_in_set",
+            "chance_all_in_set", "exact", "determined", "in_race_answer", "in_race_answer_lo", "in_race_answer_hi",
+            "chance_in_race_answer", "race_decided"]
     cols = [c for c in cols if c in scores.columns] if scores is not None else cols  # older score files lack the chance columns
     return None if scores is None or scores.empty else _dashed(scores[cols], 3)
 
@@ -282,6 +285,10 @@ def write_markdown(
     lf = _label_free_table(label_free)
     if lf is not None:
         body += ["", "## Label-free estimates of the test risk", "", lf.to_markdown(index=False), "", LABEL_FREE_NOTE]
+    dt = decision_table(path.parent)
+    if not dt.empty:
+        body += ["", "## Decisions: races and seeds", "", dt.to_markdown(index=False), "", f"- {decision_counts(dt)}"]
+        body += ["", DECISIONS_NOTE]
     body += ["", "## What is certified", "", f"- {certified_text(prior)}", f"- {ESTIMATED} **Totals are not certified.**", ""]
     body += ["## How to read this", ""] + [f"- `{k}`: {v}" for k, v in _how_to_read(opt, prior)]
     body += ["", "## Figures", ""] + [f"![{p}](report/{p})" for p in plots]
@@ -317,6 +324,10 @@ def write_html(
     if lf is not None:
         predictors += "<h2>Label-free estimates of the test risk</h2>" + _html_table(lf)
         predictors += f"<p class='meta'>{html.escape(LABEL_FREE_NOTE)}</p>"
+    dt = decision_table(path.parent)
+    if not dt.empty:
+        predictors += "<h2>Decisions: races and seeds</h2>" + _html_table(dt)
+        predictors += f"<p class='meta'>{html.escape(decision_counts(dt) + '. ' + DECISIONS_NOTE)}</p>"
     legend = (
         f"<div class='legend'><span class='tag certified'>{html.escape(certified_text(prior))}</span>"
         f"<span class='tag estimated'>{html.escape(ESTIMATED)}</span></div>"

@@ -354,6 +354,16 @@ class PairedRace:
             confidence=self.confidence,
         )
 
+    def end(self) -> PairedRace:
+        """Stop now, at the cap, because no more items can be drawn (a test file used up). The
+        intervals hold at every look, so stopping at any round keeps the guarantee; the best is
+        among the contenders left."""
+        if not self.buckets_:
+            raise ValueError("end: the race has not had a round yet")
+        if not self.done_:
+            self.done_, self.result_ = True, self._result("cap")
+        return self
+
     def fit(self, rounds: Iterable[Mapping[str, Sequence[float]]]) -> PairedRace:
         """:meth:`partial_fit` on each round until the race stops (later rounds are not read)."""
         for losses in rounds:

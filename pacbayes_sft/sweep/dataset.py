@@ -107,13 +107,36 @@ def draw_train(pool: list[Example], bins: Sequence[int], n: int, seed: int, buck
     return cand[:n]
 
 
+def shuffled_bin(test: list[Example], b: int, seed: int) -> list[Example]:
+    """The examples of bin ``b`` in their seeded shuffle order (the order every draw of a bin uses)."""
+    members = [e for e in test if e.op == b]
+    if not members:
+        raise ValueError(f"test bin {b} is empty (test.ops lists bins 1..k of the difficulty)")
+    random.Random(f"test:{seed}:{b}").shuffle(members)
+    return members
+
+
 def cap_slices(test: list[Example], bins: Sequence[int], per_bin: int, seed: int) -> list[Example]:
     """At most ``per_bin`` test examples of each bin in ``bins`` (a seeded shuffle within each)."""
+    return [e for b in bins for e in shuffled_bin(test, b, seed)[:per_bin]]
+
+
+class PoolUsedUp(ValueError):
+    """A race asked for more fresh test rows of a bin than the test file has left."""
+
+
+def fresh_rows(test: list[Example], bins: Sequence[int], per_bin: int, seed: int, round_: int, n_items: int) -> list[Example]:
+    """Round ``round_`` ≥ 1 of a race on a dataset task: the test rows after the committed ``per_bin``
+    of each bin, in the same shuffle, ⌊k/K⌋ or ⌈k/K⌉ a bin (the first k mod K bins one more) for
+    k = ``n_items``, disjoint across rounds; PoolUsedUp naming the bin when it has too few left."""
+    q, r = divmod(n_items, len(bins))
     out = []
-    for b in bins:
-        members = [e for e in test if e.op == b]
-        if not members:
-            raise ValueError(f"test bin {b} is empty (test.ops lists bins 1..k of the difficulty)")
-        random.Random(f"test:{seed}:{b}").shuffle(members)
-        out += members[:per_bin]
+    for i, b in enumerate(bins):
+        k = q + (i < r)
+        start = per_bin + (round_ - 1) * k
+        rows = shuffled_bin(test, b, seed)[start : start + k]
+        if len(rows) < k:
+            left = max(0, len(shuffled_bin(test, b, seed)) - start)
+            raise PoolUsedUp(f"test pool used up: bin {b} has {left} unused test row(s), round {round_} needs {k}")
+        out += rows
     return out

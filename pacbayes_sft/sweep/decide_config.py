@@ -2,6 +2,9 @@
 done, its buckets race on fresh test items until one is the best at ``level``, every contender is
 within ``epsilon`` of the best (an ε-tie), or ``max_items`` (the item cap) is reached. The race
 itself is :mod:`pacbayes_sft.racing`; ``pacbayes-sft sweep --decide`` (or ``auto: true``) runs it.
+``mixtures`` races each group again on other test mixtures (op → weight; fresh items only), and
+``max_seeds`` decides over training seeds as well (:mod:`pacbayes_sft.racing.seed_stage`): while
+the answer over seeds is open, every bucket still in contention gets another trained seed.
 None of it enters the cell hash: deciding reads finished cells, it never changes one.
 """
 
@@ -13,6 +16,21 @@ from .. import defaults
 from ..config import option
 
 
+def check_mixture(name: str, weights) -> dict[int, float]:
+    """A mixture's op → weight mapping, with integer ops ≥ 1 and weights ≥ 0 of positive sum;
+    ValueError naming ``decide.mixtures.<name>`` otherwise."""
+    where = f"decide.mixtures.{name}"
+    if not str(name).replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"decide.mixtures: a mixture's name must be letters, digits, '_' or '-', got {name!r}")
+    try:
+        out = {int(op): float(w) for op, w in dict(weights).items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must map ops (integers) to weights (numbers), got {weights!r}") from None
+    if not out or any(op < 1 for op in out) or any(not w >= 0 for w in out.values()) or sum(out.values()) <= 0:
+        raise ValueError(f"{where} must map ops >= 1 to weights >= 0 with a positive sum, got {weights!r}")
+    return out
+
+
 @dataclass
 class DecideConfig:
     """The race every group of a sweep runs to a decision (see the module docstring)."""
@@ -22,6 +40,13 @@ class DecideConfig:
     round_items: int = option(defaults.RACE_ROUND_ITEMS, "Fresh test items per round, stratified by test slice.")
     max_items: int = option(
         defaults.RACE_MAX_ITEMS, "Cap on a group's distinct test items, the sweep's own test set included."
+    )
+    max_seeds: int = option(
+        0, "Most training seeds per bucket when deciding over seeds (0: the sweep's own seeds, none trained)."
+    )
+    mixtures: dict[str, dict[int, float]] = option(
+        help="Other test mixtures to race each group on: name -> {op: weight} (fresh items, i.i.d. from the mixture).",
+        factory=dict,
     )
     auto: bool = option(False, "Decide after every sweep run, without --decide.")
 
@@ -38,5 +63,8 @@ class DecideConfig:
             raise ValueError(
                 f"decide.max_items ({self.max_items}) is below one round (decide.round_items = {self.round_items})"
             )
+        if isinstance(self.max_seeds, bool) or not isinstance(self.max_seeds, int) or self.max_seeds < 0:
+            raise ValueError(f"decide.max_seeds must be an integer >= 0, got {self.max_seeds!r}")
+        self.mixtures = {str(k): check_mixture(k, v) for k, v in dict(self.mixtures).items()}
         if not isinstance(self.auto, bool):
             raise ValueError(f"decide.auto must be true or false, got {self.auto!r}")

@@ -36,7 +36,7 @@ from ..data.tokenizer import igsm_tokenizer
 from ..training.models import load_causal_lm
 from .cells import Cell, largest_budget
 from .config import SweepConfig
-from .dataset import cap_slices, draw_train, load_split
+from .dataset import cap_slices, draw_train, fresh_rows, load_split
 from .difficulty import NEEDS_BASE
 from .store import atomic_write
 
@@ -129,6 +129,7 @@ class DatasetTask(Task):
     def __init__(self, cfg: SweepConfig):
         super().__init__(cfg)
         self.pool: list = []
+        self.test_pool: list = []  # every test-file row: the committed test set, then a race's fresh rows
 
     def prepare(self, bases: Bases, out: Path) -> None:
         cfg, (base_dir, tok) = self.cfg, next(iter(bases.values()))
@@ -142,7 +143,7 @@ class DatasetTask(Task):
             kw["model"] = load_causal_lm(base_dir)
         pool = load_split(cfg.task.train_path, cfg.task, tok, max_tokens, **kw)
         test = load_split(cfg.task.test_path, cfg.task, tok, max_tokens, edges=pool.edges, **kw)
-        self.pool = pool.examples
+        self.pool, self.test_pool = pool.examples, test.examples
         self.test_set = cap_slices(test.examples, cfg.test.ops, cfg.test.n_per_op, cfg.test.seed)
         self._write_summary(out, pool, test)
         self._check_buckets()
@@ -193,6 +194,12 @@ class DatasetTask(Task):
                 raise ValueError(f"label_free.pool: the training file has no row of difficulty bin {b} left "
                                  "after the cells' training samples (the reweighted estimators need every test bin)")  # fmt: skip
         return cap_slices(rest, self.cfg.test.ops, m, seed=POOL_SEED)
+
+    def fresh_test_rows(self, round_: int, n_items: int) -> list:
+        """Race round ``round_``'s rows of the test file beyond the committed test set
+        (:func:`~pacbayes_sft.sweep.dataset.fresh_rows`; PoolUsedUp when a bin has too few left)."""
+        t = self.cfg.test
+        return fresh_rows(self.test_pool, t.ops, t.n_per_op, t.seed, round_, n_items)
 
     @property
     def judge(self) -> Judge:

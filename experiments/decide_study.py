@@ -1,0 +1,79 @@
+"""The decide study's numbers (issue 35): how many (group, mixture) races a sweep decided, how many
+answers also hold over training seeds, what it cost, and how the label-free picks score on the
+decided groups (issue 34).
+
+    pacbayes-sft sweep --config decide_study --out docs/results/decide_study --decide
+    python experiments/decide_study.py docs/results/decide_study
+
+Writes ``decisions.csv`` (one row per race: the race's answer, certified for the trained adapters,
+beside the answer over seeds, an estimate) and ``decide_summary.json`` (counts per mixture, with
+the ties of every bucket apart, and compute in process-hours) into the run folder, and prints them.
+The picks' scores are the report's label-free table (``pacbayes-sft report``), whose
+``in_race_answer`` columns this study's races fill on both mixtures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pacbayes_sft.racing.files import race_mixture, race_summaries
+from pacbayes_sft.report.decisions import decision_table
+from pacbayes_sft.sweep.store import folder_config, valid_cells
+
+# The CPU study's H100 session (docs/RESULTS.md): 118 cells in 1.9 process-hours there against 152
+# in 12.2 on these 2 cores, about 5x per process, with 8-12 processes sharing the GPU.
+GPU_PER_PROCESS_SPEEDUP, GPU_PROCESSES = 5.0, 10
+
+
+def counts(run: Path, n_buckets: int) -> dict:
+    """Per mixture: races, decided by race (best / ε-tie; ties of every bucket apart), and answers
+    over seeds decided (best / ε-tie), never added to the races' count."""
+    out: dict[str, dict] = {}
+    for doc in race_summaries(run, mixture="*"):
+        m = out.setdefault(race_mixture(doc) or "test", dict.fromkeys(
+            ["races", "race_best", "race_tie", "race_tie_of_all", "race_open", "seeds_computed", "seeds_best",
+             "seeds_tie", "seeds_open"], 0))  # fmt: skip
+        res = doc["result"]
+        m["races"] += 1
+        key = {"best": "race_best", "epsilon_tie": "race_tie", "cap": "race_open"}[res.reason]
+        m[key] += 1
+        m["race_tie_of_all"] += res.reason == "epsilon_tie" and len(res.answer) == n_buckets
+        s = doc.get("seeds") or {}
+        if s.get("status") == "done":
+            m["seeds_computed"] += 1
+            m[{"best": "seeds_best", "epsilon_tie": "seeds_tie", "open": "seeds_open"}[s["reason"]]] += 1
+    return out
+
+
+def compute_hours(run: Path) -> dict:
+    """Process-hours: the cells (their own seconds), the races' rounds and the seed stage."""
+    _, state = folder_config(run)
+    cells = sum(float(r.seconds or 0.0) for r in valid_cells(run, state))
+    docs = race_summaries(run, mixture="*")
+    races = sum(float(d["seconds"]) for d in docs)
+    seeds = sum(float((d.get("seeds") or {}).get("seconds", 0.0)) for d in docs)
+    total = (cells + races + seeds) / 3600
+    return {
+        "cells_h": round(cells / 3600, 2), "races_h": round(races / 3600, 2), "seed_stage_h": round(seeds / 3600, 2),
+        "total_h": round(total, 2),
+        "gpu_projection_h": round(total / (GPU_PER_PROCESS_SPEEDUP * GPU_PROCESSES), 3),
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path)
+    args = ap.parse_args()
+    cfg, _ = folder_config(args.run)
+    table = decision_table(args.run)
+    table.to_csv(args.run / "decisions.csv", index=False)
+    summary = {"counts": counts(args.run, len(cfg.buckets)), "compute": compute_hours(args.run)}
+    (args.run / "decide_summary.json").write_text(json.dumps(summary, indent=1))
+    print(table.to_string(index=False))
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""After a race: the group's answer over training seeds as well as test items (an estimate).
+
+The race certifies an answer about the adapters that were trained (:mod:`~pacbayes_sft.racing.run`).
+This stage asks the user's question, about each bucket over the randomness of training, with
+:func:`~pacbayes_sft.stats.seeds.decide_over_seeds` on every seed's per-item losses over the race's
+items (each bucket's rounds, as its round files hold them). While that answer is open and a bucket
+still in contention has fewer than ``max_seeds`` seeds, each such bucket gets one more seed: a cell
+of the next seed trained by the sweep's own :func:`~pacbayes_sft.sweep.runner.train_cell` (its
+adapter under ``adapters/<cell id>``) and evaluated on every item of the bucket's rounds, saved as
+``<race folder>/seed_<cell id>.json`` before it is used, so an interrupted stage resumes. Buckets out
+of contention get no more seeds. The result is stored in the race summary under ``seeds``, with
+``certified: false``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..stats.seeds import SeedDecision, decide_over_seeds
+from ..sweep.cells import Cell
+from ..sweep.record import CellRecord
+from ..sweep.runner import train_cell
+from ..sweep.store import atomic_write
+from .contenders import Contenders
+from .files import read_json
+
+log = logging.getLogger("pacbayes_sft.race")
+
+
+def round_files(rounds_dir: Path) -> list[dict]:
+    """The race's round files, in round order."""
+    return [json.loads(f.read_text()) for f in sorted(rounds_dir.glob("round_*.json"))]
+
+
+def bucket_rows(rounds: list[dict], bucket: str) -> dict[int, list[np.ndarray]] | None:
+    """seed → the bucket's per-round losses over the rounds it played; None when a round it played
+    holds only seed-averaged losses (a race from before per-seed losses were recorded)."""
+    rows: dict[int, list[np.ndarray]] = {}
+    for rnd in rounds:
+        if bucket not in rnd["losses"]:
+            break  # eliminated: it plays no later round
+        per_seed = rnd.get("seed_losses", {}).get(bucket)
+        if per_seed is None:
+            return None
+        for s, v in per_seed.items():
+            rows.setdefault(int(s), []).append(np.asarray(v, dtype=float))
+    return rows
+
+
+def extra_rows(rounds_dir: Path, bucket: str) -> dict[int, list[np.ndarray]]:
+    """seed → per-round losses of the seeds this stage trained for ``bucket``."""
+    out = {}
+    for f in sorted(rounds_dir.glob("seed_*.json")):
+        doc = read_json(f)
+        if isinstance(doc, dict) and doc.get("bucket") == bucket:
+            out[int(doc["seed"])] = [np.asarray(doc["rounds"][k], dtype=float) for k in sorted(doc["rounds"], key=int)]
+    return out
+
+
+def seed_matrix(rows: dict[int, list[np.ndarray]]) -> np.ndarray:
+    """seeds × items (seed order), over the rounds every seed has."""
+    k = min(len(v) for v in rows.values())
+    return np.stack([np.concatenate(rows[s][:k]) for s in sorted(rows)])
+
+
+def _next_cell(rec: CellRecord, seeds: list[int]) -> Cell:
+    return Cell(rec.base, rec.objective, rec.n, rec.bucket, max(seeds) + 1)
+
+
+def _train_and_score(contenders: Contenders, cell: Cell, items_of, n_rounds: int, path: Path, progress: bool) -> None:
+    """Train ``cell`` (unless its adapter is saved), evaluate it on the bucket's ``n_rounds`` rounds
+    (``items_of(r)``: None for the committed test set) and write its seed file."""
+    t0 = time.perf_counter()
+    if not (contenders.out / "adapters" / cell.id / "adapter_config.json").is_file():
+        log.info(f"seeds: training {cell.id} (another seed of a bucket in contention)")
+        train_cell(contenders.ctx, cell, progress=progress)
+    rounds = {}
+    for r in range(n_rounds):
+        items = items_of(r)
+        losses = contenders.losses(cell, contenders.ctx) if items is None else contenders.losses_on(cell, items)
+        rounds[str(r)] = [round(float(x), 6) for x in losses]
+    contenders.drop([cell])
+    doc = {"bucket": cell.bucket, "seed": cell.seed, "cell": cell.id, "rounds": rounds}
+    atomic_write(path, json.dumps(doc | {"seconds": round(time.perf_counter() - t0, 2)}))
+
+
+def decide_seeds(
+    cells: dict[str, list[CellRecord]],
+    rounds_dir: Path,
+    *,
+    epsilon: float,
+    level: float,
+    max_seeds: int,
+    contenders_of=None,
+    items_of=None,
+    progress: bool = False,
+) -> dict:
+    """The answer over seeds (a :meth:`SeedDecision.to_dict` with ``status`` "done", or ``status``
+    and ``why`` when it cannot be computed); while it is open, trains extra seeds through
+    ``contenders_of()`` (a :class:`Contenders`; None: train none) and ``items_of(r)`` (round r's
+    items, None for the committed test set). See the module docstring."""
+    rounds = round_files(rounds_dir)
+    s0 = len(next(iter(cells.values())))
+    top = max(max_seeds, s0)
+    if top < 2:
+        return {"status": "skipped", "why": "one training seed per bucket (set decide.max_seeds >= 2 to train more)"}
+    can_train = contenders_of is not None
+    excluded, decision, looks = (), None, top - s0 + 1
+    while True:
+        rows = {}
+        for b in cells:
+            own = bucket_rows(rounds, b)
+            if own is None:
+                return {"status": "skipped", "why": "the race's rounds hold seed-averaged losses only (started before per-seed losses were kept)"}
+            rows[b] = own | extra_rows(rounds_dir, b)
+        if any(len(v) < 2 for v in rows.values()):
+            return {"status": "skipped", "why": "a bucket has one seed; deciding over seeds needs two"}
+        decision: SeedDecision = decide_over_seeds(
+            {b: seed_matrix(v) for b, v in rows.items()}, epsilon=epsilon, level=level, looks=looks, excluded=excluded
+        )
+        excluded = decision.excluded
+        need = [] if decision.decided or not can_train else [b for b in decision.answer if decision.seeds[b] < top]
+        if not need:
+            break
+        contenders = contenders_of()
+        for b in need:
+            cell = _next_cell(cells[b][0], sorted(rows[b]))
+            n_rounds = sum(1 for r in rounds if b in r["losses"])
+            _train_and_score(contenders, cell, items_of, n_rounds, rounds_dir / f"seed_{cell.id}.json", progress)
+    extra = {b: sorted(set(extra_rows(rounds_dir, b))) for b in cells}
+    spent = sum(float((read_json(f) or {}).get("seconds", 0.0)) for f in rounds_dir.glob("seed_*.json"))
+    out = decision.to_dict() | {"status": "done", "extra_seeds": {b: v for b, v in extra.items() if v}, "looks": looks}
+    return out | {"seconds": round(spent, 2)}

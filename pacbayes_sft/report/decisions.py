@@ -1,0 +1,56 @@
+"""The decisions table of a report: one row per race of a run folder (every mixture), the race's
+answer (certified at its level for the adapters that were trained) beside the answer over training
+seeds (an estimate, :mod:`pacbayes_sft.stats.seeds`), and what each rests on."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..racing.files import race_mixture, race_summaries
+from ..stats.seeds import SeedDecision
+
+PREFIX = {"best": "", "epsilon_tie": "tie: ", "cap": "open: ", "open": "open: "}
+COLUMNS = ["base", "objective", "n", "mixture", "race", "items", "over_seeds", "seeds", "seconds"]
+NOTE = (
+    "race: the answer of a race on fresh test items (a single best bucket, an ε-tie: any of them within ε of the "
+    "best, or open at the item cap), certified at its level for the adapters that were trained (their mean over "
+    "the seeds listed); over_seeds: the answer about the buckets over training randomness too, from every seed's "
+    "losses on the race's items (crossed seeds × items model, t intervals; an estimate, not certified), with the "
+    "seeds per bucket it used (more were trained while it was open, up to decide.max_seeds); mixture: 'test' is "
+    "the sweep's own test mixture, others are decide.mixtures (fresh items only)."
+)
+
+
+def _seeds_cell(seeds: dict | None) -> tuple[str, str]:
+    if not seeds:
+        return "", ""
+    if seeds.get("status") != "done":
+        return f"not computed ({seeds.get('why', '')})", ""
+    d = SeedDecision.from_dict(seeds)
+    return PREFIX[d.reason] + ", ".join(d.answer), "/".join(str(v) for v in d.seeds.values())
+
+
+def decision_table(out_dir) -> pd.DataFrame:
+    """One row per finished race of ``out_dir`` (every mixture), in file order; empty without races."""
+    rows = []
+    for doc in race_summaries(out_dir, mixture="*"):
+        res, g = doc["result"], doc["group"]
+        over, seeds = _seeds_cell(doc.get("seeds"))
+        spent = float(doc["seconds"]) + float((doc.get("seeds") or {}).get("seconds", 0.0))
+        rows.append({
+            "base": g["base"], "objective": g["objective"], "n": int(g["n"]), "mixture": race_mixture(doc) or "test",
+            "race": f"{PREFIX[res.reason]}{', '.join(res.answer)} (ε {res.epsilon:g}, {res.level:.0%})",
+            "items": res.n_items, "over_seeds": over, "seeds": seeds or str(len(doc["cell_seeds"])), "seconds": round(spent),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def decision_counts(table: pd.DataFrame) -> str:
+    """One line: races decided (certified) and answers over seeds decided (estimates), never added."""
+    if table.empty:
+        return ""
+    raced = int((~table["race"].str.startswith("open")).sum())
+    seeded = table[table["over_seeds"].str.len() > 0]
+    over = int((~seeded["over_seeds"].str.startswith(("open", "not computed"))).sum())
+    return (f"decided by race (certified for the trained adapters): {raced} of {len(table)}; "
+            f"decided over seeds too (estimates): {over} of {len(seeded)} with an answer over seeds")  # fmt: skip
