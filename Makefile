@@ -40,7 +40,7 @@ slurm:
 	  echo "Slurm could not be installed: the Slurm cluster tests will be skipped"
 
 test: $(STAMP) browser slurm
-	$(PY) -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	$(PY) -m pytest tests --durations=15; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pacbayes_sft tests experiments benchmarks

@@ -3,9 +3,10 @@ of its config's ``decide`` section (:class:`~pacbayes_sft.sweep.decide_config.De
 
 Each group's answer is a race result (certified at the race's level, given i.i.d. fresh items;
 :mod:`pacbayes_sft.stats.allocation`): a single best bucket, an ε-tie, or undecided at the item
-cap. A group whose cells are not all finished is reported as missing, never raced on part of its
-buckets. The races' files are those of ``pacbayes-sft race`` (``<run>/race/``), so a decide stage
-cut short resumes where it stopped, and a report shows its answers beside the bootstrap's, which
+cap. A group whose cells are not all finished (every bucket, every seed) is reported as missing,
+never raced on part of its buckets or seeds (a started race keeps its cells), so a decide stage run
+beside a sweep still filling its grid races each group once it is whole. The races' files are those
+of ``pacbayes-sft race`` (``<run>/race/``), so a decide stage cut short resumes where it stopped, and a report shows its answers beside the bootstrap's, which
 is a separate, uncertified count.
 """
 
@@ -43,7 +44,7 @@ class GroupDecision:
     def line(self) -> str:
         """One console line: the answer and what it rests on (and, when computed, the answer over seeds)."""
         if self.result is None:
-            return f"{self.label}: not decided — a bucket has no finished cell for any seed (run the sweep first)"
+            return f"{self.label}: not decided — a cell of the group (some bucket or seed) is not finished (run the sweep first)"
         r = self.result
         text = (f"{self.label}: {r.statement()} ({r.n_items} test items, seeds {', '.join(map(str, self.seeds))}, "
                 f"race: certified at {r.level:.0%} on fresh items for these adapters, {self.seconds:.0f} s)")  # fmt: skip
@@ -71,7 +72,7 @@ def decide_sweep(run_dir: str | Path, settings: DecideConfig | None = None, *, p
         raise ValueError(f"settings must be a DecideConfig, got {type(s).__name__}")
     if cfg.task.kind != "igsm" and s.mixtures:
         raise ValueError(f"decide.mixtures: task kind {cfg.task.kind!r} has only its test file; only 'igsm' draws other mixtures")
-    ready = set(race_groups(out))
+    ready = set(race_groups(out, complete=True))  # never raced on part of its seeds: the race would keep them
     decisions = []
     mixtures = [(None, None), *s.mixtures.items()]
     for g in grid_groups(cfg):

@@ -59,13 +59,15 @@ def group_cells(out: Path, cfg: SweepConfig, state: FolderState, group: Group) -
     return {b: [v[s] for s in seeds] for b, v in by_bucket.items()}
 
 
-def race_groups(run_dir: str | Path) -> list[Group]:
-    """The groups of a run folder with a finished cell in every bucket for some seed, grid order."""
+def race_groups(run_dir: str | Path, *, complete: bool = False) -> list[Group]:
+    """The groups of a run folder with a finished cell in every bucket for some seed (``complete``:
+    for every seed of the config), grid order."""
     out = Path(run_dir)
     cfg, state = folder_config(out)
     done = {(r.base, r.objective, r.n, r.bucket, r.seed) for r in valid_cells(out, state) if not r.is_base}
+    has = any if not complete else all
     return [
         g
         for g in grid_groups(cfg)
-        if any(all((g.base, g.objective, g.n, b, s) in done for b in cfg.buckets) for s in cfg.seeds)
+        if has(all((g.base, g.objective, g.n, b, s) in done for b in cfg.buckets) for s in cfg.seeds)
     ]

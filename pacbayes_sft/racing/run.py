@@ -138,7 +138,7 @@ def race_group(
     method = started_setting(path, "confidence", confidence, CONFIDENCES[0])
     race = PairedRace(epsilon, level, round_items, max_items, confidence=method)
     cells = group_cells(out, cfg, state, group)
-    settings = _settings(path, race, cfg, mixture, weights)
+    settings = _settings(path, race, cfg, mixture, weights) | {"max_seeds": max_seeds}  # its looks split δ
     doc = continue_summary(path, new_summary(group, cells, settings), settings)
     rounds_dir.mkdir(parents=True, exist_ok=True)
     for f in sorted(rounds_dir.glob("round_*.json")):  # replay what an earlier run finished

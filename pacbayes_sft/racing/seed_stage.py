@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stats.seeds import SeedDecision, decide_over_seeds
+from ..stats.seeds import decide_over_seeds
 from ..sweep.cells import Cell
 from ..sweep.record import CellRecord
 from ..sweep.runner import train_cell
@@ -89,6 +89,17 @@ def _train_and_score(contenders: Contenders, cell: Cell, items_of, n_rounds: int
     atomic_write(path, json.dumps(doc | {"seconds": round(time.perf_counter() - t0, 2)}))
 
 
+def _rows(rounds: list[dict], rounds_dir: Path, cells: dict[str, list[CellRecord]]) -> dict[str, dict] | None:
+    """bucket → seed → per-round losses (the race's own seeds, then those this stage trained)."""
+    rows = {}
+    for b in cells:
+        own = bucket_rows(rounds, b)
+        if own is None:
+            return None
+        rows[b] = own | extra_rows(rounds_dir, b)
+    return rows
+
+
 def decide_seeds(
     cells: dict[str, list[CellRecord]],
     rounds_dir: Path,
@@ -103,35 +114,39 @@ def decide_seeds(
     """The answer over seeds (a :meth:`SeedDecision.to_dict` with ``status`` "done", or ``status``
     and ``why`` when it cannot be computed); while it is open, trains extra seeds through
     ``contenders_of()`` (a :class:`Contenders`; None: train none) and ``items_of(r)`` (round r's
-    items, None for the committed test set). See the module docstring."""
+    items, None for the committed test set). See the module docstring.
+
+    Look j uses the first S₀ + j seeds of each bucket still in contention (S₀ = max(2, the race's
+    seeds)) and carries the exclusions of the looks before, so a rerun replays the same looks on
+    the seeds already trained and trains only what the next look needs."""
     rounds = round_files(rounds_dir)
     s0 = len(next(iter(cells.values())))
-    top = max(max_seeds, s0)
-    if top < 2:
-        return {"status": "skipped", "why": "one training seed per bucket (set decide.max_seeds >= 2 to train more)"}
-    can_train = contenders_of is not None
-    excluded, decision, looks = (), None, top - s0 + 1
-    while True:
-        rows = {}
-        for b in cells:
-            own = bucket_rows(rounds, b)
-            if own is None:
-                return {"status": "skipped", "why": "the race's rounds hold seed-averaged losses only (started before per-seed losses were kept)"}
-            rows[b] = own | extra_rows(rounds_dir, b)
-        if any(len(v) < 2 for v in rows.values()):
-            return {"status": "skipped", "why": "a bucket has one seed; deciding over seeds needs two"}
-        decision: SeedDecision = decide_over_seeds(
-            {b: seed_matrix(v) for b, v in rows.items()}, epsilon=epsilon, level=level, looks=looks, excluded=excluded
-        )
-        excluded = decision.excluded
-        need = [] if decision.decided or not can_train else [b for b in decision.answer if decision.seeds[b] < top]
-        if not need:
+    start, top = max(s0, 2), max(max_seeds, s0)  # max_seeds 0: the race's own seeds, none trained
+    if top < start:
+        return {"status": "skipped", "why": f"{top or 'one'} training seed(s) allowed per bucket (decide.max_seeds >= 2 decides over seeds)"}  # fmt: skip
+    rows = _rows(rounds, rounds_dir, cells)
+    if rows is None:
+        return {"status": "skipped", "why": "the race's rounds hold seed-averaged losses only (started before per-seed losses were kept)"}  # fmt: skip
+    looks, count, excluded = top - start + 1, dict.fromkeys(cells, start), ()
+    for look in range(looks):
+        short = [b for b in cells if len(rows[b]) < count[b] and b not in excluded]
+        if short and contenders_of is None:  # the next look needs seeds this config cannot train
+            if look == 0:
+                return {"status": "skipped", "why": "a bucket has one seed, and more cannot be trained (data-dependent prior)"}
             break
-        contenders = contenders_of()
-        for b in need:
-            cell = _next_cell(cells[b][0], sorted(rows[b]))
-            n_rounds = sum(1 for r in rounds if b in r["losses"])
-            _train_and_score(contenders, cell, items_of, n_rounds, rounds_dir / f"seed_{cell.id}.json", progress)
+        for b in short:  # the seeds this look needs and no earlier run trained
+            for _ in range(count[b] - len(rows[b])):
+                cell = _next_cell(cells[b][0], sorted(rows[b]))
+                n_rounds = sum(1 for r in rounds if b in r["losses"])
+                _train_and_score(contenders_of(), cell, items_of, n_rounds, rounds_dir / f"seed_{cell.id}.json", progress)
+                rows[b] = _rows(rounds, rounds_dir, {b: cells[b]})[b]
+        mats = {b: seed_matrix({s: rows[b][s] for s in sorted(rows[b])[: count[b]]}) for b in cells}
+        decision = decide_over_seeds(mats, epsilon=epsilon, level=level, looks=looks, excluded=excluded)
+        excluded = decision.excluded
+        if decision.decided:
+            break
+        for b in decision.answer:  # one more seed for each bucket still in contention
+            count[b] += 1
     extra = {b: sorted(set(extra_rows(rounds_dir, b))) for b in cells}
     spent = sum(float((read_json(f) or {}).get("seconds", 0.0)) for f in rounds_dir.glob("seed_*.json"))
     out = decision.to_dict() | {"status": "done", "extra_seeds": {b: v for b, v in extra.items() if v}, "looks": looks}
