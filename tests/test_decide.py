@@ -131,5 +131,10 @@ def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeyp
         assert (out / "adapters" / f"tiny__sft__n8__{b}__s2" / "adapter_config.json").is_file()
         extra = json.loads((out / "race" / "tiny__sft__n8" / f"seed_tiny__sft__n8__{b}__s2.json").read_text())
         assert [len(v) for v in extra["rounds"].values()] == [len(rnd["losses"][b]), 24]
+    # a rerun replays the looks on the seeds already trained: nothing is trained again, same answer
+    files = sorted((out / "race" / "tiny__sft__n8").glob("seed_*.json"))
+    decide_sweep(out)
+    assert json.loads((out / "race" / "tiny__sft__n8.json").read_text())["seeds"] == seeds
+    assert sorted((out / "race" / "tiny__sft__n8").glob("seed_*.json")) == files
     mix = json.loads((out / "race" / "tiny__sft__n8@hard.json").read_text())
     assert mix["settings"]["weights"] == {"1": 1.0, "3": 3.0} and mix["item_seeds"][0] is not None
