@@ -9,6 +9,7 @@ from pathlib import Path
 from .. import console
 from ..defaults import RACE_EPSILON, RACE_LEVEL, RACE_MAX_ITEMS, RACE_ROUND_ITEMS
 from ..racing import parse_group, race_group, race_groups
+from ..racing.seed_stage import seed_group
 from ..stats import CONFIDENCES, RaceResult
 from ..stats.seeds import SeedDecision
 from .common import positive_float
@@ -42,9 +43,10 @@ def _cmd_race(args: argparse.Namespace) -> int:
             round_items=args.round_items,
             max_items=args.max_items,
             confidence=args.confidence,
-            max_seeds=args.max_seeds,
             progress=console.show_progress(),
         )
+        if args.max_seeds or len(doc["cell_seeds"]) > 1:
+            doc = seed_group(run, g, max_seeds=args.max_seeds, progress=console.show_progress())
         res = RaceResult.from_dict(doc["result"])
         print(
             f"{g}: {res.statement()} ({res.n_items} test items, {res.evaluations} bucket-item evaluations, "

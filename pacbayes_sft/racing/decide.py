@@ -21,6 +21,7 @@ from ..sweep.decide_config import DecideConfig
 from ..sweep.store import folder_config
 from .groups import Group, grid_groups, race_groups
 from .run import race_group
+from .seed_stage import seed_group
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,25 @@ def decide_sweep(run_dir: str | Path, settings: DecideConfig | None = None, *, p
     if cfg.task.kind != "igsm" and s.mixtures:
         raise ValueError(f"decide.mixtures: task kind {cfg.task.kind!r} has only its test file; only 'igsm' draws other mixtures")
     ready = set(race_groups(out, complete=True))  # never raced on part of its seeds: the race would keep them
-    decisions = []
     mixtures = [(None, None), *s.mixtures.items()]
-    for g in grid_groups(cfg):
+    docs = {}
+    for g in grid_groups(cfg):  # every race first, then the seed stages (which may train more seeds)
         for name, weights in mixtures:
-            if g not in ready:
+            if g in ready:
+                docs[(g, name)] = race_group(out, g, epsilon=s.epsilon, level=s.level, round_items=s.round_items,
+                                             max_items=s.max_items, mixture=None if name is None else (name, weights),
+                                             progress=progress)  # fmt: skip
+    if s.max_seeds or len(cfg.seeds) > 1:
+        for (g, name) in docs:
+            docs[(g, name)] = seed_group(out, g, mixture=name, max_seeds=s.max_seeds, progress=progress)
+    decisions = []
+    for g in grid_groups(cfg):
+        for name, _ in mixtures:
+            doc = docs.get((g, name))
+            if doc is None:
                 decisions.append(GroupDecision(g, None, mixture=name))
                 continue
-            doc = race_group(out, g, epsilon=s.epsilon, level=s.level, round_items=s.round_items,
-                             max_items=s.max_items, mixture=None if name is None else (name, weights), max_seeds=s.max_seeds,
-                             progress=progress)  # fmt: skip
-            res = RaceResult.from_dict(doc["result"])
-            seconds = doc["seconds"] + doc.get("seeds", {}).get("seconds", 0.0)
-            note = doc.get("pool_used_up", "")
-            decisions.append(GroupDecision(g, res, seconds, tuple(doc["cell_seeds"]), name, doc.get("seeds"), note))
+            seconds = doc["seconds"] + (doc.get("seeds") or {}).get("seconds", 0.0)
+            decisions.append(GroupDecision(g, RaceResult.from_dict(doc["result"]), seconds, tuple(doc["cell_seeds"]),
+                                           name, doc.get("seeds"), doc.get("pool_used_up", "")))  # fmt: skip
     return decisions

@@ -23,8 +23,8 @@ from ..sweep.store import atomic_write
 from .groups import Group
 
 RACE_DIR = "race"
-SETTINGS = ("epsilon", "level", "round_items", "loss", "confidence", "items", "weights", "max_seeds")  # kept once started
-OLD_SETTINGS = {"confidence": "bernstein", "items": "mixed", "weights": None, "max_seeds": 0}  # what a race file from before the setting used
+SETTINGS = ("epsilon", "level", "round_items", "loss", "confidence", "items", "weights")  # a started race keeps these
+OLD_SETTINGS = {"confidence": "bernstein", "items": "mixed", "weights": None}  # what a race file from before the setting used
 
 
 def read_json(path: Path) -> dict | None:

@@ -22,8 +22,8 @@ the race looks at it. A rerun replays the rounds on disk and goes on, so an inte
 no finished round; a finished race is not recomputed. Changing ε, the level, the round size, the
 confidence method, the item scheme or the cells of a started race is refused (it would void the
 guarantee); raising ``max_items`` continues a race that stopped at the cap, which keeps it. The
-race certifies its answer for the adapters that were trained; ``max_seeds`` adds the answer over
-training seeds (:mod:`~pacbayes_sft.racing.seed_stage`, an estimate) under ``seeds``.
+race certifies its answer for the adapters that were trained; the answer over training seeds (an
+estimate) is added under ``seeds`` by :mod:`~pacbayes_sft.racing.seed_stage` once the race is done.
 """
 
 from __future__ import annotations
@@ -44,11 +44,10 @@ from ..sweep.dataset import PoolUsedUp
 from ..sweep.record import CellRecord
 from ..sweep.runner import sweep_context
 from ..sweep.store import atomic_write, folder_config
-from .contenders import Contenders, check_adapters, retrainable
-from .files import RACE_DIR, continue_summary, new_summary, record_round, started_setting, write_summary
+from .contenders import Contenders, check_adapters
+from .files import RACE_DIR, continue_summary, new_summary, read_json, record_round, started_setting, write_summary
 from .fresh_items import ITEM_SCHEMES, fresh_items, item_seed
 from .groups import Group, group_cells, parse_group
-from .seed_stage import decide_seeds
 
 log = logging.getLogger("pacbayes_sft.race")
 
@@ -91,7 +90,7 @@ def _settings(path: Path, race: PairedRace, cfg: SweepConfig, mixture: str | Non
     return settings | {"weights": None if weights is None else {str(k): float(v) for k, v in sorted(weights.items())}}
 
 
-def _contenders(out: Path, cfg: SweepConfig, progress: bool) -> Contenders:
+def contenders_for(out: Path, cfg: SweepConfig, progress: bool) -> Contenders:
     """The contenders of a race in ``out``, on the sweep's thread count (built when a round must run)."""
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -108,7 +107,6 @@ def race_group(
     max_items: int = RACE_MAX_ITEMS,
     confidence: str | None = None,
     mixture: tuple[str, dict[int, float]] | None = None,
-    max_seeds: int = 0,
     progress: bool = False,
 ) -> dict:
     """Race the buckets of ``group`` (a :class:`Group` or "base/objective/n") of the sweep in
@@ -119,8 +117,8 @@ def race_group(
     ``round_items``: fresh items per round; ``max_items``: the cap on distinct items, round 0's
     included; ``confidence``: "cmeb", "betting" or "bernstein" (None: the started race's, else "cmeb");
     ``mixture``: (name, op → weight) to race on that mixture, every round fresh (``<group>@<name>.json``);
-    ``max_seeds``: then decide over seeds too (:mod:`~pacbayes_sft.racing.seed_stage`, under ``seeds``),
-    training up to this many seeds a bucket; ``progress``: progress bars while an adapter is trained."""
+    ``progress``: progress bars while an adapter is trained. The answer over seeds is
+    :func:`~pacbayes_sft.racing.seed_stage.seed_group`'s, run after the race."""
     out = Path(run_dir)
     if not out.is_dir():
         raise ValueError(f"run_dir {str(out)!r} is not a folder")
@@ -128,8 +126,6 @@ def race_group(
     if cfg.task.kind != "igsm" and mixture is not None:
         raise ValueError(f"mixture: task kind {cfg.task.kind!r} has only its test file; only 'igsm' draws other mixtures")
     group = group if isinstance(group, Group) else parse_group(str(group))
-    if isinstance(max_seeds, bool) or not isinstance(max_seeds, int) or max_seeds < 0:
-        raise ValueError(f"max_seeds must be an integer >= 0, got {max_seeds!r}")
     if mixture is not None and not (isinstance(mixture, tuple) and len(mixture) == 2 and isinstance(mixture[1], dict)):
         raise ValueError(f"mixture must be (name, {{op: weight}}) or None, got {mixture!r}")
     mixture, weights = mixture if mixture is not None else (None, None)
@@ -138,8 +134,9 @@ def race_group(
     method = started_setting(path, "confidence", confidence, CONFIDENCES[0])
     race = PairedRace(epsilon, level, round_items, max_items, confidence=method)
     cells = group_cells(out, cfg, state, group)
-    settings = _settings(path, race, cfg, mixture, weights) | {"max_seeds": max_seeds}  # its looks split δ
+    settings = _settings(path, race, cfg, mixture, weights)
     doc = continue_summary(path, new_summary(group, cells, settings), settings)
+    prev_seeds = (read_json(path) or {}).get("seeds")  # the seed stage's answer, kept across a replay
     rounds_dir.mkdir(parents=True, exist_ok=True)
     for f in sorted(rounds_dir.glob("round_*.json")):  # replay what an earlier run finished
         if race.done_:
@@ -151,7 +148,7 @@ def race_group(
     contenders: list[Contenders] = []  # built once, when a round or a seed needs a model
 
     def contenders_of() -> Contenders:
-        contenders[:] = contenders or [_contenders(out, cfg, progress)]
+        contenders[:] = contenders or [contenders_for(out, cfg, progress)]
         return contenders[0]
 
     while not race.done_:
@@ -168,10 +165,5 @@ def race_group(
         contenders[0].drop([r for b in race.history_[-1].eliminated for r in cells[b]])
         log.info(f"race {group}, round {data['round']}: {race.n_items_} items, left {', '.join(race.contenders_)}")
         write_summary(path, race, doc)
-    if max_seeds or len(doc["cell_seeds"]) > 1:
-        doc["seeds"] = decide_seeds(
-            cells, rounds_dir, epsilon=race.epsilon, level=race.level, max_seeds=max_seeds,
-            contenders_of=contenders_of if retrainable(cfg) else None,
-            items_of=lambda r: items_of_round(cfg, settings, r, contenders_of().ctx.task)[1], progress=progress,
-        )  # fmt: skip
-    return write_summary(path, race, doc)
+    keep = prev_seeds and not contenders  # no new round: the seed stage's answer still holds
+    return write_summary(path, race, doc | ({"seeds": prev_seeds} if keep else {}))

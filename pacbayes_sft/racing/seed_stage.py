@@ -24,10 +24,12 @@ import numpy as np
 from ..stats.seeds import decide_over_seeds
 from ..sweep.cells import Cell
 from ..sweep.record import CellRecord
-from ..sweep.runner import train_cell
-from ..sweep.store import atomic_write
-from .contenders import Contenders
-from .files import read_json
+from ..sweep.runner import run_cell, train_cell
+from ..sweep.store import atomic_write, folder_config
+from .contenders import Contenders, retrainable
+from .files import RACE_DIR, read_json
+from .groups import Group, group_cells, parse_group
+from .run import contenders_for, items_of_round
 
 log = logging.getLogger("pacbayes_sft.race")
 
@@ -78,7 +80,10 @@ def _train_and_score(contenders: Contenders, cell: Cell, items_of, n_rounds: int
     t0 = time.perf_counter()
     if not (contenders.out / "adapters" / cell.id / "adapter_config.json").is_file():
         log.info(f"seeds: training {cell.id} (another seed of a bucket in contention)")
-        train_cell(contenders.ctx, cell, progress=progress)
+        if retrainable(contenders.cfg):
+            train_cell(contenders.ctx, cell, progress=progress)
+        else:  # the adapter of a two-stage cell is its posterior mean: the whole cell makes it
+            run_cell(contenders.ctx, cell, progress=progress)
     rounds = {}
     for r in range(n_rounds):
         items = items_of(r)
@@ -151,3 +156,39 @@ def decide_seeds(
     spent = sum(float((read_json(f) or {}).get("seconds", 0.0)) for f in rounds_dir.glob("seed_*.json"))
     out = decision.to_dict() | {"status": "done", "extra_seeds": {b: v for b, v in extra.items() if v}, "looks": looks}
     return out | {"seconds": round(spent, 2)}
+
+
+def seed_group(
+    run_dir: str | Path, group: Group | str, *, mixture: str | None = None, max_seeds: int = 0, progress: bool = False
+) -> dict:
+    """The answer over seeds of ``group``'s finished race on ``mixture`` (None: the test mixture),
+    training up to ``max_seeds`` seeds a bucket while it is open (0: the race's own seeds); stored
+    in the race summary under ``seeds`` (with ``max_seeds``, which a rerun may not change: its
+    looks split δ) and returned with it. ValueError when the race is not finished."""
+    out = Path(run_dir)
+    if isinstance(max_seeds, bool) or not isinstance(max_seeds, int) or max_seeds < 0:
+        raise ValueError(f"max_seeds must be an integer >= 0, got {max_seeds!r}")
+    cfg, state = folder_config(out)
+    group = group if isinstance(group, Group) else parse_group(str(group))
+    rid = group.id if mixture is None else f"{group.id}@{mixture}"
+    path, rounds_dir = out / RACE_DIR / f"{rid}.json", out / RACE_DIR / rid
+    doc = read_json(path)
+    if not isinstance(doc, dict) or doc.get("status") != "done":
+        raise ValueError(f"the race {str(path)!r} is not finished: race the group first (pacbayes-sft race)")
+    before = (doc.get("seeds") or {}).get("max_seeds", max_seeds)
+    if before != max_seeds:
+        raise ValueError(f"the seed stage of {str(path)!r} was run with max_seeds {before}, not {max_seeds}: its looks "
+                         "split δ, so keep it (or delete the race's 'seeds' entry to start the stage again)")  # fmt: skip
+    cells = group_cells(out, cfg, state, group)
+    made: list[Contenders] = []
+
+    def contenders_of() -> Contenders:
+        made[:] = made or [contenders_for(out, cfg, progress)]
+        return made[0]
+
+    items_of = lambda r: items_of_round(cfg, doc["settings"], r, contenders_of().ctx.task)[1]  # noqa: E731
+    s = doc["settings"]
+    doc["seeds"] = decide_seeds(cells, rounds_dir, epsilon=s["epsilon"], level=s["level"], max_seeds=max_seeds,
+                                contenders_of=contenders_of, items_of=items_of, progress=progress) | {"max_seeds": max_seeds}  # fmt: skip
+    atomic_write(path, json.dumps(doc, indent=1))
+    return doc
