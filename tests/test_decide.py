@@ -136,5 +136,10 @@ def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeyp
     decide_sweep(out)
     assert json.loads((out / "race" / "tiny__sft__n8.json").read_text())["seeds"] == seeds
     assert sorted((out / "race" / "tiny__sft__n8").glob("seed_*.json")) == files
+    from pacbayes_sft.report.decisions import decision_counts, decision_table
+
+    table = decision_table(out)  # the report's table: one row per race, the test mixture first
+    assert list(table["mixture"]) == ["test", "hard"] and list(table["seeds"]) == ["3/3", "3/3"]
+    assert decision_counts(table).startswith("decided by race (certified for the trained adapters): ")
     mix = json.loads((out / "race" / "tiny__sft__n8@hard.json").read_text())
     assert mix["settings"]["weights"] == {"1": 1.0, "3": 3.0} and mix["item_seeds"][0] is not None

@@ -31,7 +31,8 @@ def _seeds_cell(seeds: dict | None) -> tuple[str, str]:
 
 
 def decision_table(out_dir) -> pd.DataFrame:
-    """One row per finished race of ``out_dir`` (every mixture), in file order; empty without races."""
+    """One row per finished race of ``out_dir`` (every mixture), by base, objective, n and mixture
+    (the test mixture first); empty without races."""
     rows = []
     for doc in race_summaries(out_dir, mixture="*"):
         res, g = doc["result"], doc["group"]
@@ -42,7 +43,13 @@ def decision_table(out_dir) -> pd.DataFrame:
             "race": f"{PREFIX[res.reason]}{', '.join(res.answer)} (ε {res.epsilon:g}, {res.level:.0%})",
             "items": res.n_items, "over_seeds": over, "seeds": seeds or str(len(doc["cell_seeds"])), "seconds": round(spent),
         })  # fmt: skip
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return table.sort_values(["base", "objective", "n", "mixture"], key=_order).reset_index(drop=True)
+
+
+def _order(col: pd.Series) -> pd.Series:
+    """Sort key: budgets as numbers, the test mixture first."""
+    return col.map(lambda m: "" if m == "test" else m) if col.name == "mixture" else col
 
 
 def decision_counts(table: pd.DataFrame) -> str:
@@ -50,7 +57,9 @@ def decision_counts(table: pd.DataFrame) -> str:
     if table.empty:
         return ""
     raced = int((~table["race"].str.startswith("open")).sum())
-    seeded = table[table["over_seeds"].str.len() > 0]
-    over = int((~seeded["over_seeds"].str.startswith(("open", "not computed"))).sum())
-    return (f"decided by race (certified for the trained adapters): {raced} of {len(table)}; "
-            f"decided over seeds too (estimates): {over} of {len(seeded)} with an answer over seeds")  # fmt: skip
+    line = f"decided by race (certified for the trained adapters): {raced} of {len(table)}"
+    seeded = table[(table["over_seeds"].str.len() > 0) & ~table["over_seeds"].str.startswith("not computed")]
+    if seeded.empty:
+        return line
+    over = int((~seeded["over_seeds"].str.startswith("open")).sum())
+    return line + f"; decided over seeds too (estimates, a separate count): {over} of {len(seeded)}"
