@@ -7,7 +7,8 @@ decided groups (issue 34).
 
 Writes ``decisions.csv`` (one row per race: the race's answer, certified for the trained adapters,
 beside the answer over seeds, an estimate) and ``decide_summary.json`` (counts per mixture, with
-the ties of every bucket apart, and compute in process-hours) into the run folder, and prints them.
+the ties of every bucket apart, compute in process-hours, and for races whose seed stage has not
+run yet its first look, on the race's own seeds) into the run folder, and prints them.
 The picks' scores are the report's label-free table (``pacbayes-sft report``), whose
 ``in_race_answer`` columns this study's races fill on both mixtures.
 """
@@ -18,8 +19,11 @@ import argparse
 import json
 from pathlib import Path
 
-from pacbayes_sft.racing.files import race_mixture, race_summaries
+from pacbayes_sft.racing.files import RACE_DIR, race_mixture, race_summaries
+from pacbayes_sft.racing.groups import Group
+from pacbayes_sft.racing.seed_stage import bucket_rows, round_files, seed_matrix
 from pacbayes_sft.report.decisions import decision_table
+from pacbayes_sft.stats.seeds import decide_over_seeds
 from pacbayes_sft.sweep.store import folder_config, valid_cells
 
 # The CPU study's H100 session (docs/RESULTS.md): 118 cells in 1.9 process-hours there against 152
@@ -47,6 +51,37 @@ def counts(run: Path, n_buckets: int) -> dict:
     return out
 
 
+def first_look(run: Path, doc: dict, max_seeds: int) -> dict | None:
+    """The seed stage's first look (the race's own seeds, none trained), for a race whose stage
+    has not run: the same look a later ``seed_group`` replays first, at the same α (its L looks)."""
+    g = Group(**doc["group"])
+    mix = race_mixture(doc)
+    rounds = round_files(run / RACE_DIR / (g.id if mix is None else f"{g.id}@{mix}"))
+    rows = {b: bucket_rows(rounds, b) for b in doc["cells"]}
+    s0 = len(doc["cell_seeds"])
+    start, top = max(s0, 2), max(max_seeds, s0)
+    if top < start or any(r is None or len(r) < start for r in rows.values()):
+        return None
+    mats = {b: seed_matrix({s: rows[b][s] for s in sorted(rows[b])[:start]}) for b in rows}
+    s = doc["settings"]
+    d = decide_over_seeds(mats, epsilon=s["epsilon"], level=s["level"], looks=top - start + 1)
+    return d.to_dict() | {"status": "first look", "answer": list(d.answer)}
+
+
+def first_looks(run: Path, max_seeds: int) -> list[dict]:
+    """One row per finished race without a seed stage: its group, mixture and first look over seeds."""
+    rows = []
+    for doc in race_summaries(run, mixture="*"):
+        if (doc.get("seeds") or {}).get("status") == "done":
+            continue
+        look = first_look(run, doc, max_seeds)
+        if look is not None:
+            g = doc["group"]
+            rows.append({"group": f"{g['base']}/{g['objective']}/{g['n']}", "mixture": race_mixture(doc) or "test",
+                         "reason": look["reason"], "answer": look["answer"], "seeds": look["seeds"]})  # fmt: skip
+    return rows
+
+
 def compute_hours(run: Path) -> dict:
     """Process-hours: the cells (their own seconds), the races' rounds and the seed stage."""
     _, state = folder_config(run)
@@ -69,7 +104,8 @@ def main() -> None:
     cfg, _ = folder_config(args.run)
     table = decision_table(args.run)
     table.to_csv(args.run / "decisions.csv", index=False)
-    summary = {"counts": counts(args.run, len(cfg.buckets)), "compute": compute_hours(args.run)}
+    summary = {"counts": counts(args.run, len(cfg.buckets)), "compute": compute_hours(args.run),
+               "seed_first_looks": first_looks(args.run, cfg.decide.max_seeds)}  # fmt: skip
     (args.run / "decide_summary.json").write_text(json.dumps(summary, indent=1))
     print(table.to_string(index=False))
     print(json.dumps(summary, indent=1))

@@ -57,10 +57,9 @@ def seed_effects(rng, k: int, s: int, tau: float, rho: float, shape: str) -> np.
     return tau * (np.sqrt(rho) * draw((1, s)) + np.sqrt(1 - rho) * draw((k, s)))
 
 
-def one_race(rng, risks, tau, rho, shape, eps, level, n_items, s0, max_seeds) -> tuple[bool, str, int]:
-    """One simulated sweep group: (answer right, reason, seeds used by the best bucket)."""
+def one_race(rng, risks, etas, tau, rho, shape, eps, level, n_items, s0, max_seeds) -> tuple[bool, str, int]:
+    """One simulated sweep group (``etas``: each bucket's η): (answer right, reason, seeds used by the best bucket)."""
     k = len(risks)
-    etas = np.array([eta_for(r, tau, shape, rho) for r in risks])
     u = seed_effects(rng, k, max_seeds, tau, rho, shape)
     v = ITEM_SD * rng.standard_normal(n_items)
     noise = rng.random((k, max_seeds, n_items))
@@ -90,8 +89,9 @@ def one_race(rng, risks, tau, rho, shape, eps, level, n_items, s0, max_seeds) ->
 def simulate(scenario: str, *, tau: float, rho: float, shape: str, reps: int, eps: float = 0.04, level: float = 0.95,
              n_items: int = 1000, s0: int = 2, max_seeds: int = 4, seed: int = 0) -> dict:  # fmt: skip
     """Wrong-answer rate and the answers' mix over ``reps`` simulated groups."""
-    rng = np.random.default_rng(seed)
-    runs = [one_race(rng, SCENARIOS[scenario], tau, rho, shape, eps, level, n_items, s0, max_seeds) for _ in range(reps)]
+    rng, risks = np.random.default_rng(seed), SCENARIOS[scenario]
+    etas = np.array([eta_for(r, tau, shape, rho) for r in risks])
+    runs = [one_race(rng, risks, etas, tau, rho, shape, eps, level, n_items, s0, max_seeds) for _ in range(reps)]
     wrong = np.array([not r[0] for r in runs])
     reasons = [r[1] for r in runs]
     return {
