@@ -1,6 +1,7 @@
 """Label-free estimators of the test risk: numbers against closed forms, brute-force enumerations
 and simulations with known truth; coverage of their intervals; bad inputs."""
 
+import json
 import itertools
 import math
 from pathlib import Path
@@ -498,3 +499,29 @@ def test_atc_says_how_many_source_errors_its_threshold_rests_on():
     many = (conf > 0.3).astype(int)
     r = ATC(n_boot=20).fit(conf, many).predict(rng.uniform(size=30))
     assert r.details["source_errors"] == float((1 - many).sum()) and "WARNING" not in r.assumptions
+
+
+def test_each_mixture_is_scored_against_its_own_races_with_a_wilson_interval(tmp_path):
+    """The uniform mixture reads the test-mixture races, the skewed one the `skewed` races; a race
+    open at its cap decides nothing; the hit rate carries its 95% Wilson interval."""
+    from pacbayes_sft.report.label_free import _race_answers, _race_columns
+
+    (tmp_path / "race").mkdir()
+
+    def race(name, mixture, answer, reason):
+        doc = {"group": {"base": "b", "objective": "sft", "n": 8}, "settings": {"mixture": mixture}, "status": "done",
+               "result": {"answer": answer, "reason": reason, "epsilon": 0.04, "level": 0.95,
+                          "items_used": dict.fromkeys(answer, 10), "rounds": 1}}  # fmt: skip
+        (tmp_path / "race" / f"{name}.json").write_text(json.dumps(doc))
+
+    race("b__sft__n8", None, ["easy"], "best")
+    race("b__sft__n8@skewed", "skewed", ["hard", "medium"], "epsilon_tie")
+    race("b__sft__n8@other", "other", ["easy"], "best")
+    assert _race_answers(tmp_path) == {("uniform", "b", "sft", 8): ("easy",), ("skewed", "b", "sft", 8): ("hard", "medium")}
+    race("b__sft__n8@skewed", "skewed", ["hard", "medium"], "cap")
+    assert ("skewed", "b", "sft", 8) not in _race_answers(tmp_path)
+    cols = _race_columns([True] * 9 + [False], [0.5] * 10)
+    z = 1.959963984540054
+    centre, half = (0.9 + z**2 / 20) / (1 + z**2 / 10), z / (1 + z**2 / 10) * np.sqrt(0.09 / 10 + z**2 / 400)
+    assert cols["in_race_answer"] == 0.9 and cols["chance_in_race_answer"] == 0.5
+    assert cols["in_race_answer_lo"] == pytest.approx(centre - half) and cols["in_race_answer_hi"] == pytest.approx(centre + half)
