@@ -1,8 +1,8 @@
 """Label-free estimators of the test risk: numbers against closed forms, brute-force enumerations
 and simulations with known truth; coverage of their intervals; bad inputs."""
 
-import json
 import itertools
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
