@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..racing.files import race_summaries
 from ..sweep.config import SweepConfig
 from .figures import FIGURES, HELD_OUT_MARKS, FigureInputs
 from .forecast import held_cases, held_out_predictions, score_predictors
 from .item_difficulty import cross_difficulty, item_responses, largest_full_budget, rate_items
-from .label_free import estimates_table, label_free_picks, score_table
+from .label_free import RACE_MIXTURE, estimates_table, label_free_picks, score_table
 from .optimum import bootstrap_optimum, calibrated_predictions, optimum_table, summary, with_races
 from .pages import summary_lines, write_html, write_markdown
 from .plotting import pyplot
@@ -89,10 +90,12 @@ def _intro(cfg: SweepConfig, ct: pd.DataFrame, order: list[str], partial: list[s
 
 def _label_free(out: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """Every label-free estimator scored against the measured risk on the sweep's test set
-    (``label_free_scores.csv``), and each budget's label-free picks, when the cells collected their
-    columns; (None, None) otherwise."""
+    (``label_free_scores.csv``), and on each other mixture that races decided groups of (the
+    skewed one, :data:`~pacbayes_sft.report.label_free.RACE_MIXTURE`), and each budget's
+    label-free picks, when the cells collected their columns; (None, None) otherwise."""
+    raced = [m for m, race in RACE_MIXTURE.items() if race is not None and race_summaries(out, mixture=race)]
     try:
-        table = estimates_table(out, mixtures=("uniform",))
+        table = estimates_table(out, mixtures=("uniform", *raced))
     except ValueError:  # no cell collected label-free columns
         return None, None
     scores = score_table(out, table)
