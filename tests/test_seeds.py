@@ -44,7 +44,7 @@ def test_one_sided_coverage_by_monte_carlo_at_a_decisions_small_alpha(seeds, sd_
     (0.05 / 6): each end fails at most about α, also when the seeds agree by chance (σ_s = 0), where
     Satterthwaite's degrees of freedom missed 0.02-0.04."""
     rng = np.random.default_rng(1)
-    alpha, delta, reps, fails = 0.05 / 6, 0.03, 4000, np.zeros(2)
+    alpha, delta, reps, fails = 0.05 / 6, 0.03, 2500, np.zeros(2)
     for _ in range(reps):
         x = delta + sd_seed * rng.normal(size=(seeds, 1)) + 0.1 * rng.normal(size=(1, 400))
         x = x + 0.5 * rng.normal(size=(seeds, 400))
