@@ -145,15 +145,11 @@ def race_group(
     if not race.done_:
         live = race.contenders_ or list(cells)
         check_adapters(out, cfg, [r for b in live for r in cells[b]])
-    contenders: list[Contenders] = []  # built once, when a round or a seed needs a model
-
-    def contenders_of() -> Contenders:
-        contenders[:] = contenders or [contenders_for(out, cfg, progress)]
-        return contenders[0]
-
+    contenders = None  # built once, when a round must run
     while not race.done_:
+        contenders = contenders or contenders_for(out, cfg, progress)
         try:
-            data = play_round(race, contenders_of(), cells, settings)
+            data = play_round(race, contenders, cells, settings)
         except PoolUsedUp as e:  # a dataset's test file has no rows left: the race stops open here
             log.info(f"race {group}: {e}")
             doc["pool_used_up"] = str(e)
@@ -161,9 +157,9 @@ def race_group(
             break
         atomic_write(rounds_dir / f"round_{data['round']:03d}.json", json.dumps(data))  # before the race looks
         record_round(race, doc, data)
-        doc["retrained"] |= contenders[0].retrained
-        contenders[0].drop([r for b in race.history_[-1].eliminated for r in cells[b]])
+        doc["retrained"] |= contenders.retrained
+        contenders.drop([r for b in race.history_[-1].eliminated for r in cells[b]])
         log.info(f"race {group}, round {data['round']}: {race.n_items_} items, left {', '.join(race.contenders_)}")
         write_summary(path, race, doc)
-    keep = prev_seeds and not contenders  # no new round: the seed stage's answer still holds
+    keep = prev_seeds and contenders is None  # no new round: the seed stage's answer still holds
     return write_summary(path, race, doc | ({"seeds": prev_seeds} if keep else {}))
