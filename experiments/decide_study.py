@@ -51,15 +51,17 @@ def counts(run: Path, n_buckets: int) -> dict:
     return out
 
 
-def first_look(run: Path, doc: dict, max_seeds: int) -> dict | None:
-    """The seed stage's first look (the race's own seeds, none trained), for a race whose stage
-    has not run: the same look a later ``seed_group`` replays first, at the same α (its L looks)."""
+def first_look(run: Path, doc: dict, max_seeds: int, min_seeds: int) -> dict | None:
+    """The seed stage's first look, for a race whose stage has not run, when the seeds it needs are
+    the race's own (none trained): the same look a later ``seed_group`` replays first, at the same α
+    (its L looks)."""
     g = Group(**doc["group"])
     mix = race_mixture(doc)
     rounds = round_files(run / RACE_DIR / (g.id if mix is None else f"{g.id}@{mix}"))
     rows = {b: bucket_rows(rounds, b) for b in doc["cells"]}
     s0 = len(doc["cell_seeds"])
-    start, top = max(s0, 2), max(max_seeds, s0)
+    top = max(max_seeds, s0)
+    start = max(s0, 2, min_seeds or top)
     if top < start or any(r is None or len(r) < start for r in rows.values()):
         return None
     mats = {b: seed_matrix({s: rows[b][s] for s in sorted(rows[b])[:start]}) for b in rows}
@@ -68,13 +70,13 @@ def first_look(run: Path, doc: dict, max_seeds: int) -> dict | None:
     return d.to_dict() | {"status": "first look", "answer": list(d.answer)}
 
 
-def first_looks(run: Path, max_seeds: int) -> list[dict]:
+def first_looks(run: Path, max_seeds: int, min_seeds: int) -> list[dict]:
     """One row per finished race without a seed stage: its group, mixture and first look over seeds."""
     rows = []
     for doc in race_summaries(run, mixture="*"):
         if (doc.get("seeds") or {}).get("status") == "done":
             continue
-        look = first_look(run, doc, max_seeds)
+        look = first_look(run, doc, max_seeds, min_seeds)
         if look is not None:
             g = doc["group"]
             rows.append({"group": f"{g['base']}/{g['objective']}/{g['n']}", "mixture": race_mixture(doc) or "test",
@@ -105,7 +107,7 @@ def main() -> None:
     table = decision_table(args.run)
     table.to_csv(args.run / "decisions.csv", index=False)
     summary = {"counts": counts(args.run, len(cfg.buckets)), "compute": compute_hours(args.run),
-               "seed_first_looks": first_looks(args.run, cfg.decide.max_seeds)}  # fmt: skip
+               "seed_first_looks": first_looks(args.run, cfg.decide.max_seeds, cfg.decide.min_seeds)}  # fmt: skip
     (args.run / "decide_summary.json").write_text(json.dumps(summary, indent=1))
     print(table.to_string(index=False))
     print(json.dumps(summary, indent=1))

@@ -1,6 +1,8 @@
 """How often is the answer over training seeds wrong? A simulation with known truth of
-:func:`pacbayes_sft.stats.seeds.decide_over_seeds` and the sweep's seed loop (start with S₀ seeds,
-add one seed to every bucket still in contention while the answer is open, up to ``max_seeds``).
+:func:`pacbayes_sft.stats.seeds.decide_over_seeds` and the sweep's seed loop: one look once every
+bucket has ``max_seeds`` seeds (the default, ``--min-seeds 0``), or a first look at ``min_seeds``
+and one more seed for every bucket still in contention while the answer is open, up to
+``max_seeds``.
 
 Model: adapter (b, s) errs on item i with probability sigmoid(η_b + u_bs + v_i), seed effects
 u_bs = τ(√ρ w_s + √(1−ρ) z_bs) (ρ: how much of a seed's luck the buckets share), item effects v_i
@@ -10,7 +12,8 @@ bucket whose R exceeds the smallest, an ε-tie holding a bucket more than ε abo
 answer without the best bucket. Seed-effect shapes: ``normal`` (the model the interval assumes)
 and ``bimodal`` (a seed is lucky or not, ±τ with equal probability).
 
-    python experiments/seed_coverage.py --reps 400
+    python experiments/seed_coverage.py --reps 600 --min-seeds 0
+    python experiments/seed_coverage.py --reps 600 --min-seeds 2
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def seed_effects(rng, k: int, s: int, tau: float, rho: float, shape: str) -> np.
     return tau * (np.sqrt(rho) * draw((1, s)) + np.sqrt(1 - rho) * draw((k, s)))
 
 
-def one_race(rng, risks, etas, tau, rho, shape, eps, level, n_items, s0, max_seeds) -> tuple[bool, str, int]:
+def one_race(rng, risks, etas, tau, rho, shape, eps, level, n_items, min_seeds, max_seeds) -> tuple[bool, str, int]:
     """One simulated sweep group (``etas``: each bucket's η): (answer right, reason, seeds used by the best bucket)."""
     k = len(risks)
     u = seed_effects(rng, k, max_seeds, tau, rho, shape)
@@ -65,8 +68,9 @@ def one_race(rng, risks, etas, tau, rho, shape, eps, level, n_items, s0, max_see
     noise = rng.random((k, max_seeds, n_items))
     losses = (noise < special.expit(etas[:, None, None] + u[:, :, None] + v[None, None, :])).astype(float)
     names = [f"b{j}" for j in range(k)]
-    seeds, excluded = dict.fromkeys(names, s0), ()
-    looks = max_seeds - s0 + 1
+    start = min_seeds or max_seeds
+    seeds, excluded = dict.fromkeys(names, start), ()
+    looks = max_seeds - start + 1
     while True:
         d = decide_over_seeds({b: losses[j, : seeds[b]] for j, b in enumerate(names)}, epsilon=eps, level=level,
                               looks=looks, excluded=excluded)  # fmt: skip
@@ -87,15 +91,16 @@ def one_race(rng, risks, etas, tau, rho, shape, eps, level, n_items, s0, max_see
 
 
 def simulate(scenario: str, *, tau: float, rho: float, shape: str, reps: int, eps: float = 0.04, level: float = 0.95,
-             n_items: int = 1000, s0: int = 2, max_seeds: int = 4, seed: int = 0) -> dict:  # fmt: skip
+             n_items: int = 1000, min_seeds: int = 0, max_seeds: int = 4, seed: int = 0) -> dict:  # fmt: skip
     """Wrong-answer rate and the answers' mix over ``reps`` simulated groups."""
     rng, risks = np.random.default_rng(seed), SCENARIOS[scenario]
     etas = np.array([eta_for(r, tau, shape, rho) for r in risks])
-    runs = [one_race(rng, risks, etas, tau, rho, shape, eps, level, n_items, s0, max_seeds) for _ in range(reps)]
+    runs = [one_race(rng, risks, etas, tau, rho, shape, eps, level, n_items, min_seeds, max_seeds) for _ in range(reps)]
     wrong = np.array([not r[0] for r in runs])
     reasons = [r[1] for r in runs]
     return {
-        "scenario": scenario, "tau": tau, "rho": rho, "shape": shape, "reps": reps, "level": level,
+        "scenario": scenario, "min_seeds": min_seeds, "max_seeds": max_seeds, "tau": tau, "rho": rho, "shape": shape,
+        "reps": reps, "level": level,
         "wrong_rate": float(wrong.mean()), "wrong_se": float(np.sqrt(wrong.mean() * (1 - wrong.mean()) / reps)),
         "decided_rate": float(np.mean([x != "open" for x in reasons])),
         "best_rate": float(np.mean([x == "best" for x in reasons])),
@@ -107,12 +112,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=400)
     ap.add_argument("--n-items", type=int, default=1000)
+    ap.add_argument("--min-seeds", type=int, default=0, help="first look's seeds (0: one look, at --max-seeds)")
+    ap.add_argument("--max-seeds", type=int, default=4)
     args = ap.parse_args()
     rows = []
     for shape in ("normal", "bimodal"):
         for tau in (0.0, 0.15, 0.4):
             for scenario in SCENARIOS:
-                rows.append(simulate(scenario, tau=tau, rho=0.5, shape=shape, reps=args.reps, n_items=args.n_items))
+                rows.append(simulate(scenario, tau=tau, rho=0.5, shape=shape, reps=args.reps, n_items=args.n_items,
+                                     min_seeds=args.min_seeds, max_seeds=args.max_seeds))  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
 
 

@@ -12,6 +12,7 @@ import yaml
 
 from pacbayes_sft.cli import main
 from pacbayes_sft.racing.decide import decide_sweep
+from pacbayes_sft.racing.seed_stage import seed_group
 from pacbayes_sft.sweep import SweepConfig, load_config
 from pacbayes_sft.sweep.config import cell_hash
 from pacbayes_sft.sweep.decide_config import DecideConfig
@@ -68,6 +69,8 @@ def test_decide_settings_stay_out_of_the_cell_hash():
         ({"epsilon": 1.0}, r"decide\.epsilon must lie in \(0, 1\)"),
         ({"level": 1.5}, r"decide\.level must lie in \(0, 1\)"),
         ({"round_items": 200, "max_items": 100}, r"decide\.max_items \(100\) is below one round"),
+        ({"max_seeds": 3, "min_seeds": 4}, r"decide\.min_seeds must be 0 \(one look\) or lie in \[2, max_seeds = 3\]"),
+        ({"min_seeds": -1}, r"decide\.min_seeds must be an integer >= 0"),
     ],
 )
 def test_bad_decide_settings_are_one_line_and_exit_2(config, tmp_path, capsys, decide, match):
@@ -93,7 +96,7 @@ def test_decide_refuses_a_folder_that_is_not_a_sweep_and_settings_of_another_typ
 
 
 def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeypatch):
-    """Two seeds, up to three: the race's answer (certified, these adapters) and the answer over
+    """Two seeds, up to three, a look at each count: the race's answer (certified, these adapters) and the answer over
     seeds (an estimate) side by side; a skewed mixture races on fresh items only. The tiny models'
     seeds agree exactly, so the first look is made open to make the stage train a third seed."""
     from pacbayes_sft.racing import seed_stage
@@ -107,7 +110,7 @@ def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeyp
     monkeypatch.setattr(seed_stage, "decide_over_seeds", open_at_two)
     raw = yaml.safe_load(config.read_text())
     raw["seeds"] = [0, 1]
-    raw["decide"] |= {"max_seeds": 3, "mixtures": {"hard": {1: 1, 3: 3}}, "epsilon": 0.02}
+    raw["decide"] |= {"max_seeds": 3, "min_seeds": 2, "mixtures": {"hard": {1: 1, 3: 3}}, "epsilon": 0.02}
     cfg_path = tmp_path / "seeds.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
@@ -136,6 +139,8 @@ def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeyp
     decide_sweep(out)
     assert json.loads((out / "race" / "tiny__sft__n8.json").read_text())["seeds"] == seeds
     assert sorted((out / "race" / "tiny__sft__n8").glob("seed_*.json")) == files
+    with pytest.raises(ValueError, match="max_seeds 3 and min_seeds 2, not 3 and 0: its looks split δ"):
+        seed_group(out, "tiny/sft/8", max_seeds=3)  # another look schedule would spend δ again
     from pacbayes_sft.report.decisions import decision_counts, decision_table
 
     table = decision_table(out)  # the report's table: one row per race, the test mixture first

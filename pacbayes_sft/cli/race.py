@@ -9,9 +9,10 @@ from pathlib import Path
 from .. import console
 from ..defaults import RACE_EPSILON, RACE_LEVEL, RACE_MAX_ITEMS, RACE_ROUND_ITEMS
 from ..racing import parse_group, race_group, race_groups
-from ..racing.seed_stage import seed_group
+from ..racing.seed_stage import seed_group, wants_seed_stage
 from ..stats import CONFIDENCES, RaceResult
 from ..stats.seeds import SeedDecision
+from ..sweep.decide_config import check_min_seeds
 from .common import positive_float
 
 
@@ -31,6 +32,7 @@ def _cmd_race(args: argparse.Namespace) -> int:
         raise ValueError(f"--run: {args.run!r} is not a folder (expected a sweep's output directory)")
     if args.max_seeds < 0:
         raise ValueError(f"--max-seeds must be a whole number >= 0, got {args.max_seeds}")
+    check_min_seeds(args.min_seeds, args.max_seeds, "--min-seeds")
     groups = [parse_group(args.group)] if args.group else race_groups(run)
     if not groups:
         raise ValueError(f"--run: {args.run!r} has no group with a finished cell in every bucket; run the sweep first")
@@ -45,8 +47,9 @@ def _cmd_race(args: argparse.Namespace) -> int:
             confidence=args.confidence,
             progress=console.show_progress(),
         )
-        if args.max_seeds or len(doc["cell_seeds"]) > 1:
-            doc = seed_group(run, g, max_seeds=args.max_seeds, progress=console.show_progress())
+        if wants_seed_stage(args.max_seeds, len(doc["cell_seeds"])):
+            doc = seed_group(run, g, max_seeds=args.max_seeds, min_seeds=args.min_seeds,
+                             progress=console.show_progress())  # fmt: skip
         res = RaceResult.from_dict(doc["result"])
         print(
             f"{g}: {res.statement()} ({res.n_items} test items, {res.evaluations} bucket-item evaluations, "
@@ -105,5 +108,12 @@ def add_commands(sub) -> None:
         default=0,
         help="then decide over training seeds too, training up to this many seeds of the buckets still open "
         "(an estimate; default 0: only the sweep's own seeds)",
+    )
+    rc.add_argument(
+        "--min-seeds",
+        type=int,
+        default=0,
+        help="seeds per bucket at the first look over seeds, then a look at every count up to --max-seeds "
+        "(default 0: one look, at --max-seeds)",
     )
     rc.set_defaults(func=_cmd_race)

@@ -21,7 +21,7 @@ from ..sweep.decide_config import DecideConfig
 from ..sweep.store import folder_config
 from .groups import Group, grid_groups, race_groups
 from .run import race_group
-from .seed_stage import seed_group
+from .seed_stage import seed_group, wants_seed_stage
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class GroupDecision:
 def decide_sweep(run_dir: str | Path, settings: DecideConfig | None = None, *, progress: bool = False) -> list[GroupDecision]:
     """Race every group of the sweep in ``run_dir`` with ``settings`` (default: the folder config's
     ``decide`` section), on the test mixture and then on each of ``settings.mixtures``, and decide
-    over seeds up to ``settings.max_seeds``; one :class:`GroupDecision` per (group, mixture), grid order.
+    over seeds up to ``settings.max_seeds`` (looks from ``settings.min_seeds``); one :class:`GroupDecision` per (group, mixture), grid order.
     ValueError when the folder is not a sweep, or its task cannot draw fresh test items."""
     out = Path(run_dir)
     if not (out / "sweep.json").is_file():
@@ -82,9 +82,10 @@ def decide_sweep(run_dir: str | Path, settings: DecideConfig | None = None, *, p
                 docs[(g, name)] = race_group(out, g, epsilon=s.epsilon, level=s.level, round_items=s.round_items,
                                              max_items=s.max_items, mixture=None if name is None else (name, weights),
                                              progress=progress)  # fmt: skip
-    if s.max_seeds or len(cfg.seeds) > 1:
+    if wants_seed_stage(s.max_seeds, len(cfg.seeds)):
         for (g, name) in docs:
-            docs[(g, name)] = seed_group(out, g, mixture=name, max_seeds=s.max_seeds, progress=progress)
+            docs[(g, name)] = seed_group(out, g, mixture=name, max_seeds=s.max_seeds, min_seeds=s.min_seeds,
+                                         progress=progress)  # fmt: skip
     decisions = []
     for g in grid_groups(cfg):
         for name, _ in mixtures:

@@ -3,13 +3,17 @@
 The race certifies an answer about the adapters that were trained (:mod:`~pacbayes_sft.racing.run`).
 This stage asks the user's question, about each bucket over the randomness of training, with
 :func:`~pacbayes_sft.stats.seeds.decide_over_seeds` on every seed's per-item losses over the race's
-items (each bucket's rounds, as its round files hold them). While that answer is open and a bucket
-still in contention has fewer than ``max_seeds`` seeds, each such bucket gets one more seed: a cell
-of the next seed trained by the sweep's own :func:`~pacbayes_sft.sweep.runner.train_cell` (its
-adapter under ``adapters/<cell id>``) and evaluated on every item of the bucket's rounds, saved as
-``<race folder>/seed_<cell id>.json`` before it is used, so an interrupted stage resumes. Buckets out
-of contention get no more seeds. The result is stored in the race summary under ``seeds``, with
-``certified: false``.
+items (each bucket's rounds, as its round files hold them). The looks come at the seed counts
+``min_seeds`` .. ``max_seeds`` (``min_seeds`` 0: one look, at ``max_seeds``). Before a look every
+bucket still in contention is brought to that look's count: a cell of the next seed trained by the
+sweep's own :func:`~pacbayes_sft.sweep.runner.train_cell` (its adapter under ``adapters/<cell id>``)
+and evaluated on every item of the bucket's rounds, saved as ``<race folder>/seed_<cell id>.json``
+before it is used, so an interrupted stage resumes. Buckets out of contention get no more seeds.
+The result is stored in the race summary under ``seeds``, with ``certified: false``.
+
+One look is the default because every look spends part of δ and a seed-level interval with few
+seeds is wide (t on S − 1 degrees of freedom): on the decide study's variance components, a look at
+each of 2, 3, 4 seeds decided about a quarter as many groups as one look at 4 (THEORY §11).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 
 from ..stats.seeds import decide_over_seeds
 from ..sweep.cells import Cell
+from ..sweep.decide_config import check_min_seeds
 from ..sweep.record import CellRecord
 from ..sweep.runner import run_cell, train_cell
 from ..sweep.store import atomic_write, folder_config
@@ -79,7 +84,7 @@ def _train_and_score(contenders: Contenders, cell: Cell, items_of, n_rounds: int
     (``items_of(r)``: None for the committed test set) and write its seed file."""
     t0 = time.perf_counter()
     if not (contenders.out / "adapters" / cell.id / "adapter_config.json").is_file():
-        log.info(f"seeds: training {cell.id} (another seed of a bucket in contention)")
+        log.info(f"seeds: training {cell.id} (the next look needs its seed)")
         if retrainable(contenders.cfg):
             train_cell(contenders.ctx, cell, progress=progress)
         else:  # the adapter of a two-stage cell is its posterior mean: the whole cell makes it
@@ -112,6 +117,7 @@ def decide_seeds(
     epsilon: float,
     level: float,
     max_seeds: int,
+    min_seeds: int = 0,
     contenders_of=None,
     items_of=None,
     progress: bool = False,
@@ -121,12 +127,14 @@ def decide_seeds(
     ``contenders_of()`` (a :class:`Contenders`; None: train none) and ``items_of(r)`` (round r's
     items, None for the committed test set). See the module docstring.
 
-    Look j uses the first S₀ + j seeds of each bucket still in contention (S₀ = max(2, the race's
-    seeds)) and carries the exclusions of the looks before, so a rerun replays the same looks on
-    the seeds already trained and trains only what the next look needs."""
+    Look j uses the first S₁ + j seeds of each bucket still in contention (S₁ = ``min_seeds``, or
+    ``max_seeds`` when it is 0; never fewer than 2 or the race's own seeds S₀) and carries the
+    exclusions of the looks before, so a rerun replays the same looks on the seeds already trained
+    and trains only what the next look needs."""
     rounds = round_files(rounds_dir)
     s0 = len(next(iter(cells.values())))
-    start, top = max(s0, 2), max(max_seeds, s0)  # max_seeds 0: the race's own seeds, none trained
+    top = max(max_seeds, s0)  # max_seeds 0: the race's own seeds, none trained
+    start = max(s0, 2, min_seeds or top)
     if top < start:
         return {"status": "skipped", "why": f"{top or 'one'} training seed(s) allowed per bucket (decide.max_seeds >= 2 decides over seeds)"}  # fmt: skip
     rows = _rows(rounds, rounds_dir, cells)
@@ -155,19 +163,33 @@ def decide_seeds(
     extra = {b: sorted(set(extra_rows(rounds_dir, b))) for b in cells}
     spent = sum(float((read_json(f) or {}).get("seconds", 0.0)) for f in rounds_dir.glob("seed_*.json"))
     out = decision.to_dict() | {"status": "done", "extra_seeds": {b: v for b, v in extra.items() if v}, "looks": looks}
-    return out | {"seconds": round(spent, 2)}
+    return out | {"seconds": round(spent, 2), "look_seeds": list(range(start, top + 1))}
+
+
+def wants_seed_stage(max_seeds: int, race_seeds: int) -> bool:
+    """Whether a race is followed by a decision over seeds: more seeds may be trained
+    (``max_seeds``), or the race already has several."""
+    return bool(max_seeds) or race_seeds > 1
 
 
 def seed_group(
-    run_dir: str | Path, group: Group | str, *, mixture: str | None = None, max_seeds: int = 0, progress: bool = False
+    run_dir: str | Path,
+    group: Group | str,
+    *,
+    mixture: str | None = None,
+    max_seeds: int = 0,
+    min_seeds: int = 0,
+    progress: bool = False,
 ) -> dict:
     """The answer over seeds of ``group``'s finished race on ``mixture`` (None: the test mixture),
-    training up to ``max_seeds`` seeds a bucket while it is open (0: the race's own seeds); stored
-    in the race summary under ``seeds`` (with ``max_seeds``, which a rerun may not change: its
-    looks split δ) and returned with it. ValueError when the race is not finished."""
+    training up to ``max_seeds`` seeds a bucket (0: the race's own seeds), with looks from
+    ``min_seeds`` (0: one look, at ``max_seeds``); stored in the race summary under ``seeds`` (with
+    both, which a rerun may not change: the looks split δ) and returned with it. ValueError when
+    the race is not finished."""
     out = Path(run_dir)
     if isinstance(max_seeds, bool) or not isinstance(max_seeds, int) or max_seeds < 0:
         raise ValueError(f"max_seeds must be an integer >= 0, got {max_seeds!r}")
+    check_min_seeds(min_seeds, max_seeds, "min_seeds")
     cfg, state = folder_config(out)
     group = group if isinstance(group, Group) else parse_group(str(group))
     rid = group.id if mixture is None else f"{group.id}@{mixture}"
@@ -175,10 +197,13 @@ def seed_group(
     doc = read_json(path)
     if not isinstance(doc, dict) or doc.get("status") != "done":
         raise ValueError(f"the race {str(path)!r} is not finished: race the group first (pacbayes-sft race)")
-    before = (doc.get("seeds") or {}).get("max_seeds", max_seeds)
-    if before != max_seeds:
-        raise ValueError(f"the seed stage of {str(path)!r} was run with max_seeds {before}, not {max_seeds}: its looks "
-                         "split δ, so keep it (or delete the race's 'seeds' entry to start the stage again)")  # fmt: skip
+    stored = doc.get("seeds") or {}
+    # a stage stored before min_seeds existed looked at every count from 2
+    before = (stored.get("max_seeds", max_seeds), stored.get("min_seeds", 2) if stored else min_seeds)
+    if before != (max_seeds, min_seeds):
+        raise ValueError(f"the seed stage of {str(path)!r} was run with max_seeds {before[0]} and min_seeds {before[1]}, "
+                         f"not {max_seeds} and {min_seeds}: its looks split δ, so keep them (or delete the race's "
+                         "'seeds' entry to start the stage again)")  # fmt: skip
     cells = group_cells(out, cfg, state, group)
     made: list[Contenders] = []
 
@@ -189,6 +214,7 @@ def seed_group(
     items_of = lambda r: items_of_round(cfg, doc["settings"], r, contenders_of().ctx.task)[1]  # noqa: E731
     s = doc["settings"]
     doc["seeds"] = decide_seeds(cells, rounds_dir, epsilon=s["epsilon"], level=s["level"], max_seeds=max_seeds,
-                                contenders_of=contenders_of, items_of=items_of, progress=progress) | {"max_seeds": max_seeds}  # fmt: skip
+                                min_seeds=min_seeds, contenders_of=contenders_of, items_of=items_of,
+                                progress=progress) | {"max_seeds": max_seeds, "min_seeds": min_seeds}  # fmt: skip
     atomic_write(path, json.dumps(doc, indent=1))
     return doc

@@ -16,7 +16,7 @@ NOTE = (
     "best, or open at the item cap), certified at its level for the adapters that were trained (their mean over "
     "the seeds listed); over_seeds: the answer about the buckets over training randomness too, from every seed's "
     "losses on the race's items (crossed seeds × items model, t intervals; an estimate, not certified), with the "
-    "seeds per bucket it used (more were trained while it was open, up to decide.max_seeds); mixture: 'test' is "
+    "seeds per bucket it used (trained up to decide.max_seeds for its look); mixture: 'test' is "
     "the sweep's own test mixture, others are decide.mixtures (fresh items only)."
 )
 

@@ -29,7 +29,8 @@ The decision uses the race's rule (:class:`~pacbayes_sft.stats.allocation.Paired
 when some a has lower(x_b − x_a) > 0; one bucket left is the best; every pair of those left within
 ε (upper ≤ ε) is an ε-tie; else the answer stays open. Each end is one-sided at
 α = (1 − level) / ((K − 1) L): the race's split over the K − 1 pairs with the best bucket, and a
-union over the L looks (one per seed count a sweep may reach, ``max_seeds`` − S₀ + 1).
+union over the L looks (one per seed count the sweep looks at: ``max_seeds`` − ``min_seeds`` + 1,
+one look by default).
 
 **An estimate, not a certificate.** The level holds under the normal crossed model (seed effects
 roughly normal), for a fixed item count per pair (here the items a race chose to stop at, on the

@@ -3,8 +3,10 @@ done, its buckets race on fresh test items until one is the best at ``level``, e
 within ``epsilon`` of the best (an ε-tie), or ``max_items`` (the item cap) is reached. The race
 itself is :mod:`pacbayes_sft.racing`; ``pacbayes-sft sweep --decide`` (or ``auto: true``) runs it.
 ``mixtures`` races each group again on other test mixtures (op → weight; fresh items only), and
-``max_seeds`` decides over training seeds as well (:mod:`pacbayes_sft.racing.seed_stage`): while
-the answer over seeds is open, every bucket still in contention gets another trained seed.
+``max_seeds`` decides over training seeds as well (:mod:`pacbayes_sft.racing.seed_stage`): by
+default with one look, once every bucket has ``max_seeds`` seeds; with ``min_seeds`` the first look
+comes at that many seeds, and while the answer is open every bucket still in contention gets
+another trained seed (each look spends part of δ).
 None of it enters the cell hash: deciding reads finished cells, it never changes one.
 """
 
@@ -31,6 +33,16 @@ def check_mixture(name: str, weights) -> dict[int, float]:
     return out
 
 
+def check_min_seeds(min_seeds, max_seeds: int, name: str) -> int:
+    """``min_seeds``: 0 (one look, at ``max_seeds``) or a count in [2, max_seeds]; ValueError naming
+    ``name`` otherwise."""
+    if isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {min_seeds!r}")
+    if min_seeds and not 2 <= min_seeds <= max_seeds:
+        raise ValueError(f"{name} must be 0 (one look) or lie in [2, max_seeds = {max_seeds}], got {min_seeds}")
+    return min_seeds
+
+
 @dataclass
 class DecideConfig:
     """The race every group of a sweep runs to a decision (see the module docstring)."""
@@ -43,6 +55,11 @@ class DecideConfig:
     )
     max_seeds: int = option(
         0, "Most training seeds per bucket when deciding over seeds (0: the sweep's own seeds, none trained)."
+    )
+    min_seeds: int = option(
+        0,
+        "Seeds per bucket at the first look over seeds; a look at every count up to max_seeds splits delta "
+        "(0: one look, at max_seeds, which decided the most groups at a fixed seed budget).",
     )
     mixtures: dict[str, dict[int, float]] = option(
         help="Other test mixtures to race each group on: name -> {op: weight} (fresh items, i.i.d. from the mixture).",
@@ -65,6 +82,7 @@ class DecideConfig:
             )
         if isinstance(self.max_seeds, bool) or not isinstance(self.max_seeds, int) or self.max_seeds < 0:
             raise ValueError(f"decide.max_seeds must be an integer >= 0, got {self.max_seeds!r}")
+        check_min_seeds(self.min_seeds, self.max_seeds, "decide.min_seeds")
         self.mixtures = {str(k): check_mixture(k, v) for k, v in dict(self.mixtures).items()}
         if not isinstance(self.auto, bool):
             raise ValueError(f"decide.auto must be true or false, got {self.auto!r}")
