@@ -24,7 +24,7 @@ import json
 import numpy as np
 from scipy import optimize, special
 
-from pacbayes_sft.stats.seeds import decide_over_seeds
+from pacbayes_sft.stats.seeds import decide_over_seeds, look_schedule
 
 ITEM_SD = 1.5
 NODES, WEIGHTS = np.polynomial.hermite_e.hermegauss(60)  # E f(Z), Z ~ N(0, 1) = Σ w f(node) / √(2π)
@@ -68,9 +68,9 @@ def one_race(rng, risks, etas, tau, rho, shape, eps, level, n_items, min_seeds, 
     noise = rng.random((k, max_seeds, n_items))
     losses = (noise < special.expit(etas[:, None, None] + u[:, :, None] + v[None, None, :])).astype(float)
     names = [f"b{j}" for j in range(k)]
-    start = min_seeds or max_seeds
-    seeds, excluded = dict.fromkeys(names, start), ()
-    looks = max_seeds - start + 1
+    schedule = look_schedule(2, max_seeds, min_seeds)  # the sweep's own: a race of two seeds
+    seeds, excluded = dict.fromkeys(names, schedule[0]), ()
+    looks = len(schedule)
     while True:
         d = decide_over_seeds({b: losses[j, : seeds[b]] for j, b in enumerate(names)}, epsilon=eps, level=level,
                               looks=looks, excluded=excluded)  # fmt: skip

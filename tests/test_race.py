@@ -183,6 +183,8 @@ def test_bad_input(run, tmp_path, capsys):
         (["race", "--run", str(run), "--group", "tiny"], "BASE/OBJECTIVE/N"),
         (["race", "--run", str(run), "--epsilon", "-1"], "epsilon"),
         (["race", "--run", str(run), "--confidence", "stitched"], "--confidence"),
+        (["race", "--run", str(run), "--max-seeds", "3", "--min-seeds", "1"], "--min-seeds must be 0 (one look)"),
+        (["race", "--run", str(run), "--min-seeds", "2"], "lie in [2, max_seeds = 0]"),
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pacbayes_sft.racing.seed_stage import decide_seeds
+from pacbayes_sft.racing.seed_stage import decide_seeds, stored_schedule
+from pacbayes_sft.stats.seeds import look_schedule
 
 N_ROUND = 50
 
@@ -77,3 +78,29 @@ def test_min_seeds_between_starts_there(race):
     out = decide_seeds(cells, rounds, epsilon=0.05, level=0.9, max_seeds=5, min_seeds=3,
                        contenders_of=lambda: stand_in, items_of=lambda r: r)  # fmt: skip
     assert out["look_seeds"] == [3, 4, 5] and out["seeds"] == {"a": 3, "b": 3}
+    assert out["looks"] == 3 and out["alpha"] == pytest.approx(0.1 / 3)
+
+
+@pytest.mark.parametrize(
+    "race_seeds,max_seeds,min_seeds,looks",
+    [
+        (2, 4, 0, [4]),  # the default: one look at max_seeds
+        (2, 4, 4, [4]),  # the same schedule, said the other way
+        (2, 4, 2, [2, 3, 4]),
+        (3, 5, 2, [3, 4, 5]),  # never below the race's own seeds
+        (5, 4, 0, [5]),  # a race with more seeds than max_seeds: one look at its own
+        (2, 0, 0, [2]),  # max_seeds 0: the race's own seeds, none trained
+        (1, 0, 0, []),  # one seed, none to be trained: no look
+    ],
+)
+def test_the_look_schedule_is_fixed_by_the_settings(race_seeds, max_seeds, min_seeds, looks):
+    assert look_schedule(race_seeds, max_seeds, min_seeds) == looks
+
+
+def test_a_stage_stored_before_min_seeds_reads_as_a_look_at_every_count():
+    old = {"cell_seeds": [0, 1], "seeds": {"status": "done", "max_seeds": 3, "looks": 2}}
+    assert stored_schedule(old) == [2, 3]
+    assert stored_schedule(old | {"seeds": {"status": "done", "max_seeds": 0}}) == [2]  # its one look, at 2
+    assert stored_schedule(old | {"seeds": {"status": "done", "look_seeds": [4]}}) == [4]
+    assert stored_schedule(old | {"seeds": {"status": "skipped", "why": "x"}}) is None  # no look: no δ spent
+    assert stored_schedule({"cell_seeds": [0]}) is None

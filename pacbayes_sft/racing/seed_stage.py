@@ -12,8 +12,9 @@ before it is used, so an interrupted stage resumes. Buckets out of contention ge
 The result is stored in the race summary under ``seeds``, with ``certified: false``.
 
 One look is the default because every look spends part of δ and a seed-level interval with few
-seeds is wide (t on S − 1 degrees of freedom): on the decide study's variance components, a look at
-each of 2, 3, 4 seeds decided about a quarter as many groups as one look at 4 (THEORY §11).
+seeds is wide (t on S − 1 degrees of freedom): replayed on the decide study's variance components,
+a look at each of 2, 3, 4 seeds was expected to decide a fraction of the groups one look at 4 does
+(THEORY §11).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stats.seeds import decide_over_seeds
+from ..stats.seeds import decide_over_seeds, look_schedule
 from ..sweep.cells import Cell
 from ..sweep.decide_config import check_min_seeds
 from ..sweep.record import CellRecord
@@ -73,6 +74,17 @@ def seed_matrix(rows: dict[int, list[np.ndarray]]) -> np.ndarray:
     """seeds × items (seed order), over the rounds every seed has."""
     k = min(len(v) for v in rows.values())
     return np.stack([np.concatenate(rows[s][:k]) for s in sorted(rows)])
+
+
+def stored_schedule(doc: dict) -> list[int] | None:
+    """The looks of the seed stage stored in race summary ``doc`` (None when none was made: no stage,
+    or one skipped). A stage stored before ``min_seeds`` existed looked at every count from 2."""
+    seeds = doc.get("seeds") or {}
+    if seeds.get("status") != "done":
+        return None
+    if "look_seeds" in seeds:
+        return list(seeds["look_seeds"])
+    return look_schedule(len(doc["cell_seeds"]), int(seeds.get("max_seeds", 0)), 2)
 
 
 def _next_cell(rec: CellRecord, seeds: list[int]) -> Cell:
@@ -133,19 +145,18 @@ def decide_seeds(
     and trains only what the next look needs."""
     rounds = round_files(rounds_dir)
     s0 = len(next(iter(cells.values())))
-    top = max(max_seeds, s0)  # max_seeds 0: the race's own seeds, none trained
-    start = max(s0, 2, min_seeds or top)
-    if top < start:
-        return {"status": "skipped", "why": f"{top or 'one'} training seed(s) allowed per bucket (decide.max_seeds >= 2 decides over seeds)"}  # fmt: skip
+    schedule = look_schedule(s0, max_seeds, min_seeds)
+    if not schedule:
+        return {"status": "skipped", "why": f"{max(max_seeds, s0) or 'one'} training seed(s) allowed per bucket (decide.max_seeds >= 2 decides over seeds)"}  # fmt: skip
     rows = _rows(rounds, rounds_dir, cells)
     if rows is None:
         return {"status": "skipped", "why": "the race's rounds hold seed-averaged losses only (started before per-seed losses were kept)"}  # fmt: skip
-    looks, count, excluded = top - start + 1, dict.fromkeys(cells, start), ()
+    looks, count, excluded = len(schedule), dict.fromkeys(cells, schedule[0]), ()
     for look in range(looks):
         short = [b for b in cells if len(rows[b]) < count[b] and b not in excluded]
         if short and contenders_of is None:  # the next look needs seeds this config cannot train
             if look == 0:
-                return {"status": "skipped", "why": "a bucket has one seed, and more cannot be trained (data-dependent prior)"}
+                return {"status": "skipped", "why": f"the first look needs {schedule[0]} seeds a bucket, more than the race has, and this config cannot train them"}  # fmt: skip
             break
         for b in short:  # the seeds this look needs and no earlier run trained
             for _ in range(count[b] - len(rows[b])):
@@ -163,7 +174,7 @@ def decide_seeds(
     extra = {b: sorted(set(extra_rows(rounds_dir, b))) for b in cells}
     spent = sum(float((read_json(f) or {}).get("seconds", 0.0)) for f in rounds_dir.glob("seed_*.json"))
     out = decision.to_dict() | {"status": "done", "extra_seeds": {b: v for b, v in extra.items() if v}, "looks": looks}
-    return out | {"seconds": round(spent, 2), "look_seeds": list(range(start, top + 1))}
+    return out | {"seconds": round(spent, 2), "look_seeds": schedule}
 
 
 def wants_seed_stage(max_seeds: int, race_seeds: int) -> bool:
@@ -197,13 +208,11 @@ def seed_group(
     doc = read_json(path)
     if not isinstance(doc, dict) or doc.get("status") != "done":
         raise ValueError(f"the race {str(path)!r} is not finished: race the group first (pacbayes-sft race)")
-    stored = doc.get("seeds") or {}
-    # a stage stored before min_seeds existed looked at every count from 2
-    before = (stored.get("max_seeds", max_seeds), stored.get("min_seeds", 2) if stored else min_seeds)
-    if before != (max_seeds, min_seeds):
-        raise ValueError(f"the seed stage of {str(path)!r} was run with max_seeds {before[0]} and min_seeds {before[1]}, "
-                         f"not {max_seeds} and {min_seeds}: its looks split δ, so keep them (or delete the race's "
-                         "'seeds' entry to start the stage again)")  # fmt: skip
+    before, now = stored_schedule(doc), look_schedule(len(doc["cell_seeds"]), max_seeds, min_seeds)
+    if before is not None and before != now:
+        raise ValueError(f"the seed stage of {str(path)!r} looked at {before} seeds a bucket, not {now} (max_seeds "
+                         f"{max_seeds}, min_seeds {min_seeds}): its looks split δ, so keep its settings (another "
+                         "schedule on the same seeds would spend δ again)")  # fmt: skip
     cells = group_cells(out, cfg, state, group)
     made: list[Contenders] = []
 

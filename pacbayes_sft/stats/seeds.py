@@ -29,8 +29,8 @@ The decision uses the race's rule (:class:`~pacbayes_sft.stats.allocation.Paired
 when some a has lower(x_b − x_a) > 0; one bucket left is the best; every pair of those left within
 ε (upper ≤ ε) is an ε-tie; else the answer stays open. Each end is one-sided at
 α = (1 − level) / ((K − 1) L): the race's split over the K − 1 pairs with the best bucket, and a
-union over the L looks (one per seed count the sweep looks at: ``max_seeds`` − ``min_seeds`` + 1,
-one look by default).
+union over the L looks (one per seed count the sweep looks at, :func:`look_schedule`; one look by
+default).
 
 **An estimate, not a certificate.** The level holds under the normal crossed model (seed effects
 roughly normal), for a fixed item count per pair (here the items a race chose to stop at, on the
@@ -104,6 +104,14 @@ def pair_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     evaluated on (a race's items are a prefix of one schedule, so the shorter row length)."""
     s, n = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
     return a[:s, :n] - b[:s, :n]
+
+
+def look_schedule(race_seeds: int, max_seeds: int, min_seeds: int) -> list[int]:
+    """The seed counts at which the stage looks: from S₁ = max(S₀, 2, ``min_seeds`` or the top) to
+    the top max(``max_seeds``, S₀), S₀ = ``race_seeds`` (the race's own seeds); empty when fewer
+    than 2 seeds a bucket are allowed. Fixed before any of the stage's data is seen."""
+    top = max(max_seeds, race_seeds)  # max_seeds 0: the race's own seeds, none trained
+    return list(range(max(race_seeds, 2, min_seeds or top), top + 1))
 
 
 @dataclass(frozen=True)
