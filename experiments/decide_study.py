@@ -32,13 +32,14 @@ GPU_PER_PROCESS_SPEEDUP, GPU_PROCESSES = 5.0, 10
 
 
 def counts(run: Path, n_buckets: int) -> dict:
-    """Per mixture: races, decided by race (best / ε-tie; ties of every bucket apart), and answers
-    over seeds decided (best / ε-tie), never added to the races' count."""
+    """Per mixture: races, decided by race (best / ε-tie; ties of every bucket apart), answers over
+    seeds decided (best / ε-tie), never added to the races' count, and of the groups both decided,
+    how many answers share a bucket (a bucket in both is then right by both)."""
     out: dict[str, dict] = {}
     for doc in race_summaries(run, mixture="*"):
         m = out.setdefault(race_mixture(doc) or "test", dict.fromkeys(
             ["races", "race_best", "race_tie", "race_tie_of_all", "race_open", "seeds_computed", "seeds_best",
-             "seeds_tie", "seeds_open"], 0))  # fmt: skip
+             "seeds_tie", "seeds_open", "both_decided", "both_share_a_bucket"], 0))  # fmt: skip
         res = doc["result"]
         m["races"] += 1
         key = {"best": "race_best", "epsilon_tie": "race_tie", "cap": "race_open"}[res.reason]
@@ -48,6 +49,9 @@ def counts(run: Path, n_buckets: int) -> dict:
         if s.get("status") == "done":
             m["seeds_computed"] += 1
             m[{"best": "seeds_best", "epsilon_tie": "seeds_tie", "open": "seeds_open"}[s["reason"]]] += 1
+            if res.reason != "cap" and s["reason"] != "open":  # both decided: do their answers meet?
+                m["both_decided"] += 1
+                m["both_share_a_bucket"] += bool(set(res.answer) & set(s["answer"]))
     return out
 
 
