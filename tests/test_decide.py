@@ -141,6 +141,10 @@ def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeyp
     assert sorted((out / "race" / "tiny__sft__n8").glob("seed_*.json")) == files
     with pytest.raises(ValueError, match=r"looked at \[2, 3\] seeds a bucket, not \[3\] .*its looks split δ"):
         seed_group(out, "tiny/sft/8", max_seeds=3)  # another look schedule would spend δ again
+    race_file = out / "race" / "tiny__sft__n8.json"
+    race_file.write_text(json.dumps(json.loads(race_file.read_text()) | {"cell_seeds": [0]}))
+    with pytest.raises(ValueError, match=r"was run on seeds \[0\], and the group now has seeds \[0, 1\]"):
+        seed_group(out, "tiny/sft/8", max_seeds=3, min_seeds=2)  # its losses would be paired with the wrong seeds
     from pacbayes_sft.report.decisions import decision_counts, decision_table
 
     table = decision_table(out)  # the report's table: one row per race, the test mixture first
