@@ -23,7 +23,7 @@ from pacbayes_sft.racing.files import RACE_DIR, race_mixture, race_summaries
 from pacbayes_sft.racing.groups import Group
 from pacbayes_sft.racing.seed_stage import bucket_rows, round_files, seed_matrix
 from pacbayes_sft.report.decisions import decision_table
-from pacbayes_sft.stats.seeds import decide_over_seeds
+from pacbayes_sft.stats.seeds import decide_over_seeds, look_schedule
 from pacbayes_sft.sweep.store import folder_config, valid_cells
 
 # The CPU study's H100 session (docs/RESULTS.md): 118 cells in 1.9 process-hours there against 152
@@ -63,14 +63,12 @@ def first_look(run: Path, doc: dict, max_seeds: int, min_seeds: int) -> dict | N
     mix = race_mixture(doc)
     rounds = round_files(run / RACE_DIR / (g.id if mix is None else f"{g.id}@{mix}"))
     rows = {b: bucket_rows(rounds, b) for b in doc["cells"]}
-    s0 = len(doc["cell_seeds"])
-    top = max(max_seeds, s0)
-    start = max(s0, 2, min_seeds or top)
-    if top < start or any(r is None or len(r) < start for r in rows.values()):
+    schedule = look_schedule(len(doc["cell_seeds"]), max_seeds, min_seeds)
+    if not schedule or any(r is None or len(r) < schedule[0] for r in rows.values()):
         return None
-    mats = {b: seed_matrix({s: rows[b][s] for s in sorted(rows[b])[:start]}) for b in rows}
+    mats = {b: seed_matrix({s: rows[b][s] for s in sorted(rows[b])[: schedule[0]]}) for b in rows}
     s = doc["settings"]
-    d = decide_over_seeds(mats, epsilon=s["epsilon"], level=s["level"], looks=top - start + 1)
+    d = decide_over_seeds(mats, epsilon=s["epsilon"], level=s["level"], looks=len(schedule))
     return d.to_dict() | {"status": "first look", "answer": list(d.answer)}
 
 

@@ -23,7 +23,7 @@ from scipy import stats
 
 from pacbayes_sft.racing.files import RACE_DIR
 from pacbayes_sft.racing.seed_stage import bucket_rows, round_files, seed_matrix
-from pacbayes_sft.stats.seeds import look_schedule, pair_matrix
+from pacbayes_sft.stats.seeds import look_schedule, mean_squares, pair_matrix
 
 
 def components(rounds_dir: Path) -> tuple[dict[str, float], float, dict[tuple[str, str], float]]:
@@ -40,10 +40,8 @@ def components(rounds_dir: Path) -> tuple[dict[str, float], float, dict[tuple[st
         for b in names[i + 1 :]:
             x = pair_matrix(mats[a], mats[b])
             s, n = x.shape
-            grand, r, c = x.mean(), x.mean(1), x.mean(0)
-            ms_i = s * ((c - grand) ** 2).sum() / (n - 1)
-            ms_e = ((x - r[:, None] - c[None, :] + grand) ** 2).sum() / ((s - 1) * (n - 1))
-            spread.append(((r - grand) ** 2).sum() / (s - 1))
+            ms_s, ms_i, ms_e = mean_squares(x)
+            spread.append(ms_s / n)  # the variance of the per-seed mean differences
             item[(a, b)] = item[(b, a)] = max(ms_i - ms_e, 0.0) / (s * n)
     return {b: float(m.mean()) for b, m in mats.items()}, float(np.sqrt(np.mean(spread))), item
 

@@ -70,6 +70,16 @@ class SeedInterval:
     items: int
 
 
+def mean_squares(x: np.ndarray) -> tuple[float, float, float]:
+    """(MS_S, MS_I, MS_E) of a seeds × items matrix (S, N ≥ 2), as in the module docstring."""
+    s, n = x.shape
+    grand, rows, cols = x.mean(), x.mean(axis=1), x.mean(axis=0)
+    ms_s = n * ((rows - grand) ** 2).sum() / (s - 1)
+    ms_i = s * ((cols - grand) ** 2).sum() / (n - 1)
+    ms_e = ((x - rows[:, None] - cols[None, :] + grand) ** 2).sum() / ((s - 1) * (n - 1))
+    return float(ms_s), float(ms_i), float(ms_e)
+
+
 def crossed_interval(x: np.ndarray, alpha: float) -> SeedInterval:
     """The interval of the grand mean's expectation Δ from a seeds × items matrix ``x`` of paired
     differences (loss units; S ≥ 2 seeds, N ≥ 2 items), each end one-sided at ``alpha``: x̄ ∓
@@ -81,10 +91,8 @@ def crossed_interval(x: np.ndarray, alpha: float) -> SeedInterval:
         raise ValueError("x must be finite")
     alpha = check_open_unit(alpha, "alpha")
     s, n = x.shape
-    grand, rows, cols = x.mean(), x.mean(axis=1), x.mean(axis=0)
-    ms_s = n * ((rows - grand) ** 2).sum() / (s - 1)
-    ms_i = s * ((cols - grand) ** 2).sum() / (n - 1)
-    ms_e = ((x - rows[:, None] - cols[None, :] + grand) ** 2).sum() / ((s - 1) * (n - 1))
+    grand = x.mean()
+    ms_s, ms_i, ms_e = mean_squares(x)
     # Var x̄ = σ_s²/S + σ_i²/N + σ_e²/(SN) = [MS_S + (MS_I − MS_E)] / (SN): the seed part MS_S/(SN) is the
     # variance of the per-seed means (σ_s² + σ_e²/N, S − 1 df), the item part the shared items' own.
     seed_part = ms_s / (s * n)
