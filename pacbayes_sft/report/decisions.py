@@ -10,7 +10,7 @@ from ..racing.files import race_mixture, race_summaries
 from ..stats.seeds import SeedDecision
 
 PREFIX = {"best": "", "epsilon_tie": "tie: ", "cap": "open: ", "open": "open: "}
-COLUMNS = ["base", "objective", "n", "mixture", "race", "items", "over_seeds", "seeds", "seconds"]
+COLUMNS = ["base", "objective", "n", "mixture", "race", "epsilon", "level", "items", "over_seeds", "seeds", "seconds"]
 NOTE = (
     "race: the answer of a race on fresh test items (a single best bucket, an ε-tie: any of them within ε of the "
     "best, or open at the item cap), certified at its level for the adapters that were trained (their mean over "
@@ -40,7 +40,7 @@ def decision_table(out_dir) -> pd.DataFrame:
         spent = float(doc["seconds"]) + float((doc.get("seeds") or {}).get("seconds", 0.0))
         rows.append({
             "base": g["base"], "objective": g["objective"], "n": int(g["n"]), "mixture": race_mixture(doc) or "test",
-            "race": f"{PREFIX[res.reason]}{', '.join(res.answer)} (ε {res.epsilon:g}, {res.level:.0%})",
+            "race": PREFIX[res.reason] + ", ".join(res.answer), "epsilon": res.epsilon, "level": res.level,
             "items": res.n_items, "over_seeds": over, "seeds": seeds or str(len(doc["cell_seeds"])), "seconds": round(spent),
         })  # fmt: skip
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -52,12 +52,22 @@ def _order(col: pd.Series) -> pd.Series:
     return col.map(lambda m: "" if m == "test" else m) if col.name == "mixture" else col
 
 
+def shown_decisions(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` as a report shows it: ε and the level as columns only where the races differ in
+    them (:func:`decision_counts` states a shared pair once)."""
+    same = [c for c in ("epsilon", "level") if table[c].nunique() <= 1]
+    return table.drop(columns=same)
+
+
 def decision_counts(table: pd.DataFrame) -> str:
-    """One line: races decided (certified) and answers over seeds decided (estimates), never added."""
+    """One line: races decided (certified) and answers over seeds decided (estimates), never added;
+    the races' ε and level where all share them."""
     if table.empty:
         return ""
     raced = int((~table["race"].str.startswith("open")).sum())
     line = f"decided by race (certified for the trained adapters): {raced} of {len(table)}"
+    if table["epsilon"].nunique() == 1 and table["level"].nunique() == 1:
+        line += f", every race at ε {table['epsilon'].iloc[0]:g} and level {table['level'].iloc[0]:.0%}"
     seeded = table[(table["over_seeds"].str.len() > 0) & ~table["over_seeds"].str.startswith("not computed")]
     if seeded.empty:
         return line

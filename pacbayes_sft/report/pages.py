@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .decisions import NOTE as DECISIONS_NOTE
-from .decisions import decision_counts, decision_table
+from .decisions import decision_counts, decision_table, shown_decisions
 from .optimum import RACE_COLS, with_races
 
 OPT_COLS = ["base", "objective", "n", "observed", "raw_bound", "calibrated", "seed_bests"]
@@ -122,7 +122,7 @@ table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; display: 
         overflow-x: auto; }
 th, td { border: 1px solid #dde1e8; padding: .3rem .5rem; text-align: right; }
 th { min-width: 3rem; }  /* headers break after underscores, lists after commas: no table scrolls sideways */
-th { background: #f3f5f8; } td:first-child, th:first-child { text-align: left; }
+th { background: #f3f5f8; } td.t, th.t { text-align: left; }  /* words left, numbers right */
 img { max-width: 100%; height: auto; display: block; margin: .4rem 0 1.2rem; }
 .legend { display: flex; gap: 1rem; flex-wrap: wrap; margin: .8rem 0; }
 .tag { padding: .35rem .7rem; border-radius: 6px; font-size: .9rem; }
@@ -287,7 +287,7 @@ def write_markdown(
         body += ["", "## Label-free estimates of the test risk", "", lf.to_markdown(index=False), "", LABEL_FREE_NOTE]
     dt = decision_table(path.parent)
     if not dt.empty:
-        body += ["", "## Decisions: races and seeds", "", dt.to_markdown(index=False), "", f"- {decision_counts(dt)}"]
+        body += ["", "## Decisions: races and seeds", "", shown_decisions(dt).to_markdown(index=False), "", f"- {decision_counts(dt)}"]
         body += ["", DECISIONS_NOTE]
     body += ["", "## What is certified", "", f"- {certified_text(prior)}", f"- {ESTIMATED} **Totals are not certified.**", ""]
     body += ["## How to read this", ""] + [f"- `{k}`: {v}" for k, v in _how_to_read(opt, prior)]
@@ -295,10 +295,30 @@ def write_markdown(
     path.write_text("\n".join(body) + "\n")
 
 
+def _is_text(col: pd.Series) -> bool:
+    """Whether a column holds words (left-aligned) rather than numbers, formatted ones ("1,234",
+    "inf", "–") included (right-aligned, so that digits line up)."""
+    if pd.api.types.is_numeric_dtype(col):
+        return False
+    return any(not NUMBER.fullmatch(str(v)) for v in col if not pd.isna(v) and str(v) != "")
+
+
+NUMBER = re.compile(r"[-+]?[0-9,]*\.?[0-9]+(e[-+]?[0-9]+)?%?|[0-9]+(/[0-9]+)+|[-+]?inf|–|nan")  # "4/4/4": seeds
+
+
 def _html_table(table: pd.DataFrame) -> str:
-    """``table`` as HTML whose column names may break after an underscore (a <wbr> there)."""
-    return re.sub(r"<th>(.*?)</th>", lambda m: "<th>" + m.group(1).replace("_", "_<wbr>") + "</th>",
+    """``table`` as HTML whose column names may break after an underscore (a <wbr> there), its
+    text columns left-aligned (class ``t``) and its numbers right-aligned."""
+    text = [_is_text(table[c]) for c in table.columns]
+    page = re.sub(r"<th>(.*?)</th>", lambda m: "<th>" + m.group(1).replace("_", "_<wbr>") + "</th>",
                   table.to_html(index=False, border=0))  # fmt: skip
+
+    def row(m: re.Match) -> str:
+        cells = iter(text)
+        return re.sub(r"<(t[dh])([ >])", lambda c: f"<{c.group(1)} class='t'{c.group(2)}" if next(cells, False)
+                      else c.group(0), m.group(0))  # fmt: skip
+
+    return re.sub(r"<tr[^>]*>.*?</tr>", row, page, flags=re.S)
 
 
 def _img(path: Path) -> str:
@@ -326,7 +346,7 @@ def write_html(
         predictors += f"<p class='meta'>{html.escape(LABEL_FREE_NOTE)}</p>"
     dt = decision_table(path.parent)
     if not dt.empty:
-        predictors += "<h2>Decisions: races and seeds</h2>" + _html_table(dt)
+        predictors += "<h2>Decisions: races and seeds</h2>" + _html_table(shown_decisions(dt))
         predictors += f"<p class='meta'>{html.escape(decision_counts(dt) + '. ' + DECISIONS_NOTE)}</p>"
     legend = (
         f"<div class='legend'><span class='tag certified'>{html.escape(certified_text(prior))}</span>"
