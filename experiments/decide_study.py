@@ -4,6 +4,8 @@ decided groups (issue 34).
 
     pacbayes-sft sweep --config decide_study --out docs/results/decide_study --decide
     python experiments/decide_study.py docs/results/decide_study
+    python experiments/decide_study.py docs/results/decide_study docs/results/decide_study_extra \
+        --combined docs/results/decide_study/decide_combined.json   # both grids, and their totals
 
 Writes ``decisions.csv`` (one row per race: the race's answer, certified for the trained adapters,
 beside the answer over seeds, an estimate) and ``decide_summary.json`` (counts per mixture, with
@@ -101,18 +103,48 @@ def compute_hours(run: Path) -> dict:
     }  # fmt: skip
 
 
+def study(run: Path) -> tuple:
+    """One run folder's decisions table and summary, both written into it."""
+    cfg, _ = folder_config(run)
+    table = decision_table(run)
+    table.to_csv(run / "decisions.csv", index=False)
+    summary = {"counts": counts(run, len(cfg.buckets)), "compute": compute_hours(run),
+               "seed_first_looks": first_looks(run, cfg.decide.max_seeds, cfg.decide.min_seeds)}  # fmt: skip
+    (run / "decide_summary.json").write_text(json.dumps(summary, indent=1))
+    return table, summary
+
+
+def combined(tables: list, summaries: list[dict]) -> dict:
+    """Several folders' studies together: the counts and the compute added up per mixture, and what
+    the groups decided over seeds span (bases, objectives, budgets, mixtures)."""
+    counts_: dict[str, dict] = {}
+    for s in summaries:
+        for mix, c in s["counts"].items():
+            for k, v in c.items():
+                counts_.setdefault(mix, {}).setdefault(k, 0)
+                counts_[mix][k] += v
+    keys = ["cells_h", "races_h", "seed_stage_h", "total_h", "gpu_projection_h"]
+    compute = {k: round(sum(s["compute"][k] for s in summaries), 3) for k in keys}
+    rows = [r for t in tables for r in t.to_dict("records")]
+    decided = [r for r in rows if r["over_seeds"] and not r["over_seeds"].startswith(("open", "not computed"))]
+    span = {k: sorted({r[k] for r in decided}) for k in ("base", "objective", "n", "mixture")}
+    return {"counts": counts_, "compute": compute, "decided_over_seeds": len(decided), "races": len(rows),
+            "decided_over_seeds_span": span}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run", type=Path)
+    ap.add_argument("runs", type=Path, nargs="+", help="run folders of the study (several: their totals too)")
+    ap.add_argument("--combined", type=Path, help="with several folders: write their totals to this JSON file")
     args = ap.parse_args()
-    cfg, _ = folder_config(args.run)
-    table = decision_table(args.run)
-    table.to_csv(args.run / "decisions.csv", index=False)
-    summary = {"counts": counts(args.run, len(cfg.buckets)), "compute": compute_hours(args.run),
-               "seed_first_looks": first_looks(args.run, cfg.decide.max_seeds, cfg.decide.min_seeds)}  # fmt: skip
-    (args.run / "decide_summary.json").write_text(json.dumps(summary, indent=1))
-    print(table.to_string(index=False))
-    print(json.dumps(summary, indent=1))
+    tables, summaries = zip(*(study(run) for run in args.runs))
+    for run, table, summary in zip(args.runs, tables, summaries):
+        print(f"== {run}", table.to_string(index=False), json.dumps(summary, indent=1), sep="\n")
+    if len(args.runs) > 1:
+        total = combined(list(tables), list(summaries)) | {"folders": [str(r) for r in args.runs]}
+        print("== together", json.dumps(total, indent=1), sep="\n")
+        if args.combined:
+            args.combined.write_text(json.dumps(total, indent=1))
 
 
 if __name__ == "__main__":

@@ -152,3 +152,18 @@ def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeyp
     assert decision_counts(table).startswith("decided by race (certified for the trained adapters): ")
     mix = json.loads((out / "race" / "tiny__sft__n8@hard.json").read_text())
     assert mix["settings"]["weights"] == {"1": 1.0, "3": 3.0} and mix["item_seeds"][0] is not None
+    # the study script: the same table into decisions.csv, and two folders' totals added up
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("decide_study", ROOT / "experiments" / "decide_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    written, summary = study.study(out)
+    assert (out / "decisions.csv").read_text().count("\n") == len(table) + 1 and written.equals(table)
+    assert summary["counts"]["test"]["races"] == summary["counts"]["hard"]["races"] == 1
+    both = study.combined([written, written], [summary, summary])
+    assert both["races"] == 4 and both["counts"]["hard"]["races"] == 2
+    decided = [a for a in table["over_seeds"] if not a.startswith(("open", "not computed"))]
+    assert both["decided_over_seeds"] == 2 * len(decided)
+    assert both["compute"]["total_h"] == pytest.approx(2 * summary["compute"]["total_h"], abs=1e-3)
+    assert both["decided_over_seeds_span"]["base"] == (["tiny"] if decided else [])
