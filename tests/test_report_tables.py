@@ -19,9 +19,10 @@ def test_words_are_left_aligned_and_numbers_formatted_or_not_right_aligned():
     table = pd.DataFrame({
         "base": ["strong", "weak"], "n": [128, 2048], "items": ["1,234", "inf"], "race": ["tie: easy, hard", "open: hard"],
         "seeds": ["4/4/4", "2/2/2"], "risk": [0.25, float("nan")], "share": ["12%", "–"], "note": ["", "pool used up"],
+        "determined": [True, False],
     })  # fmt: skip
     rows = _aligned(_html_table(table))
-    expected = [True, False, False, True, False, False, False, True]
+    expected = [True, False, False, True, False, False, False, True, True]
     assert rows == [expected] * 3  # the header row and both body rows
     assert "items_<wbr>needed" in _html_table(table.rename(columns={"items": "items_needed"}))
 

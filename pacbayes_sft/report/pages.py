@@ -298,6 +298,8 @@ def write_markdown(
 def _is_text(col: pd.Series) -> bool:
     """Whether a column holds words (left-aligned) rather than numbers, formatted ones ("1,234",
     "inf", "–") included (right-aligned, so that digits line up)."""
+    if pd.api.types.is_bool_dtype(col):  # True/False read as words
+        return True
     if pd.api.types.is_numeric_dtype(col):
         return False
     return any(not NUMBER.fullmatch(str(v)) for v in col if not pd.isna(v) and str(v) != "")
