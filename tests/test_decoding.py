@@ -121,7 +121,7 @@ def test_answer_error_under_draws_is_the_same_with_and_without_the_reference(spa
 
     tok = load_tokenizer(SHIPPED_BASE)
     model = attach_lora(load_causal_lm(SHIPPED_BASE), r=4, alpha=8.0, seed=1).eval()
-    examples = generate(12, [2, 5], split="train", seed=3)
+    examples = generate(8, [2, 5], split="train", seed=3)  # 16 rows: batches of 5 end mid-draw
     for sigma in (0.002, 0.05):
         post = GaussianPosterior(model, sigma, space, seed=6)
         runs = []
@@ -134,7 +134,7 @@ def test_answer_error_under_draws_is_the_same_with_and_without_the_reference(spa
             )
             runs.append((mc.per_sample, losses.stats["rows_decoded"]))
         assert runs[0][0] == runs[1][0]
-        assert runs[1][1] <= runs[0][1] == 24
+        assert runs[1][1] <= runs[0][1] == 16
 
 
 def test_verification_in_small_chunks_continues_each_row_from_its_own_cache(monkeypatch):

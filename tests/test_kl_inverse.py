@@ -144,3 +144,17 @@ def test_seeger_bound_at_zero_risk_is_one_half_at_b_equal_n_ln2():
         comp = math.log(2 * math.sqrt(n) / 0.05)  # B = KL + ln(2√n/δ)
         for target, b_over_n in ((0.5, math.log(2)), (0.9, math.log(10)), (0.99, math.log(100))):
             assert float(seeger_bound(0.0, n * b_over_n - comp, n, 0.05)) == pytest.approx(target, rel=1e-12)
+
+
+def test_the_vectorised_solver_and_brent_one_by_one_agree():
+    """More than a few roots go to scipy's vectorised solver, a few to Brent's method one by one:
+    the same roots, tiny ones (below 1e-37) included, to the accuracy the budget allows."""
+    rng = np.random.default_rng(1)
+    q = np.concatenate([rng.uniform(0, 1, 60), 10 ** rng.uniform(-300, -1, 30), 1 - 10 ** rng.uniform(-15, -1, 30)])
+    c = 10 ** rng.uniform(-12, 2, q.size)
+    many_up, many_lo = kl_inverse_upper(q, c), kl_inverse_lower(q, c)
+    one_up = np.array([kl_inverse_upper(a, b) for a, b in zip(q, c)])
+    one_lo = np.array([kl_inverse_lower(a, b) for a, b in zip(q, c)])
+    np.testing.assert_allclose(one_up, many_up, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(one_lo, many_lo, rtol=1e-13, atol=0)
+    assert (many_lo < 1e-37).sum() >= 10  # the hard end is exercised
