@@ -21,10 +21,12 @@ import argparse
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from pacbayes_sft.racing.files import RACE_DIR, race_mixture, race_summaries
 from pacbayes_sft.racing.groups import Group
 from pacbayes_sft.racing.seed_stage import bucket_rows, round_files, seed_matrix
-from pacbayes_sft.report.decisions import decision_table
+from pacbayes_sft.report.decisions import decided_over_seeds, decision_table
 from pacbayes_sft.stats.seeds import decide_over_seeds, look_schedule
 from pacbayes_sft.sweep.store import folder_config, valid_cells
 
@@ -125,11 +127,10 @@ def combined(tables: list, summaries: list[dict]) -> dict:
                 counts_[mix][k] += v
     keys = ["cells_h", "races_h", "seed_stage_h", "total_h", "gpu_projection_h"]
     compute = {k: round(sum(s["compute"][k] for s in summaries), 3) for k in keys}
-    rows = [r for t in tables for r in t.to_dict("records")]
-    decided = [r for r in rows if r["over_seeds"] and not r["over_seeds"].startswith(("open", "not computed"))]
-    span = {k: sorted({r[k] for r in decided}) for k in ("base", "objective", "n", "mixture")}
-    return {"counts": counts_, "compute": compute, "decided_over_seeds": len(decided), "races": len(rows),
-            "decided_over_seeds_span": span}  # fmt: skip
+    decided = pd.concat([t[decided_over_seeds(t)] for t in tables])
+    span = {k: sorted(decided[k].unique().tolist()) for k in ("base", "objective", "n", "mixture")}
+    return {"counts": counts_, "compute": compute, "decided_over_seeds": len(decided),
+            "races": sum(len(t) for t in tables), "decided_over_seeds_span": span}  # fmt: skip
 
 
 def main() -> None:

@@ -52,24 +52,43 @@ def _order(col: pd.Series) -> pd.Series:
     return col.map(lambda m: "" if m == "test" else m) if col.name == "mixture" else col
 
 
+SHARED = {"epsilon": lambda v: f"ε {v:g}", "level": lambda v: f"level {v:.0%}"}  # how a shared setting reads
+
+
+def _shared(table: pd.DataFrame) -> list[str]:
+    """The race settings (ε, level) that every race of ``table`` shares: stated once, not per row."""
+    return [c for c in SHARED if table[c].nunique() == 1]
+
+
 def shown_decisions(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` as a report shows it: ε and the level as columns only where the races differ in
-    them (:func:`decision_counts` states a shared pair once)."""
-    same = [c for c in ("epsilon", "level") if table[c].nunique() <= 1]
-    return table.drop(columns=same)
+    them (:func:`decision_counts` states each shared one once)."""
+    return table.drop(columns=_shared(table))
+
+
+def seeds_computed(table: pd.DataFrame) -> pd.Series:
+    """Per row: whether the seed stage gave an answer (open or decided)."""
+    over = table["over_seeds"]
+    return (over.str.len() > 0) & ~over.str.startswith("not computed")
+
+
+def decided_over_seeds(table: pd.DataFrame) -> pd.Series:
+    """Per row: whether the answer over seeds is decided (a best bucket or an ε-tie)."""
+    return seeds_computed(table) & ~table["over_seeds"].str.startswith("open")
 
 
 def decision_counts(table: pd.DataFrame) -> str:
     """One line: races decided (certified) and answers over seeds decided (estimates), never added;
-    the races' ε and level where all share them."""
+    the race settings every race shares."""
     if table.empty:
         return ""
     raced = int((~table["race"].str.startswith("open")).sum())
     line = f"decided by race (certified for the trained adapters): {raced} of {len(table)}"
-    if table["epsilon"].nunique() == 1 and table["level"].nunique() == 1:
-        line += f", every race at ε {table['epsilon'].iloc[0]:g} and level {table['level'].iloc[0]:.0%}"
-    seeded = table[(table["over_seeds"].str.len() > 0) & ~table["over_seeds"].str.startswith("not computed")]
-    if seeded.empty:
+    shared = _shared(table)
+    if shared:
+        line += ", every race at " + " and ".join(SHARED[c](table[c].iloc[0]) for c in shared)
+    computed = int(seeds_computed(table).sum())
+    if not computed:
         return line
-    over = int((~seeded["over_seeds"].str.startswith("open")).sum())
-    return line + f"; decided over seeds too (estimates, a separate count): {over} of {len(seeded)}"
+    over = int(decided_over_seeds(table).sum())
+    return line + f"; decided over seeds too (estimates, a separate count): {over} of {computed}"

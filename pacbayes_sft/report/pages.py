@@ -295,6 +295,9 @@ def write_markdown(
     path.write_text("\n".join(body) + "\n")
 
 
+NUMBER = re.compile(r"[-+]?[0-9,]*\.?[0-9]+(e[-+]?[0-9]+)?%?|[0-9]+(/[0-9]+)+|[-+]?inf|–|nan")  # "4/4/4": seeds
+
+
 def _is_text(col: pd.Series) -> bool:
     """Whether a column holds words (left-aligned) rather than numbers, formatted ones ("1,234",
     "inf", "–") included (right-aligned, so that digits line up)."""
@@ -303,9 +306,6 @@ def _is_text(col: pd.Series) -> bool:
     if pd.api.types.is_numeric_dtype(col):
         return False
     return any(not NUMBER.fullmatch(str(v)) for v in col if not pd.isna(v) and str(v) != "")
-
-
-NUMBER = re.compile(r"[-+]?[0-9,]*\.?[0-9]+(e[-+]?[0-9]+)?%?|[0-9]+(/[0-9]+)+|[-+]?inf|–|nan")  # "4/4/4": seeds
 
 
 def _html_table(table: pd.DataFrame) -> str:
