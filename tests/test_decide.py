@@ -95,7 +95,7 @@ def test_decide_refuses_a_folder_that_is_not_a_sweep_and_settings_of_another_typ
     assert SweepConfig().decide == DecideConfig()
 
 
-def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeypatch):
+def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeypatch, experiment):
     """Two seeds, up to three, a look at each count: the race's answer (certified, these adapters) and the answer over
     seeds (an estimate) side by side; a skewed mixture races on fresh items only. The tiny models'
     seeds agree exactly, so the first look is made open to make the stage train a third seed."""
@@ -153,11 +153,7 @@ def test_decide_over_seeds_and_another_mixture(config, tmp_path, capsys, monkeyp
     mix = json.loads((out / "race" / "tiny__sft__n8@hard.json").read_text())
     assert mix["settings"]["weights"] == {"1": 1.0, "3": 3.0} and mix["item_seeds"][0] is not None
     # the study script: the same table into decisions.csv, and two folders' totals added up
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("decide_study", ROOT / "experiments" / "decide_study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = experiment("decide_study")
     written, summary = study.study(out)
     assert (out / "decisions.csv").read_text().count("\n") == len(table) + 1 and written.equals(table)
     assert summary["counts"]["test"]["races"] == summary["counts"]["hard"]["races"] == 1

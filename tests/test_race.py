@@ -191,29 +191,20 @@ def test_bad_input(run, tmp_path, capsys):
         assert needle in err and len(err.splitlines()) == 1, err
 
 
-def _experiment(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_the_replay_and_the_race_table_read_a_raced_folder(run, tmp_path, capsys):
+def test_the_replay_and_the_race_table_read_a_raced_folder(run, tmp_path, capsys, experiment):
     """experiments/race_replay.py replays the group on its recorded losses (both methods, every
     cap), and experiments/race_table.py lists the race that ran with the replay's prediction."""
     doc = race_group(run, "tiny/sft/8", **RACE)  # already run above: read back, not recomputed
     csv_path = tmp_path / "replay.csv"
-    replay = _experiment("race_replay")
+    replay = experiment("race_replay")
     assert replay.main(["--run", str(run), "--caps", "48", "72", "--reps", "3", "--epsilon", "0.001",
                         "--round-items", "24", "--out", str(csv_path)]) == 0  # fmt: skip
     with csv_path.open() as f:
         rows = list(csv.DictReader(f))
     assert {(r["method"], r["cap"]) for r in rows} == {(m, c) for m in CONFIDENCES for c in ("48", "72")}
     assert all(float(r["median_items"]) <= int(r["cap"]) and r["round0_items"] == "24" for r in rows)
-    table = _experiment("race_table").rows(run, csv_path)
+    table = experiment("race_table").rows(run, csv_path)
     (row,) = [r for r in table if r["group"] == "tiny/sft/8"]
     assert row["items"] == doc["result"]["items_used"]["easy"] and row["method"] == "cmeb"
     assert row["decided"] is False and row["predicted_items"] == 72.0  # ε this small: the cap, in every replay
-    assert _experiment("race_table").main([str(run)]) == 0 and "tiny/sft/8" in capsys.readouterr().out
+    assert experiment("race_table").main([str(run)]) == 0 and "tiny/sft/8" in capsys.readouterr().out

@@ -214,10 +214,10 @@ def seed_group(
                          f"{max_seeds}, min_seeds {min_seeds}): its looks split δ, so keep its settings (another "
                          "schedule on the same seeds would spend δ again)")  # fmt: skip
     cells = group_cells(out, cfg, state, group)
-    now = sorted(r.seed for r in next(iter(cells.values())))
-    if now != sorted(doc["cell_seeds"]):  # the stage pairs the race's own seeds' losses with new ones
+    group_seeds = sorted(r.seed for r in next(iter(cells.values())))
+    if group_seeds != sorted(doc["cell_seeds"]):  # the stage pairs the race's own seeds' losses with new ones
         raise ValueError(f"the race {str(path)!r} was run on seeds {doc['cell_seeds']}, and the group now has seeds "
-                         f"{now}: race the group again first (pacbayes-sft race)")  # fmt: skip
+                         f"{group_seeds}: race the group again first (pacbayes-sft race)")  # fmt: skip
     made: list[Contenders] = []
 
     def contenders_of() -> Contenders:
